@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class AuditsConfig(AppConfig):
+    name = "auditsvc.audits"
+    label = "audits"
+    verbose_name = "Audits"

@@ -1,0 +1,297 @@
+"""Access to the inside of any exported CNN: its layers, their activations, guided ReLUs.
+
+`ModelGraph` wraps the functional (no in-place ops) graph of an ExportedProgram as a plain
+`torch.fx.GraphModule` that takes a batch and returns logits. Layers are named by module
+path from the export (`layer1.0.conv1`); a functional op that runs directly inside a
+container module is a layer of its own, named `<container>:<node>` (`layer1.0:relu_3`).
+
+Internals are reached by rewriting a copy of the graph, never by hoping for `nn.ReLU`
+modules: `GraphRewrite` adds extra outputs (activations), swaps every ReLU node for an
+`nn.ReLU` module (so Captum's guided backprop and deconvnet see functional and in-place
+ReLUs too), or routes a layer through an identity `Tap` module for Captum's layer methods.
+The rewrite and the hooks on it live only inside its `with` block.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import fx, nn
+
+RELU_OPS = {torch.ops.aten.relu.default, torch.ops.aten.relu_.default}
+# Functional ops worth naming as layers when they run directly inside a container module.
+FUNCTIONAL_LAYER_OPS = {
+    "relu", "relu_", "silu", "silu_", "gelu", "hardswish", "hardswish_", "hardsigmoid", "sigmoid",
+    "tanh", "leaky_relu", "elu", "hardtanh", "hardtanh_", "mish", "add", "add_", "mul", "cat",
+    "max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_pool2d", "mean",
+}
+WEIGHT_OP_TYPES = {"conv2d": "Conv2d", "convolution": "Conv2d", "linear": "Linear",
+                   "_native_batch_norm_legit_no_training": "BatchNorm2d", "batch_norm": "BatchNorm2d"}
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str           # module path, or "<container>:<node>" for a functional op
+    type: str           # module class name ("Conv2d") or "fn:<op>" for a functional op
+    node: str           # the fx node whose output is the layer's output
+    shape: tuple[int, ...]  # output shape without the batch dimension
+    parameters: int     # parameters and weights owned by this module path (0 for functional ops)
+    leaf: bool          # a module without child modules, or a functional op
+
+    @property
+    def is_spatial(self) -> bool:
+        return len(self.shape) == 3
+
+    @property
+    def is_conv(self) -> bool:
+        return self.type.startswith("Conv")
+
+
+class Tap(nn.Identity):
+    """An identity module a layer's output flows through, for Captum's layer methods."""
+
+
+class ModelGraph:
+    def __init__(self, program: torch.export.ExportedProgram, input_size: Sequence[int],
+                 device: str | torch.device = "cpu", module_types: dict[str, str] | None = None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = program.run_decompositions({})  # functionalize: relu_ -> relu, no mutation
+            unlifted = program.module()
+        self.device = torch.device(device)
+        self.module = _flat_module(unlifted).to(self.device)
+        for tensor in [*self.module.parameters(), *self.module.buffers()]:
+            tensor.requires_grad_(False)
+        self.input_size = tuple(input_size)
+        self.layers: list[Layer] = []
+        self._by_name: dict[str, Layer] = {}
+        self._set_layers(_catalog(self.module, module_types or {}))
+        self.relu_count = sum(1 for n in self.module.graph.nodes if n.target in RELU_OPS)
+
+    def _set_layers(self, layers: list[Layer]) -> None:
+        """Record the layers with their real output shapes, from one forward pass."""
+        self.layers, self._by_name = layers, {layer.name: layer for layer in layers}
+        probe = torch.zeros(1, *self.input_size, device=self.device)
+        with torch.inference_mode():
+            _, outputs = self.activations(probe, [layer.name for layer in layers])
+        self.layers = [replace(l, shape=tuple(outputs[l.name].shape[1:])) for l in layers]
+        self._by_name = {layer.name: layer for layer in self.layers}
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.module(batch)
+
+    def layer(self, name: str) -> Layer:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no layer named {name!r}; layers: {', '.join(self._by_name)}") from None
+
+    def leaf_layers(self) -> list[Layer]:
+        return [layer for layer in self.layers if layer.leaf]
+
+    def conv_layers(self) -> list[Layer]:
+        return [layer for layer in self.layers if layer.is_conv and layer.is_spatial]
+
+    def last_spatial_layer(self) -> Layer:
+        """The deepest layer that still has a spatial map (> 1x1): Grad-CAM's usual choice."""
+        spatial = [l for l in self.layers if l.is_spatial and l.shape[1] * l.shape[2] > 1]
+        if not spatial:
+            raise ValueError("the model has no layer with a spatial output")
+        leaf = [l for l in spatial if l.leaf]
+        return (leaf or spatial)[-1]
+
+    def activations(self, batch: torch.Tensor, names: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and the outputs of the named layers, all from one forward pass."""
+        with GraphRewrite(self, outputs=names) as rewrite:
+            logits, *outputs = rewrite.module(batch)
+        return logits, dict(zip(names, outputs))
+
+    def rewrite(self, *, outputs: Sequence[str] = (), relu_modules: bool = False,
+                taps: Sequence[str] = ()) -> "GraphRewrite":
+        return GraphRewrite(self, outputs=outputs, relu_modules=relu_modules, taps=taps)
+
+    def layer_weight(self, layer: Layer) -> torch.Tensor | None:
+        """The weight tensor a conv or linear layer applies (argument 1 of its op), if any."""
+        node = next(n for n in self.module.graph.nodes if n.name == layer.node)
+        if len(node.args) > 1 and isinstance(node.args[1], fx.Node) and node.args[1].op == "get_attr":
+            return _get_attr(self.module, node.args[1].target)
+        return None
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return dict(self.module.named_parameters()) | dict(self.module.named_buffers())
+
+
+class GraphRewrite:
+    """A rewritten copy of the model graph, valid inside its `with` block.
+
+    outputs: the module returns (logits, *those layers' outputs) instead of logits.
+    relu_modules: every ReLU node becomes an `nn.ReLU` submodule (`.relus`).
+    taps: those layers' outputs flow through identity `Tap` submodules (`.taps[name]`).
+    Hooks registered on its modules through `hook()` are removed on exit.
+    """
+
+    def __init__(self, graph: ModelGraph, *, outputs: Sequence[str] = (), relu_modules: bool = False,
+                 taps: Sequence[str] = ()):
+        self.graph = graph
+        self._outputs, self._relu_modules, self._taps = list(outputs), relu_modules, list(taps)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.module: fx.GraphModule | None = None
+        self.taps: dict[str, Tap] = {}
+        self.relus: list[nn.ReLU] = []
+
+    def __enter__(self) -> "GraphRewrite":
+        new_graph = copy.deepcopy(self.graph.module.graph)
+        nodes = {node.name: node for node in new_graph.nodes}
+        submodules: dict[str, nn.Module] = {}
+        if self._relu_modules:
+            for index, node in enumerate([n for n in new_graph.nodes if n.target in RELU_OPS]):
+                self.relus.append(nn.ReLU())
+                submodules[f"auditsvc_relu_{index}"] = self.relus[-1]
+                nodes[node.name] = _replace_with_module(new_graph, node, f"auditsvc_relu_{index}")
+        for index, name in enumerate(self._taps):
+            self.taps[name] = submodules[f"auditsvc_tap_{index}"] = Tap()
+            nodes[self.graph.layer(name).node] = _insert_after(
+                new_graph, nodes[self.graph.layer(name).node], f"auditsvc_tap_{index}")
+        if self._outputs:
+            output_node = next(n for n in new_graph.nodes if n.op == "output")
+            extra = [nodes[self.graph.layer(name).node] for name in self._outputs]
+            output_node.args = ((output_node.args[0], *extra),)
+        new_graph.lint()
+        self.module = fx.GraphModule(_graph_root(self.graph.module, new_graph, submodules), new_graph)
+        return self
+
+    def hook(self, module: nn.Module, kind: str, fn) -> None:
+        register = {"forward": module.register_forward_hook,
+                    "full_backward": module.register_full_backward_hook}[kind]
+        self._handles.append(register(fn))
+
+    def __exit__(self, *exc_info) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.module, self.taps, self.relus = None, {}, []
+
+
+def _flat_module(unlifted: fx.GraphModule) -> fx.GraphModule:
+    """The unlifted module with plain calling conventions: f(batch) -> logits tensor."""
+    graph = copy.deepcopy(unlifted.graph)
+    graph._codegen = fx.graph.CodeGen()
+    for node in list(graph.nodes):
+        if node.op == "call_module" and node.target == "_guards_fn":
+            graph.erase_node(node)
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise ValueError(f"the model takes {len(placeholders)} inputs; an image classifier takes exactly one")
+    output_node = next(n for n in graph.nodes if n.op == "output")
+    result = output_node.args[0]
+    while isinstance(result, (tuple, list)):
+        if len(result) != 1:
+            raise ValueError(f"the model returns {len(result)} outputs; expected one logits tensor")
+        result = result[0]
+    output_node.args = (result,)
+    graph.eliminate_dead_code()
+    graph.lint()
+    return fx.GraphModule(unlifted, graph)
+
+
+def _replace_with_module(graph: fx.Graph, node: fx.Node, target: str) -> fx.Node:
+    with graph.inserting_after(node):
+        replacement = graph.call_module(target, (node.args[0],))
+    replacement.meta = dict(node.meta)
+    node.replace_all_uses_with(replacement)
+    graph.erase_node(node)
+    return replacement
+
+
+def _insert_after(graph: fx.Graph, node: fx.Node, target: str) -> fx.Node:
+    with graph.inserting_after(node):
+        tap = graph.call_module(target, (node,))
+    tap.meta = dict(node.meta)
+    node.replace_all_uses_with(tap, delete_user_cb=lambda user: user is not tap)
+    return tap
+
+
+def _graph_root(base: fx.GraphModule, graph: fx.Graph, submodules: dict[str, nn.Module]) -> dict:
+    """What the new graph's get_attr and call_module nodes refer to: shared, not copied."""
+    root: dict[str, object] = dict(submodules)
+    for node in graph.nodes:
+        if node.op in ("get_attr", "call_module") and node.target not in root:
+            root[node.target] = _get_attr(base, node.target)
+    return root
+
+
+def _get_attr(module: nn.Module, dotted: str):
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def _tensor_meta(node: fx.Node) -> torch.Tensor | None:
+    value = node.meta.get("val")
+    return value if isinstance(value, torch.Tensor) and value.is_floating_point() else None
+
+
+def _module_stack(node: fx.Node, module_types: dict[str, str]) -> list[tuple[str, str]]:
+    """(path, type) from outermost to innermost module, root excluded."""
+    if node.target is operator.getitem and isinstance(node.args[0], fx.Node):
+        node = node.args[0]  # the tuple-returning op (batch norm) the item comes from
+    stack = node.meta.get("nn_module_stack") or {}
+    entries = [(path, type_name.rsplit(".", 1)[-1]) for path, type_name in stack.values() if path]
+    if entries:
+        return entries
+    # TorchScript conversions keep no module stack: the weights a node reads name its module.
+    for arg in node.args:
+        if isinstance(arg, fx.Node) and arg.op == "get_attr" and "." in arg.target:
+            path = arg.target.rsplit(".", 1)[0]
+            op = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+            type_name = module_types.get(path) or WEIGHT_OP_TYPES.get(op, "Module")
+            parts = path.split(".")
+            return [(".".join(parts[: i + 1]), module_types.get(".".join(parts[: i + 1]), "Module"))
+                    for i in range(len(parts) - 1)] + [(path, type_name)]
+    return []
+
+
+def _catalog(module: fx.GraphModule, module_types: dict[str, str]) -> list[Layer]:
+    last_node: dict[str, fx.Node] = {}
+    types: dict[str, str] = {}
+    functional: list[tuple[str, fx.Node, str]] = []  # (owner path, node, op)
+    order = {node: index for index, node in enumerate(module.graph.nodes)}
+    for node in module.graph.nodes:
+        if node.op not in ("call_function", "call_module") or _tensor_meta(node) is None:
+            continue
+        stack = _module_stack(node, module_types)
+        for path, type_name in stack:
+            last_node[path] = node
+            types[path] = type_name
+        op = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+        if op in FUNCTIONAL_LAYER_OPS and _tensor_meta(node).dim() in (2, 4):
+            functional.append((stack[-1][0] if stack else "", node, op))
+    paths = set(last_node)
+    containers = {p for p in paths if any(q.startswith(p + ".") for q in paths)}
+    leaves = paths - containers
+    param_counts = _parameter_counts(module)
+    layers = [
+        Layer(path, types[path], last_node[path].name, (),
+              sum(n for name, n in param_counts.items() if name.startswith(path + ".")), path in leaves)
+        for path in paths
+    ]
+    for owner, node, op in functional:
+        if owner in leaves:
+            continue  # e.g. the relu inside nn.ReLU: the module is the layer
+        name = f"{owner}:{node.name}" if owner else node.name
+        layers.append(Layer(name, f"fn:{op.rstrip('_')}", node.name, (), 0, True))
+    nodes = {node.name: node for node in module.graph.nodes}
+    # Order by where the output appears; a container sorts after the children it ends with.
+    layers.sort(key=lambda l: (order[nodes[l.node]], not l.leaf, -l.name.count(".")))
+    return layers
+
+
+def _parameter_counts(module: nn.Module) -> dict[str, int]:
+    return {name: t.numel() for name, t in [*module.named_parameters(), *module.named_buffers()]
+            if not name.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+

@@ -1,0 +1,112 @@
+"""Plain data an audit produces: findings, report blocks, section results, the whole result.
+
+Nothing here renders or stores anything; reports and the service consume these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["info", "warn", "fail"]
+SEVERITY_RANK = {"info": 0, "warn": 1, "fail": 2}
+CATEGORIES = ("shortcut", "bias", "representation", "health")
+
+
+@dataclass
+class Figure:
+    png: bytes
+    caption: str            # what it shows and what to look for
+    title: str = ""
+    width: str = "100%"     # CSS width in the report
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[Any]]
+    caption: str = ""
+    title: str = ""
+
+
+@dataclass
+class Text:
+    text: str
+    kind: Literal["note", "warning", "plain"] = "plain"
+
+
+Block = Figure | Table | Text
+
+
+@dataclass
+class Finding:
+    code: str               # "<category>.<what>", e.g. "health.nan_outputs"
+    category: str
+    severity: Severity
+    title: str
+    summary: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    blocks: list[Block] = field(default_factory=list)  # what a reviewer sees in the report
+
+    def __post_init__(self) -> None:
+        if self.category not in CATEGORIES:
+            raise ValueError(f"unknown finding category {self.category!r}")
+        if not self.code.startswith(self.category + "."):
+            raise ValueError(f"finding code {self.code!r} must start with {self.category!r}.")
+        if self.severity not in SEVERITY_RANK:
+            raise ValueError(f"unknown severity {self.severity!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "category": self.category, "severity": self.severity,
+                "title": self.title, "summary": self.summary, "evidence": self.evidence}
+
+
+@dataclass
+class SectionResult:
+    name: str
+    title: str
+    status: Literal["ok", "skipped", "error"] = "ok"
+    seconds: float = 0.0
+    reason: str = ""        # why skipped, or the error
+    intro: str = ""         # one paragraph: what the method does
+    blocks: list[Block] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)   # JSON-able numbers for findings.json
+    findings: list[Finding] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "seconds": round(self.seconds, 3)}
+        if self.reason:
+            out["reason"] = self.reason
+        return out | self.data
+
+
+def verdict_of(findings: list[Finding]) -> str:
+    worst = max((SEVERITY_RANK[f.severity] for f in findings), default=0)
+    return {0: "pass", 1: "warn", 2: "fail"}[worst]
+
+
+@dataclass
+class AuditResult:
+    model: dict[str, Any]        # name, version, sha256, format (+ classes, input for the report)
+    dataset: dict[str, Any]      # sha256, images, classes (+ source, attributes)
+    reference: dict[str, Any] | None
+    verdict: str
+    metrics: dict[str, Any]
+    findings: list[Finding]
+    sections: list[SectionResult]
+    environment: dict[str, Any]
+    settings: dict[str, Any]
+    created: str                 # ISO 8601 UTC
+
+    def findings_json(self) -> dict[str, Any]:
+        """The findings.json contract (schema 1)."""
+        return {
+            "schema": 1,
+            "model": {k: self.model[k] for k in ("name", "version", "sha256", "format")},
+            "dataset": {k: self.dataset[k] for k in ("sha256", "images", "classes")},
+            "verdict": self.verdict,
+            "metrics": self.metrics,
+            "findings": [f.to_json() for f in self.findings],
+            "sections": {s.name: s.to_json() for s in self.sections},
+            "environment": self.environment,
+        }

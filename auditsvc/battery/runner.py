@@ -1,0 +1,90 @@
+"""Run the battery: model + probe set + options -> AuditResult (plain data and figures)."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+import traceback
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+
+import auditsvc
+
+from . import registry
+from .context import AuditContext, AuditOptions, Progress
+from .dataset import ProbeSet
+from .errors import BadInput
+from .graph import ModelGraph
+from .loading import LoadedModel
+from .results import AuditResult, SectionResult, verdict_of
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda was asked for, but no CUDA device is available")
+    return device
+
+
+def run_audit(model: LoadedModel, probe: ProbeSet, options: AuditOptions | None = None,
+              reference: LoadedModel | None = None, progress: Progress | None = None) -> AuditResult:
+    options = options or AuditOptions()
+    options.device = resolve_device(options.device)
+    torch.manual_seed(options.seed)
+    np.random.seed(options.seed % 2**32)
+    report = progress or (lambda fraction, stage: None)
+    report(0.0, "loading model graph")
+    graph = ModelGraph(model.program, model.meta.input.size, options.device, model.module_types)
+    context = AuditContext(model, graph, probe, options, reference, report)
+    sections = registry.sections(options.sections)
+    results: list[SectionResult] = []
+    for index, section in enumerate(sections):
+        report(index / len(sections), section.title)
+        results.append(_run_section(section, context))
+    report(1.0, "done")
+    findings = sorted((f for r in results for f in r.findings),
+                      key=lambda f: ({"fail": 0, "warn": 1, "info": 2}[f.severity], f.category))
+    return AuditResult(
+        model=_model_info(model),
+        dataset=_dataset_info(probe),
+        reference=_model_info(reference) if reference else None,
+        verdict=verdict_of(findings),
+        metrics=context.cache.get("metrics", {"accuracy": None, "per_class": {}, "groups": {}}),
+        findings=findings,
+        sections=results,
+        environment={"auditsvc": auditsvc.__version__, "torch": torch.__version__, "device": options.device,
+                     "seed": options.seed, "python": platform.python_version()},
+        settings=options.as_dict(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _run_section(section: registry.Section, context: AuditContext) -> SectionResult:
+    started = time.perf_counter()
+    try:
+        result = section.run(context)
+    except BadInput:
+        raise
+    except Exception as exc:  # one failing method must not sink the audit; the report says what failed
+        log.error("section %s failed:\n%s", section.name, traceback.format_exc())
+        result = section.result(status="error", reason=f"{type(exc).__name__}: {str(exc)[:300]}")
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _model_info(model: LoadedModel) -> dict:
+    meta = model.meta
+    return {"name": meta.name, "version": meta.version, "sha256": model.sha256, "format": model.format,
+            "classes": list(meta.classes), "input": list(meta.input.size), "file": model.path.name}
+
+
+def _dataset_info(probe: ProbeSet) -> dict:
+    return {"sha256": probe.sha256, "images": len(probe),
+            "classes": [probe.classes[i] for i in probe.present_classes],
+            "source": probe.source.name, "attributes": probe.attribute_names, "boxes": probe.has_boxes}

@@ -1,0 +1,76 @@
+"""Occlusion: grey out a sliding window and watch the predicted class's probability."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import attribution, figures
+from ..context import AuditContext
+from ..registry import Section, register
+from ..results import Figure, SectionResult
+
+MASK_KEEP = 0.25  # the grey mask leaves visible the top quarter of pixels by importance
+
+
+def window_and_stride(context: AuditContext) -> tuple[int, int]:
+    side = min(context.spec.height, context.spec.width)
+    window = context.options.occlusion_window or max(3, round(side / 8))
+    stride = context.options.occlusion_stride or max(1, window // 2)
+    return min(window, side), stride
+
+
+@register
+class OcclusionSection(Section):
+    name = "occlusion"
+    title = "Occlusion"
+    order = 60
+    intro = ("A grey square slides over each image; at each position the model's probability for its "
+             "predicted class is measured again. Where the probability falls, the model needed that "
+             "region. Unlike gradients, this measures what the model does when the evidence is gone.")
+
+    def run(self, context: AuditContext) -> SectionResult:
+        window, stride = window_and_stride(context)
+        inputs = context.sample_batch()
+        indices = context.sample_indices
+        targets = torch.as_tensor(context.outputs.predictions[indices], device=context.device)
+        spec = context.spec
+        grey = torch.tensor([(0.5 - m) / s for m, s in zip(spec.mean, spec.std)], device=inputs.device).view(1, -1, 1, 1)
+        drops = torch.cat([
+            attribution.occlusion(context.graph, inputs[i:i + context.options.batch_size],
+                                  targets[i:i + context.options.batch_size], window=window, stride=stride,
+                                  baseline=grey, chunk=context.options.batch_size * 4)
+            for i in range(0, len(inputs), context.options.batch_size)]).mean(dim=1).cpu().numpy()
+        original = context.outputs.probabilities[indices, context.outputs.predictions[indices]]
+        occluded = np.clip(original[:, None, None] - drops, 0, 1)
+        context.cache["occlusion"] = {"indices": list(indices), "drops": drops, "window": window, "stride": stride}
+        figure = _figure(context, occluded, drops, window, stride)
+        return self.result(blocks=[figure], data={"window": window, "stride": stride, "images": len(indices),
+                                                  "max_drop": round(float(drops.max()), 4)})
+
+
+def grey_mask(pixels: np.ndarray, drop: np.ndarray) -> np.ndarray:
+    """The image with everything but the most needed regions greyed out."""
+    threshold = np.quantile(drop, 1 - MASK_KEEP)
+    keep = (drop >= threshold) & (drop > 0)
+    image = figures.as_rgb(pixels)
+    return np.where(keep[:, :, None], image, 0.5 + 0.15 * (image - 0.5))
+
+
+def _figure(context: AuditContext, occluded: np.ndarray, drops: np.ndarray, window: int, stride: int) -> Figure:
+    pixels = context.sample_pixels()
+    cmap = figures.plt.get_cmap("RdYlGn")
+    cells = [[figures.as_rgb(pixels[i]), cmap(occluded[i])[:, :, :3], grey_mask(pixels[i], drops[i])]
+             for i in range(len(pixels))]
+    labels = [context.sample_label(i) for i in context.sample_indices]
+    # Two images per row keeps the cells large enough to read.
+    rows = [cells[i] + (cells[i + 1] if i + 1 < len(cells) else []) for i in range(0, len(cells), 2)]
+    row_labels = [labels[i] + ("\n" + labels[i + 1] if i + 1 < len(labels) else "") for i in range(0, len(labels), 2)]
+    fig = figures.image_grid(rows, row_labels=row_labels, col_labels=["image", "probability", "grey mask"] * 2,
+                             label_width=1.3)
+    caption = (f"A {window}x{window} grey window moved in steps of {stride} pixels. 'probability': the predicted "
+               "class's probability with that region hidden (green = unchanged, red = falls to zero). 'grey "
+               f"mask': only the {MASK_KEEP:.0%} of the image whose hiding lowers the probability most is left "
+               "visible. If the visible part is not the object, the model decides from something else. "
+               "Row labels list the left image first.")
+    return Figure(figures.to_png(fig), caption, "Occlusion sensitivity")

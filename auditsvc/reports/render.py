@@ -1,0 +1,136 @@
+"""Plain report data -> HTML (Jinja2, self-contained) -> PDF (WeasyPrint).
+
+Templates never query: `report_data` builds everything they show. WeasyPrint may fetch
+nothing but the report's own inline images (`data:` URLs).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ..battery.results import AuditResult, Figure, Finding, Table, Text
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+LIMITATIONS = [
+    "Attribution maps explain the predicted class of a handful of sample images; they show where the model "
+    "is sensitive, not why, and can disagree with each other.",
+    "Findings are only as good as the probe set: a cue absent from the probe images cannot be detected.",
+    "Accuracy intervals are 95% Wilson intervals and assume the probe images are independent.",
+]
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["pct"] = lambda value: "n/a" if value is None else f"{value:.1%}"
+    return env
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _block(block) -> dict[str, Any]:
+    if isinstance(block, Figure):
+        return {"kind": "figure", "src": data_uri(block.png), "caption": block.caption, "title": block.title,
+                "width": block.width}
+    if isinstance(block, Table):
+        return {"kind": "table", "columns": block.columns, "rows": [[str(c) for c in row] for row in block.rows],
+                "caption": block.caption, "title": block.title}
+    if isinstance(block, Text):
+        return {"kind": "text", "text": block.text, "style": block.kind}
+    raise TypeError(f"unknown report block {type(block).__name__}")
+
+
+def _evidence_line(finding: Finding) -> str:
+    items = [(k, v) for k, v in finding.evidence.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    return ", ".join(f"{k.replace('_', ' ')} {_short(v)}" for k, v in items[:3])
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)[:60]
+
+
+def _finding(index: int, finding: Finding) -> dict[str, Any]:
+    return {"anchor": f"finding-{index + 1}", "code": finding.code, "category": finding.category,
+            "severity": finding.severity, "title": finding.title, "summary": finding.summary,
+            "evidence_line": _evidence_line(finding),
+            "evidence": json.dumps(finding.evidence, indent=1, default=str)[:4000],
+            "blocks": [_block(b) for b in finding.blocks]}
+
+
+def report_data(result: AuditResult, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the report template shows, as plain data."""
+    metrics = result.metrics
+    calibration = metrics.get("calibration") or {}
+    return {
+        "model": result.model,
+        "dataset": result.dataset,
+        "reference": result.reference,
+        "verdict": result.verdict,
+        "created": result.created,
+        "environment": result.environment,
+        "key_metrics": [
+            ("Accuracy", _pct(metrics.get("accuracy"))),
+            ("Worst-group accuracy", _pct(metrics.get("worst_group_accuracy"))),
+            ("Expected calibration error", f"{calibration['ece']:.3f}" if "ece" in calibration else "n/a"),
+            ("Probe images", str(result.dataset["images"])),
+        ],
+        "findings": [_finding(i, f) for i, f in enumerate(result.findings)],
+        "sections": [{"name": s.name, "title": s.title, "status": s.status, "reason": s.reason, "intro": s.intro,
+                      "seconds": s.seconds, "blocks": [_block(b) for b in s.blocks]} for s in result.sections],
+        "settings": sorted((k, str(v)) for k, v in result.settings.items()),
+        "skipped": [(s.title, s.status, s.reason) for s in result.sections if s.status != "ok"],
+        "limitations": LIMITATIONS,
+        "changes": changes,
+    }
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def render_html(data: dict[str, Any]) -> str:
+    return _environment().get_template("report/report.html.j2").render(**data)
+
+
+def inline_only_fetcher():
+    """A WeasyPrint fetcher for the report's own data: images; no files, no network."""
+    from weasyprint.urls import URLFetcher
+
+    return URLFetcher(allowed_protocols={"data"}, allow_redirects=False)
+
+
+def render_pdf(html: str) -> bytes:
+    from weasyprint import HTML
+
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+    return HTML(string=html, base_url=None, url_fetcher=inline_only_fetcher()).write_pdf()
+
+
+def write_report(result: AuditResult, out_dir: Path, changes: dict[str, Any] | None = None) -> dict[str, Path]:
+    """report.html, report.pdf and findings.json in out_dir; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html = render_html(report_data(result, changes))
+    paths = {"html": out_dir / "report.html", "pdf": out_dir / "report.pdf", "json": out_dir / "findings.json"}
+    paths["html"].write_text(html, encoding="utf-8")
+    paths["pdf"].write_bytes(render_pdf(html))
+    paths["json"].write_text(json.dumps(result.findings_json(), indent=2, default=_json_default), encoding="utf-8")
+    return paths
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
