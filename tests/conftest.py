@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny model packages and probe sets written to temporary directories."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from auditsvc.demo.nets import PlainNet, export
+
+warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def write_meta(path: Path, classes, size=(3, 32, 32), name="tiny", version="1.0") -> Path:
+    channels = size[0]
+    meta = {"name": name, "version": version, "classes": list(classes),
+            "input": {"size": list(size), "mean": [0.5] * channels, "std": [0.25] * channels}}
+    path.write_text(json.dumps(meta))
+    return path
+
+
+def write_package(directory: Path, model: torch.nn.Module, classes, size=(3, 32, 32), fmt="pt2", **meta) -> Path:
+    """model.pt2 (or TorchScript model.pt) plus model.json in `directory`; returns the model path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    if fmt == "pt2":
+        path = directory / "model.pt2"
+        torch.export.save(export(model, size), path)
+    elif fmt == "script":
+        path = directory / "model.pt"
+        torch.jit.save(torch.jit.script(model), path)
+    elif fmt == "trace":
+        path = directory / "model.ts"
+        torch.jit.save(torch.jit.trace(model, torch.randn(2, *size)), path)
+    else:
+        raise ValueError(fmt)
+    write_meta(directory / "model.json", classes, size, **meta)
+    return path
+
+
+def write_probe(root: Path, classes, per_class=6, size=(40, 48), seed=0, mode="RGB",
+                manifest: bool = True) -> Path:
+    """Random images in ImageFolder layout with a manifest (attribute 'site' and a box)."""
+    rng = np.random.default_rng(seed)
+    rows = ["path,label,site,x0,y0,x1,y1"]
+    for label in classes:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            shape = (size[0], size[1], 3) if mode == "RGB" else size
+            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(root / label / f"{i:03d}.png")
+            rows.append(f"{label}/{i:03d}.png,{label},{'north' if i % 2 else 'south'},4,6,20,30")
+    if manifest:
+        (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return write_package(tmp_path_factory.mktemp("tiny_model"), PlainNet(3, widths=(4, 8)), ["a", "b", "c"])
+
+
+@pytest.fixture(scope="session")
+def tiny_probe(tmp_path_factory) -> Path:
+    return write_probe(tmp_path_factory.mktemp("tiny_probe"), ["a", "b", "c"])

@@ -1,0 +1,67 @@
+"""`python manage.py audit`: exit codes 0 / 2 / 3, one-line errors, files written or none."""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from django.core.management import call_command
+
+from auditsvc.demo.nets import PlainNet
+from tests.conftest import write_meta, write_probe
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "manage.py", "audit", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_audit_writes_three_files_and_gates_on_the_verdict(tiny_package, tiny_probe, tmp_path):
+    out = tmp_path / "out"
+    done = run_cli("--model", tiny_package, "--dataset", tiny_probe, "--out", out, "--seed", 3, "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["findings.json", "report.html", "report.pdf"]
+    findings = json.loads((out / "findings.json").read_text())
+    assert findings["environment"]["seed"] == 3 and findings["model"]["name"] == "tiny"
+    assert f"verdict: {findings['verdict'].upper()}" in done.stdout
+    if findings["verdict"] != "pass":
+        gated = run_cli("--model", tiny_package, "--dataset", tiny_probe, "--out", tmp_path / "o2", "--fail-on", "warn")
+        assert gated.returncode == 3
+
+
+def _bad(capsys, tmp_path, *args) -> str:
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as exited:
+        call_command("audit", *map(str, args), "--out", str(out))
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "\n" not in error
+    assert not out.exists() or not any(out.iterdir())
+    return error
+
+
+def test_bad_model_inputs(capsys, tmp_path, tiny_probe):
+    pickle = tmp_path / "model.pt"
+    torch.save(PlainNet(3), pickle)
+    write_meta(tmp_path / "model.json", ["a", "b", "c"])
+    assert "arbitrary code" in _bad(capsys, tmp_path, "--model", pickle, "--dataset", tiny_probe)
+    assert "not found" in _bad(capsys, tmp_path, "--model", tmp_path / "none.pt2", "--dataset", tiny_probe)
+
+
+def test_bad_dataset_inputs(capsys, tmp_path, tiny_package):
+    other = write_probe(tmp_path / "other", ["x", "y"], per_class=2)
+    assert "not among the model's classes" in _bad(capsys, tmp_path, "--model", tiny_package, "--dataset", other)
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("../a/x.png", b"x")
+    assert "path traversal" in _bad(capsys, tmp_path, "--model", tiny_package, "--dataset", evil)
+
+
+def test_missing_arguments_exit_2():
+    done = run_cli("--model", "x.pt2")
+    assert done.returncode == 2 and "required" in done.stderr

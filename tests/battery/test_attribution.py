@@ -1,0 +1,137 @@
+"""Each attribution on the exported graph against Captum on the eager model: same numbers."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from captum.attr import (
+    Deconvolution,
+    GuidedBackprop,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+from torch import nn
+
+from auditsvc.battery import attribution
+from auditsvc.battery.graph import ModelGraph
+from auditsvc.demo.nets import export
+
+SIZE = (3, 24, 24)
+
+
+class Net(nn.Module):
+    """Small residual CNN; `functional` picks F.relu_ calls or nn.ReLU modules (same function)."""
+
+    def __init__(self, functional: bool):
+        super().__init__()
+        self.functional = functional
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.conv3 = nn.Conv2d(6, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8, 3)
+        self.relu1, self.relu2, self.relu3 = nn.ReLU(), nn.ReLU(), nn.ReLU()
+
+    def _relu(self, x, module):
+        return F.relu_(x) if self.functional else module(x)
+
+    def forward(self, x):
+        x = self._relu(self.bn1(self.conv1(x)), self.relu1)
+        x = self._relu(x + self.conv2(x), self.relu2)
+        x = self._relu(self.conv3(x), self.relu3)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    modular = Net(functional=False).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        modular.bn1.running_mean.uniform_(-0.2, 0.2)
+        modular.bn1.running_var.uniform_(0.5, 1.5)
+    functional = Net(functional=True).eval()
+    functional.load_state_dict(modular.state_dict())
+    return modular, functional, ModelGraph(export(functional, SIZE), SIZE)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    torch.manual_seed(1)
+    inputs = torch.randn(4, *SIZE)
+    return inputs, torch.tensor([0, 1, 2, 1])
+
+
+def close(ours, theirs, atol=1e-5):
+    theirs = theirs.detach()
+    scale = float(theirs.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(ours.detach(), theirs, rtol=1e-4, atol=atol * scale)
+
+
+def test_gradient(models, batch):
+    modular, _, graph = models
+    close(attribution.gradient(graph, *batch), Saliency(modular).attribute(batch[0], target=batch[1], abs=True))
+
+
+def test_guided_backprop_sees_functional_relus(models, batch):
+    modular, functional, graph = models
+    ours = attribution.guided_backprop(graph, *batch)
+    close(ours, GuidedBackprop(modular).attribute(batch[0], target=batch[1]))
+    # Captum on the functional-ReLU model silently falls back to the plain gradient.
+    captum_functional = GuidedBackprop(functional).attribute(batch[0].clone(), target=batch[1])
+    plain = Saliency(functional).attribute(batch[0].clone(), target=batch[1], abs=False)
+    torch.testing.assert_close(captum_functional, plain)
+    assert not torch.allclose(ours, plain, atol=1e-6)
+
+
+def test_deconvnet_sees_functional_relus(models, batch):
+    modular, _, graph = models
+    close(attribution.deconvnet(graph, *batch), Deconvolution(modular).attribute(batch[0], target=batch[1]))
+
+
+def test_smoothgrad_with_the_same_noise(models, batch):
+    modular, _, graph = models
+    torch.manual_seed(7)
+    ours = attribution.smoothgrad(graph, *batch, samples=5, stdev=0.3, chunk=8)
+    torch.manual_seed(7)
+    theirs = NoiseTunnel(Saliency(modular)).attribute(batch[0], nt_type="smoothgrad", nt_samples=5, stdevs=0.3,
+                                                     nt_samples_batch_size=2, target=batch[1], abs=True)
+    close(ours, theirs)
+
+
+def test_smoothgrad_is_reproducible_from_a_generator(models, batch):
+    _, _, graph = models
+    runs = [attribution.smoothgrad(graph, *batch, samples=3, stdev=0.3, chunk=8,
+                                   generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    torch.testing.assert_close(runs[0], runs[1])
+
+
+def test_integrated_gradients(models, batch):
+    modular, _, graph = models
+    baseline = torch.full((1, *SIZE), -2.0)
+    ours = attribution.integrated_gradients(graph, *batch, baseline=baseline, steps=16, chunk=10)
+    theirs = IntegratedGradients(modular).attribute(batch[0], baselines=baseline.expand_as(batch[0]),
+                                                    target=batch[1], n_steps=16)
+    close(ours, theirs)
+
+
+def test_grad_cam(models, batch):
+    modular, _, graph = models
+    layer = next(l.name for l in graph.layers if l.name == "conv2")
+    ours = attribution.grad_cam(graph, *batch, layer)
+    cam = LayerGradCam(modular, modular.conv2).attribute(batch[0], target=batch[1], relu_attributions=True)
+    close(ours, LayerAttribution.interpolate(cam, SIZE[1:], interpolate_mode="bilinear"))
+    assert ours.shape == (4, 1, *SIZE[1:])
+
+
+def test_occlusion(models, batch):
+    modular, _, graph = models
+    grey = torch.zeros(1, *SIZE)
+    ours = attribution.occlusion(graph, *batch, window=6, stride=3, baseline=grey, chunk=16)
+    theirs = Occlusion(lambda x: F.softmax(modular(x), dim=1)).attribute(
+        batch[0], sliding_window_shapes=(3, 6, 6), strides=(3, 3, 3), baselines=grey.expand_as(batch[0]),
+        target=batch[1], perturbations_per_eval=1)
+    close(ours, theirs, atol=1e-4)  # probabilities of differently batched passes: float32 noise

@@ -1,0 +1,52 @@
+"""The whole battery on many kinds of CNN: architectures, channels, sizes, class counts, formats."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from auditsvc.battery.context import AuditOptions
+from auditsvc.battery.dataset import ProbeSet
+from auditsvc.battery.loading import load_model
+from auditsvc.battery.runner import run_audit
+from auditsvc.demo.nets import PlainNet, SeparableNet, tiny_resnet
+from tests.conftest import write_package, write_probe
+
+FAST = dict(samples=2, ig_steps=4, smoothgrad_samples=2, batch_size=16)
+
+CASES = [
+    # (id, model factory, channels, side, classes, format)
+    ("plain-rgb-32-2cls-pt2", lambda k, c: PlainNet(k, c, widths=(4, 8)), 3, 32, 2, "pt2"),
+    ("resnet-grey-28-120cls-script", lambda k, c: tiny_resnet(k, c), 1, 28, 120, "script"),
+    ("separable-hardswish-rgb-224-2cls-pt2", lambda k, c: SeparableNet(k, c, widths=(4, 8)), 3, 224, 2, "pt2"),
+    ("separable-silu-grey-64-10cls-trace",
+     lambda k, c: SeparableNet(k, c, widths=(4, 8), activation=nn.SiLU), 1, 64, 10, "trace"),
+    ("resnet-rgb-96-101cls-pt2", lambda k, c: tiny_resnet(k, c), 3, 96, 101, "pt2"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_battery_runs_on(tmp_path, case):
+    _, factory, channels, side, count, fmt = case
+    classes = [f"class_{i}" for i in range(count)]
+    torch.manual_seed(0)
+    size = (channels, side, side)
+    path = write_package(tmp_path / "model", factory(count, channels), classes, size=size, fmt=fmt)
+    probe_classes = classes[:3]  # a probe set may cover some of the classes
+    root = write_probe(tmp_path / "probe", probe_classes, per_class=3, size=(side + 5, side),
+                       mode="RGB" if channels == 3 else "L")
+    stages = []
+    model = load_model(path)
+    with ProbeSet(root, classes) as probe:
+        result = run_audit(model, probe, AuditOptions(**FAST), progress=lambda f, s: stages.append((f, s)))
+    statuses = {s.name: (s.status, s.reason) for s in result.sections}
+    assert all(status == "ok" for status, _ in statuses.values()), statuses
+    assert stages[0][0] == 0.0 and stages[-1] == (1.0, "done")
+    saliency = next(s for s in result.sections if s.name == "saliency")
+    has_relu = "separable" not in case[0]
+    assert ("guided_backprop" in saliency.data["methods"]) == has_relu
+    document = json.loads(json.dumps(result.findings_json()))
+    assert document["schema"] == 1 and document["dataset"]["images"] == 3 * len(probe_classes)
+    assert set(document["sections"]) == {"summary", "performance", "filters", "layer_outputs", "saliency", "occlusion"}
+    assert document["verdict"] in ("pass", "warn", "fail")
