@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -10,6 +12,7 @@ from ..context import AuditContext
 from ..registry import Section, register
 from ..results import Figure, SectionResult
 
+FIGURE_IMAGES = 8
 MASK_KEEP = 0.25  # the grey mask leaves visible the top quarter of pixels by importance
 
 
@@ -36,17 +39,20 @@ class OcclusionSection(Section):
         targets = torch.as_tensor(context.outputs.predictions[indices], device=context.device)
         spec = context.spec
         grey = torch.tensor([(0.5 - m) / s for m, s in zip(spec.mean, spec.std)], device=inputs.device).view(1, -1, 1, 1)
+        started = time.perf_counter()
         drops = torch.cat([
             attribution.occlusion(context.graph, inputs[i:i + context.options.batch_size],
                                   targets[i:i + context.options.batch_size], window=window, stride=stride,
                                   baseline=grey, chunk=context.options.batch_size * 4)
             for i in range(0, len(inputs), context.options.batch_size)]).mean(dim=1).cpu().numpy()
+        seconds = time.perf_counter() - started
         original = context.outputs.probabilities[indices, context.outputs.predictions[indices]]
         occluded = np.clip(original[:, None, None] - drops, 0, 1)
         context.cache["occlusion"] = {"indices": list(indices), "drops": drops, "window": window, "stride": stride}
         figure = _figure(context, occluded, drops, window, stride)
         return self.result(blocks=[figure], data={"window": window, "stride": stride, "images": len(indices),
-                                                  "max_drop": round(float(drops.max()), 4)})
+                                                  "max_drop": round(float(drops.max()), 4),
+                                                  "method_seconds": {"occlusion": round(seconds, 3)}})
 
 
 def grey_mask(pixels: np.ndarray, drop: np.ndarray) -> np.ndarray:
@@ -58,11 +64,12 @@ def grey_mask(pixels: np.ndarray, drop: np.ndarray) -> np.ndarray:
 
 
 def _figure(context: AuditContext, occluded: np.ndarray, drops: np.ndarray, window: int, stride: int) -> Figure:
-    pixels = context.sample_pixels()
+    shown = context.sample_indices[:FIGURE_IMAGES]
+    pixels = context.probe.pixels(shown, context.spec)
     cmap = figures.plt.get_cmap("RdYlGn")
     cells = [[figures.as_rgb(pixels[i]), cmap(occluded[i])[:, :, :3], grey_mask(pixels[i], drops[i])]
              for i in range(len(pixels))]
-    labels = [context.sample_label(i) for i in context.sample_indices]
+    labels = [context.sample_label(i) for i in shown]
     # Two images per row keeps the cells large enough to read.
     rows = [cells[i] + (cells[i + 1] if i + 1 < len(cells) else []) for i in range(0, len(cells), 2)]
     row_labels = [labels[i] + ("\n" + labels[i + 1] if i + 1 < len(labels) else "") for i in range(0, len(labels), 2)]

@@ -21,6 +21,7 @@ METHODS = {
     "grad_cam": "Grad-CAM",
 }
 RELU_METHODS = ("guided_backprop", "deconvnet")
+FIGURE_IMAGES = 8
 
 
 @register
@@ -80,11 +81,12 @@ def compute_maps(context: AuditContext, inputs: torch.Tensor, targets: torch.Ten
 
 
 def _figure(context: AuditContext, maps: dict[str, np.ndarray]) -> Figure:
-    pixels = context.sample_pixels()
+    shown = context.sample_indices[:FIGURE_IMAGES]
+    pixels = context.probe.pixels(shown, context.spec)
     methods = list(maps)
     cells = [[figures.as_rgb(pixels[row])] + [figures.overlay(pixels[row], figures.normalize_map(maps[m][row]))
                                               for m in methods] for row in range(len(pixels))]
-    labels = [context.sample_label(i) for i in context.sample_indices]
+    labels = [context.sample_label(i) for i in shown]
     fig = figures.image_grid(cells, row_labels=labels, col_labels=["image"] + [METHODS[m] for m in methods],
                              label_width=1.3)
     caption = ("Rows: probe images, labelled true class (-> predicted class) and the predicted class's "

@@ -1,0 +1,108 @@
+"""Observational evidence: does a property predict the labels, or the model's predictions?
+
+A property is discretized into quantile bins (or its categories). Two numbers per target:
+- predictive power: cross-validated balanced accuracy of predicting the target from the
+  bin alone (each bin votes its training majority), rescaled so 0 is the naive baseline
+  (always the majority class) and 1 is perfect;
+- a permutation test on the mutual information between bin and target, optionally with the
+  target permuted only within strata (the true label), which asks whether the property
+  predicts the model's predictions beyond what the labels explain.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import StratifiedKFold
+
+MAX_BINS = 8
+MIN_PER_BIN = 8
+
+
+def bin_codes(values: np.ndarray | list[str], classes: int) -> np.ndarray:
+    """Integer bins: categories as they are, numbers by quantiles (fewer bins for small sets)."""
+    values = np.asarray(values)
+    if values.dtype.kind in "OUS":
+        _, codes = np.unique(values, return_inverse=True)
+        return codes
+    count = int(np.clip(len(values) // (MIN_PER_BIN * max(classes, 2)), 2, MAX_BINS))
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, count + 1)[1:-1]))
+    return np.searchsorted(edges, values, side="right")
+
+
+def tertiles(values: np.ndarray) -> np.ndarray:
+    edges = np.unique(np.quantile(values, [1 / 3, 2 / 3]))
+    return np.searchsorted(edges, values, side="right")
+
+
+def predictive_power(codes: np.ndarray, target: np.ndarray, seed: int = 0, folds: int = 5) -> float:
+    """Cross-validated balanced accuracy of bin-majority voting, 0 = naive baseline, 1 = perfect."""
+    present, target = np.unique(target, return_inverse=True)
+    if len(present) < 2:
+        return 0.0
+    splits = min(folds, int(np.bincount(target).min()))
+    if splits < 2:
+        return 0.0
+    predictions = np.empty_like(target)
+    splitter = StratifiedKFold(n_splits=splits, shuffle=True, random_state=seed)
+    for train, test in splitter.split(codes, target):
+        table = np.zeros((codes.max() + 1, len(present)))
+        np.add.at(table, (codes[train], target[train]), 1)
+        fallback = np.bincount(target[train], minlength=len(present)).argmax()
+        votes = np.where(table.sum(axis=1) > 0, table.argmax(axis=1), fallback)
+        predictions[test] = votes[codes[test]]
+    chance = 1 / len(present)
+    return float(max(0.0, (balanced_accuracy_score(target, predictions) - chance) / (1 - chance)))
+
+
+def mutual_information(codes: np.ndarray, targets: np.ndarray, classes: int) -> np.ndarray:
+    """MI (nats) between codes (n,) and each row of targets (p, n): vectorized over rows."""
+    bins = codes.max() + 1
+    rows, n = targets.shape
+    flat = (np.arange(rows)[:, None] * bins * classes + codes[None, :] * classes + targets).ravel()
+    joint = np.bincount(flat, minlength=rows * bins * classes).reshape(rows, bins, classes) / n
+    marginal_code = joint.sum(axis=2, keepdims=True)
+    marginal_target = joint.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = joint * np.log(joint / (marginal_code * marginal_target))
+    return np.nansum(terms, axis=(1, 2))
+
+
+def permutation_test(codes: np.ndarray, target: np.ndarray, *, strata: np.ndarray | None = None,
+                     permutations: int = 2000, most: int = 40000, seed: int = 0) -> tuple[float, float]:
+    """(statistic, p-value): MI of codes and target, against targets shuffled (within strata).
+
+    Runs `permutations` shuffles, and more (up to `most`) while fewer than 10 shuffles reach
+    the observed value, so strong associations get p-values small enough to survive the
+    correction for the number of properties."""
+    rng = np.random.default_rng(seed)
+    strata = np.zeros(len(target), int) if strata is None else strata
+    classes = int(target.max()) + 1
+    parts = []
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        if len(np.unique(target[members])) < 2 or len(np.unique(codes[members])) < 2:
+            continue
+        sub_codes = np.unique(codes[members], return_inverse=True)[1]
+        parts.append((len(members) / len(target), sub_codes, target[members]))
+    if not parts:
+        return 0.0, 1.0
+    observed = sum(w * float(mutual_information(c, t[None, :], classes)[0]) for w, c, t in parts)
+    reached, done = 0, 0
+    while done < most and (done == 0 or reached < 10):
+        null = sum(w * mutual_information(c, rng.permuted(np.tile(t, (permutations, 1)), axis=1), classes)
+                   for w, c, t in parts)
+        reached += int(np.sum(null >= observed - 1e-12))
+        done += permutations
+    return observed, float((1 + reached) / (1 + done))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (family-wise error control over all properties tested)."""
+    order = np.argsort(p_values)
+    adjusted = np.empty(len(p_values))
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted.tolist()

@@ -1,0 +1,254 @@
+"""Evidence the shortcut verdict weighs: property associations and intervention effects.
+
+Everything here is plain numpy on arrays that the section gathered; the model is only
+reached through a `predict(pixels) -> (predictions, probabilities)` function.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.stats import binomtest, fisher_exact
+
+from . import association, interventions
+from .properties import BY_NAME as PROPERTY_BY_NAME
+
+Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+LoadPixels = Callable[[Sequence[int]], np.ndarray]
+MAX_TREATED = 200
+MIN_TREATED = 8
+FLOOR_MINIMUM = 0.01
+
+
+@dataclass
+class PropertyStats:
+    name: str
+    cue: str
+    words: str
+    categorical: bool
+    label_power: float          # how well the property alone predicts the labels (0 = naive, 1 = perfect)
+    label_p: float              # permutation test, Holm-adjusted over all properties
+    prediction_power: float     # how well it predicts the model's predictions
+    beyond_label_p: float       # predictions permuted within each label: does it explain them beyond labels?
+    group_gap: float            # largest accuracy gap across its groups within one label
+    group_p: float              # Fisher test of that gap (Holm-adjusted)
+    spread: float               # 90th minus 10th percentile (numbers) or number of categories
+
+    def to_json(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
+
+
+@dataclass
+class InterventionStats:
+    name: str
+    cue: str
+    words: str
+    property: str | None
+    status: str                 # "ok" or "untestable" (no spread in the probe set, no boxes, ...)
+    treated: int = 0
+    flips: int = 0
+    flip_rate: float = 0.0
+    floor: float = 0.0
+    p_value: float = 1.0
+    p_adjusted: float = 1.0
+    accuracy_before: float = 0.0
+    accuracy_after: float = 0.0
+    towards: dict[int, int] = field(default_factory=dict)   # destination class -> flips
+    top_class: int | None = None
+    top_share: float = 0.0
+    kept_rate: float = 0.0      # correct predictions that survive (object masking)
+    follows_donor: float = 0.0  # donor interventions: share of flips to the donor image's own prediction
+    agrees: bool = False        # flips go where the probe images with that property value are predicted
+    target: float | None = None  # property value the treated images were moved to
+    examples: list[tuple[int, int, int, float, float]] = field(default_factory=list)  # idx, before, after, p0, p1
+    pairs: tuple[np.ndarray, np.ndarray] | None = None  # original and changed pixels of the examples
+
+    @property
+    def excess(self) -> float:
+        return self.flip_rate - self.floor
+
+    def to_json(self) -> dict:
+        skip = {"pairs", "examples"}
+        out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items() if k not in skip}
+        out["towards"] = {str(k): v for k, v in self.towards.items()}
+        return out
+
+
+# --- properties ------------------------------------------------------------------------------
+
+def property_stats(values: dict[str, np.ndarray], attributes: dict[str, list[str]], labels: np.ndarray,
+                   predictions: np.ndarray, seed: int, permutations: int = 2000) -> list[PropertyStats]:
+    """Associations of every measured property and manifest attribute with labels and predictions."""
+    classes = int(max(labels.max(), predictions.max())) + 1
+    rows = []
+    columns = [(name, v, False) for name, v in values.items() if np.ptp(v) > 0]
+    columns += [(f"attribute:{name}", np.asarray(v), True) for name, v in attributes.items() if len(set(v) - {""}) > 1]
+    correct = predictions == labels
+    for index, (name, column, categorical) in enumerate(columns):
+        codes = association.bin_codes(column, classes)
+        _, label_p = association.permutation_test(codes, labels, permutations=permutations, seed=seed + index)
+        _, beyond_p = association.permutation_test(codes, predictions, strata=labels, permutations=permutations,
+                                                   seed=seed + 7919 + index)
+        groups = codes if categorical else association.tertiles(column)
+        gap, gap_p = group_gap(groups, labels, correct)
+        meta = PROPERTY_BY_NAME.get(name)
+        spread = float(len(set(column))) if categorical else float(np.subtract(*np.quantile(column, [0.9, 0.1])))
+        rows.append(PropertyStats(
+            name, meta.cue if meta else name, meta.words if meta else f"the manifest attribute '{name[10:]}'",
+            categorical, association.predictive_power(codes, labels, seed), label_p,
+            association.predictive_power(codes, predictions, seed), beyond_p, gap, gap_p, spread))
+    for attr, adjusted in (("label_p", association.holm([r.label_p for r in rows])),
+                           ("beyond_label_p", association.holm([r.beyond_label_p for r in rows])),
+                           ("group_p", association.holm([r.group_p for r in rows]))):
+        for row, value in zip(rows, adjusted):
+            setattr(row, attr, value)
+    return rows
+
+
+def group_gap(groups: np.ndarray, labels: np.ndarray, correct: np.ndarray, minimum: int = 5) -> tuple[float, float]:
+    """Largest accuracy difference between two groups of the same label, and its Fisher test p-value."""
+    best_gap, best_p = 0.0, 1.0
+    for label in np.unique(labels):
+        members = labels == label
+        cells = [(correct[members & (groups == g)].sum(), (members & (groups == g)).sum())
+                 for g in np.unique(groups[members])]
+        cells = [(hits, n) for hits, n in cells if n >= minimum]
+        if len(cells) < 2:
+            continue
+        rates = [hits / n for hits, n in cells]
+        high, low = cells[int(np.argmax(rates))], cells[int(np.argmin(rates))]
+        gap = max(rates) - min(rates)
+        if gap > best_gap:
+            table = [[high[0], high[1] - high[0]], [low[0], low[1] - low[0]]]
+            best_gap, best_p = float(gap), float(fisher_exact(table)[1])
+    return best_gap, best_p
+
+
+# --- interventions ---------------------------------------------------------------------------
+
+@dataclass
+class ProbeData:
+    """What interventions need to know about the probe set."""
+    values: dict[str, np.ndarray]    # measured properties
+    labels: np.ndarray
+    predictions: np.ndarray
+    probabilities: np.ndarray        # of the predicted class
+    boxes: np.ndarray                # (N, 4) in model-input pixels, NaN where none
+    colour: bool
+    load: LoadPixels
+    predict: Predict
+    seed: int
+    example_count: int = 4
+
+
+def run_interventions(data: ProbeData) -> list[InterventionStats]:
+    rng = np.random.default_rng(data.seed)
+    results = []
+    for intervention in interventions.INTERVENTIONS:
+        if intervention.cue in interventions.COLOUR_CUES and not data.colour:
+            continue
+        results.append(_run_one(intervention, data, rng))
+    harmless = [r for r in results if r.status == "ok" and interventions.BY_NAME[r.name].harmless]
+    floor = max([r.flip_rate for r in harmless] + [FLOOR_MINIMUM])
+    tested = [r for r in results if r.status == "ok" and not interventions.BY_NAME[r.name].harmless]
+    for r in tested:
+        r.floor = floor
+        r.p_value = float(binomtest(r.flips, r.treated, floor, alternative="greater").pvalue) if r.treated else 1.0
+    for r, adjusted in zip(tested, association.holm([r.p_value for r in tested])):
+        r.p_adjusted = adjusted
+    for r in harmless:
+        r.floor = floor
+    for r in tested:
+        r.agrees = direction_agrees(r, data.values, data.predictions)
+    return results
+
+
+def direction_agrees(test: InterventionStats, values: dict[str, np.ndarray], predictions: np.ndarray,
+                     margin: float = 0.1) -> bool:
+    """Do unchanged probe images at the property's moved-to end get predicted as the flips' class?"""
+    if test.top_class is None or test.property is None or test.property not in values:
+        return False
+    column = values[test.property]
+    high = column >= np.median(column)
+    if high.all() or not high.any():
+        return False
+    rate_high = float((predictions[high] == test.top_class).mean())
+    rate_low = float((predictions[~high] == test.top_class).mean())
+    towards_high = interventions.BY_NAME[test.name].direction in ("up", "swap")
+    return (rate_high - rate_low if towards_high else rate_low - rate_high) >= margin
+
+
+def _sample(indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if len(indices) > MAX_TREATED:
+        indices = rng.choice(indices, MAX_TREATED, replace=False)
+    return np.sort(indices)
+
+
+def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> InterventionStats:
+    stats = InterventionStats(intervention.name, intervention.cue, intervention.words, intervention.property, "ok")
+    n = len(data.labels)
+    if intervention.harmless:
+        treated = _sample(np.arange(n), rng)
+        return _measure(stats, data, treated, interventions.apply_harmless(intervention, data.load(treated)))
+    if intervention.region in ("background", "object"):
+        return _run_box(intervention, stats, data, rng)
+    values = data.values[intervention.property]
+    low, median, high = np.quantile(values, [0.1, 0.5, 0.9])
+    if high - low <= 1e-9:
+        stats.status = "untestable"
+        return stats
+    if intervention.direction == "swap":
+        treated = _sample(np.flatnonzero(values <= median), rng)
+        donors_pool = np.flatnonzero(values >= high)
+        donors = rng.choice(donors_pool, len(treated), replace=True)
+        changed = interventions.transplant(intervention.region, data.load(treated), data.load(donors))
+        stats.target = float(high)
+        return _measure(stats, data, treated, changed, donors)
+    up = intervention.direction == "up"
+    treated = _sample(np.flatnonzero(values <= median if up else values >= median), rng)
+    stats.target = float(high if up else low)
+    changed, _ = interventions.apply_to_target(intervention, data.load(treated), stats.target)
+    return _measure(stats, data, treated, changed)
+
+
+def _run_box(intervention, stats: InterventionStats, data: ProbeData, rng) -> InterventionStats:
+    boxed = np.flatnonzero(~np.isnan(data.boxes).any(axis=1))
+    if len(boxed) < MIN_TREATED:
+        stats.status = "untestable"
+        return stats
+    treated = _sample(boxed, rng)
+    donors = np.array([rng.choice(np.flatnonzero(data.labels != data.labels[i]) if (data.labels != data.labels[i]).any()
+                                  else np.arange(len(data.labels))) for i in treated])
+    changed = interventions.transplant(intervention.region, data.load(treated), data.load(donors), data.boxes[treated])
+    return _measure(stats, data, treated, changed, donors)
+
+
+def _measure(stats: InterventionStats, data: ProbeData, treated: np.ndarray, changed: np.ndarray,
+             donors: np.ndarray | None = None) -> InterventionStats:
+    if len(treated) < MIN_TREATED:
+        stats.status = "untestable"
+        return stats
+    after, after_probability = data.predict(changed)
+    before, labels = data.predictions[treated], data.labels[treated]
+    flipped = after != before
+    stats.treated, stats.flips = len(treated), int(flipped.sum())
+    stats.flip_rate = stats.flips / len(treated)
+    stats.accuracy_before = float((before == labels).mean())
+    stats.accuracy_after = float((after == labels).mean())
+    right = before == labels
+    stats.kept_rate = float((after[right] == labels[right]).mean()) if right.any() else 0.0
+    stats.towards = dict(Counter(int(c) for c in after[flipped]))
+    if stats.towards:
+        stats.top_class, top = max(stats.towards.items(), key=lambda item: item[1])
+        stats.top_share = top / stats.flips
+        if donors is not None:
+            stats.follows_donor = float((after[flipped] == data.predictions[donors][flipped]).mean())
+    order = np.argsort(-flipped.astype(float) - 1e-3 * data.probabilities[treated], kind="stable")
+    chosen = order[: data.example_count]
+    stats.examples = [(int(treated[i]), int(before[i]), int(after[i]), float(data.probabilities[treated[i]]),
+                       float(after_probability[i])) for i in chosen]
+    stats.pairs = (data.load(treated[chosen]), changed[chosen])
+    return stats

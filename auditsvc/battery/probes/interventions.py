@@ -1,0 +1,189 @@
+"""Counterfactual interventions: change one property of an image and nothing the label depends on.
+
+Strength comes from the probe set itself: an intervention moves each treated image's
+property to the far end of what the probe set already contains (its 10th or 90th
+percentile), so the change stays within the images the model is audited on. A donor
+intervention transplants a region (border, a corner, the background around the object)
+from images at the other end of that property's distribution.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from . import properties
+
+Transform = Callable[[np.ndarray, float], np.ndarray]  # float (n, H, W, C) in [0, 1], strength -> same
+
+
+@dataclass(frozen=True)
+class Intervention:
+    name: str
+    cue: str                 # cue family it tests (see properties.Property.cue)
+    words: str               # what it does, for the report
+    property: str | None     # the property it moves; None for harmless and box interventions
+    direction: str           # "up", "down", "swap" (donor region) or "none"
+    ladder: tuple[float, ...] = ()
+    transform: Transform | None = None
+    region: str | None = None   # donor interventions: "border", "corner_top_left", ..., "background", "object"
+    harmless: bool = False
+
+
+def _gain(x, s):
+    return x * s
+
+
+def _contrast(x, s):
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    return (x - mean) * s + mean
+
+
+def _saturation(x, s):
+    grey = x.mean(axis=3, keepdims=True)
+    return grey + (x - grey) * s
+
+
+def _channel_gain(channel: int) -> Transform:
+    def apply(x, s):
+        out = x.copy()
+        out[..., channel] *= s
+        return out
+    return apply
+
+
+def _blur(x, s):
+    return ndimage.gaussian_filter(x, sigma=(0, s, s, 0))
+
+
+def _sharpen(x, s):
+    return x + s * (x - ndimage.gaussian_filter(x, sigma=(0, 1.0, 1.0, 0)))
+
+
+def _noise(x, s):
+    rng = np.random.default_rng(int(x.sum() * 1000) % 2**32)  # reproducible for the same images
+    return x + rng.normal(0, s, x.shape)
+
+
+def _denoise(x, s):
+    return ndimage.median_filter(x, size=(1, int(s), int(s), 1))
+
+
+def _jpeg(x, quality):
+    out = np.empty_like(x)
+    for i, image in enumerate(x):
+        array = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+        grey = array.shape[2] == 1
+        buffer = io.BytesIO()
+        Image.fromarray(array[:, :, 0] if grey else array).save(buffer, "JPEG", quality=int(quality))
+        decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())), dtype=np.float64) / 255
+        out[i] = decoded[:, :, None] if grey else decoded
+    return out
+
+
+def _shift(x, s):
+    step = int(s)
+    padded = np.pad(x, ((0, 0), (step, 0), (step, 0), (0, 0)), mode="edge")
+    return padded[:, : x.shape[1], : x.shape[2]]
+
+
+UP = (1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5)
+DOWN = tuple(1 / v for v in UP)
+
+INTERVENTIONS = [
+    Intervention("shift_1px", "none", "shift by one pixel", None, "none", (1,), _shift, harmless=True),
+    Intervention("shift_2px", "none", "shift by two pixels", None, "none", (2,), _shift, harmless=True),
+    Intervention("brighter", "brightness", "make brighter", "brightness", "up", UP, _gain),
+    Intervention("darker", "brightness", "make darker", "brightness", "down", DOWN, _gain),
+    Intervention("more_contrast", "contrast", "raise contrast", "contrast", "up", UP, _contrast),
+    Intervention("less_contrast", "contrast", "lower contrast", "contrast", "down", DOWN, _contrast),
+    Intervention("more_saturated", "saturation", "saturate colours", "saturation", "up", UP, _saturation),
+    Intervention("greyer", "saturation", "desaturate towards grey", "saturation", "down",
+                 (0.8, 0.6, 0.4, 0.2, 0.0), _saturation),
+    *[Intervention(f"more_{c}", "colour", f"add a {c} cast", f"{c}_share", "up", (1.05, 1.1, 1.2, 1.3, 1.45), _channel_gain(i))
+      for i, c in enumerate(("red", "green", "blue"))],
+    *[Intervention(f"less_{c}", "colour", f"remove {c}", f"{c}_share", "down", (0.95, 0.9, 0.8, 0.7, 0.55), _channel_gain(i))
+      for i, c in enumerate(("red", "green", "blue"))],
+    Intervention("blur", "sharpness", "blur", "sharpness", "down", (0.5, 0.75, 1.0, 1.5, 2.0, 3.0), _blur),
+    Intervention("sharpen", "sharpness", "sharpen", "sharpness", "up", (0.5, 1.0, 2.0, 3.0), _sharpen),
+    Intervention("add_noise", "noise", "add pixel noise", "noise", "up", (0.01, 0.02, 0.04, 0.06, 0.1, 0.15), _noise),
+    Intervention("denoise", "noise", "remove pixel noise (median filter)", "noise", "down", (3,), _denoise),
+    Intervention("jpeg", "compression", "compress as JPEG", "blockiness", "up", (80, 60, 40, 25, 15, 8), _jpeg),
+    Intervention("swap_border", "border", "replace the border with another image's", "border", "swap", region="border"),
+    *[Intervention(f"swap_{corner}", "corner", f"replace the {corner.replace('corner_', '').replace('_', '-')} corner "
+                   "with another image's", corner, "swap", region=corner)
+      for corner in ("corner_top_left", "corner_top_right", "corner_bottom_left", "corner_bottom_right")],
+    Intervention("swap_background", "background", "keep the object, take the background from another image",
+                 None, "swap", region="background"),
+    Intervention("mask_object", "background", "cover the object with background", None, "swap", region="object"),
+]
+BY_NAME = {i.name: i for i in INTERVENTIONS}
+COLOUR_CUES = ("colour", "saturation")
+
+
+def to_float(pixels: np.ndarray) -> np.ndarray:
+    return pixels.astype(np.float64) / 255.0
+
+
+def to_pixels(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+def apply_to_target(intervention: Intervention, pixels: np.ndarray, target: float) -> tuple[np.ndarray, np.ndarray]:
+    """Move each image's property towards `target` with the weakest ladder step that gets there.
+
+    Returns the changed pixels and the strength used per image (the strongest step when
+    none reaches the target)."""
+    base = to_float(pixels)
+    chosen = to_pixels(intervention.transform(base, intervention.ladder[-1]))
+    strength = np.full(len(pixels), intervention.ladder[-1])
+    done = np.zeros(len(pixels), bool)
+    for step in intervention.ladder:
+        candidate = to_pixels(intervention.transform(base, step))
+        value = properties.measure(candidate, [intervention.property])[intervention.property]
+        reached = (value >= target) if intervention.direction == "up" else (value <= target)
+        take = reached & ~done
+        chosen[take], strength[take] = candidate[take], step
+        done |= reached
+        if done.all():
+            break
+    return chosen, strength
+
+
+def apply_harmless(intervention: Intervention, pixels: np.ndarray) -> np.ndarray:
+    return to_pixels(intervention.transform(to_float(pixels), intervention.ladder[0]))
+
+
+def region_mask(region: str, height: int, width: int, box: np.ndarray | None = None) -> np.ndarray:
+    """Boolean (H, W) mask of a region: the border band, a corner, or a box (object)."""
+    mask = np.zeros((height, width), bool)
+    if region == "border":
+        band = max(1, round(properties.BORDER_FRACTION * min(height, width)))
+        mask[:band], mask[-band:], mask[:, :band], mask[:, -band:] = True, True, True, True
+    elif region.startswith("corner_"):
+        ch = max(2, round(properties.CORNER_FRACTION * height))
+        cw = max(2, round(properties.CORNER_FRACTION * width))
+        rows = slice(0, ch) if "top" in region else slice(height - ch, height)
+        cols = slice(0, cw) if "left" in region else slice(width - cw, width)
+        mask[rows, cols] = True
+    elif region in ("object", "background"):
+        x0, y0, x1, y1 = box
+        mask[int(np.floor(y0)):int(np.ceil(y1)), int(np.floor(x0)):int(np.ceil(x1))] = True
+        if region == "background":
+            mask = ~mask
+    return mask
+
+
+def transplant(region: str, pixels: np.ndarray, donors: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
+    """Copy `region` of each donor image into the matching image (object regions use each image's box)."""
+    out = pixels.copy()
+    height, width = pixels.shape[1:3]
+    for i in range(len(pixels)):
+        mask = region_mask(region, height, width, boxes[i] if boxes is not None else None)
+        out[i][mask] = donors[i][mask]
+    return out

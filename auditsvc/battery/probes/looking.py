@@ -1,0 +1,105 @@
+"""Where the model looks: attribution mass in regions, and SpRAy clusters of saliency maps.
+
+For every probe image: gradient saliency and Grad-CAM for the predicted class. Mass shares
+are compared with the region's share of the image (a ratio above 1 means the model looks
+there more than at a random pixel). SpRAy (Lapuschkin et al. 2019) clusters one class's
+Grad-CAM maps spectrally; the eigengap says how many distinct strategies the class shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.sparse.csgraph import laplacian
+from sklearn.cluster import SpectralClustering
+from sklearn.neighbors import kneighbors_graph
+
+from .. import attribution
+from ..context import AuditContext
+from .interventions import region_mask
+
+REGIONS = ("border", "corner_top_left", "corner_top_right", "corner_bottom_left", "corner_bottom_right")
+SMALL = 16          # side of the maps SpRAy clusters
+MIN_CLASS_IMAGES = 12
+MAX_CLUSTERS = 6
+
+
+@dataclass
+class Looking:
+    methods: tuple[str, ...]
+    maps: dict[str, np.ndarray]                 # method -> (N, SMALL, SMALL) normalized maps
+    region_ratio: dict[str, dict[str, float]]   # method -> region -> mean mass share / area share
+    box_share: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (N,) mass inside the box, NaN if none
+    box_area: np.ndarray | None = None           # (N,) share of the image the box covers
+    grad_cam_layer: str = ""
+
+
+def compute(context: AuditContext) -> Looking:
+    """Attribution for every probe image, in batches; keeps only small maps and region masses."""
+    graph, spec = context.graph, context.spec
+    layer = graph.last_spatial_layer().name
+    predictions = context.outputs.predictions
+    boxes = context.probe.boxes(spec)
+    height, width = spec.height, spec.width
+    masks = {r: torch.from_numpy(region_mask(r, height, width)).float() for r in REGIONS}
+    methods = ("gradient", "grad_cam")
+    small = {m: np.zeros((len(context.probe), SMALL, SMALL), np.float32) for m in methods}
+    region_mass = {m: {r: [] for r in REGIONS} for m in methods}
+    box_share = {m: np.full(len(context.probe), np.nan) for m in methods}
+    for indices, batch in context.probe.batches(spec, context.options.batch_size):
+        batch = batch.to(context.device)
+        targets = torch.as_tensor(predictions[indices], device=context.device)
+        maps = {"gradient": attribution.heatmap(attribution.gradient(graph, batch, targets)),
+                "grad_cam": attribution.grad_cam(graph, batch, targets, layer)[:, 0].detach().clamp(min=0)}
+        for method, values in maps.items():
+            values = values.float().cpu()
+            total = values.sum(dim=(1, 2)).clamp(min=1e-12)
+            for region, mask in masks.items():
+                region_mass[method][region] += ((values * mask).sum(dim=(1, 2)) / total).tolist()
+            for row, index in enumerate(indices):
+                if not np.isnan(boxes[index]).any():
+                    inside = torch.from_numpy(region_mask("object", height, width, boxes[index])).float()
+                    box_share[method][index] = float((values[row] * inside).sum() / total[row])
+            pooled = F.adaptive_avg_pool2d(values[:, None], SMALL)[:, 0]
+            small[method][indices] = (pooled / pooled.sum(dim=(1, 2), keepdim=True).clamp(min=1e-12)).numpy()
+    areas = {r: float(m.mean()) for r, m in masks.items()}
+    ratio = {m: {r: float(np.mean(region_mass[m][r]) / areas[r]) for r in REGIONS} for m in methods}
+    box_area = np.array([np.nan if np.isnan(b).any() else (b[2] - b[0]) * (b[3] - b[1]) / (height * width)
+                         for b in boxes])
+    return Looking(methods, small, ratio, box_share, box_area, layer)
+
+
+@dataclass
+class SprayResult:
+    label: int
+    members: np.ndarray             # image indices predicted as this class
+    clusters: np.ndarray            # cluster id per member
+    eigenvalues: np.ndarray
+    count: int                      # clusters suggested by the eigengap
+    gap: float
+
+
+def spray(maps: np.ndarray, predictions: np.ndarray, seed: int) -> list[SprayResult]:
+    """Per predicted class: spectral clustering of its attribution maps, count from the eigengap."""
+    results = []
+    for label in np.unique(predictions):
+        members = np.flatnonzero(predictions == label)
+        if len(members) < MIN_CLASS_IMAGES:
+            continue
+        features = maps[members].reshape(len(members), -1)
+        features = features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-12)
+        neighbours = min(10, len(members) - 1)
+        affinity = kneighbors_graph(features, neighbours, include_self=False)
+        affinity = 0.5 * (affinity + affinity.T)
+        eigenvalues = np.sort(np.linalg.eigvalsh(laplacian(affinity.toarray(), normed=True)))[: MAX_CLUSTERS + 1]
+        gaps = np.diff(eigenvalues)
+        count = int(np.argmax(gaps[:MAX_CLUSTERS]) + 1)
+        if count == 1:
+            clusters = np.zeros(len(members), int)
+        else:
+            clusters = SpectralClustering(count, affinity="precomputed", random_state=seed).fit_predict(affinity.toarray())
+        results.append(SprayResult(int(label), members, clusters, eigenvalues, count, float(gaps[count - 1])))
+    return results

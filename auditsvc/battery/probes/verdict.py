@@ -1,0 +1,176 @@
+"""From evidence to findings: one shortcut or bias finding per cue, named in plain words.
+
+Per cue family (brightness, colour, sharpness, noise, compression, border, corner,
+background, each manifest attribute):
+- data-side signal (observational, from the probe images as they are): the cue predicts
+  the labels, or it predicts the model's predictions beyond what the labels explain;
+- model-side causal signal: changing only the cue flips predictions well above the noise
+  floor of a harmless change, mostly towards one class, and towards the class that
+  unchanged images with that cue value are predicted as.
+Both agree -> shortcut, fail. One alone -> warn: a shortcut when the predictions follow the
+cue, a data bias when only the labels do. A causal effect the probe images do not bear out
+(blurring hides a camouflaged object) is a sensitivity, listed in the section, not a
+shortcut. Explanations (where attribution falls) are evidence and never decide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from .association import permutation_test
+from .evidence import InterventionStats, PropertyStats
+
+SIGNIFICANCE = 0.01
+LABEL_POWER = 0.3          # a property that predicts labels this well is a data-side cue
+BEYOND_LABEL_POWER = 0.2   # predictions follow the property this much better than labels do
+GROUP_GAP = 0.2
+FLIP_EXCESS = 0.15         # flip rate above the noise floor for a causal signal
+DIRECTION_SHARE = 0.6      # share of flips that go to one class (or to the donor image's class)
+KEPT_CONTEXT = 0.5         # correct predictions that survive covering the object
+PROXY_CORRELATION = 0.5    # two cues whose properties correlate this much are one cue
+
+
+@dataclass
+class CueVerdict:
+    cue: str
+    category: str            # "shortcut" or "bias"
+    severity: str            # "warn" or "fail"
+    lead: PropertyStats | None
+    causal: list[InterventionStats] = field(default_factory=list)
+    label_signal: bool = False
+    prediction_signal: bool = False
+    group_signal: bool = False
+    attribute: str | None = None     # manifest attribute the cue tracks
+    also: list["CueVerdict"] = field(default_factory=list)   # proxies of the same cue, folded in
+
+
+def label_signal(p: PropertyStats) -> bool:
+    return p.label_p < SIGNIFICANCE and p.label_power >= LABEL_POWER
+
+
+def prediction_signal(p: PropertyStats) -> bool:
+    return p.beyond_label_p < SIGNIFICANCE and p.prediction_power - p.label_power >= BEYOND_LABEL_POWER
+
+
+def group_signal(p: PropertyStats) -> bool:
+    return p.group_p < SIGNIFICANCE and p.group_gap >= GROUP_GAP
+
+
+def causal_signal(i: InterventionStats) -> bool:
+    """A significant, large, one-directional change of predictions."""
+    if i.status != "ok" or i.p_adjusted >= SIGNIFICANCE or i.excess < FLIP_EXCESS or i.name == "mask_object":
+        return False
+    return max(i.top_share, i.follows_donor) >= DIRECTION_SHARE
+
+
+@dataclass
+class Observations:
+    """The probe images' data the folding of proxies needs."""
+    codes: dict[str, np.ndarray]     # property or "attribute:<name>" -> bin codes
+    labels: np.ndarray
+    predictions: np.ndarray
+    correlated: dict[tuple[str, str], float]
+    seed: int = 0
+
+
+def decide(properties: list[PropertyStats], interventions: list[InterventionStats],
+           attribute_links: dict[str, str], observations: Observations) -> list[CueVerdict]:
+    """One verdict per cue; proxies of the same cue are folded into the strongest."""
+    families = sorted(({p.cue for p in properties} | {i.cue for i in interventions}) - {"none"})
+    verdicts = [v for v in (_family(f, properties, interventions, attribute_links) for f in families) if v]
+    return _fold(verdicts, observations)
+
+
+def sensitivities(interventions: list[InterventionStats], verdicts: list[CueVerdict]) -> list[InterventionStats]:
+    """Causal effects that no finding explains: the model is sensitive to them, not shown to rely on them."""
+    explained = {i.name for v in verdicts for c in [v, *v.also] for i in c.causal}
+    return [i for i in interventions if causal_signal(i) and i.name not in explained]
+
+
+def _family(family: str, properties: list[PropertyStats], interventions: list[InterventionStats],
+            links: dict[str, str]) -> CueVerdict | None:
+    members = [p for p in properties if p.cue == family]
+    causal = sorted((i for i in interventions if i.cue == family and causal_signal(i)), key=lambda i: -i.excess)
+    labels = [p for p in members if label_signal(p)]
+    predictions = [p for p in members if prediction_signal(p)]
+    groups = [p for p in members if group_signal(p) and (label_signal(p) or prediction_signal(p))]
+    data_side = bool(labels or predictions or groups)
+    agreeing = [i for i in causal if i.agrees]
+    lead = _lead(members, causal)
+    verdict = CueVerdict(family, "shortcut", "warn", lead, agreeing, bool(labels), bool(predictions), bool(groups),
+                         links.get(lead.name) if lead else None)
+    if agreeing and data_side:
+        verdict.severity = "fail"
+    elif predictions:
+        pass  # the model's answers follow the cue on real images: a shortcut warning
+    elif family == "background" and causal and min(i.follows_donor for i in causal) >= DIRECTION_SHARE:
+        verdict.causal = causal  # no property to observe; predictions follow the swapped-in background
+    elif labels:
+        verdict.category, verdict.causal = "bias", []
+    else:
+        return None
+    return verdict
+
+
+def _lead(members: list[PropertyStats], causal: list[InterventionStats]) -> PropertyStats | None:
+    """The property that best names the cue: the one the model's predictions (or labels) follow most."""
+    if not members:
+        return None
+    moved = {i.property for i in causal if i.property}
+    return max(members, key=lambda p: (max(p.prediction_power, p.label_power) + (0.05 if p.name in moved else 0)))
+
+
+def strength(v: CueVerdict) -> tuple:
+    rank = {("shortcut", "fail"): 3, ("shortcut", "warn"): 2, ("bias", "warn"): 1}[(v.category, v.severity)]
+    power = max(v.lead.prediction_power, v.lead.label_power) if v.lead else 0.0
+    excess = max((i.excess for i in v.causal), default=0.0)
+    return (rank, round(power, 2), excess)
+
+
+def _fold(verdicts: list[CueVerdict], observations: Observations) -> list[CueVerdict]:
+    """A weather cue shows up as brightness, saturation and colour at once: report it once."""
+    kept: list[CueVerdict] = []
+    for verdict in sorted(verdicts, key=strength, reverse=True):
+        host = next((k for k in kept if _proxies(k, verdict, observations)), None)
+        if host is None:
+            kept.append(verdict)
+        else:
+            host.also.append(verdict)
+    return kept
+
+
+def _proxies(host: CueVerdict, other: CueVerdict, observations: Observations) -> bool:
+    """Is `other` the host's cue seen through another property?"""
+    if other.cue == "background" and other.category == "shortcut" and host.category == "shortcut":
+        return True  # supporting evidence: the cue lives outside the object
+    if host.category != other.category or not host.lead or not other.lead:
+        return False
+    if host.attribute and host.attribute == other.attribute or other.cue == f"attribute:{host.attribute}":
+        return True
+    if abs(observations.correlated.get((host.lead.name, other.lead.name), 0.0)) >= PROXY_CORRELATION:
+        return True
+    return not _adds_to(host.lead.name, other, observations)
+
+
+def _adds_to(host: str, other: CueVerdict, observations: Observations) -> bool:
+    """Does the other cue still predict what it predicts once the host cue is held fixed?"""
+    codes = observations.codes
+    host_codes = codes[host]
+    if other.prediction_signal:
+        target, base = observations.predictions, observations.labels * (host_codes.max() + 1) + host_codes
+    else:
+        target, base = observations.labels, host_codes
+    _, p_value = permutation_test(codes[other.lead.name], target, strata=base, permutations=1000, most=1000,
+                                  seed=observations.seed)
+    return p_value < SIGNIFICANCE
+
+
+def property_correlations(values: dict[str, np.ndarray]) -> dict[tuple[str, str], float]:
+    names = [n for n, v in values.items() if np.ptp(v) > 0]
+    if len(names) < 2:
+        return {}
+    rho = spearmanr(np.column_stack([values[n] for n in names])).statistic
+    return {(a, b): float(np.nan_to_num(rho[i, j])) for i, a in enumerate(names) for j, b in enumerate(names) if i != j}

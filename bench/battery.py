@@ -1,0 +1,141 @@
+"""Benchmark: the whole battery on the reference workload, against Captum in the same run.
+
+Reference workload (DESIGN.md): a ResNet-18-style net at 3x128x128, 10 classes, 64 probe
+images. Prints the time of every section and of the whole battery, peak memory, and
+Captum doing the same attributions on the eager model, with the ratio ours / Captum.
+
+    .venv/bin/python bench/battery.py [--images 64] [--side 128] [--repeats 1] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from captum.attr import (
+    Deconvolution,
+    GuidedBackprop,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from auditsvc.battery.context import AuditOptions  # noqa: E402
+from auditsvc.battery.dataset import ProbeSet  # noqa: E402
+from auditsvc.battery.loading import load_model  # noqa: E402
+from auditsvc.battery.runner import run_audit  # noqa: E402
+from auditsvc.demo.nets import export, resnet18  # noqa: E402
+
+warnings.filterwarnings("ignore")
+CLASSES = [f"class_{i}" for i in range(10)]
+IG_STEPS, SMOOTHGRAD_SAMPLES, WINDOW, STRIDE = 32, 16, 16, 8
+
+
+def build_workload(directory: Path, images: int, side: int) -> tuple[Path, Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = resnet18(len(CLASSES)).eval()
+    package = directory / "model"
+    package.mkdir()
+    torch.export.save(export(model, (3, side, side)), package / "model.pt2")
+    meta = {"name": "resnet18-bench", "version": "1", "classes": CLASSES,
+            "input": {"size": [3, side, side], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    (package / "model.json").write_text(json.dumps(meta))
+    rng = np.random.default_rng(0)
+    for i in range(images):
+        folder = directory / "probe" / CLASSES[i % len(CLASSES)]
+        folder.mkdir(parents=True, exist_ok=True)
+        smooth = rng.random((side // 8, side // 8, 3))  # blocky images, not pure noise
+        pixels = (np.kron(smooth, np.ones((8, 8, 1))) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    return package / "model.pt2", directory / "probe", model
+
+
+def captum_times(model, inputs, targets, chunk: int, grad_cam_module, spec) -> dict[str, float]:
+    """The same attributions with Captum on the eager model, chunked the same way."""
+    black = torch.tensor([-m / s for m, s in zip(spec.mean, spec.std)]).view(1, -1, 1, 1).expand_as(inputs)
+    grey = torch.tensor([(0.5 - m) / s for m, s in zip(spec.mean, spec.std)]).view(1, -1, 1, 1).expand_as(inputs)
+    stdev = 0.15 * float(np.mean([1 / s for s in spec.std]))
+    occlusion_per_eval = 4  # the same images per forward pass as ours: 32 inputs x 4 windows
+    runs = {
+        "gradient": lambda x, t: Saliency(model).attribute(x, target=t, abs=True),
+        "guided_backprop": lambda x, t: GuidedBackprop(model).attribute(x, target=t),
+        "deconvnet": lambda x, t: Deconvolution(model).attribute(x, target=t),
+        "smoothgrad": lambda x, t: NoiseTunnel(Saliency(model)).attribute(
+            x, nt_type="smoothgrad", nt_samples=SMOOTHGRAD_SAMPLES, stdevs=stdev,
+            nt_samples_batch_size=max(1, chunk // len(x)), target=t, abs=True),
+        "integrated_gradients": lambda x, t: IntegratedGradients(model).attribute(
+            x, baselines=black[: len(x)], target=t, n_steps=IG_STEPS, internal_batch_size=chunk),
+        "grad_cam": lambda x, t: LayerAttribution.interpolate(
+            LayerGradCam(model, grad_cam_module).attribute(x, target=t, relu_attributions=True),
+            tuple(x.shape[2:]), interpolate_mode="bilinear"),
+        "occlusion": lambda x, t: Occlusion(lambda b: F.softmax(model(b), dim=1)).attribute(
+            x, sliding_window_shapes=(3, WINDOW, WINDOW), strides=(3, STRIDE, STRIDE), baselines=grey[: len(x)],
+            target=t, perturbations_per_eval=occlusion_per_eval),
+    }
+    seconds = {}
+    for method, run in runs.items():
+        started = time.perf_counter()
+        for i in range(0, len(inputs), chunk):
+            run(inputs[i:i + chunk].clone(), targets[i:i + chunk])
+        seconds[method] = time.perf_counter() - started
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--side", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path, probe_path, eager = build_workload(Path(tmp), args.images, args.side)
+        options = AuditOptions(samples=args.images, ig_steps=IG_STEPS, smoothgrad_samples=SMOOTHGRAD_SAMPLES,
+                               occlusion_window=WINDOW, occlusion_stride=STRIDE, batch_size=32)
+        started = time.perf_counter()
+        loaded = load_model(model_path)
+        with ProbeSet(probe_path, loaded.meta.classes) as probe:
+            result = run_audit(loaded, probe, options)
+            total = time.perf_counter() - started
+            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            spec = loaded.meta.input
+            inputs = probe.tensors(range(len(probe)), spec)
+        sections = {s.name: s for s in result.sections}
+        targets = torch.as_tensor(np.argmax(eager(inputs).detach().numpy(), axis=1))
+        grad_cam_layer = sections["saliency"].data["grad_cam_layer"]
+        module = dict(eager.named_modules())[grad_cam_layer.split(":")[0]]
+        theirs = captum_times(eager, inputs, targets, options.batch_size, module, spec)
+    ours = dict(sections["saliency"].data["method_seconds"])
+    ours["occlusion"] = sections["occlusion"].data["method_seconds"]["occlusion"]
+    print(f"workload: ResNet-18-style, 3x{args.side}x{args.side}, {len(CLASSES)} classes, {args.images} images, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"\n{'section':<24}{'status':>8}{'seconds':>10}")
+    for s in result.sections:
+        print(f"{s.name:<24}{s.status:>8}{s.seconds:>10.2f}")
+    print(f"{'whole battery':<24}{'':>8}{total:>10.2f}   (with loading)")
+    print(f"peak memory (max RSS): {peak_mb:.0f} MB")
+    print(f"\n{'attribution':<24}{'ours s':>9}{'Captum s':>10}{'ours/Captum':>13}")
+    for method, seconds in theirs.items():
+        print(f"{method:<24}{ours[method]:>9.2f}{seconds:>10.2f}{ours[method] / seconds:>13.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"sections": {s.name: s.seconds for s in result.sections}, "total": total,
+                                         "peak_mb": peak_mb, "ours": ours, "captum": theirs}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
