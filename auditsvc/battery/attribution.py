@@ -1,9 +1,10 @@
 """Attribution methods on a ModelGraph, through Captum.
 
 Each function takes normalized inputs (n, C, H, W) and target class indices (n,) and
-returns attributions shaped like the input (Grad-CAM: (n, 1, H, W), upsampled). The graph
-rewrite makes Captum's ReLU-modifying methods see every ReLU, functional ones included.
-Work is chunked so memory stays bounded: `chunk` images per forward/backward pass.
+returns attributions shaped like the input (Grad-CAM: (n, 1, H, W), upsampled). Captum does
+the standard methods on the graph's fast copy; guided backprop and deconvnet rewrite the
+graph's ReLUs, which also covers functional ReLUs that Captum's hooks never see. Work is
+chunked so memory stays bounded: `chunk` images per forward/backward pass.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from captum.attr import (
-    Deconvolution,
-    GuidedBackprop,
     IntegratedGradients,
     LayerAttribution,
     LayerGradCam,
@@ -26,17 +25,29 @@ from .graph import ModelGraph
 
 def gradient(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """|d score / d pixel| (Simonyan et al. 2014)."""
-    return Saliency(graph.module).attribute(inputs, target=targets, abs=True)
+    return Saliency(graph).attribute(inputs, target=targets, abs=True)
 
 
 def guided_backprop(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    with graph.rewrite(relu_modules=True) as rewrite:
-        return GuidedBackprop(rewrite.module).attribute(inputs, target=targets)
+    """Gradient with every ReLU passing back only positive gradients where it was active (Springenberg 2015).
+
+    Same numbers as Captum's GuidedBackprop on a model with nn.ReLU modules; here the ReLUs are
+    rewritten in the graph, so functional and in-place ReLUs count too, with no hooks."""
+    with graph.rewrite(relu="guided") as rewrite:
+        return _input_gradient(rewrite.module, inputs, targets)
 
 
 def deconvnet(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    with graph.rewrite(relu_modules=True) as rewrite:
-        return Deconvolution(rewrite.module).attribute(inputs, target=targets)
+    """Gradient with every ReLU's backward replaced by a ReLU of the gradient (Zeiler & Fergus 2014)."""
+    with graph.rewrite(relu="deconv") as rewrite:
+        return _input_gradient(rewrite.module, inputs, targets)
+
+
+def _input_gradient(module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    with torch.enable_grad():
+        inputs = inputs.detach().clone().requires_grad_(True)
+        scores = module(inputs).gather(1, targets.view(-1, 1)).sum()
+        return torch.autograd.grad(scores, inputs)[0]
 
 
 def smoothgrad(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, *, samples: int,
@@ -45,7 +56,7 @@ def smoothgrad(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, *
     if generator is not None:  # Captum draws its noise from the global RNG
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
     per_pass = min(samples, max(1, chunk // len(inputs)))  # noise samples per forward/backward pass
-    return NoiseTunnel(Saliency(graph.module)).attribute(
+    return NoiseTunnel(Saliency(graph)).attribute(
         inputs, nt_type="smoothgrad", nt_samples=samples, stdevs=stdev, nt_samples_batch_size=per_pass,
         target=targets, abs=True)
 
@@ -53,7 +64,7 @@ def smoothgrad(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, *
 def integrated_gradients(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, *, baseline: torch.Tensor,
                          steps: int, chunk: int) -> torch.Tensor:
     """Path integral of gradients from a baseline image (Sundararajan et al. 2017)."""
-    return IntegratedGradients(graph.module).attribute(inputs, baselines=baseline.expand_as(inputs), target=targets,
+    return IntegratedGradients(graph).attribute(inputs, baselines=baseline.expand_as(inputs), target=targets,
                                                        n_steps=steps, internal_batch_size=chunk)
 
 
@@ -71,8 +82,8 @@ def occlusion(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, *,
     channels, height, width = inputs.shape[1:]
     windows = ((height - window) // stride + 1) * ((width - window) // stride + 1)
     per_eval = max(1, min(windows, chunk // len(inputs)))
-    method = Occlusion(lambda batch: F.softmax(graph.module(batch), dim=1))
-    with torch.inference_mode(False), torch.no_grad():
+    method = Occlusion(lambda batch: F.softmax(graph(batch), dim=1))
+    with torch.inference_mode():
         return method.attribute(inputs, sliding_window_shapes=(channels, window, window),
                                 strides=(channels, stride, stride), baselines=baseline.expand_as(inputs),
                                 target=targets, perturbations_per_eval=per_eval)

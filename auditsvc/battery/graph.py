@@ -6,10 +6,11 @@ path from the export (`layer1.0.conv1`); a functional op that runs directly insi
 container module is a layer of its own, named `<container>:<node>` (`layer1.0:relu_3`).
 
 Internals are reached by rewriting a copy of the graph, never by hoping for `nn.ReLU`
-modules: `GraphRewrite` adds extra outputs (activations), swaps every ReLU node for an
-`nn.ReLU` module (so Captum's guided backprop and deconvnet see functional and in-place
-ReLUs too), or routes a layer through an identity `Tap` module for Captum's layer methods.
-The rewrite and the hooks on it live only inside its `with` block.
+modules: `GraphRewrite` adds extra outputs (activations), swaps every ReLU node for a
+guided-backprop or deconvnet ReLU (functional and in-place ReLUs included), or routes a
+layer through an identity `Tap` module for Captum's layer methods. The rewrite and the
+hooks on it live only inside its `with` block. Whole-model passes run on `fast`, a copy
+with BatchNorm folded into convolutions and channels-last weights (see fast.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import fx, nn
+
+from .fast import RELU_REPLACEMENTS, ChannelsLast, fold_batch_norm, get_attr
 
 RELU_OPS = {torch.ops.aten.relu.default, torch.ops.aten.relu_.default}
 # Functional ops worth naming as layers when they run directly inside a container module.
@@ -67,6 +70,7 @@ class ModelGraph:
         self.module = _flat_module(unlifted).to(self.device)
         for tensor in [*self.module.parameters(), *self.module.buffers()]:
             tensor.requires_grad_(False)
+        self.fast, self._fast_names = fold_batch_norm(self.module)
         self.input_size = tuple(input_size)
         self.layers: list[Layer] = []
         self._by_name: dict[str, Layer] = {}
@@ -83,7 +87,10 @@ class ModelGraph:
         self._by_name = {layer.name: layer for layer in self.layers}
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.module(batch)
+        """Logits from the fast graph."""
+        if batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return self.fast(batch)
 
     def layer(self, name: str) -> Layer:
         try:
@@ -107,19 +114,23 @@ class ModelGraph:
 
     def activations(self, batch: torch.Tensor, names: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and the outputs of the named layers, all from one forward pass."""
-        with GraphRewrite(self, outputs=names) as rewrite:
+        with GraphRewrite(self, outputs=names, fast=False) as rewrite:
             logits, *outputs = rewrite.module(batch)
         return logits, dict(zip(names, outputs))
 
-    def rewrite(self, *, outputs: Sequence[str] = (), relu_modules: bool = False,
-                taps: Sequence[str] = ()) -> "GraphRewrite":
-        return GraphRewrite(self, outputs=outputs, relu_modules=relu_modules, taps=taps)
+    def rewrite(self, *, outputs: Sequence[str] = (), relu: str | None = None, taps: Sequence[str] = (),
+                fast: bool = True) -> "GraphRewrite":
+        return GraphRewrite(self, outputs=outputs, relu=relu, taps=taps, fast=fast)
+
+    def fast_node(self, layer: str) -> str | None:
+        """The node carrying this layer's output in the fast graph, if folding kept it."""
+        return self._fast_names.get(self.layer(layer).node)
 
     def layer_weight(self, layer: Layer) -> torch.Tensor | None:
         """The weight tensor a conv or linear layer applies (argument 1 of its op), if any."""
         node = next(n for n in self.module.graph.nodes if n.name == layer.node)
         if len(node.args) > 1 and isinstance(node.args[1], fx.Node) and node.args[1].op == "get_attr":
-            return _get_attr(self.module, node.args[1].target)
+            return get_attr(self.module, node.args[1].target)
         return None
 
     def weights(self) -> dict[str, torch.Tensor]:
@@ -130,39 +141,47 @@ class GraphRewrite:
     """A rewritten copy of the model graph, valid inside its `with` block.
 
     outputs: the module returns (logits, *those layers' outputs) instead of logits.
-    relu_modules: every ReLU node becomes an `nn.ReLU` submodule (`.relus`).
+    relu: "guided" or "deconv" replaces every ReLU by that method's ReLU.
     taps: those layers' outputs flow through identity `Tap` submodules (`.taps[name]`).
+    fast: start from the fast graph (falls back to the full one when a layer was folded away).
     Hooks registered on its modules through `hook()` are removed on exit.
     """
 
-    def __init__(self, graph: ModelGraph, *, outputs: Sequence[str] = (), relu_modules: bool = False,
-                 taps: Sequence[str] = ()):
+    def __init__(self, graph: ModelGraph, *, outputs: Sequence[str] = (), relu: str | None = None,
+                 taps: Sequence[str] = (), fast: bool = True):
+        if relu not in (None, *RELU_REPLACEMENTS):
+            raise ValueError(f"unknown ReLU rewrite {relu!r}")
         self.graph = graph
-        self._outputs, self._relu_modules, self._taps = list(outputs), relu_modules, list(taps)
+        self._outputs, self._relu, self._taps = list(outputs), relu, list(taps)
+        wanted = [graph.fast_node(name) for name in [*self._outputs, *self._taps]]
+        self._fast = fast and all(wanted)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self.module: fx.GraphModule | None = None
+        self.module: nn.Module | None = None
         self.taps: dict[str, Tap] = {}
-        self.relus: list[nn.ReLU] = []
+
+    def _node_name(self, layer: str) -> str:
+        return self.graph.fast_node(layer) if self._fast else self.graph.layer(layer).node
 
     def __enter__(self) -> "GraphRewrite":
-        new_graph = copy.deepcopy(self.graph.module.graph)
+        base = self.graph.fast if self._fast else self.graph.module
+        new_graph = copy.deepcopy(base.graph)
         nodes = {node.name: node for node in new_graph.nodes}
         submodules: dict[str, nn.Module] = {}
-        if self._relu_modules:
-            for index, node in enumerate([n for n in new_graph.nodes if n.target in RELU_OPS]):
-                self.relus.append(nn.ReLU())
-                submodules[f"auditsvc_relu_{index}"] = self.relus[-1]
-                nodes[node.name] = _replace_with_module(new_graph, node, f"auditsvc_relu_{index}")
+        if self._relu:
+            for node in [n for n in new_graph.nodes if n.target in RELU_OPS]:
+                node.target = RELU_REPLACEMENTS[self._relu]
+                node.args, node.kwargs = node.args[:1], {}
         for index, name in enumerate(self._taps):
             self.taps[name] = submodules[f"auditsvc_tap_{index}"] = Tap()
-            nodes[self.graph.layer(name).node] = _insert_after(
-                new_graph, nodes[self.graph.layer(name).node], f"auditsvc_tap_{index}")
+            node_name = self._node_name(name)
+            nodes[node_name] = _insert_after(new_graph, nodes[node_name], f"auditsvc_tap_{index}")
         if self._outputs:
             output_node = next(n for n in new_graph.nodes if n.op == "output")
-            extra = [nodes[self.graph.layer(name).node] for name in self._outputs]
+            extra = [nodes[self._node_name(name)] for name in self._outputs]
             output_node.args = ((output_node.args[0], *extra),)
         new_graph.lint()
-        self.module = fx.GraphModule(_graph_root(self.graph.module, new_graph, submodules), new_graph)
+        module = fx.GraphModule(_graph_root(base, new_graph, submodules), new_graph)
+        self.module = ChannelsLast(module) if self._fast else module
         return self
 
     def hook(self, module: nn.Module, kind: str, fn) -> None:
@@ -174,7 +193,7 @@ class GraphRewrite:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self.module, self.taps, self.relus = None, {}, []
+        self.module, self.taps = None, {}
 
 
 def _flat_module(unlifted: fx.GraphModule) -> fx.GraphModule:
@@ -199,15 +218,6 @@ def _flat_module(unlifted: fx.GraphModule) -> fx.GraphModule:
     return fx.GraphModule(unlifted, graph)
 
 
-def _replace_with_module(graph: fx.Graph, node: fx.Node, target: str) -> fx.Node:
-    with graph.inserting_after(node):
-        replacement = graph.call_module(target, (node.args[0],))
-    replacement.meta = dict(node.meta)
-    node.replace_all_uses_with(replacement)
-    graph.erase_node(node)
-    return replacement
-
-
 def _insert_after(graph: fx.Graph, node: fx.Node, target: str) -> fx.Node:
     with graph.inserting_after(node):
         tap = graph.call_module(target, (node,))
@@ -221,14 +231,8 @@ def _graph_root(base: fx.GraphModule, graph: fx.Graph, submodules: dict[str, nn.
     root: dict[str, object] = dict(submodules)
     for node in graph.nodes:
         if node.op in ("get_attr", "call_module") and node.target not in root:
-            root[node.target] = _get_attr(base, node.target)
+            root[node.target] = get_attr(base, node.target)
     return root
-
-
-def _get_attr(module: nn.Module, dotted: str):
-    for part in dotted.split("."):
-        module = getattr(module, part)
-    return module
 
 
 def _tensor_meta(node: fx.Node) -> torch.Tensor | None:

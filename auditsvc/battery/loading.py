@@ -145,7 +145,7 @@ def load_model(path: Path, meta_path: Path | None = None) -> LoadedModel:
     if not path.is_file():
         raise BadInput(f"model file {path} not found")
     if path.stat().st_size > MAX_MODEL_BYTES:
-        raise BadInput(f"model file {path.name} is larger than {MAX_MODEL_BYTES >> 30} GiB")
+        raise BadInput(f"model file {path.name} is larger than {MAX_MODEL_BYTES / 2**30:.3g} GiB, the most an audit accepts")
     meta = load_meta(Path(meta_path) if meta_path else path.with_name("model.json"))
     kind = sniff_format(path)
     if kind == "pickle":

@@ -47,6 +47,7 @@ class Finding:
     summary: str
     evidence: dict[str, Any] = field(default_factory=dict)
     blocks: list[Block] = field(default_factory=list)  # what a reviewer sees in the report
+    headline: str = ""      # one line of evidence for the summary table (default: the summary)
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:

@@ -19,7 +19,7 @@ from .dataset import ProbeSet
 from .errors import BadInput
 from .graph import ModelGraph
 from .loading import LoadedModel
-from .results import AuditResult, SectionResult, verdict_of
+from .results import CATEGORIES, SEVERITY_RANK, AuditResult, SectionResult, verdict_of
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def run_audit(model: LoadedModel, probe: ProbeSet, options: AuditOptions | None 
         results.append(_run_section(section, context))
     report(1.0, "done")
     findings = sorted((f for r in results for f in r.findings),
-                      key=lambda f: ({"fail": 0, "warn": 1, "info": 2}[f.severity], f.category))
+                      key=lambda f: (-SEVERITY_RANK[f.severity], CATEGORIES.index(f.category)))
     return AuditResult(
         model=_model_info(model),
         dataset=_dataset_info(probe),

@@ -48,22 +48,35 @@ def _block(block) -> dict[str, Any]:
     raise TypeError(f"unknown report block {type(block).__name__}")
 
 
-def _evidence_line(finding: Finding) -> str:
-    items = [(k, v) for k, v in finding.evidence.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
-    return ", ".join(f"{k.replace('_', ' ')} {_short(v)}" for k, v in items[:3])
+def _numbers(evidence: dict[str, Any]) -> list[tuple[str, str]]:
+    """The finding's scalar evidence as (name, value) rows; nested data stays in findings.json."""
+    rows = []
+    for key, value in evidence.items():
+        if value is None or value == []:
+            continue
+        if isinstance(value, dict):
+            rows += [(f"{key} {k}".replace("_", " "), _short(v)) for k, v in value.items() if _is_scalar(v)]
+        elif _is_scalar(value):
+            rows.append((key.replace("_", " "), _short(value)))
+    return rows[:24]
+
+
+def _is_scalar(value) -> bool:
+    return isinstance(value, (int, float, str, bool)) or value is None
 
 
 def _short(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.3g}"
-    return str(value)[:60]
+    return str(value)[:80]
 
 
 def _finding(index: int, finding: Finding) -> dict[str, Any]:
     return {"anchor": f"finding-{index + 1}", "code": finding.code, "category": finding.category,
             "severity": finding.severity, "title": finding.title, "summary": finding.summary,
-            "evidence_line": _evidence_line(finding),
-            "evidence": json.dumps(finding.evidence, indent=1, default=str)[:4000],
+            "headline": finding.headline or finding.summary, "numbers": _numbers(finding.evidence),
             "blocks": [_block(b) for b in finding.blocks]}
 
 

@@ -95,8 +95,8 @@ def test_relu_rewrite_covers_module_functional_and_in_place_relus_and_is_release
     base_code = graph.module.code
     batch = torch.randn(2, *SIZE)
     expected = graph(batch)
-    with graph.rewrite(relu_modules=True, taps=["conv"], outputs=["conv"]) as rewrite:
-        assert len(rewrite.relus) == 3
+    with graph.rewrite(relu="guided", taps=["conv"], outputs=["conv"], fast=False) as rewrite:
+        assert "guided_relu" in rewrite.module.code and "aten.relu" not in rewrite.module.code
         assert isinstance(rewrite.taps["conv"], Tap)
         logits, conv = rewrite.module(batch)
         torch.testing.assert_close(logits, expected)
@@ -114,3 +114,23 @@ def test_silu_and_hardswish_nets_have_no_relu():
     assert _graph(SeparableNet(3, widths=(4, 8), activation=nn.SiLU)).relu_count == 0
     graph = _graph(SeparableNet(3, widths=(4, 8)))
     assert graph.layer("blocks.0.act1").type == "Hardswish"
+
+
+def test_fast_graph_folds_batch_norm_and_keeps_the_outputs():
+    torch.manual_seed(0)
+    model = tiny_resnet(3).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+    graph = _graph(model)
+    assert "batch_norm" not in graph.fast.code and "batch_norm" in graph.module.code
+    batch = torch.randn(3, *SIZE)
+    torch.testing.assert_close(graph(batch), model(batch), rtol=1e-4, atol=1e-5)
+    assert graph.fast_node("bn1") is not None and graph.fast_node("conv1") is None
+    for layer in ("bn1", "conv1", "layer1.0"):
+        with graph.rewrite(outputs=[layer]) as rewrite:
+            _, output = rewrite.module(batch)
+        torch.testing.assert_close(output, graph.activations(batch, [layer])[1][layer], rtol=1e-4, atol=1e-5)

@@ -127,3 +127,11 @@ def test_static_batch_dimension_is_explained(tmp_path):
     torch.export.save(program, tmp_path / "model.pt2")
     write_meta(tmp_path / "model.json", CLASSES)
     assert "batch dimension must be dynamic" in _error(tmp_path / "model.pt2")
+
+
+def test_oversized_model_file(tmp_path, monkeypatch):
+    from auditsvc.battery import loading
+
+    path = write_package(tmp_path, PlainNet(3, widths=(4,)), CLASSES)
+    monkeypatch.setattr(loading, "MAX_MODEL_BYTES", 1024)
+    assert "larger than" in _error(path)

@@ -55,8 +55,9 @@ def _first_layer_figure(layer, weight: torch.Tensor) -> Figure:
     tiles = np.stack([_scale(t) for t in tiles])
     scale = max(1, 24 // tiles.shape[1])  # draw 3x3 kernels big enough to see
     tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
-    mosaic = figures.tile(tiles, columns=min(16, len(tiles)), pad=2)
-    fig, ax = figures.plt.subplots(figsize=(figures.PAGE_WIDTH_IN * 0.7, figures.PAGE_WIDTH_IN * 0.7 * mosaic.shape[0] / mosaic.shape[1]))
+    mosaic = figures.tile(tiles, columns=min(8, len(tiles)), pad=2)
+    side = figures.PAGE_WIDTH_IN * 0.55
+    fig, ax = figures.plt.subplots(figsize=(side, side * mosaic.shape[0] / mosaic.shape[1]))
     ax.imshow(mosaic, cmap="gray" if mosaic.ndim == 2 else None, interpolation="nearest")
     ax.axis("off")
     shape = "x".join(map(str, weight.shape[1:]))
@@ -64,7 +65,7 @@ def _first_layer_figure(layer, weight: torch.Tensor) -> Figure:
                f"{'; colour shows which input channel a weight reads' if weight.shape[1] == 3 else ''}. "
                "Look for smooth oriented edges and colour blobs; salt-and-pepper noise means the layer "
                "barely learned.")
-    return Figure(figures.to_png(fig), caption, f"First-layer filters: {layer.name}", width="70%")
+    return Figure(figures.to_png(fig), caption, f"First-layer filters: {layer.name}", width="55%")
 
 
 def _scale(tile: np.ndarray) -> np.ndarray:

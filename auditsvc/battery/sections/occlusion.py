@@ -13,7 +13,8 @@ from ..registry import Section, register
 from ..results import Figure, SectionResult
 
 FIGURE_IMAGES = 8
-MASK_KEEP = 0.25  # the grey mask leaves visible the top quarter of pixels by importance
+MASK_KEEP = 0.25
+MIN_DROP = 0.02  # a region whose hiding costs less probability than this does not matter  # the grey mask leaves visible the top quarter of pixels by importance
 
 
 def window_and_stride(context: AuditContext) -> tuple[int, int]:
@@ -43,7 +44,7 @@ class OcclusionSection(Section):
         drops = torch.cat([
             attribution.occlusion(context.graph, inputs[i:i + context.options.batch_size],
                                   targets[i:i + context.options.batch_size], window=window, stride=stride,
-                                  baseline=grey, chunk=context.options.batch_size * 4)
+                                  baseline=grey, chunk=context.options.batch_size * 2)
             for i in range(0, len(inputs), context.options.batch_size)]).mean(dim=1).cpu().numpy()
         seconds = time.perf_counter() - started
         original = context.outputs.probabilities[indices, context.outputs.predictions[indices]]
@@ -56,9 +57,9 @@ class OcclusionSection(Section):
 
 
 def grey_mask(pixels: np.ndarray, drop: np.ndarray) -> np.ndarray:
-    """The image with everything but the most needed regions greyed out."""
+    """The image with everything but the most needed regions greyed out (all grey if no region matters)."""
     threshold = np.quantile(drop, 1 - MASK_KEEP)
-    keep = (drop >= threshold) & (drop > 0)
+    keep = (drop >= threshold) & (drop >= MIN_DROP)
     image = figures.as_rgb(pixels)
     return np.where(keep[:, :, None], image, 0.5 + 0.15 * (image - 0.5))
 
@@ -77,7 +78,9 @@ def _figure(context: AuditContext, occluded: np.ndarray, drops: np.ndarray, wind
                              label_width=1.3)
     caption = (f"A {window}x{window} grey window moved in steps of {stride} pixels. 'probability': the predicted "
                "class's probability with that region hidden (green = unchanged, red = falls to zero). 'grey "
-               f"mask': only the {MASK_KEEP:.0%} of the image whose hiding lowers the probability most is left "
-               "visible. If the visible part is not the object, the model decides from something else. "
+               f"mask': only the {MASK_KEEP:.0%} of the image whose hiding lowers the probability most (by at least "
+               f"{MIN_DROP}) is left visible; an all-grey mask means no single region matters, as when the model "
+               "decides from something spread over the whole image. If the visible part is not the object, the "
+               "model decides from something else. "
                "Row labels list the left image first.")
     return Figure(figures.to_png(fig), caption, "Occlusion sensitivity")

@@ -14,10 +14,10 @@ from ..results import Figure, SectionResult, Text
 
 METHODS = {
     "gradient": "Gradient",
-    "guided_backprop": "Guided backprop",
+    "guided_backprop": "Guided\nbackprop",
     "deconvnet": "Deconvnet",
     "smoothgrad": "SmoothGrad",
-    "integrated_gradients": "Integrated gradients",
+    "integrated_gradients": "Integrated\ngradients",
     "grad_cam": "Grad-CAM",
 }
 RELU_METHODS = ("guided_backprop", "deconvnet")

@@ -129,17 +129,21 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
     words = lead_words + (f", which tracks the manifest attribute '{cue.attribute}'" if cue.attribute
                           and not cue.cue.startswith("attribute:") else "")
     causal = sorted([t for c in [cue, *cue.also] for t in c.causal], key=lambda t: -t.excess)
-    sentences = []
+    sentences, headline = [], []
     if causal:
         t = causal[0]
+        headline.append(f"'{t.words}' flips {t.flip_rate:.0%} of predictions (harmless: {t.floor:.0%})")
         towards = (f"{t.follows_donor:.0%} of them to the class of the image the region came from"
                    if t.follows_donor >= t.top_share else f"{t.top_share:.0%} of them to '{classes[t.top_class]}'")
         sentences.append(f"'{t.words}' changed {t.flip_rate:.0%} of predictions ({t.flips} of {t.treated}; "
                          f"harmless changes: {t.floor:.0%}), {towards}")
     if cue.lead and cue.prediction_signal:
+        headline.append(f"predicts the answers with power {cue.lead.prediction_power:.2f}, the labels "
+                        f"{cue.lead.label_power:.2f}")
         sentences.append(f"on the probe images it predicts the model's answers (power {cue.lead.prediction_power:.2f}) "
                          f"far better than the labels ({cue.lead.label_power:.2f})")
     elif cue.lead and cue.label_signal:
+        headline.append(f"predicts the labels with power {cue.lead.label_power:.2f}")
         sentences.append(f"on the probe images it predicts the labels (power {cue.lead.label_power:.2f}, "
                          f"p = {cue.lead.label_p:.2g})")
     masked = next((t for t in tests if t.name == "mask_object" and t.status == "ok"), None)
@@ -155,18 +159,28 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         summary = (f"In this probe set {words} predicts the label, but the model shows no reliance on it: "
                    + "; ".join(sentences) + ". Accuracy here may not carry over to data without this bias.")
     if cue.also:
-        summary += " The same cue also shows as " + "; ".join(
-            (a.lead.words if a.lead else a.cue) for a in cue.also) + "."
+        shown = [a.lead.words if a.lead else a.cue for a in cue.also]
+        more = f"; and {len(shown) - 4} more" if len(shown) > 4 else ""
+        summary += " The same cue also shows as " + "; ".join(shown[:4]) + more + "."
+    lead, strongest = cue.lead, (causal[0] if causal else None)
     evidence_json = {
-        "cue": cue.cue, "property": cue.lead.name if cue.lead else None, "also": [a.cue for a in cue.also],
-        "attribute": cue.attribute, "label_signal": cue.label_signal, "prediction_signal": cue.prediction_signal,
-        "group_signal": cue.group_signal,
-        "lead": cue.lead.to_json() if cue.lead else None,
+        "cue": cue.cue, "property": lead.name if lead else None, "attribute": cue.attribute,
+        "also": [a.cue for a in cue.also],
+        "label_power": lead.label_power if lead else None, "label_p": lead.label_p if lead else None,
+        "prediction_power": lead.prediction_power if lead else None,
+        "beyond_label_p": lead.beyond_label_p if lead else None,
+        "group_gap": lead.group_gap if lead else None,
+        "strongest_change": strongest.name if strongest else None,
+        "flip_rate": strongest.flip_rate if strongest else None,
+        "noise_floor": strongest.floor if strongest else None,
+        "change_p": strongest.p_adjusted if strongest else None,
+        "object_kept_rate": masked.kept_rate if masked else None,
         "interventions": [t.to_json() for t in causal],
         "attention": _attention(cue, seen),
     }
     blocks = _evidence_blocks(context, cue, causal, values)
-    return Finding(finding_code(cue), cue.category, cue.severity, title, summary, evidence_json, blocks)
+    return Finding(finding_code(cue), cue.category, cue.severity, title, summary, evidence_json, blocks,
+                   headline=f"{_short(words).capitalize()}: " + "; ".join(headline) + ".")
 
 
 def _short(words: str) -> str:
@@ -188,6 +202,7 @@ def _evidence_blocks(context: AuditContext, cue: CueVerdict, causal: list[Interv
     blocks = []
     if causal:
         blocks.append(_pairs_figure(context, causal[0]))
+        blocks.append(_intervention_table(context, causal[:6], "Changes of this cue that move the predictions"))
     if cue.lead and not cue.lead.categorical and cue.lead.name in values:
         blocks.append(_extremes_figure(context, cue.lead, values[cue.lead.name]))
     if cue.lead:
@@ -222,8 +237,9 @@ def _extremes_figure(context: AuditContext, lead: PropertyStats, column: np.ndar
             ax = fig.axes[row * CUE_IMAGES + col]
             truth, predicted = context.labels[index], context.outputs.predictions[index]
             colour = "#1e7d32" if truth == predicted else "#b71c1c"
-            ax.set_xlabel(f"{context.classes[truth][:12]}\n-> {context.classes[predicted][:12]}", fontsize=6,
-                          color=colour)
+            ax.set_title(f"{context.classes[truth][:12]}\n-> {context.classes[predicted][:12]}", fontsize=6,
+                         color=colour)
+    fig.subplots_adjust(hspace=0.45)
     caption = (f"Probe images where {lead.words} is strongest (top) and weakest (bottom), with true class and "
                "-> prediction (red = wrong). If predictions split along the rows rather than by true class, "
                "the model follows the cue.")
@@ -270,7 +286,8 @@ def _property_table(context: AuditContext, stats: list[PropertyStats]) -> Table:
                  "Which properties predict labels and predictions")
 
 
-def _intervention_table(context: AuditContext, tests: list[InterventionStats]) -> Table:
+def _intervention_table(context: AuditContext, tests: list[InterventionStats],
+                        title: str = "Counterfactual changes") -> Table:
     rows = []
     for t in tests:
         if t.status != "ok":
@@ -282,7 +299,7 @@ def _intervention_table(context: AuditContext, tests: list[InterventionStats]) -
     caption = ("Each change alters one property of the treated images, moved to the far end of what the probe set "
                "contains. Flip: share of predictions that changed; p: one-sided binomial test against the flip rate "
                "of harmless one- and two-pixel shifts, Holm-adjusted.")
-    return Table(["change", "images", "flips", "accuracy", "flips towards", "p"], rows, caption, "Counterfactual changes")
+    return Table(["change", "images", "flips", "accuracy", "flips towards", "p"], rows, caption, title)
 
 
 def _p(value: float) -> str:
