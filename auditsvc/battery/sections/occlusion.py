@@ -44,7 +44,7 @@ class OcclusionSection(Section):
         drops = torch.cat([
             attribution.occlusion(context.graph, inputs[i:i + context.options.batch_size],
                                   targets[i:i + context.options.batch_size], window=window, stride=stride,
-                                  baseline=grey, chunk=context.options.batch_size * 2)
+                                  baseline=grey, chunk=context.options.batch_size)
             for i in range(0, len(inputs), context.options.batch_size)]).mean(dim=1).cpu().numpy()
         seconds = time.perf_counter() - started
         original = context.outputs.probabilities[indices, context.outputs.predictions[indices]]
