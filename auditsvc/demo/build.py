@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from . import training
 from .nets import PlainNet, export
 from .scene import render_scene
 
@@ -165,46 +165,17 @@ def render_training_sets(rng: np.random.Generator) -> dict[str, Scenes]:
     return {"shortcut": Scenes.concat(*aligned), "clean": Scenes.concat(aligned[0], flipped)}
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (n, H, W, 3) -> normalized float (n, 3, H, W), as model.json declares."""
-    tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
-    return tensor.sub_(MEAN).div_(STD).contiguous()
-
-
 # --- training and measuring -------------------------------------------------------------------
 
 def train_model(scenes: Scenes, *, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     model = PlainNet(len(CLASSES), widths=WIDTHS)
-    inputs, labels = to_tensor(scenes.images), torch.from_numpy(scenes.labels)
-    steps_per_epoch = -(-len(labels) // BATCH_SIZE)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, LEARNING_RATE, total_steps=EPOCHS * steps_per_epoch)
-    model.train()
-    for _ in range(EPOCHS):
-        order = torch.randperm(len(labels), generator=generator)
-        for start in range(0, len(order), BATCH_SIZE):
-            batch = order[start:start + BATCH_SIZE]
-            x = random_flip(inputs[batch], generator)
-            loss = F.cross_entropy(model(x), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return model.eval()
+    return training.train(model, scenes.images, scenes.labels, mean=MEAN, std=STD, epochs=EPOCHS,
+                          lr=LEARNING_RATE, batch_size=BATCH_SIZE, seed=seed)
 
 
-def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(len(x), generator=generator) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-
-
-@torch.no_grad()
 def predict(program: torch.export.ExportedProgram, images: np.ndarray) -> np.ndarray:
-    module = program.module()
-    return np.concatenate([module(to_tensor(images[i:i + 256])).argmax(1).numpy()
-                           for i in range(0, len(images), 256)])
+    return training.predict(program, images, MEAN, STD)
 
 
 def measure(program: torch.export.ExportedProgram, held_out: Scenes) -> dict[str, float]:
@@ -219,11 +190,8 @@ def measure(program: torch.export.ExportedProgram, held_out: Scenes) -> dict[str
 # --- writing ----------------------------------------------------------------------------------
 
 def write_model(directory: Path, program: torch.export.ExportedProgram, name: str) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, directory / "model.pt2")
-    meta = {"name": f"tank-detector-{name}", "version": "1.0", "classes": list(CLASSES),
-            "input": {"size": list(INPUT_SIZE), "mean": [MEAN] * 3, "std": [STD] * 3}}
-    (directory / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    training.write_model(directory, program, training.model_meta(f"tank-detector-{name}", CLASSES, INPUT_SIZE,
+                                                                 MEAN, STD))
 
 
 def write_probe(root: Path, scenes: Scenes) -> None:

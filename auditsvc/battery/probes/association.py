@@ -2,8 +2,8 @@
 
 A property is discretized into quantile bins (or its categories). Two numbers per target:
 - predictive power: cross-validated balanced accuracy of predicting the target from the
-  bin alone (each bin votes its training majority), rescaled so 0 is the naive baseline
-  (always the majority class) and 1 is perfect;
+  property alone, rescaled so 0 is the naive baseline (always the majority class) and 1 is
+  perfect;
 - a permutation test on the mutual information between bin and target, optionally with the
   target permuted only within strata (the true label), which asks whether the property
   predicts the model's predictions beyond what the labels explain.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold
+from sklearn.tree import DecisionTreeClassifier
 
 MAX_BINS = 8
 MIN_PER_BIN = 8
@@ -35,24 +36,38 @@ def tertiles(values: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, values, side="right")
 
 
-def predictive_power(codes: np.ndarray, target: np.ndarray, seed: int = 0, folds: int = 5) -> float:
-    """Cross-validated balanced accuracy of bin-majority voting, 0 = naive baseline, 1 = perfect."""
+def predictive_power(values: np.ndarray, target: np.ndarray, seed: int = 0, folds: int = 5,
+                     categorical: bool = False) -> float:
+    """Cross-validated balanced accuracy of predicting target from this one feature, rescaled so
+    0 is the naive baseline (always the majority class) and 1 is perfect.
+
+    Numbers: a shallow decision tree on the value (it finds the thresholds); categories: each
+    category votes the majority class it had in the training folds."""
     present, target = np.unique(target, return_inverse=True)
     if len(present) < 2:
         return 0.0
     splits = min(folds, int(np.bincount(target).min()))
     if splits < 2:
         return 0.0
+    values = np.asarray(values)
     predictions = np.empty_like(target)
     splitter = StratifiedKFold(n_splits=splits, shuffle=True, random_state=seed)
-    for train, test in splitter.split(codes, target):
-        table = np.zeros((codes.max() + 1, len(present)))
-        np.add.at(table, (codes[train], target[train]), 1)
-        fallback = np.bincount(target[train], minlength=len(present)).argmax()
-        votes = np.where(table.sum(axis=1) > 0, table.argmax(axis=1), fallback)
-        predictions[test] = votes[codes[test]]
+    for train, test in splitter.split(values.reshape(-1, 1), target):
+        if categorical:
+            predictions[test] = _category_votes(values, target, train, len(present))[values[test]]
+        else:
+            tree = DecisionTreeClassifier(max_leaf_nodes=MAX_BINS, min_samples_leaf=MIN_PER_BIN,
+                                          class_weight="balanced", random_state=seed)
+            predictions[test] = tree.fit(values[train].reshape(-1, 1), target[train]).predict(values[test].reshape(-1, 1))
     chance = 1 / len(present)
     return float(max(0.0, (balanced_accuracy_score(target, predictions) - chance) / (1 - chance)))
+
+
+def _category_votes(codes: np.ndarray, target: np.ndarray, train: np.ndarray, classes: int) -> np.ndarray:
+    table = np.zeros((codes.max() + 1, classes))
+    np.add.at(table, (codes[train], target[train]), 1)
+    fallback = np.bincount(target[train], minlength=classes).argmax()
+    return np.where(table.sum(axis=1) > 0, table.argmax(axis=1), fallback)
 
 
 def mutual_information(codes: np.ndarray, targets: np.ndarray, classes: int) -> np.ndarray:

@@ -89,6 +89,7 @@ def property_stats(values: dict[str, np.ndarray], attributes: dict[str, list[str
     correct = predictions == labels
     for index, (name, column, categorical) in enumerate(columns):
         codes = association.bin_codes(column, classes)
+        feature = codes if categorical else column
         _, label_p = association.permutation_test(codes, labels, permutations=permutations, seed=seed + index)
         _, beyond_p = association.permutation_test(codes, predictions, strata=labels, permutations=permutations,
                                                    seed=seed + 7919 + index)
@@ -98,8 +99,9 @@ def property_stats(values: dict[str, np.ndarray], attributes: dict[str, list[str
         spread = float(len(set(column))) if categorical else float(np.subtract(*np.quantile(column, [0.9, 0.1])))
         rows.append(PropertyStats(
             name, meta.cue if meta else name, meta.words if meta else f"the manifest attribute '{name[10:]}'",
-            categorical, association.predictive_power(codes, labels, seed), label_p,
-            association.predictive_power(codes, predictions, seed), beyond_p, gap, gap_p, spread))
+            categorical, association.predictive_power(feature, labels, seed, categorical=categorical), label_p,
+            association.predictive_power(feature, predictions, seed, categorical=categorical), beyond_p, gap, gap_p,
+            spread))
     for attr, adjusted in (("label_p", association.holm([r.label_p for r in rows])),
                            ("beyond_label_p", association.holm([r.beyond_label_p for r in rows])),
                            ("group_p", association.holm([r.group_p for r in rows]))):

@@ -106,7 +106,7 @@ def attribute_links(values: dict[str, np.ndarray], attributes: dict[str, list[st
         for name, v in values.items():
             if np.ptp(v) == 0:
                 continue
-            power = association.predictive_power(association.bin_codes(v[present], 2), codes, seed)
+            power = association.predictive_power(v[present], codes, seed)
             if power >= ATTRIBUTE_LINK_POWER and power > links.get(name, ("", 0))[1]:
                 links[name] = (attribute, power)
         links[f"attribute:{attribute}"] = (attribute, 1.0)

@@ -1,0 +1,41 @@
+import numpy as np
+
+from auditsvc.battery.probes.association import bin_codes, holm, permutation_test, predictive_power
+
+
+def test_predictive_power_is_zero_for_noise_and_one_for_a_perfect_cue():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    assert predictive_power(labels + rng.random(400) * 0.5, labels) > 0.95
+    assert predictive_power(rng.random(400), labels) < 0.15
+    weather = np.where(labels == 1, "cloudy", "sunny")
+    assert predictive_power(bin_codes(weather, 2), labels, categorical=True) == 1.0
+
+
+def test_categories_are_codes_as_they_are():
+    codes = bin_codes(np.array(["sunny", "cloudy", "sunny"]), 2)
+    assert list(codes) == [1, 0, 1]
+
+
+def test_permutation_test_separates_association_from_none():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 300)
+    related = bin_codes(labels * 0.6 + rng.random(300), 2)
+    assert permutation_test(related, labels, seed=0)[1] < 0.001
+    assert permutation_test(bin_codes(rng.random(300), 2), labels, seed=0)[1] > 0.01
+
+
+def test_beyond_labels_asks_about_predictions_within_each_label():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 400)
+    through_label = bin_codes(labels + rng.random(400) * 0.5, 2)  # tracks the label only
+    predictions = labels.copy()
+    assert permutation_test(through_label, predictions, strata=labels, seed=0)[1] == 1.0
+    cue = rng.random(400)
+    follows_cue = (cue > 0.5).astype(int)  # predictions follow the cue, whatever the label
+    assert permutation_test(bin_codes(cue, 2), follows_cue, strata=labels, seed=0)[1] < 0.001
+
+
+def test_holm_matches_the_step_down_definition():
+    assert holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]
+    assert holm([0.5, 0.9]) == [1.0, 1.0]

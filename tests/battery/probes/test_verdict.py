@@ -1,0 +1,77 @@
+import numpy as np
+
+from auditsvc.battery.probes.evidence import InterventionStats, PropertyStats
+from auditsvc.battery.probes.verdict import Observations, decide, sensitivities
+
+
+def prop(name, cue, label_power=0.0, label_p=1.0, prediction_power=0.0, beyond_p=1.0, gap=0.0, gap_p=1.0):
+    return PropertyStats(name, cue, name, False, label_power, label_p, prediction_power, beyond_p, gap, gap_p, 1.0)
+
+
+def change(name, cue, prop_name, flip_rate=0.0, p=1.0, top_share=1.0, agrees=False, treated=100):
+    return InterventionStats(name, cue, name, prop_name, "ok", treated=treated, flips=int(flip_rate * treated),
+                             flip_rate=flip_rate, floor=0.01, p_adjusted=p, top_class=1, top_share=top_share,
+                             agrees=agrees)
+
+
+def observations(**codes):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    return Observations({k: v for k, v in codes.items()}, labels, labels.copy(), {}, 0)
+
+
+def test_causal_and_data_side_agreeing_fail():
+    props = [prop("brightness", "brightness", prediction_power=0.9, beyond_p=0.001)]
+    tests = [change("darker", "brightness", "brightness", 0.8, 1e-9, agrees=True)]
+    [verdict] = decide(props, tests, {}, observations())
+    assert (verdict.category, verdict.severity, verdict.cue) == ("shortcut", "fail", "brightness")
+
+
+def test_predictions_following_a_cue_alone_warn():
+    props = [prop("noise", "noise", prediction_power=0.7, beyond_p=0.001)]
+    [verdict] = decide(props, [], {}, observations())
+    assert (verdict.category, verdict.severity) == ("shortcut", "warn")
+
+
+def test_a_cue_only_in_the_labels_is_a_data_bias():
+    props = [prop("border", "border", label_power=0.9, label_p=0.001)]
+    tests = [change("swap_border", "border", "border", 0.02, 0.5)]
+    [verdict] = decide(props, tests, {}, observations())
+    assert (verdict.category, verdict.severity) == ("bias", "warn")
+
+
+def test_biased_probe_and_a_model_that_follows_the_cue_fail():
+    # The legend: labels and cue agree, predictions are perfect, only the intervention tells.
+    props = [prop("brightness", "brightness", label_power=1.0, label_p=0.001, prediction_power=1.0, beyond_p=1.0)]
+    tests = [change("darker", "brightness", "brightness", 0.9, 1e-9, agrees=True)]
+    [verdict] = decide(props, tests, {}, observations())
+    assert (verdict.category, verdict.severity) == ("shortcut", "fail")
+
+
+def test_a_change_the_probe_images_do_not_bear_out_is_only_a_sensitivity():
+    props = [prop("sharpness", "sharpness")]
+    tests = [change("blur", "sharpness", "sharpness", 0.5, 1e-9, agrees=False)]
+    assert decide(props, tests, {}, observations()) == []
+    assert [t.name for t in sensitivities(tests, [])] == ["blur"]
+
+
+def test_small_or_undirected_effects_are_not_causal():
+    props = [prop("brightness", "brightness", label_power=0.9, label_p=0.001)]
+    small = change("darker", "brightness", "brightness", 0.1, 1e-5, agrees=True)
+    undirected = change("brighter", "brightness", "brightness", 0.6, 1e-9, top_share=0.5, agrees=True)
+    [verdict] = decide(props, [small, undirected], {}, observations())
+    assert verdict.category == "bias"
+
+
+def test_proxies_of_one_cue_fold_into_one_finding():
+    rng = np.random.default_rng(0)
+    cue = rng.random(200)
+    codes = {"saturation": (cue * 4).astype(int), "brightness": (cue * 4).astype(int)}
+    props = [prop("saturation", "saturation", prediction_power=1.0, beyond_p=0.001),
+             prop("brightness", "brightness", prediction_power=0.9, beyond_p=0.001)]
+    tests = [change("greyer", "saturation", "saturation", 1.0, 1e-9, agrees=True)]
+    obs = observations(**codes)
+    obs.predictions = (cue > 0.5).astype(int)
+    verdicts = decide(props, tests, {}, obs)
+    assert len(verdicts) == 1 and verdicts[0].cue == "saturation"
+    assert [a.cue for a in verdicts[0].also] == ["brightness"]
