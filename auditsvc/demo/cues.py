@@ -27,6 +27,8 @@ from scipy import ndimage
 CLASSES = ("circle", "square")
 SQUARE = CLASSES.index("square")
 SIZE = 32
+SHAPE_EXTENT = (0.3, 0.45)       # circle diameter or square side, as a share of the image side
+SQUARE_ROTATION = np.pi / 12     # squares turn by up to this either way
 
 # --- cue strengths (chosen so that a shortcut model learns each cue; see bench/shortcuts.py) ----
 BRIGHTNESS_GAIN = 1.35                       # every pixel x1.35 (clipped)
@@ -93,10 +95,10 @@ def _stroke_mask(x: np.ndarray, y: np.ndarray, p0, p1, width: float) -> np.ndarr
 
 def _add_shape(rng: np.random.Generator, image: np.ndarray, label: int, size: int) -> None:
     """A filled, anti-aliased circle or (rotated) square whose colour stands out from what lies under it."""
-    extent = rng.uniform(0.2, 0.34) * size          # circle diameter, or square side
+    extent = rng.uniform(*SHAPE_EXTENT) * size
     margin = extent * 0.75 + 1
     cy, cx = rng.uniform(margin, size - margin, 2)
-    mask = _shape_mask(label, extent, (cx, cy), rng.uniform(0, np.pi / 2), size)
+    mask = _shape_mask(label, extent, (cx, cy), rng.uniform(-SQUARE_ROTATION, SQUARE_ROTATION), size)
     under = image[mask > 0.5].mean(axis=0)
     colour = rng.uniform(0.05, 0.95, 3)
     while np.abs(colour - under).sum() < 0.45:

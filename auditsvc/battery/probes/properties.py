@@ -27,9 +27,11 @@ PROPERTIES = [
     Property("left_brightness", "brightness", "the brightness of the left side"),
     Property("right_brightness", "brightness", "the brightness of the right side"),
     Property("contrast", "contrast", "the contrast (spread of brightness)"),
-    Property("red", "colour", "the amount of red"),
-    Property("green", "colour", "the amount of green"),
-    Property("blue", "colour", "the amount of blue"),
+    # Absolute channel levels move with brightness and with colour casts alike, so they name
+    # neither cue; they are measured and shown, and left out of the verdict (cue "channel").
+    Property("red", "channel", "the amount of red"),
+    Property("green", "channel", "the amount of green"),
+    Property("blue", "channel", "the amount of blue"),
     Property("red_share", "colour", "the colour balance towards red"),
     Property("green_share", "colour", "the colour balance towards green"),
     Property("blue_share", "colour", "the colour balance towards blue"),
@@ -59,7 +61,7 @@ def measure(pixels: np.ndarray, names: list[str] | None = None) -> dict[str, np.
     colour = pixels.shape[3] == 3
     out = {}
     for name in names or [p.name for p in PROPERTIES]:
-        if not colour and BY_NAME[name].cue in ("colour", "saturation"):
+        if not colour and BY_NAME[name].cue in ("colour", "saturation", "channel"):
             out[name] = np.zeros(len(pixels))  # grey images carry no colour cue
         else:
             out[name] = _MEASURES[name](rgb, grey)

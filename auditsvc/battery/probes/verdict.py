@@ -23,6 +23,7 @@ from scipy.stats import spearmanr
 from .association import permutation_test
 from .evidence import InterventionStats, PropertyStats
 
+UNNAMED_CUES = {"none", "channel"}   # harmless changes; channel levels (brightness and colour at once)
 SIGNIFICANCE = 0.01
 LABEL_POWER = 0.3          # a property that predicts labels this well is a data-side cue
 BEYOND_LABEL_POWER = 0.2   # predictions follow the property this much better than labels do
@@ -79,7 +80,7 @@ class Observations:
 def decide(properties: list[PropertyStats], interventions: list[InterventionStats],
            attribute_links: dict[str, str], observations: Observations) -> list[CueVerdict]:
     """One verdict per cue; proxies of the same cue are folded into the strongest."""
-    families = sorted(({p.cue for p in properties} | {i.cue for i in interventions}) - {"none"})
+    families = sorted(({p.cue for p in properties} | {i.cue for i in interventions}) - UNNAMED_CUES)
     verdicts = [v for v in (_family(f, properties, interventions, attribute_links) for f in families) if v]
     return _fold(verdicts, observations)
 

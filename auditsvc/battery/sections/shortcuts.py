@@ -18,6 +18,7 @@ from ..results import Figure, Finding, SectionResult, Table, Text
 from .performance import wilson
 
 ATTRIBUTE_LINK_POWER = 0.6
+LIGHTING = "the lighting and colour of the whole scene"
 CUE_IMAGES = 6
 
 
@@ -126,6 +127,10 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
     classes = context.classes
     lead_words = cue.lead.words if cue.lead else "the background around the object"
     name = f"'{cue.attribute}'" if cue.attribute else _short(lead_words)
+    families = {cue.cue, *(a.cue for a in cue.also)}
+    if "brightness" in families and families & {"saturation", "colour"}:
+        name = name if cue.attribute else LIGHTING
+        lead_words = f"{LIGHTING} (as weather or time of day change them), most clearly {lead_words}"
     words = lead_words + (f", which tracks the manifest attribute '{cue.attribute}'" if cue.attribute
                           and not cue.cue.startswith("attribute:") else "")
     causal = sorted([t for c in [cue, *cue.also] for t in c.causal], key=lambda t: -t.excess)
