@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,17 +27,22 @@ class AuditFiles:
     findings: Path
 
 
-def audit_to_directory(model: Path, dataset: Path, out_dir: Path, *, meta: Path | None = None,
-                       reference: Path | None = None, reference_meta: Path | None = None,
-                       options: AuditOptions | None = None, progress: Progress | None = None,
-                       changes: dict[str, Any] | None = None) -> AuditFiles:
-    """Raises BadInput before anything is written; the three files appear together or not at all."""
-    loaded = load_model(Path(model), meta)
-    loaded_reference = load_model(Path(reference), reference_meta) if reference else None
+def audit_files(model: Path, dataset: Path, *, meta: Path | None = None, reference: Path | None = None,
+                reference_meta: Path | None = None, options: AuditOptions | None = None,
+                progress: Progress | None = None) -> AuditResult:
+    """Load and audit; raises BadInput (one line) before any work on bad input."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = load_model(Path(model), meta)
+        loaded_reference = load_model(Path(reference), reference_meta) if reference else None
+        with ProbeSet(Path(dataset), loaded.meta.classes) as probe:
+            return run_audit(loaded, probe, options, loaded_reference, progress)
+
+
+def write_outputs(result: AuditResult, out_dir: Path, changes: dict[str, Any] | None = None) -> AuditFiles:
+    """The three files appear in out_dir together or not at all."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with ProbeSet(Path(dataset), loaded.meta.classes) as probe:
-        result = run_audit(loaded, probe, options, loaded_reference, progress)
     staging = Path(tempfile.mkdtemp(prefix=".audit-", dir=out_dir))
     try:
         written = write_report(result, staging, changes)
@@ -46,3 +52,8 @@ def audit_to_directory(model: Path, dataset: Path, out_dir: Path, *, meta: Path 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return AuditFiles(result, final["html"], final["pdf"], final["json"])
+
+
+def audit_to_directory(model: Path, dataset: Path, out_dir: Path, *, changes: dict[str, Any] | None = None,
+                       **kwargs) -> AuditFiles:
+    return write_outputs(audit_files(model, dataset, **kwargs), out_dir, changes)

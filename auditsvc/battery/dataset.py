@@ -48,11 +48,12 @@ class ProbeImage:
 class ProbeSet:
     """An opened, validated probe set. Use as a context manager or call close()."""
 
-    def __init__(self, source: Path, classes: Sequence[str]):
+    def __init__(self, source: Path, classes: Sequence[str] | None = None):
+        """classes: the model's classes; None takes the class folders as they are (upload checks)."""
         self.source = Path(source)
-        self.classes = tuple(classes)
         self._files = _open_files(self.source)
         try:
+            self.classes = tuple(classes) if classes is not None else _folder_classes(self._files)
             self.images, self.attribute_names, self.sha256 = _index(self._files, self.classes)
         except BaseException:
             self._files.close()
@@ -264,6 +265,10 @@ def _header(name: str, data: bytes) -> tuple[int, int]:
 
 
 # --- index: layout, classes, images, manifest -----------------------------------------------
+
+def _folder_classes(files: _Files) -> tuple[str, ...]:
+    return tuple(sorted({n.split("/", 1)[0] for n in files.names() if "/" in n}))
+
 
 def _index(files: _Files, classes: tuple[str, ...]) -> tuple[list[ProbeImage], list[str], str]:
     names = [n for n in files.names() if PurePosixPath(n).name not in IGNORED_NAMES

@@ -1,0 +1,13 @@
+"""Queue again, or fail, audits whose worker stopped reporting (what the beat task does every minute)."""
+
+from django.core.management.base import BaseCommand
+
+from auditsvc.audits.services import audits_sweep
+
+
+class Command(BaseCommand):
+    help = "Re-queue or fail audits stuck in 'running' without a heartbeat."
+
+    def handle(self, *args, **options):
+        handled = audits_sweep()
+        self.stdout.write(f"swept {len(handled)} audit(s): {handled}")

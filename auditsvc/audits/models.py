@@ -1,0 +1,185 @@
+"""Organizations, their model versions and probe sets, audits (job rows), findings, schedules, API tokens.
+
+Every row that holds user data belongs to an organization; selectors filter by the
+requesting user's memberships, so a member of another organization never sees it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Organization(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"      # receives notifications about worse verdicts
+        MEMBER = "member", "Member"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "organization"], name="one_membership_per_org")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.role})"
+
+
+def upload_path(instance, filename: str) -> str:
+    """Files live under the organization and a random folder; the user's file name is kept only as a label."""
+    kind = type(instance).__name__.lower()
+    return f"org-{instance.organization_id}/{kind}/{uuid.uuid4().hex}/{_safe_name(filename)}"
+
+
+def _safe_name(filename: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "._-" else "_" for c in filename.rsplit("/", 1)[-1])
+    return keep.lstrip(".")[:100] or "file"
+
+
+class ModelVersion(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="model_versions")
+    name = models.CharField(max_length=200)
+    version = models.CharField(max_length=100)
+    release_tag = models.CharField(max_length=200, blank=True)
+    file = models.FileField(upload_to=upload_path, max_length=300)
+    meta = models.JSONField()                  # model.json as validated
+    format = models.CharField(max_length=20)   # "torch.export" or "torchscript"
+    sha256 = models.CharField(max_length=64)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [models.UniqueConstraint(fields=["organization", "name", "version"],
+                                               name="one_model_version_per_org")]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+class ProbeSet(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="probe_sets")
+    name = models.CharField(max_length=200)
+    file = models.FileField(upload_to=upload_path, max_length=300)   # a zip in ImageFolder layout
+    sha256 = models.CharField(max_length=64)
+    images = models.PositiveIntegerField()
+    classes = models.JSONField()
+    attributes = models.JSONField(default=list)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.images} images)"
+
+
+class Audit(models.Model):
+    """A job row: status, progress and stage, timestamps, the result files. Status changes only
+    through services.audit_transition."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="audits")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="audits")
+    probe_set = models.ForeignKey(ProbeSet, on_delete=models.CASCADE, related_name="audits")
+    reference = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    schedule = models.ForeignKey("Schedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="audits")
+    previous = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    seed = models.IntegerField(default=0)
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    progress = models.FloatField(default=0.0)
+    stage = models.CharField(max_length=200, blank=True)
+    message = models.TextField(blank=True)      # why it failed, in one line
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)   # last progress report from the worker
+
+    verdict = models.CharField(max_length=10, blank=True)
+    metrics = models.JSONField(default=dict)
+    changes = models.JSONField(null=True, blank=True)        # against `previous`
+    report_html = models.FileField(upload_to=upload_path, max_length=300, blank=True)
+    report_pdf = models.FileField(upload_to=upload_path, max_length=300, blank=True)
+    findings_json = models.FileField(upload_to=upload_path, max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"audit {self.pk} of {self.model_version} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+
+class Finding(models.Model):
+    audit = models.ForeignKey(Audit, on_delete=models.CASCADE, related_name="findings")
+    code = models.CharField(max_length=200)
+    category = models.CharField(max_length=20)
+    severity = models.CharField(max_length=10)
+    title = models.CharField(max_length=500)
+    summary = models.TextField()
+    evidence = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class Schedule(models.Model):
+    """Re-audit a model version against a probe set on a timetable (a django-celery-beat task)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="schedules")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="schedules")
+    probe_set = models.ForeignKey(ProbeSet, on_delete=models.CASCADE, related_name="schedules")
+    reference = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    every_hours = models.PositiveIntegerField(default=24 * 7)
+    enabled = models.BooleanField(default=True)
+    periodic_task = models.OneToOneField("django_celery_beat.PeriodicTask", null=True, blank=True,
+                                         on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"every {self.every_hours} h: {self.model_version} on {self.probe_set.name}"
+
+
+class ApiToken(models.Model):
+    """A pipeline's credential. Only a hash of the key is stored; the key is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=200)
+    prefix = models.CharField(max_length=12, db_index=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+    revoked = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}...)"

@@ -1,0 +1,105 @@
+"""The OpenAPI description of the pipeline API, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+import auditsvc
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+AUDIT = {"$ref": "#/components/schemas/Audit"}
+ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+
+
+def _responses(ok: dict, *codes: int) -> dict:
+    described = {400: "Invalid input", 401: "Missing or invalid API token",
+                 404: "No such object in your organization, or not ready yet"}
+    return ok | {str(code): {"description": described[code],
+                             "content": {"application/json": {"schema": ERROR}}} for code in codes}
+
+
+def document(server: str) -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "auditsvc API", "version": auditsvc.__version__,
+                 "description": "Audit trained image-classification CNNs from release pipelines: upload a model "
+                                "and a probe set, poll the audit, fetch findings.json and report.pdf."},
+        "servers": [{"url": server}],
+        "security": [{"token": []}],
+        "paths": {
+            "/api/v1/audits": {"post": {
+                "summary": "Start an audit",
+                "description": "Upload a model package and a probe set zip (or refer to stored ones by id). "
+                               "A model with the same name, version and bytes as a registered one is reused.",
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object",
+                    "properties": {
+                        "model": {"type": "string", "format": "binary", "description": "model.pt2 or TorchScript"},
+                        "meta": {"type": "string", "format": "binary", "description": "model.json"},
+                        "model_version": {"type": "integer", "description": "instead of model + meta"},
+                        "dataset": {"type": "string", "format": "binary", "description": "probe set .zip"},
+                        "dataset_name": {"type": "string"},
+                        "probe_set": {"type": "integer", "description": "instead of dataset"},
+                        "reference": {"type": "string", "format": "binary"},
+                        "reference_meta": {"type": "string", "format": "binary"},
+                        "reference_version": {"type": "integer"},
+                        "release_tag": {"type": "string"},
+                        "seed": {"type": "integer", "default": 0},
+                    }}}}},
+                "responses": _responses({"201": {"description": "Audit queued",
+                                                 "content": {"application/json": {"schema": AUDIT}}}}, 400, 401),
+            }},
+            "/api/v1/audits/{id}": {"get": {
+                "summary": "Status and progress of an audit", "parameters": [ID],
+                "responses": _responses({"200": {"description": "The audit",
+                                                 "content": {"application/json": {"schema": AUDIT}}}}, 401, 404),
+            }},
+            "/api/v1/audits/{id}/findings.json": {"get": {
+                "summary": "findings.json of a finished audit", "parameters": [ID],
+                "responses": _responses({"200": {"description": "findings.json (schema 1)",
+                                                 "content": {"application/json": {"schema": {"type": "object"}}}}},
+                                        401, 404),
+            }},
+            "/api/v1/audits/{id}/report.pdf": {"get": {
+                "summary": "The PDF report of a finished audit", "parameters": [ID],
+                "responses": _responses({"200": {"description": "report.pdf", "content": {"application/pdf": {
+                    "schema": {"type": "string", "format": "binary"}}}}}, 401, 404),
+            }},
+            "/api/v1/model-versions": {"get": {
+                "summary": "Model versions of your organization",
+                "responses": _responses({"200": {"description": "List", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"results": {"type": "array", "items": {
+                        "$ref": "#/components/schemas/ModelVersion"}}}}}}}}, 401),
+            }},
+            "/api/v1/model-versions/{id}/audits": {"get": {
+                "summary": "Audits of a model version", "parameters": [ID],
+                "responses": _responses({"200": {"description": "List", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"model_version": {"type": "integer"},
+                                                     "results": {"type": "array", "items": AUDIT}}}}}}}, 401, 404),
+            }},
+        },
+        "components": {
+            "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "Authorization",
+                                          "description": "Token <key>; create keys on the portal's API tokens page"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {
+                    "error": {"type": "string"},
+                    "fields": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}}}},
+                "ModelVersion": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "name": {"type": "string"}, "version": {"type": "string"},
+                    "release_tag": {"type": "string"}, "sha256": {"type": "string"}, "format": {"type": "string"},
+                    "created": {"type": "string", "format": "date-time"}}},
+                "Audit": {"type": "object", "required": ["id", "status", "progress"], "properties": {
+                    "id": {"type": "integer"},
+                    "status": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+                    "progress": {"type": "number", "minimum": 0, "maximum": 1},
+                    "stage": {"type": "string"}, "message": {"type": "string"},
+                    "verdict": {"type": ["string", "null"], "enum": ["pass", "warn", "fail", None]},
+                    "attempts": {"type": "integer"},
+                    "model_version": {"type": "object"}, "probe_set": {"type": "object"},
+                    "reference": {"type": ["integer", "null"]},
+                    "created": {"type": "string", "format": "date-time"},
+                    "started": {"type": ["string", "null"], "format": "date-time"},
+                    "finished": {"type": ["string", "null"], "format": "date-time"},
+                    "links": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"}}}},
+            },
+        },
+    }

@@ -1,0 +1,95 @@
+"""Reads, always scoped to what the requesting user may see: their organizations' objects.
+
+An object of another organization is indistinguishable from one that does not exist (404).
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+
+from .models import ApiToken, Audit, ModelVersion, Organization, ProbeSet, Schedule
+
+
+def organizations_for(user) -> QuerySet[Organization]:
+    if not user.is_authenticated:
+        return Organization.objects.none()
+    return Organization.objects.filter(memberships__user=user).order_by("name")
+
+
+def _scoped(model, user) -> QuerySet:
+    return model.objects.filter(organization__memberships__user=user) if user.is_authenticated else model.objects.none()
+
+
+def audits_for(user) -> QuerySet[Audit]:
+    return _scoped(Audit, user).select_related("model_version", "probe_set", "reference").order_by("-created")
+
+
+def audit_get(user, pk: int) -> Audit:
+    return get_object_or_404(audits_for(user), pk=pk)
+
+
+def model_versions_for(user) -> QuerySet[ModelVersion]:
+    return _scoped(ModelVersion, user).order_by("name", "-created")
+
+
+def model_version_get(user, pk: int) -> ModelVersion:
+    return get_object_or_404(model_versions_for(user), pk=pk)
+
+
+def probe_sets_for(user) -> QuerySet[ProbeSet]:
+    return _scoped(ProbeSet, user).order_by("-created")
+
+
+def probe_set_get(user, pk: int) -> ProbeSet:
+    return get_object_or_404(probe_sets_for(user), pk=pk)
+
+
+def schedules_for(user) -> QuerySet[Schedule]:
+    return _scoped(Schedule, user).select_related("model_version", "probe_set")
+
+
+def schedule_get(user, pk: int) -> Schedule:
+    return get_object_or_404(schedules_for(user), pk=pk)
+
+
+def tokens_for(user) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(user=user, revoked=False).select_related("organization").order_by("-created")
+
+
+def audit_status(audit: Audit) -> dict:
+    """The job row as plain data (API and the progress poller)."""
+    return {
+        "id": audit.pk, "status": audit.status, "progress": round(audit.progress, 3), "stage": audit.stage,
+        "message": audit.message, "verdict": audit.verdict or None, "attempts": audit.attempts,
+        "model_version": {"id": audit.model_version_id, "name": audit.model_version.name,
+                          "version": audit.model_version.version},
+        "probe_set": {"id": audit.probe_set_id, "name": audit.probe_set.name},
+        "reference": audit.reference_id,
+        "created": audit.created.isoformat(), "started": audit.started.isoformat() if audit.started else None,
+        "finished": audit.finished.isoformat() if audit.finished else None,
+    }
+
+
+def audit_comparison(older: Audit, newer: Audit) -> dict:
+    """New and resolved findings and metric deltas between two finished audits of one model version."""
+    before = {f.code: f for f in older.findings.all()}
+    after = {f.code: f for f in newer.findings.all()}
+    return {"older": older, "newer": newer,
+            "new": [after[c] for c in after if c not in before],
+            "resolved": [before[c] for c in before if c not in after],
+            "kept": [after[c] for c in after if c in before], "metrics": metric_deltas(older.metrics, newer.metrics)}
+
+
+def metric_deltas(before: dict, after: dict) -> list[dict]:
+    """Key metrics of two audits side by side, formatted for a table."""
+    rows = []
+    for key, label in (("accuracy", "Accuracy"), ("worst_group_accuracy", "Worst-group accuracy")):
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, (int, float)) and isinstance(new, (int, float)):
+            rows.append({"name": label, "before": f"{old:.1%}", "after": f"{new:.1%}", "delta": f"{new - old:+.1%}"})
+    old, new = (before.get("calibration") or {}).get("ece"), (after.get("calibration") or {}).get("ece")
+    if old is not None and new is not None:
+        rows.append({"name": "Calibration error (ECE)", "before": f"{old:.3f}", "after": f"{new:.3f}",
+                     "delta": f"{new - old:+.3f}"})
+    return rows

@@ -1,0 +1,419 @@
+"""Writes: uploads, audits and their life cycle, schedules, API tokens.
+
+Views, API views and tasks parse their input and call one of these. Uploads are validated
+with the battery's own loaders before anything is stored; a bad upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import shutil
+import tempfile
+import time
+import traceback
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from auditsvc.battery.context import AuditOptions
+from auditsvc.battery.dataset import ProbeSet as ProbeData
+from auditsvc.battery.errors import BadInput
+from auditsvc.battery.loading import ModelMeta, load_model
+from auditsvc.battery.results import SEVERITY_RANK
+from auditsvc.pipeline import audit_files, write_outputs
+
+from .selectors import metric_deltas
+from .models import ApiToken, Audit, Finding, Membership, ModelVersion, Organization, ProbeSet, Schedule
+
+log = logging.getLogger(__name__)
+MODEL_SUFFIXES = {".pt2": ".pt2", ".pt": ".pt", ".ts": ".ts"}
+VERDICT_RANK = {"pass": 0, "warn": SEVERITY_RANK["warn"], "fail": SEVERITY_RANK["fail"]}
+HEARTBEAT_SECONDS = 2.0
+
+
+# --- uploads -----------------------------------------------------------------------------------
+
+@contextmanager
+def _scratch():
+    directory = Path(tempfile.mkdtemp(prefix="auditsvc-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _spool(upload, path: Path, limit: int, field: str) -> Path:
+    """Copy an uploaded (or stored) file to a local path, refusing it past `limit` bytes."""
+    size = getattr(upload, "size", None)
+    if size is not None and size > limit:
+        raise ValidationError({field: f"The file is {size / 2**20:.0f} MiB; at most {limit / 2**20:.0f} MiB are accepted."})
+    written = 0
+    with open(path, "wb") as out:
+        for chunk in upload.chunks():
+            written += len(chunk)
+            if written > limit:
+                raise ValidationError({field: f"The file is larger than the {limit / 2**20:.0f} MiB accepted."})
+            out.write(chunk)
+    return path
+
+
+def upload_sha256(upload) -> str:
+    digest = hashlib.sha256()
+    for chunk in upload.chunks():
+        digest.update(chunk)
+    upload.seek(0)
+    return digest.hexdigest()
+
+
+def parse_meta(meta) -> dict:
+    """model.json from an upload, a JSON string or a dict."""
+    if isinstance(meta, dict):
+        return meta
+    raw = meta.encode() if isinstance(meta, str) else b"".join(meta.chunks())
+    if hasattr(meta, "seek"):
+        meta.seek(0)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValidationError({"meta": f"model.json is not valid JSON ({exc})."}) from None
+    if not isinstance(data, dict):
+        raise ValidationError({"meta": "model.json must be a JSON object."})
+    return data
+
+
+def model_version_create(*, organization: Organization, user, file, meta, release_tag: str = "") -> ModelVersion:
+    """Validate a model package (format, model.json, a forward pass) and store it."""
+    suffix = MODEL_SUFFIXES.get(Path(file.name or "").suffix.lower())
+    if suffix is None:
+        raise ValidationError({"file": "Upload a model.pt2 (torch.export) or a TorchScript .pt / .ts file."})
+    meta_data = parse_meta(meta)
+    try:
+        ModelMeta.from_dict(meta_data)
+    except BadInput as exc:
+        raise ValidationError({"meta": str(exc)}) from None
+    with _scratch() as scratch:
+        path = _spool(file, scratch / f"model{suffix}", settings.MAX_MODEL_UPLOAD, "file")
+        (scratch / "model.json").write_text(json.dumps(meta_data))
+        try:
+            loaded = load_model(path)
+        except BadInput as exc:
+            raise ValidationError({"file": str(exc)}) from None
+        if ModelVersion.objects.filter(organization=organization, name=loaded.meta.name,
+                                       version=loaded.meta.version).exists():
+            raise ValidationError({"meta": f"{loaded.meta.name} {loaded.meta.version} is already registered; "
+                                           "bump the version in model.json."})
+        version = ModelVersion(organization=organization, name=loaded.meta.name, version=loaded.meta.version,
+                               release_tag=release_tag, meta=meta_data, format=loaded.format, sha256=loaded.sha256,
+                               uploaded_by=user)
+        return _save_with_file(version, "file", path, f"model{suffix}")
+
+
+def probe_set_create(*, organization: Organization, user, name: str, file) -> ProbeSet:
+    """Validate a probe set zip (layout, images, manifest, zip bombs, traversal) and store it."""
+    if not (file.name or "").lower().endswith(".zip"):
+        raise ValidationError({"file": "Upload the probe set as a .zip with one folder per class."})
+    with _scratch() as scratch:
+        path = _spool(file, scratch / "probe.zip", settings.MAX_DATASET_UPLOAD, "file")
+        try:
+            with ProbeData(path) as data:
+                probe = ProbeSet(organization=organization, name=name or Path(file.name).stem, sha256=data.sha256,
+                                 images=len(data), classes=[data.classes[i] for i in data.present_classes],
+                                 attributes=data.attribute_names, uploaded_by=user)
+        except BadInput as exc:
+            raise ValidationError({"file": str(exc)}) from None
+        return _save_with_file(probe, "file", path, "probe.zip")
+
+
+def _save_with_file(instance, field: str, path: Path, name: str):
+    """Store the file and the row together; if the row cannot be saved, the file goes too."""
+    with open(path, "rb") as handle:
+        getattr(instance, field).save(name, File(handle), save=False)
+    try:
+        with transaction.atomic():
+            instance.save()
+    except Exception:
+        getattr(instance, field).delete(save=False)
+        raise
+    return instance
+
+
+# --- audits ------------------------------------------------------------------------------------
+
+def audit_create(*, organization: Organization, user, model_version: ModelVersion, probe_set: ProbeSet,
+                 reference: ModelVersion | None = None, seed: int = 0, schedule: Schedule | None = None) -> Audit:
+    for item in (model_version, probe_set, reference):
+        if item is not None and item.organization_id != organization.id:
+            raise ValidationError("Everything an audit uses must belong to the same organization.")
+    unknown = sorted(set(probe_set.classes) - set(model_version.meta["classes"]))
+    if unknown:
+        raise ValidationError({"probe_set": f"Class folder(s) {', '.join(map(repr, unknown[:5]))} are not among "
+                                            f"the classes of {model_version}."})
+    previous = (Audit.objects.filter(model_version=model_version, probe_set=probe_set, status=Audit.Status.DONE)
+                .order_by("-finished").first())
+    audit = Audit.objects.create(organization=organization, model_version=model_version, probe_set=probe_set,
+                                 reference=reference, seed=seed, schedule=schedule, previous=previous,
+                                 requested_by=user)
+    transaction.on_commit(lambda: _enqueue(audit.pk))
+    return audit
+
+
+def _enqueue(audit_id: int) -> None:
+    from tasks.audits import run_audit
+
+    run_audit.delay(audit_id)
+
+
+def audit_transition(audit: Audit, status: str, **fields) -> Audit:
+    """The one place an audit's status changes; `fields` are saved with it."""
+    allowed = {
+        Audit.Status.QUEUED: {Audit.Status.RUNNING, Audit.Status.FAILED},
+        Audit.Status.RUNNING: {Audit.Status.RUNNING, Audit.Status.QUEUED, Audit.Status.DONE, Audit.Status.FAILED},
+        Audit.Status.DONE: set(),
+        Audit.Status.FAILED: set(),
+    }
+    if status not in allowed[audit.status]:
+        raise ValueError(f"audit {audit.pk}: {audit.status} -> {status} is not allowed")
+    now = timezone.now()
+    fields = {"status": status, "heartbeat": now, **fields}
+    if status in (Audit.Status.DONE, Audit.Status.FAILED):
+        fields.setdefault("finished", now)
+    Audit.objects.filter(pk=audit.pk).update(**fields)
+    for key, value in fields.items():
+        setattr(audit, key, value)
+    return audit
+
+
+def audit_fail(audit: Audit, reason: str) -> Audit:
+    return audit_transition(audit, Audit.Status.FAILED, message=" ".join(reason.split())[:1000])
+
+
+def audit_run(audit_id: int, worker: str = "") -> None:
+    """Run one audit to the end (the Celery task's body). Safe to call again for the same audit:
+    a finished audit is left alone, a redelivered one starts over."""
+    audit = Audit.objects.select_related("model_version", "probe_set", "reference", "previous").get(pk=audit_id)
+    if audit.is_finished:
+        return
+    if audit.attempts >= settings.AUDIT_MAX_ATTEMPTS:
+        audit_fail(audit, f"The audit was interrupted {audit.attempts} times (worker lost or restarted); "
+                          "giving up. Start it again.")
+        return
+    audit_transition(audit, Audit.Status.RUNNING, attempts=audit.attempts + 1, started=timezone.now(),
+                     worker=worker[:200], progress=0.0, stage="starting", message="")
+    try:
+        _execute(audit)
+    except BadInput as exc:
+        audit_fail(audit, str(exc))
+    except Exception as exc:
+        if type(exc).__name__ == "SoftTimeLimitExceeded":
+            audit_fail(audit, f"The audit took longer than the {settings.AUDIT_SOFT_TIME_LIMIT // 60} minute limit.")
+        else:
+            log.error("audit %s failed:\n%s", audit.pk, traceback.format_exc())
+            audit_fail(audit, f"Internal error while auditing: {type(exc).__name__}: {exc}")
+        raise
+
+
+def _execute(audit: Audit) -> None:
+    with _scratch() as scratch:
+        model = _materialize_model(audit.model_version, scratch / "model")
+        reference = _materialize_model(audit.reference, scratch / "reference") if audit.reference else None
+        probe = _copy_stored(audit.probe_set.file, scratch / "probe.zip")
+        result = audit_files(model, probe, reference=reference,
+                             options=AuditOptions(seed=audit.seed, device=settings.AUDIT_DEVICE),
+                             progress=_progress_writer(audit))
+        changes = audit_changes(audit.previous, result) if audit.previous else None
+        files = write_outputs(result, scratch / "out", changes)
+        _store_results(audit, files, changes)
+    if changes and changes["worse"]:
+        notify_worse_verdict(audit)
+
+
+def _materialize_model(version: ModelVersion, directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    path = _copy_stored(version.file, directory / Path(version.file.name).name)
+    (directory / "model.json").write_text(json.dumps(version.meta))
+    return path
+
+
+def _copy_stored(field, path: Path) -> Path:
+    with field.open("rb") as source, open(path, "wb") as target:
+        shutil.copyfileobj(source, target, 1 << 20)
+    return path
+
+
+def _progress_writer(audit: Audit):
+    last = {"time": 0.0, "stage": None}
+
+    def report(fraction: float, stage: str) -> None:
+        now = time.monotonic()
+        if stage == last["stage"] and now - last["time"] < HEARTBEAT_SECONDS:
+            return
+        last.update(time=now, stage=stage)
+        Audit.objects.filter(pk=audit.pk).update(progress=min(fraction, 0.99), stage=stage[:200],
+                                                 heartbeat=timezone.now())
+    return report
+
+
+def _store_results(audit: Audit, files, changes: dict | None) -> None:
+    result = files.result
+    with transaction.atomic():
+        for field, path in (("report_html", files.html), ("report_pdf", files.pdf), ("findings_json", files.findings)):
+            with open(path, "rb") as handle:
+                getattr(audit, field).save(path.name, File(handle), save=False)
+        audit.findings.all().delete()
+        Finding.objects.bulk_create([Finding(audit=audit, code=f.code, category=f.category, severity=f.severity,
+                                             title=f.title, summary=f.summary, evidence=_jsonable(f.evidence))
+                                     for f in result.findings])
+        audit_transition(audit, Audit.Status.DONE, progress=1.0, stage="done", verdict=result.verdict,
+                         metrics=_jsonable(result.metrics), changes=changes, report_html=audit.report_html.name,
+                         report_pdf=audit.report_pdf.name, findings_json=audit.findings_json.name)
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def audits_sweep(now=None) -> list[int]:
+    """Audits whose worker went silent: queue them again (the task is idempotent) or, after the
+    last attempt, mark them failed with the reason. Nothing stays 'running' forever."""
+    now = now or timezone.now()
+    stale = Audit.objects.filter(status=Audit.Status.RUNNING,
+                                 heartbeat__lt=now - timedelta(seconds=settings.AUDIT_STALE_AFTER))
+    handled = []
+    for audit in stale:
+        if audit.attempts >= settings.AUDIT_MAX_ATTEMPTS:
+            audit_fail(audit, f"The worker running this audit stopped responding ({audit.worker or 'unknown'}); "
+                              f"gave up after {audit.attempts} attempts.")
+        else:
+            audit_transition(audit, Audit.Status.QUEUED, stage="queued again: the worker stopped responding")
+            transaction.on_commit(lambda pk=audit.pk: _enqueue(pk))
+        handled.append(audit.pk)
+    return handled
+
+
+# --- comparing audits --------------------------------------------------------------------------
+
+def audit_changes(previous: Audit, result) -> dict:
+    """What changed since the previous audit: new and resolved findings, metric deltas, verdict."""
+    before = {f.code: f.title for f in previous.findings.all()}
+    after = {f.code: f.title for f in result.findings}
+    return {
+        "previous_audit": previous.pk,
+        "previous_created": previous.created.isoformat(timespec="seconds"),
+        "previous_verdict": previous.verdict,
+        "new": [f"{after[c]} ({c})" for c in after if c not in before],
+        "resolved": [f"{before[c]} ({c})" for c in before if c not in after],
+        "metrics": metric_deltas(previous.metrics, result.metrics),
+        "worse": VERDICT_RANK.get(result.verdict, 0) > VERDICT_RANK.get(previous.verdict, 0),
+    }
+
+
+def notify_worse_verdict(audit: Audit) -> int:
+    owners = Membership.objects.filter(organization=audit.organization, role=Membership.Role.OWNER,
+                                       user__email__gt="").values_list("user__email", flat=True)
+    if not owners:
+        return 0
+    previous = audit.previous.verdict.upper() if audit.previous else "none"
+    subject = f"[auditsvc] {audit.model_version}: verdict {previous} -> {audit.verdict.upper()}"
+    lines = [f"The re-audit of {audit.model_version} on probe set '{audit.probe_set.name}' got a worse verdict: "
+             f"{previous} -> {audit.verdict.upper()}.", ""]
+    lines += [f"new: {item}" for item in (audit.changes or {}).get("new", [])]
+    lines += ["", f"Report: audit {audit.pk} in the auditsvc portal."]
+    return send_mail(subject, "\n".join(lines), settings.DEFAULT_FROM_EMAIL, list(owners))
+
+
+# --- schedules ---------------------------------------------------------------------------------
+
+def schedule_create(*, organization: Organization, user, model_version: ModelVersion, probe_set: ProbeSet,
+                    every_hours: int, reference: ModelVersion | None = None) -> Schedule:
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    if every_hours < 1:
+        raise ValidationError({"every_hours": "Re-audit at most once an hour."})
+    for item in (model_version, probe_set, reference):
+        if item is not None and item.organization_id != organization.id:
+            raise ValidationError("Everything a schedule uses must belong to the same organization.")
+    with transaction.atomic():
+        schedule = Schedule.objects.create(organization=organization, model_version=model_version,
+                                           probe_set=probe_set, reference=reference, every_hours=every_hours,
+                                           created_by=user)
+        interval, _ = IntervalSchedule.objects.get_or_create(every=every_hours, period=IntervalSchedule.HOURS)
+        schedule.periodic_task = PeriodicTask.objects.create(
+            name=f"re-audit schedule {schedule.pk}", task="tasks.audits.run_schedule", interval=interval,
+            args=json.dumps([schedule.pk]))
+        schedule.save(update_fields=["periodic_task"])
+    return schedule
+
+
+def schedule_set_enabled(schedule: Schedule, enabled: bool) -> Schedule:
+    with transaction.atomic():
+        schedule.enabled = enabled
+        schedule.save(update_fields=["enabled"])
+        if schedule.periodic_task:
+            schedule.periodic_task.enabled = enabled
+            schedule.periodic_task.save(update_fields=["enabled"])
+    return schedule
+
+
+def schedule_delete(schedule: Schedule) -> None:
+    with transaction.atomic():
+        if schedule.periodic_task:
+            schedule.periodic_task.delete()
+        schedule.delete()
+
+
+def schedule_run(schedule_id: int) -> Audit | None:
+    """A beat tick: a new audit of the schedule's model version on its probe set."""
+    schedule = Schedule.objects.select_related("organization", "model_version", "probe_set").filter(
+        pk=schedule_id, enabled=True).first()
+    if schedule is None:
+        return None
+    with transaction.atomic():
+        return audit_create(organization=schedule.organization, user=schedule.created_by,
+                            model_version=schedule.model_version, probe_set=schedule.probe_set,
+                            reference=schedule.reference, schedule=schedule)
+
+
+# --- API tokens --------------------------------------------------------------------------------
+
+def _hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def api_token_create(*, user, organization: Organization, name: str) -> tuple[ApiToken, str]:
+    """Returns the token and its key; the key is not stored and cannot be shown again."""
+    if not Membership.objects.filter(user=user, organization=organization).exists():
+        raise ValidationError("A token can only be made for an organization the user belongs to.")
+    key = "asv_" + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(user=user, organization=organization, name=name, prefix=key[:12],
+                                    key_hash=_hash_key(key))
+    return token, key
+
+
+def api_token_authenticate(key: str) -> ApiToken | None:
+    token = ApiToken.objects.select_related("user", "organization").filter(
+        key_hash=_hash_key(key), revoked=False, user__is_active=True).first()
+    if token is not None:
+        ApiToken.objects.filter(pk=token.pk).update(last_used=timezone.now())
+    return token
+
+
+def api_token_revoke(token: ApiToken) -> None:
+    ApiToken.objects.filter(pk=token.pk).update(revoked=True)
+
+
+def organization_create(*, name: str, owner) -> Organization:
+    with transaction.atomic():
+        organization = Organization.objects.create(name=name)
+        Membership.objects.create(user=owner, organization=organization, role=Membership.Role.OWNER)
+    return organization
+

@@ -1,0 +1,241 @@
+"""Portal views: parse the request, call a service or a selector, render. No queries in templates."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from . import selectors, services
+from .forms import AuditForm, ModelVersionForm, ProbeSetForm, ScheduleForm, TokenForm
+from .models import Audit
+
+REPORT_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
+
+
+def current_organization(request):
+    organizations = selectors.organizations_for(request.user)
+    chosen = organizations.filter(pk=request.session.get("organization")).first()
+    return chosen or organizations.first()
+
+
+def _page(request, template: str, **context):
+    context.setdefault("organization", current_organization(request))
+    context.setdefault("organizations", list(selectors.organizations_for(request.user)))
+    return render(request, template, context)
+
+
+def _apply_errors(form, error: ValidationError) -> None:
+    """Put a service's validation errors next to the form fields they belong to."""
+    if hasattr(error, "error_dict"):
+        for field, errors in error.error_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, error)
+
+
+def _no_organization(request):
+    return _page(request, "portal/no_organization.html")
+
+
+@login_required
+@require_POST
+def organization_switch(request):
+    chosen = selectors.organizations_for(request.user).filter(pk=request.POST.get("organization")).first()
+    if chosen:
+        request.session["organization"] = chosen.pk
+    return redirect(request.POST.get("next") or "audit-list")
+
+
+# --- audits ------------------------------------------------------------------------------------
+
+@login_required
+@require_GET
+def audit_list(request):
+    audits = list(selectors.audits_for(request.user)[:200])
+    return _page(request, "portal/audit_list.html", audits=audits)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def audit_new(request):
+    organization = current_organization(request)
+    if organization is None:
+        return _no_organization(request)
+    form = AuditForm(request.user, request.POST or None, initial=request.GET.dict())
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            audit = services.audit_create(organization=data["model_version"].organization, user=request.user,
+                                          model_version=data["model_version"], probe_set=data["probe_set"],
+                                          reference=data["reference"], seed=data["seed"])
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            return redirect("audit-detail", audit.pk)
+    return _page(request, "portal/audit_new.html", form=form)
+
+
+@login_required
+@require_GET
+def audit_detail(request, pk: int):
+    audit = selectors.audit_get(request.user, pk)
+    others = selectors.audits_for(request.user).filter(model_version=audit.model_version,
+                                                       status=Audit.Status.DONE).exclude(pk=audit.pk)[:20]
+    return _page(request, "portal/audit_detail.html", audit=audit, findings=list(audit.findings.all()),
+                 others=list(others))
+
+
+@login_required
+@require_GET
+def audit_status(request, pk: int):
+    return JsonResponse(selectors.audit_status(selectors.audit_get(request.user, pk)))
+
+
+@login_required
+@require_GET
+def audit_report(request, pk: int):
+    audit = selectors.audit_get(request.user, pk)
+    if not audit.report_html:
+        raise Http404("the report is not ready")
+    response = HttpResponse(audit.report_html.open("rb").read(), content_type="text/html; charset=utf-8")
+    response["Content-Security-Policy"] = REPORT_POLICY
+    return response
+
+
+def download(field, filename: str, content_type: str):
+    if not field:
+        raise Http404("not ready")
+    return FileResponse(field.open("rb"), as_attachment=True, filename=filename, content_type=content_type)
+
+
+@login_required
+@require_GET
+def audit_pdf(request, pk: int):
+    audit = selectors.audit_get(request.user, pk)
+    return download(audit.report_pdf, f"audit-{audit.pk}-report.pdf", "application/pdf")
+
+
+@login_required
+@require_GET
+def audit_findings(request, pk: int):
+    audit = selectors.audit_get(request.user, pk)
+    return download(audit.findings_json, f"audit-{audit.pk}-findings.json", "application/json")
+
+
+@login_required
+@require_GET
+def audit_compare(request):
+    try:
+        older = selectors.audit_get(request.user, int(request.GET.get("a", "")))
+        newer = selectors.audit_get(request.user, int(request.GET.get("b", "")))
+    except ValueError:
+        raise Http404("choose two audits") from None
+    if older.model_version_id != newer.model_version_id:
+        messages.error(request, "Only audits of the same model version can be compared.")
+        return redirect("audit-detail", newer.pk)
+    if older.created > newer.created:
+        older, newer = newer, older
+    return _page(request, "portal/audit_compare.html", comparison=selectors.audit_comparison(older, newer))
+
+
+# --- uploads -----------------------------------------------------------------------------------
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def model_list(request):
+    organization = current_organization(request)
+    form = ModelVersionForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and organization and form.is_valid():
+        try:
+            version = services.model_version_create(organization=organization, user=request.user,
+                                                    file=form.cleaned_data["file"], meta=form.cleaned_data["meta"],
+                                                    release_tag=form.cleaned_data["release_tag"])
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, f"{version} registered.")
+            return redirect("model-list")
+    return _page(request, "portal/model_list.html", form=form,
+                 versions=list(selectors.model_versions_for(request.user)))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def probe_set_list(request):
+    organization = current_organization(request)
+    form = ProbeSetForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and organization and form.is_valid():
+        try:
+            probe = services.probe_set_create(organization=organization, user=request.user,
+                                              name=form.cleaned_data["name"], file=form.cleaned_data["file"])
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, f"Probe set {probe.name} stored: {probe.images} images.")
+            return redirect("probe-set-list")
+    return _page(request, "portal/probe_set_list.html", form=form,
+                 probe_sets=list(selectors.probe_sets_for(request.user)))
+
+
+# --- schedules and tokens ----------------------------------------------------------------------
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def schedule_list(request):
+    form = ScheduleForm(request.user, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            services.schedule_create(organization=data["model_version"].organization, user=request.user,
+                                     model_version=data["model_version"], probe_set=data["probe_set"],
+                                     every_hours=data["every_hours"])
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, "Schedule created.")
+            return redirect("schedule-list")
+    return _page(request, "portal/schedule_list.html", form=form,
+                 schedules=list(selectors.schedules_for(request.user)))
+
+
+@login_required
+@require_POST
+def schedule_action(request, pk: int):
+    schedule = selectors.schedule_get(request.user, pk)
+    action = request.POST.get("action")
+    if action == "delete":
+        services.schedule_delete(schedule)
+    elif action in ("enable", "disable"):
+        services.schedule_set_enabled(schedule, action == "enable")
+    elif action == "run":
+        audit = services.schedule_run(schedule.pk)
+        if audit:
+            return redirect("audit-detail", audit.pk)
+    return redirect("schedule-list")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def token_list(request):
+    organization = current_organization(request)
+    form = TokenForm(request.POST or None)
+    key = None
+    if request.method == "POST" and organization and form.is_valid():
+        _, key = services.api_token_create(user=request.user, organization=organization,
+                                           name=form.cleaned_data["name"])
+        form = TokenForm()
+    return _page(request, "portal/token_list.html", form=form, key=key, tokens=list(selectors.tokens_for(request.user)))
+
+
+@login_required
+@require_POST
+def token_revoke(request, pk: int):
+    token = selectors.tokens_for(request.user).filter(pk=pk).first()
+    if token is None:
+        raise Http404("no such token")
+    services.api_token_revoke(token)
+    return redirect("token-list")

@@ -1,0 +1,35 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.shortcuts import redirect
+from django.urls import path
+
+from auditsvc.audits import api, views
+
+urlpatterns = [
+    path("", lambda request: redirect("audit-list")),
+    path("login/", auth_views.LoginView.as_view(template_name="portal/login.html"), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("organization/", views.organization_switch, name="organization-switch"),
+    path("audits/", views.audit_list, name="audit-list"),
+    path("audits/new/", views.audit_new, name="audit-new"),
+    path("audits/compare/", views.audit_compare, name="audit-compare"),
+    path("audits/<int:pk>/", views.audit_detail, name="audit-detail"),
+    path("audits/<int:pk>/status", views.audit_status, name="audit-status"),
+    path("audits/<int:pk>/report.html", views.audit_report, name="audit-report"),
+    path("audits/<int:pk>/report.pdf", views.audit_pdf, name="audit-pdf"),
+    path("audits/<int:pk>/findings.json", views.audit_findings, name="audit-findings"),
+    path("models/", views.model_list, name="model-list"),
+    path("probe-sets/", views.probe_set_list, name="probe-set-list"),
+    path("schedules/", views.schedule_list, name="schedule-list"),
+    path("schedules/<int:pk>/", views.schedule_action, name="schedule-action"),
+    path("tokens/", views.token_list, name="token-list"),
+    path("tokens/<int:pk>/revoke", views.token_revoke, name="token-revoke"),
+    path("api/v1/openapi.json", api.openapi, name="api-openapi"),
+    path("api/v1/audits", api.audits_create, name="api-audits"),
+    path("api/v1/audits/<int:pk>", api.audit_detail, name="api-audit"),
+    path("api/v1/audits/<int:pk>/findings.json", api.audit_findings, name="api-audit-findings"),
+    path("api/v1/audits/<int:pk>/report.pdf", api.audit_pdf, name="api-audit-pdf"),
+    path("api/v1/model-versions", api.model_versions, name="api-model-versions"),
+    path("api/v1/model-versions/<int:pk>/audits", api.model_version_audits, name="api-model-version-audits"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,75 @@
+"""Fixtures for the service: organizations and members, uploads made from tiny models, private media."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from auditsvc.audits import services
+from auditsvc.demo.nets import PlainNet
+from tests.conftest import write_package, write_probe
+
+CLASSES = ["cat", "dog"]
+
+
+@pytest.fixture(autouse=True)
+def private_media(settings, tmp_path):
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": tmp_path / "media", "base_url": None}}}
+    return tmp_path / "media"
+
+
+@pytest.fixture
+def users(django_user_model):
+    alice = django_user_model.objects.create_user("alice", "alice@example.com", "alice-password-1")
+    bob = django_user_model.objects.create_user("bob", "bob@example.com", "bob-password-1")
+    acme = services.organization_create(name="Acme", owner=alice)
+    globex = services.organization_create(name="Globex", owner=bob)
+    return {"alice": alice, "bob": bob, "acme": acme, "globex": globex}
+
+
+@pytest.fixture(scope="session")
+def package_files(tmp_path_factory) -> dict[str, bytes]:
+    torch.manual_seed(0)
+    path = write_package(tmp_path_factory.mktemp("pkg"), PlainNet(2, widths=(4, 8)), CLASSES, name="pets")
+    return {"model": path.read_bytes(), "meta": path.with_name("model.json").read_bytes()}
+
+
+@pytest.fixture(scope="session")
+def probe_bytes(tmp_path_factory) -> bytes:
+    root = write_probe(tmp_path_factory.mktemp("probe") / "probe", CLASSES, per_class=6)
+    return zip_directory(root)
+
+
+def zip_directory(root: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(root.rglob("*")):
+            if file.is_file():
+                archive.write(file, file.relative_to(root).as_posix())
+    return buffer.getvalue()
+
+
+def uploads(package_files, probe_bytes=None):
+    files = {"model": SimpleUploadedFile("model.pt2", package_files["model"]),
+             "meta": SimpleUploadedFile("model.json", package_files["meta"])}
+    if probe_bytes is not None:
+        files["dataset"] = SimpleUploadedFile("probe.zip", probe_bytes)
+    return files
+
+
+@pytest.fixture
+def stored(users, package_files, probe_bytes):
+    """A model version and a probe set in Acme."""
+    files = uploads(package_files, probe_bytes)
+    version = services.model_version_create(organization=users["acme"], user=users["alice"], file=files["model"],
+                                            meta=files["meta"])
+    probe = services.probe_set_create(organization=users["acme"], user=users["alice"], name="pets probe",
+                                      file=files["dataset"])
+    return version, probe
