@@ -68,3 +68,33 @@ def tiny_package(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_probe(tmp_path_factory) -> Path:
     return write_probe(tmp_path_factory.mktemp("tiny_probe"), ["a", "b", "c"])
+
+
+@pytest.fixture(scope="session")
+def service_stack(tmp_path_factory):
+    """redis-server, the web server and a Celery worker as real processes (see tests/stack.py)."""
+    from tests.stack import Stack
+
+    stack = Stack(tmp_path_factory.mktemp("stack"))
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def audit_inputs(tmp_path_factory) -> tuple[Path, Path]:
+    """A model package and a probe zip big enough that an audit lasts several seconds."""
+    import zipfile
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("audit_inputs")
+    model = write_package(directory / "model", PlainNet(2, widths=(8, 16)), ["cat", "dog"], size=(3, 48, 48),
+                          name="integration-model")
+    root = write_probe(directory / "probe", ["cat", "dog"], per_class=40, size=(48, 48))
+    archive = directory / "probe.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for file in sorted(root.rglob("*")):
+            if file.is_file():
+                out.write(file, file.relative_to(root).as_posix())
+    return model, archive

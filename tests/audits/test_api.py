@@ -1,0 +1,60 @@
+"""The pipeline API in-process (audits run eagerly): create from uploads, poll, fetch, list; OpenAPI."""
+
+import json
+
+import pytest
+from django.urls import get_resolver, reverse
+
+from auditsvc.audits import services
+from tests.audits.conftest import uploads
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def auth(users):
+    _, key = services.api_token_create(user=users["alice"], organization=users["acme"], name="ci")
+    return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+
+
+def test_a_pipeline_audits_a_release(client, auth, package_files, probe_bytes, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        created = client.post(reverse("api-audits"), {**uploads(package_files, probe_bytes), "seed": "5",
+                                                      "release_tag": "v1.0"}, **auth)
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert body["status"] == "queued" and body["links"]["self"].endswith(f"/api/v1/audits/{body['id']}")
+    status = client.get(body["links"]["self"], **auth).json()
+    assert status["status"] == "done" and status["progress"] == 1.0 and status["verdict"] in ("pass", "warn", "fail")
+    findings = json.loads(client.get(status["links"]["findings"], **auth).getvalue())
+    assert findings["model"]["name"] == "pets" and findings["environment"]["seed"] == 5
+    assert client.get(status["links"]["report_pdf"], **auth).getvalue()[:4] == b"%PDF"
+    versions = client.get(reverse("api-model-versions"), **auth).json()["results"]
+    assert [(v["name"], v["version"], v["release_tag"]) for v in versions] == [("pets", "1.0", "v1.0")]
+    audits = client.get(reverse("api-model-version-audits", args=[versions[0]["id"]]), **auth).json()
+    assert [a["id"] for a in audits["results"]] == [body["id"]]
+
+
+def test_rerunning_a_pipeline_reuses_the_model_version(client, auth, package_files, probe_bytes,
+                                                       django_capture_on_commit_callbacks):
+    for _ in range(2):
+        with django_capture_on_commit_callbacks(execute=False):
+            assert client.post(reverse("api-audits"), uploads(package_files, probe_bytes), **auth).status_code == 201
+    assert len(client.get(reverse("api-model-versions"), **auth).json()["results"]) == 1
+
+
+def test_bad_input_gets_400_with_the_field(client, auth, package_files):
+    missing = client.post(reverse("api-audits"), uploads(package_files), **auth)
+    assert missing.status_code == 400 and "dataset" in missing.json()["fields"]
+    files = uploads(package_files)
+    files["meta"] = b"{broken"
+    broken = client.post(reverse("api-audits"), {"model": files["model"], "meta": "{broken"}, **auth)
+    assert broken.status_code == 400 and "meta" in broken.json()["fields"]
+
+
+def test_openapi_describes_every_api_route(client):
+    spec = client.get(reverse("api-openapi")).json()
+    assert spec["openapi"].startswith("3.") and "token" in spec["components"]["securitySchemes"]
+    routes = {"/" + str(p.pattern).replace("<int:pk>", "{id}") for p in get_resolver().url_patterns
+              if str(p.pattern).startswith("api/v1/") and "openapi" not in str(p.pattern)}
+    assert routes == set(spec["paths"])

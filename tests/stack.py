@@ -1,0 +1,139 @@
+"""A real service stack for integration tests: redis-server, the Django web server and Celery
+workers as separate processes on loopback, sharing a temporary SQLite database and media folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Stack:
+    def __init__(self, directory: Path):
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed: apt-get install redis-server (.ci/run does)")
+        self.directory = directory
+        self.redis_port, self.web_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.web_port}"
+        self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "auditsvc.settings", "DJANGO_DEBUG": "1",
+                    "AUDITSVC_VAR": str(directory), "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+                    "AUDITSVC_STALE_AFTER": "5", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+                    "DJANGO_EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+                    "DJANGO_EMAIL_FILE_PATH": str(directory / "mail")}
+        self.env.pop("DATABASE_URL", None)
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.workers = 0
+
+    def manage(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
+                              text=True, timeout=300)
+        if done.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+        return done.stdout.strip()
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+        log = open(self.directory / f"{name}.log", "w")
+        process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def start(self) -> "Stack":
+        self._spawn("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no"])
+        wait_for(lambda: _port_open(self.redis_port), 20, "redis-server")
+        self.manage("migrate", "--noinput")
+        self.tokens = {
+            "alice": self.manage("bootstrap", "--organization", "Acme", "--username", "alice",
+                                 "--password", "alice-password-1", "--email", "alice@example.com", "--token"),
+            "bob": self.manage("bootstrap", "--organization", "Globex", "--username", "bob",
+                               "--password", "bob-password-1", "--token"),
+        }
+        self._spawn("web", [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.web_port}", "--noreload"])
+        wait_for(lambda: _port_open(self.web_port), 60, "the web server")
+        self.start_worker()
+        return self
+
+    def start_worker(self) -> subprocess.Popen:
+        self.workers += 1
+        name = f"worker{self.workers}"
+        process = self._spawn(name, [sys.executable, "-m", "celery", "-A", "auditsvc.celery", "worker",
+                                     "-Q", "gpu,default", "-c", "1", "-P", "prefork", "-n", f"{name}@%h",
+                                     "--without-gossip", "--without-mingle", "-l", "info"])
+        wait_for(lambda: "ready." in (self.directory / f"{name}.log").read_text(), 120, f"{name} to start")
+        return process
+
+    def worker_children(self, name: str) -> list[int]:
+        pid = self.processes[name].pid
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            process = self.processes[name]
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+        self.processes.clear()
+
+    # --- the API as a pipeline uses it ---------------------------------------------------------
+
+    def api(self, user: str = "alice") -> requests.Session:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Token {self.tokens[user]}"
+        return session
+
+    def create_audit(self, model: Path, dataset: Path, user: str = "alice") -> dict:
+        with open(model, "rb") as m, open(model.with_name("model.json"), "rb") as meta, open(dataset, "rb") as d:
+            response = self.api(user).post(f"{self.url}/api/v1/audits", files={
+                "model": (model.name, m), "meta": ("model.json", meta), "dataset": (dataset.name, d)}, timeout=120)
+        response.raise_for_status()
+        return response.json()
+
+    def status(self, audit_id: int, user: str = "alice") -> dict:
+        return self.api(user).get(f"{self.url}/api/v1/audits/{audit_id}", timeout=30).json()
+
+    def wait_until(self, audit_id: int, condition, timeout: float = 300) -> dict:
+        return wait_for(lambda: (lambda s: s if condition(s) else None)(self.status(audit_id)), timeout,
+                        f"audit {audit_id}", interval=0.1)
+
+    def log(self, name: str) -> str:
+        return (self.directory / f"{name}.log").read_text()
