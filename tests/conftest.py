@@ -14,6 +14,7 @@ from PIL import Image
 from auditsvc.demo.nets import PlainNet, export
 
 warnings.filterwarnings("ignore", category=UserWarning)
+pytest_plugins = ["tests.service_fixtures"]
 
 
 def write_meta(path: Path, classes, size=(3, 32, 32), name="tiny", version="1.0") -> Path:

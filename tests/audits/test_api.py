@@ -6,7 +6,7 @@ import pytest
 from django.urls import get_resolver, reverse
 
 from auditsvc.audits import services
-from tests.audits.conftest import uploads
+from tests.service_fixtures import uploads
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 from auditsvc.audits import services
 from auditsvc.audits.models import ApiToken, Audit, ModelVersion, ProbeSet
 from auditsvc.demo.nets import PlainNet
-from tests.audits.conftest import uploads
+from tests.service_fixtures import uploads
 
 pytestmark = pytest.mark.django_db
 
