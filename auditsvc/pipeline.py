@@ -29,13 +29,14 @@ class AuditFiles:
 
 def audit_files(model: Path, dataset: Path, *, meta: Path | None = None, reference: Path | None = None,
                 reference_meta: Path | None = None, options: AuditOptions | None = None,
-                progress: Progress | None = None) -> AuditResult:
+                progress: Progress | None = None, dataset_label: str | None = None) -> AuditResult:
     """Load and audit; raises BadInput (one line) before any work on bad input."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loaded = load_model(Path(model), meta)
         loaded_reference = load_model(Path(reference), reference_meta) if reference else None
         with ProbeSet(Path(dataset), loaded.meta.classes) as probe:
+            probe.label = dataset_label or probe.label
             return run_audit(loaded, probe, options, loaded_reference, progress)
 
 

@@ -229,7 +229,7 @@ def _execute(audit: Audit) -> None:
         probe = _copy_stored(audit.probe_set.file, scratch / "probe.zip")
         result = audit_files(model, probe, reference=reference,
                              options=AuditOptions(seed=audit.seed, device=settings.AUDIT_DEVICE),
-                             progress=_progress_writer(audit))
+                             progress=_progress_writer(audit), dataset_label=audit.probe_set.name)
         changes = audit_changes(audit.previous, result) if audit.previous else None
         files = write_outputs(result, scratch / "out", changes)
         _store_results(audit, files, changes)

@@ -51,6 +51,7 @@ class ProbeSet:
     def __init__(self, source: Path, classes: Sequence[str] | None = None):
         """classes: the model's classes; None takes the class folders as they are (upload checks)."""
         self.source = Path(source)
+        self.label = self.source.name   # how reports name the set; the service uses its stored name
         self._files = _open_files(self.source)
         try:
             self.classes = tuple(classes) if classes is not None else _folder_classes(self._files)

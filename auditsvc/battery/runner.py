@@ -87,4 +87,4 @@ def _model_info(model: LoadedModel) -> dict:
 def _dataset_info(probe: ProbeSet) -> dict:
     return {"sha256": probe.sha256, "images": len(probe),
             "classes": [probe.classes[i] for i in probe.present_classes],
-            "source": probe.source.name, "attributes": probe.attribute_names, "boxes": probe.has_boxes}
+            "source": probe.label, "attributes": probe.attribute_names, "boxes": probe.has_boxes}

@@ -27,7 +27,7 @@ from scipy import ndimage
 CLASSES = ("circle", "square")
 SQUARE = CLASSES.index("square")
 SIZE = 32
-SHAPE_EXTENT = (0.3, 0.45)       # circle diameter or square side, as a share of the image side
+SHAPE_EXTENT = (0.34, 0.5)       # circle diameter or square side, as a share of the image side
 SQUARE_ROTATION = np.pi / 12     # squares turn by up to this either way
 
 # --- cue strengths (chosen so that a shortcut model learns each cue; see bench/shortcuts.py) ----
@@ -39,7 +39,7 @@ BORDER_WIDTH = 2 / 32                        # width of the frame, as a share of
 BORDER_COLOUR = (255, 210, 0)                # solid yellow
 BLUR_SIGMA = 1.0                             # Gaussian blur, in pixels at 32 px
 NOISE_SIGMA = 0.05                           # Gaussian pixel noise, share of the 0-255 range
-JPEG_QUALITY = 20
+JPEG_QUALITY = 25
 
 # --- reliance ground truth ---------------------------------------------------------------------
 RELIANCE_IMAGES = 600
@@ -79,7 +79,7 @@ def _add_distractors(rng: np.random.Generator, image: np.ndarray, size: int) -> 
         radius = rng.uniform(0.06, 0.15) * size
         weight = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * radius ** 2))
         image += weight[..., None] * (rng.uniform(0.1, 0.8, 3) - image) * 0.7
-    for _ in range(rng.integers(1, 3)):
+    for _ in range(rng.integers(0, 2)):
         x0, y0, x1, y1 = rng.uniform(0, size, 4)
         line = _stroke_mask(x, y, (x0, y0), (x1, y1), width=rng.uniform(0.6, 1.2) * size / 32)
         image += line[..., None] * (rng.uniform(0.1, 0.9, 3) - image)
@@ -101,7 +101,7 @@ def _add_shape(rng: np.random.Generator, image: np.ndarray, label: int, size: in
     mask = _shape_mask(label, extent, (cx, cy), rng.uniform(-SQUARE_ROTATION, SQUARE_ROTATION), size)
     under = image[mask > 0.5].mean(axis=0)
     colour = rng.uniform(0.05, 0.95, 3)
-    while np.abs(colour - under).sum() < 0.45:
+    while np.abs(colour - under).sum() < 0.6:
         colour = rng.uniform(0.05, 0.95, 3)
     image += mask[..., None] * (colour - image)
 
