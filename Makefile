@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build from local disk; a bare or newer torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[cpu,test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/battery.py
+	$(PY) bench/shortcuts.py
+
+serve: $(STAMP)
+	$(PY) -m auditsvc.serve
 
 clean:
 	rm -rf $(VENV) build

@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import selectors, services
@@ -95,6 +96,7 @@ def audit_status(request, pk: int):
     return JsonResponse(selectors.audit_status(selectors.audit_get(request.user, pk)))
 
 
+@xframe_options_sameorigin  # the audit page shows the report in an iframe
 @login_required
 @require_GET
 def audit_report(request, pk: int):
