@@ -103,6 +103,34 @@ class AuditContext:
                     chosen.append(int(members.pop(0)))
         return chosen
 
+    @cached_property
+    def reference_graph(self) -> ModelGraph | None:
+        if self.reference is None:
+            return None
+        return ModelGraph(self.reference.program, self.reference.meta.input.size, self.device,
+                          self.reference.module_types)
+
+    def pooled_activations(self, names: list[str], graph: ModelGraph | None = None) -> dict[str, np.ndarray]:
+        """(N, channels) per layer over the whole probe set: spatial maps averaged, one pass per batch.
+
+        Cached per graph and layer, so sections share the passes."""
+        graph = graph or self.graph
+        key = "model" if graph is self.graph else "reference"
+        store = self.cache.setdefault(f"pooled:{key}", {})
+        missing = [n for n in names if n not in store]
+        if missing:
+            spec = self.spec if graph is self.graph else self.reference.meta.input
+            parts: dict[str, list[np.ndarray]] = {n: [] for n in missing}
+            with torch.inference_mode():
+                for _, batch in self.probe.batches(spec, self.options.batch_size):
+                    _, outputs = graph.activations(batch.to(self.device), missing)
+                    for name, value in outputs.items():
+                        value = value.float()
+                        pooled = value.mean(dim=(2, 3)) if value.dim() == 4 else value.flatten(1)
+                        parts[name].append(pooled.cpu().numpy())
+            store.update({n: np.concatenate(parts[n]) for n in missing})
+        return {n: store[n] for n in names}
+
     def sample_batch(self) -> torch.Tensor:
         return self.probe.tensors(self.sample_indices, self.spec).to(self.device)
 

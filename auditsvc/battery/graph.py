@@ -112,6 +112,20 @@ class ModelGraph:
         leaf = [l for l in spatial if l.leaf]
         return (leaf or spatial)[-1]
 
+    def output_layer(self) -> Layer:
+        """The layer that produces the logits."""
+        output = next(n for n in self.module.graph.nodes if n.op == "output").args[0]
+        return next(l for l in reversed(self.layers) if l.node == output.name)
+
+    def penultimate_layer(self) -> Layer:
+        """The representation the classifier head reads: the last layer before the logits."""
+        output = self.output_layer()
+        before = [l for l in self.layers if l.leaf and l.node != output.node
+                  and self.layers.index(l) < self.layers.index(output)]
+        if not before:
+            raise ValueError("the model has no layer before its output")
+        return before[-1]
+
     def activations(self, batch: torch.Tensor, names: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and the outputs of the named layers, all from one forward pass."""
         with GraphRewrite(self, outputs=names, fast=False) as rewrite:

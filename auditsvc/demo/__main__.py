@@ -32,10 +32,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.build_only:
         return
     probe = built["paths"]["probe"]
+    # The shortcut model is audited against the clean one as its reference: where do their layers diverge?
+    references = {"shortcut": Path(built["paths"]["clean"]), "clean": None}
     for name in ("shortcut", "clean"):
         started = time.perf_counter()
         files = audit_to_directory(Path(built["paths"][name]), Path(probe), args.out / "reports" / name,
-                                   options=AuditOptions(seed=args.seed))
+                                   reference=references[name], options=AuditOptions(seed=args.seed))
         result = files.result
         print(f"\naudit of the {name} model: {result.verdict.upper()} in {time.perf_counter() - started:.0f} s")
         for finding in result.findings:

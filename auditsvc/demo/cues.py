@@ -32,7 +32,7 @@ SQUARE_ROTATION = np.pi / 12     # squares turn by up to this either way
 
 # --- cue strengths (chosen so that a shortcut model learns each cue; see bench/shortcuts.py) ----
 BRIGHTNESS_GAIN = 1.35                       # every pixel x1.35 (clipped)
-WARM_CAST = np.array([1.18, 1.03, 0.80])     # per-channel gain: a warm, yellow-orange cast
+WARM_CAST = np.array([1.3, 1.05, 0.72])     # per-channel gain: a warm, yellow-orange cast
 CORNER_PATCH = 5 / 32                        # side of the corner patch, as a share of the image side
 CORNER_COLOUR = (255, 0, 255)                # solid magenta, top-left corner
 BORDER_WIDTH = 2 / 32                        # width of the frame, as a share of the image side
