@@ -106,8 +106,8 @@ class Layout:
 
 
 def fingerprint() -> str:
-    """Models and probe sets depend on the cue code and the training settings."""
-    source = (REPO / "auditsvc" / "demo" / "cues.py").read_bytes() + (REPO / "auditsvc" / "demo" / "nets.py").read_bytes()
+    """Models and probe sets depend on the cue code, the nets and the training settings."""
+    source = b"".join((REPO / "auditsvc" / "demo" / name).read_bytes() for name in ("cues.py", "nets.py"))
     settings = json.dumps([BENCH_VERSION, MEAN, STD, TRAIN_IMAGES, EPOCHS, LEARNING_RATE, BATCH_SIZE, PROBE_IMAGES])
     return hashlib.sha256(source + settings.encode()).hexdigest()[:16]
 
@@ -284,6 +284,7 @@ def score(job: AuditJob) -> dict:
         "verdict": findings["verdict"], "probe_accuracy": findings["metrics"].get("accuracy"),
         "detected": bool(shortcut), "severity": shortcut[0]["severity"] if shortcut else None,
         "top_cue": top_cue, "right_cue": top_cue in accepted if shortcut else None,
+        "top_also": (shortcut[0]["evidence"].get("also") or []) if shortcut else [],
         "bias_finding": bool(bias), "bias_cue": bias_cue, "bias_right_cue": bias_cue in accepted if bias else None,
         "codes": [f["code"] for f in findings["findings"]]}
 
@@ -355,8 +356,9 @@ def print_report(rows: list[dict]) -> None:
                           ("wrong cue named", wrong)):
         print(f"\n{title}: {len(listed)}")
         for r in listed:
+            also = f" (also {', '.join(r['top_also'])})" if r["top_also"] else ""
             print(f"  {r['case']:24} {r['model']:8} on {r['probe']:12} gap {r['gap']:+.2f}  "
-                  f"top cue {r['top_cue']}  codes {', '.join(r['codes']) or '-'}")
+                  f"top cue {r['top_cue']}{also}  codes {', '.join(r['codes']) or '-'}")
     failed = [r for r in rows if not r["audit_ok"]]
     if failed:
         print(f"\nfailed audits: {len(failed)}")

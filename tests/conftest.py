@@ -99,3 +99,12 @@ def audit_inputs(tmp_path_factory) -> tuple[Path, Path]:
             if file.is_file():
                 out.write(file, file.relative_to(root).as_posix())
     return model, archive
+
+
+@pytest.fixture(scope="session")
+def tank_demo() -> dict:
+    """The tank demo of `make demo` (built once, cached in build/demo): shortcut and clean models, probe set."""
+    from auditsvc.demo.build import build_demo
+
+    built = build_demo(Path(__file__).resolve().parents[1] / "build" / "demo", log=lambda message: None)
+    return {name: Path(path) for name, path in built["paths"].items()}

@@ -29,10 +29,12 @@ SQUARE = CLASSES.index("square")
 SIZE = 32
 SHAPE_EXTENT = (0.34, 0.5)       # circle diameter or square side, as a share of the image side
 SQUARE_ROTATION = np.pi / 12     # squares turn by up to this either way
+SHAPE_CONTRAST = 0.6             # least summed |RGB difference| between the shape and what lies under it
+GRAIN = 0.006                    # sensor grain of every image, far below the noise cue
 
 # --- cue strengths (chosen so that a shortcut model learns each cue; see bench/shortcuts.py) ----
 BRIGHTNESS_GAIN = 1.35                       # every pixel x1.35 (clipped)
-WARM_CAST = np.array([1.3, 1.05, 0.72])     # per-channel gain: a warm, yellow-orange cast
+WARM_CAST = np.array([1.3, 1.05, 0.72])      # per-channel gain: a warm, yellow-orange cast
 CORNER_PATCH = 5 / 32                        # side of the corner patch, as a share of the image side
 CORNER_COLOUR = (255, 0, 255)                # solid magenta, top-left corner
 BORDER_WIDTH = 2 / 32                        # width of the frame, as a share of the image side
@@ -53,7 +55,7 @@ def render_base(rng: np.random.Generator, label: int, size: int = SIZE) -> np.nd
     image = _background(rng, size)
     _add_distractors(rng, image, size)
     _add_shape(rng, image, label, size)
-    image += rng.normal(0, 0.006, image.shape)  # sensor grain, far below the noise cue
+    image += rng.normal(0, GRAIN, image.shape)
     return _to_uint8(image)
 
 
@@ -101,7 +103,7 @@ def _add_shape(rng: np.random.Generator, image: np.ndarray, label: int, size: in
     mask = _shape_mask(label, extent, (cx, cy), rng.uniform(-SQUARE_ROTATION, SQUARE_ROTATION), size)
     under = image[mask > 0.5].mean(axis=0)
     colour = rng.uniform(0.05, 0.95, 3)
-    while np.abs(colour - under).sum() < 0.6:
+    while np.abs(colour - under).sum() < SHAPE_CONTRAST:
         colour = rng.uniform(0.05, 0.95, 3)
     image += mask[..., None] * (colour - image)
 

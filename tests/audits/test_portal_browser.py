@@ -11,7 +11,6 @@ import pytest
 import torch
 from playwright.sync_api import expect, sync_playwright
 
-from auditsvc.demo.build import build_demo
 from auditsvc.demo.nets import PlainNet
 from tests.conftest import write_package, write_probe
 
@@ -34,10 +33,9 @@ def zip_directory(root: Path, archive: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    built = build_demo(ROOT / "build" / "demo", log=lambda message: None)
-    probe = zip_directory(Path(built["paths"]["probe"]), tmp_path_factory.mktemp("demo") / "tank-probe.zip")
-    return Path(built["paths"]["shortcut"]), probe
+def demo(tank_demo, tmp_path_factory):
+    probe = zip_directory(tank_demo["probe"], tmp_path_factory.mktemp("demo") / "tank-probe.zip")
+    return tank_demo["shortcut"], probe
 
 
 @pytest.fixture(scope="module")

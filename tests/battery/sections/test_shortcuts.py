@@ -1,0 +1,48 @@
+"""The shortcut probes on the tank demo: the weather model fails with the cue named, the clean
+model gets no shortcut finding, and the shortcut is caught without any manifest."""
+
+import shutil
+
+import pytest
+
+from auditsvc.battery.context import AuditOptions
+from auditsvc.pipeline import audit_files
+
+PROBES = AuditOptions(sections=["performance", "shortcuts"])
+
+
+def shortcut_findings(result):
+    return [f for f in result.findings if f.category == "shortcut"]
+
+
+@pytest.fixture(scope="module")
+def probe_without_manifest(tank_demo, tmp_path_factory):
+    copy = tmp_path_factory.mktemp("nomanifest") / "probe"
+    shutil.copytree(tank_demo["probe"], copy)
+    (copy / "manifest.csv").unlink()
+    return copy
+
+
+def test_the_weather_model_fails_and_the_cue_is_named(tank_demo):
+    result = audit_files(tank_demo["shortcut"], tank_demo["probe"], options=PROBES)
+    [finding] = shortcut_findings(result)
+    assert finding.severity == "fail" and result.verdict == "fail"
+    assert "'weather'" in finding.title and "not the object" in finding.title
+    assert finding.evidence["attribute"] == "weather"
+    families = {finding.evidence["cue"], *finding.evidence["also"]}
+    assert "brightness" in families
+    assert finding.evidence["flip_rate"] >= 0.5 and finding.evidence["noise_floor"] <= 0.05
+    assert any(block.__class__.__name__ == "Figure" for block in finding.blocks)
+
+
+def test_the_clean_model_has_no_shortcut(tank_demo):
+    result = audit_files(tank_demo["clean"], tank_demo["probe"], options=PROBES)
+    assert shortcut_findings(result) == []
+    assert not [f for f in result.findings if f.category == "bias"]  # the probe set is balanced
+
+
+def test_without_a_manifest_the_shortcut_is_still_caught(tank_demo, probe_without_manifest):
+    result = audit_files(tank_demo["shortcut"], probe_without_manifest, options=PROBES)
+    [finding] = shortcut_findings(result)
+    assert finding.severity == "fail" and "lighting" in finding.title
+    assert shortcut_findings(audit_files(tank_demo["clean"], probe_without_manifest, options=PROBES)) == []
