@@ -179,7 +179,7 @@ def direction_agrees(test: InterventionStats, values: dict[str, np.ndarray], pre
         return False
     rate_high = float((predictions[high] == test.top_class).mean())
     rate_low = float((predictions[~high] == test.top_class).mean())
-    towards_high = interventions.BY_NAME[test.name].direction in ("up", "swap")
+    towards_high = interventions.BY_NAME[test.name].direction in ("up", "swap")  # else "down", "swap_down"
     return (rate_high - rate_low if towards_high else rate_low - rate_high) >= margin
 
 
@@ -202,12 +202,16 @@ def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> 
     if high - low <= 1e-9:
         stats.status = "untestable"
         return stats
-    if intervention.direction == "swap":
-        treated = _sample(np.flatnonzero(values <= median), rng)
-        donors_pool = np.flatnonzero(values >= high)
-        donors = rng.choice(donors_pool, len(treated), replace=True)
-        changed = interventions.transplant(intervention.region, data.load(treated), data.load(donors))
-        stats.target = float(high)
+    if intervention.direction in ("swap", "swap_down"):
+        up = intervention.direction == "swap"
+        treated = _sample(np.flatnonzero(values <= median if up else values >= median), rng)
+        donors = rng.choice(np.flatnonzero(values >= high if up else values <= low), len(treated), replace=True)
+        if intervention.region in interventions.STATISTICS:
+            changed = interventions.statistics_transfer(data.load(treated), data.load(donors),
+                                                        interventions.STATISTICS[intervention.region])
+        else:
+            changed = interventions.transplant(intervention.region, data.load(treated), data.load(donors))
+        stats.target = float(high if up else low)
         return _measure(stats, data, treated, changed, donors)
     up = intervention.direction == "up"
     treated = _sample(np.flatnonzero(values <= median if up else values >= median), rng)

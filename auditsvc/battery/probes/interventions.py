@@ -28,15 +28,21 @@ class Intervention:
     cue: str                 # cue family it tests (see properties.Property.cue)
     words: str               # what it does, for the report
     property: str | None     # the property it moves; None for harmless and box interventions
-    direction: str           # "up", "down", "swap" (donor region) or "none"
+    direction: str           # "up", "down", "swap" (donors from the high end), "swap_down" (from the low end), "none"
     ladder: tuple[float, ...] = ()
     transform: Transform | None = None
-    region: str | None = None   # donor interventions: "border", "corner_top_left", ..., "background", "object"
+    region: str | None = None   # donor interventions: "border", "corner_top_left", ..., "background", "object",
+    #                             or "chroma" / "luminance" (the donor's colour / light statistics, not its pixels)
     harmless: bool = False
+    decides: bool = True        # False: a synthetic change shown as a sensitivity, never as evidence of a cue
 
 
 def _gain(x, s):
     return x * s
+
+
+def _gamma(x, s):
+    return np.clip(x, 0, 1) ** s
 
 
 def _contrast(x, s):
@@ -92,6 +98,11 @@ def _shift(x, s):
     return padded[:, : x.shape[1], : x.shape[2]]
 
 
+def _corner_words(corner: str) -> str:
+    return corner.replace("corner_", "").replace("_", "-")
+
+
+CORNERS = ("corner_top_left", "corner_top_right", "corner_bottom_left", "corner_bottom_right")
 UP = (1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5)
 DOWN = tuple(1 / v for v in UP)
 
@@ -100,27 +111,47 @@ INTERVENTIONS = [
     Intervention("shift_2px", "none", "shift by two pixels", None, "none", (2,), _shift, harmless=True),
     Intervention("brighter", "brightness", "make brighter", "brightness", "up", UP, _gain),
     Intervention("darker", "brightness", "make darker", "brightness", "down", DOWN, _gain),
+    Intervention("lighting_of_brighter", "brightness", "give the brightness and contrast of the brightest images",
+                 "brightness", "swap", region="luminance"),
+    Intervention("lighting_of_darker", "brightness", "give the brightness and contrast of the darkest images",
+                 "brightness", "swap_down", region="luminance"),
+    # Gamma curves change tonal relations no camera exposure would: a sensitivity, not evidence.
+    Intervention("gamma_brighter", "brightness", "brighten the mid-tones (gamma)", "brightness", "up",
+                 (0.9, 0.8, 0.7, 0.6, 0.5, 0.4), _gamma, decides=False),
+    Intervention("gamma_darker", "brightness", "darken the mid-tones (gamma)", "brightness", "down",
+                 (1.1, 1.25, 1.4, 1.6, 1.9, 2.3), _gamma, decides=False),
     Intervention("more_contrast", "contrast", "raise contrast", "contrast", "up", UP, _contrast),
     Intervention("less_contrast", "contrast", "lower contrast", "contrast", "down", DOWN, _contrast),
     Intervention("more_saturated", "saturation", "saturate colours", "saturation", "up", UP, _saturation),
     Intervention("greyer", "saturation", "desaturate towards grey", "saturation", "down",
                  (0.8, 0.6, 0.4, 0.2, 0.0), _saturation),
-    *[Intervention(f"more_{c}", "colour", f"add a {c} cast", f"{c}_share", "up", (1.05, 1.1, 1.2, 1.3, 1.45), _channel_gain(i))
-      for i, c in enumerate(("red", "green", "blue"))],
-    *[Intervention(f"less_{c}", "colour", f"remove {c}", f"{c}_share", "down", (0.95, 0.9, 0.8, 0.7, 0.55), _channel_gain(i))
+    # Colour casts taken from real probe images stay on the image manifold; synthetic channel
+    # gains also recolour the object itself, so they only show how sensitive the model is.
+    *[Intervention(f"{c}_balance_of_others", "colour", f"give the colour balance of the images with most {c}",
+                   f"{c}_share", "swap", region="chroma") for c in ("red", "green", "blue")],
+    *[Intervention(f"{c}_poor_balance_of_others", "colour", f"give the colour balance of the images with least {c}",
+                   f"{c}_share", "swap_down", region="chroma") for c in ("red", "green", "blue")],
+    *[Intervention(f"more_{c}", "colour", f"add a synthetic {c} cast", f"{c}_share", "up",
+                   (1.05, 1.1, 1.2, 1.3, 1.45), _channel_gain(i), decides=False)
       for i, c in enumerate(("red", "green", "blue"))],
     Intervention("blur", "sharpness", "blur", "sharpness", "down", (0.5, 0.75, 1.0, 1.5, 2.0, 3.0), _blur),
     Intervention("sharpen", "sharpness", "sharpen", "sharpness", "up", (0.5, 1.0, 2.0, 3.0), _sharpen),
     Intervention("add_noise", "noise", "add pixel noise", "noise", "up", (0.01, 0.02, 0.04, 0.06, 0.1, 0.15), _noise),
     Intervention("denoise", "noise", "remove pixel noise (median filter)", "noise", "down", (3,), _denoise),
     Intervention("jpeg", "compression", "compress as JPEG", "blockiness", "up", (80, 60, 40, 25, 15, 8), _jpeg),
-    Intervention("swap_border", "border", "replace the border with another image's", "border", "swap", region="border"),
-    *[Intervention(f"swap_{corner}", "corner", f"replace the {corner.replace('corner_', '').replace('_', '-')} corner "
-                   "with another image's", corner, "swap", region=corner)
-      for corner in ("corner_top_left", "corner_top_right", "corner_bottom_left", "corner_bottom_right")],
+    Intervention("swap_border", "border", "give the border of the images where it stands out most", "border", "swap",
+                 region="border"),
+    Intervention("plain_border", "border", "give the border of the images where it stands out least", "border",
+                 "swap_down", region="border"),
+    *[Intervention(f"swap_{corner}", "corner", f"give the {_corner_words(corner)} corner of the images where it "
+                   "stands out most", corner, "swap", region=corner) for corner in CORNERS],
+    *[Intervention(f"plain_{corner}", "corner", f"give the {_corner_words(corner)} corner of the images where it "
+                   "stands out least", corner, "swap_down", region=corner) for corner in CORNERS],
     Intervention("swap_background", "background", "keep the object, take the background from another image",
                  None, "swap", region="background"),
-    Intervention("mask_object", "background", "cover the object with background", None, "swap", region="object"),
+    # Covering the object should change the answer: its flips show the model needs the object.
+    Intervention("mask_object", "background", "cover the object with background", None, "swap", region="object",
+                 decides=False),
 ]
 BY_NAME = {i.name: i for i in INTERVENTIONS}
 COLOUR_CUES = ("colour", "saturation")
@@ -177,6 +208,27 @@ def region_mask(region: str, height: int, width: int, box: np.ndarray | None = N
         if region == "background":
             mask = ~mask
     return mask
+
+
+# An opponent colour space: luminance and two colour-difference axes (orthonormal rows).
+OPPONENT = np.array([[1, 1, 1], [1, -1, 0], [1, 1, -2]], dtype=np.float64)
+OPPONENT /= np.linalg.norm(OPPONENT, axis=1, keepdims=True)
+
+
+def statistics_transfer(pixels: np.ndarray, donors: np.ndarray, channels: tuple[int, ...]) -> np.ndarray:
+    """Each image takes its donor's mean and spread on the given opponent-colour axes (Reinhard
+    et al. 2001): 0 is luminance (brightness and contrast), 1 and 2 the colour balance."""
+    image, donor = to_float(pixels) @ OPPONENT.T, to_float(donors) @ OPPONENT.T
+    axes = (1, 2)
+    for channel in channels:
+        source, target = image[..., channel], donor[..., channel]
+        mean, std = source.mean(axis=axes, keepdims=True), source.std(axis=axes, keepdims=True) + 1e-6
+        image[..., channel] = (source - mean) * (target.std(axis=axes, keepdims=True) / std) \
+            + target.mean(axis=axes, keepdims=True)
+    return to_pixels(image @ OPPONENT)
+
+
+STATISTICS = {"chroma": (1, 2), "luminance": (0,)}
 
 
 def transplant(region: str, pixels: np.ndarray, donors: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from .association import permutation_test
+from .interventions import BY_NAME
 from .evidence import InterventionStats, PropertyStats
 
 UNNAMED_CUES = {"none", "channel"}   # harmless changes; channel levels (brightness and colour at once)
@@ -60,11 +61,16 @@ def group_signal(p: PropertyStats) -> bool:
     return p.group_p < SIGNIFICANCE and p.group_gap >= GROUP_GAP
 
 
-def causal_signal(i: InterventionStats) -> bool:
+def large_effect(i: InterventionStats) -> bool:
     """A significant, large, one-directional change of predictions."""
-    if i.status != "ok" or i.p_adjusted >= SIGNIFICANCE or i.excess < FLIP_EXCESS or i.name == "mask_object":
+    if i.status != "ok" or i.p_adjusted >= SIGNIFICANCE or i.excess < FLIP_EXCESS:
         return False
     return max(i.top_share, i.follows_donor) >= DIRECTION_SHARE
+
+
+def causal_signal(i: InterventionStats) -> bool:
+    """A large effect of a change that may count as evidence of a cue (not a synthetic one)."""
+    return BY_NAME[i.name].decides and large_effect(i)
 
 
 @dataclass
@@ -86,9 +92,9 @@ def decide(properties: list[PropertyStats], interventions: list[InterventionStat
 
 
 def sensitivities(interventions: list[InterventionStats], verdicts: list[CueVerdict]) -> list[InterventionStats]:
-    """Causal effects that no finding explains: the model is sensitive to them, not shown to rely on them."""
+    """Large effects that no finding explains: the model is sensitive to them, not shown to rely on them."""
     explained = {i.name for v in verdicts for c in [v, *v.also] for i in c.causal}
-    return [i for i in interventions if causal_signal(i) and i.name not in explained]
+    return [i for i in interventions if i.name not in explained and i.name != "mask_object" and large_effect(i)]
 
 
 def _family(family: str, properties: list[PropertyStats], interventions: list[InterventionStats],
@@ -147,8 +153,8 @@ def _proxies(host: CueVerdict, other: CueVerdict, observations: Observations) ->
     """Is `other` the host's cue seen through another property?"""
     if other.cue == "background" and other.category == "shortcut" and host.category == "shortcut":
         return True  # supporting evidence: the cue lives outside the object
-    if host.category != other.category or not host.lead or not other.lead:
-        return False
+    if not host.lead or not other.lead or (host.category, other.category) == ("bias", "shortcut"):
+        return False  # a data bias folds into the shortcut it explains, never the other way round
     if host.attribute and host.attribute == other.attribute or other.cue == f"attribute:{host.attribute}":
         return True
     if abs(observations.correlated.get((host.lead.name, other.lead.name), 0.0)) >= PROXY_CORRELATION:

@@ -1,3 +1,3 @@
 """Battery sections; importing this package registers them all."""
 
-from . import filters, layer_outputs, looking, occlusion, performance, saliency, shortcuts, summary  # noqa: F401
+from . import embedding, explanation_checks, filters, layer_outputs, looking, neurons, occlusion, performance, saliency, shortcuts, similarity, summary  # noqa: F401

@@ -46,3 +46,28 @@ def test_without_a_manifest_the_shortcut_is_still_caught(tank_demo, probe_withou
     [finding] = shortcut_findings(result)
     assert finding.severity == "fail" and "lighting" in finding.title
     assert shortcut_findings(audit_files(tank_demo["clean"], probe_without_manifest, options=PROBES)) == []
+
+
+@pytest.fixture(scope="module")
+def biased_probe(tmp_path_factory):
+    """As biased as the shortcut model's training data: every tank cloudy, every empty forest sunny."""
+    import numpy as np
+
+    from auditsvc.demo.build import ALIGNED, render_cells, write_probe
+
+    root = tmp_path_factory.mktemp("biased") / "probe"
+    write_probe(root, render_cells(np.random.default_rng(7), dict.fromkeys(ALIGNED, 60)))
+    return root
+
+
+def test_the_legend_a_perfect_score_on_a_biased_probe_set_still_fails(tank_demo, biased_probe):
+    result = audit_files(tank_demo["shortcut"], biased_probe, options=PROBES)
+    assert result.metrics["accuracy"] == 1.0
+    [finding] = shortcut_findings(result)
+    assert finding.severity == "fail"
+
+
+def test_a_good_model_on_a_biased_probe_set_gets_a_bias_finding(tank_demo, biased_probe):
+    result = audit_files(tank_demo["clean"], biased_probe, options=PROBES)
+    assert shortcut_findings(result) == []
+    assert [f.category for f in result.findings if f.category == "bias"] == ["bias"]

@@ -1,0 +1,409 @@
+"""Explanation checks: which saliency methods can be trusted on this model.
+
+Two checks of every saliency method (see faithfulness.py): the model-randomization sanity check
+(Adebayo et al. 2018) and deletion/insertion curves against a random ranking (Petsiuk et al.
+2018). Both cost many passes per image, so they run on a few of the sample images: as many as
+fit a fixed compute budget (multiply-accumulates of the model's forward pass), between
+MIN_IMAGES and DELETION_IMAGES (deletion/insertion) or RANDOMIZATION_IMAGES (randomization);
+SmoothGrad and integrated gradients use fewer samples and steps in the randomization check than
+in the saliency section, the same for the original and every randomized model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import attribution, faithfulness, figures
+from ..context import AuditContext
+from ..graph import ModelGraph
+from ..registry import Section, register
+from ..results import Figure, Finding, SectionResult, Table, Text
+from .saliency import METHODS, RELU_METHODS, compute_maps
+
+DELETION_IMAGES = 8
+RANDOMIZATION_IMAGES = 4
+MIN_IMAGES = 2
+MAC_BUDGET = 4e11            # multiply-accumulates each check may spend (about 15 s on 2 CPU cores)
+MIN_ROOM = 0.1               # a curve whose ends differ by less than this in probability tells nothing
+STEPS = 12                   # deletion/insertion: pixels switched in twelfths
+RANDOMIZATION_SMOOTHGRAD_SAMPLES = 4
+RANDOMIZATION_IG_STEPS = 8
+SIMILARITY_LIMIT = 0.5       # rank correlation above this with the top half of the model random: fails
+AUC_MARGIN = 0.01            # a map must beat the random ranking's area by this much
+BLUR_FRACTION = 1 / 20       # insertion canvas: Gaussian blur with sigma = this x the image side
+NAMES = {m: label.replace("\n", " ") for m, label in METHODS.items()}
+
+
+@dataclass
+class MethodVerdict:
+    method: str
+    similarity: dict[str, float]     # stage label -> mean rank correlation with the original maps
+    ssim: dict[str, float]
+    decisive: float                  # rank correlation with the top half of the weighted layers random
+    deletion: float | None           # mean area under the deletion curve (lower is better); None: untestable
+    insertion: float | None          # mean area under the insertion curve (higher is better)
+    random_deletion: float | None    # the same for the random ranking, on the same images
+    random_insertion: float | None
+
+    @property
+    def passes_randomization(self) -> bool:
+        return self.decisive <= SIMILARITY_LIMIT
+
+    @property
+    def beats_random(self) -> tuple[bool | None, bool | None]:
+        """(deletion, insertion): better than the random ranking; None where the curve could not tell."""
+        deletion = None if self.deletion is None else self.deletion <= self.random_deletion - AUC_MARGIN
+        insertion = None if self.insertion is None else self.insertion >= self.random_insertion + AUC_MARGIN
+        return deletion, insertion
+
+    @property
+    def faithful(self) -> bool:
+        return any(b is True for b in self.beats_random) and all(b is not False for b in self.beats_random)
+
+    @property
+    def unfaithful(self) -> bool:
+        return any(b is not None for b in self.beats_random) and not any(self.beats_random)
+
+    @property
+    def trusted(self) -> bool:
+        return self.passes_randomization and self.faithful
+
+
+@register
+class ExplanationChecks(Section):
+    name = "explanation_checks"
+    title = "Explanation checks"
+    order = 90
+    intro = ("Saliency maps can look convincing and still say nothing about the model. Two checks tell which of "
+             "them to believe here. The randomization check (Adebayo et al. 2018) replaces the weights of the model's "
+             "top layers with random ones, step by step from the output down, and recomputes every map: a map that "
+             "barely changes when the model is destroyed shows the image (its edges), not what the model uses. "
+             "Deletion and insertion (Petsiuk et al. 2018) remove the pixels a map ranks highest first and watch "
+             "the predicted class's probability fall, or reveal them first on a blurred image and watch it rise; "
+             "a map that knows what the model needs beats a random ranking at both.")
+
+    def run(self, context: AuditContext) -> SectionResult:
+        macs = max(1, faithfulness.forward_macs(context.graph))
+        methods = _methods(context.graph)
+        deletion_count = _image_count(macs, (len(methods) + 1) * 2 * (STEPS - 1), DELETION_IMAGES)
+        per_stage = 3 * (len(methods) - 2 + RANDOMIZATION_SMOOTHGRAD_SAMPLES + RANDOMIZATION_IG_STEPS)
+        randomization_count = _image_count(macs, per_stage * 5, RANDOMIZATION_IMAGES)
+        indices = list(context.sample_indices[:max(deletion_count, randomization_count)])
+        if not indices:
+            return self.result(status="skipped", reason="there are no sample images")
+        deletion_count, randomization_count = min(deletion_count, len(indices)), min(randomization_count, len(indices))
+        inputs = context.probe.tensors(indices, context.spec).to(context.device)
+        targets = torch.as_tensor(context.outputs.predictions[indices], device=context.device)
+        curves = deletion_insertion(context, indices[:deletion_count], inputs[:deletion_count],
+                                    targets[:deletion_count])
+        randomization = randomization_check(context, inputs[:randomization_count], targets[:randomization_count])
+        verdicts = [MethodVerdict(m, randomization.similarity[m], randomization.ssim[m],
+                                  randomization.similarity[m][randomization.decisive_stage],
+                                  curves.mean_auc("deletion", m), curves.mean_auc("insertion", m),
+                                  curves.mean_auc("deletion", "random"), curves.mean_auc("insertion", "random"))
+                    for m in curves.methods]
+        failing = [v.method for v in verdicts if not v.passes_randomization and v.unfaithful]
+        blocks = [_conclusion(verdicts),
+                  _verdict_table(verdicts, randomization, curves),
+                  _randomization_figure(context, randomization, indices[0]),
+                  _curves_figure(curves)]
+        findings = [_finding([v for v in verdicts if v.method in failing])] if failing else []
+        data = {"images": {"deletion_insertion": deletion_count, "randomization": randomization_count},
+                "steps": STEPS, "forward_macs": macs, "randomized_stages": randomization.stages[1:],
+                "decisive_stage": randomization.decisive_stage,
+                "curve_images": {kind: int(curves.testable[kind].sum()) for kind in KINDS},
+                "random_auc": {kind: _rounded(curves.mean_auc(kind, "random")) for kind in KINDS},
+                "methods": {v.method: {"rank_correlation": {k: round(x, 4) for k, x in v.similarity.items()},
+                                       "ssim": {k: round(x, 4) for k, x in v.ssim.items()},
+                                       "passes_randomization": v.passes_randomization,
+                                       "deletion_auc": _rounded(v.deletion), "insertion_auc": _rounded(v.insertion),
+                                       "faithful": v.faithful, "trusted": v.trusted} for v in verdicts},
+                "trusted": [v.method for v in verdicts if v.trusted]}
+        return self.result(blocks=blocks, data=data, findings=findings)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _methods(graph: ModelGraph) -> list[str]:
+    return [m for m in METHODS if graph.relu_count or m not in RELU_METHODS]
+
+
+def _image_count(macs: int, passes_per_image: int, most: int) -> int:
+    return int(np.clip(MAC_BUDGET // (macs * passes_per_image), MIN_IMAGES, most))
+
+
+# --- deletion and insertion ----------------------------------------------------------------
+
+KINDS = ("deletion", "insertion")
+
+
+@dataclass
+class Curves:
+    methods: list[str]
+    curves: dict[str, dict[str, np.ndarray]]   # kind -> method (or "random") -> (n, STEPS + 1)
+    testable: dict[str, np.ndarray]            # kind -> (n,) bool: the curve's ends differ by MIN_ROOM or more
+
+    def mean_auc(self, kind: str, method: str) -> float | None:
+        """Mean area under the curve over the images where the curve can tell anything."""
+        chosen = self.testable[kind]
+        return float(faithfulness.area_under(self.curves[kind][method][chosen]).mean()) if chosen.any() else None
+
+
+def deletion_insertion(context: AuditContext, indices: list[int], inputs: torch.Tensor,
+                       targets: torch.Tensor) -> Curves:
+    """Deletion (top pixels -> the mean colour) and insertion (top pixels revealed on a blurred copy) curves."""
+    maps = _saliency_maps(context, indices, inputs, targets)
+    methods = list(maps)
+    seed = context.options.seed
+    pixels = inputs.shape[2] * inputs.shape[3]
+    ranks = np.stack([faithfulness.pixel_ranks(maps[m], seed) for m in methods]
+                     + [faithfulness.random_ranks(len(indices), pixels, seed + 1)], axis=1)
+    side = min(inputs.shape[2:])
+    canvas = faithfulness.blurred(inputs, max(1.0, side * BLUR_FRACTION))
+    mean_image = torch.zeros_like(inputs)   # normalized input: zero is the data set's mean colour
+    probability = faithfulness.class_probability(context.graph)
+    chunk = 2 * context.options.batch_size  # no gradients are kept, so a batch costs half the memory
+    names = [*methods, "random"]
+    curves, testable = {}, {}
+    for kind, start, end in (("deletion", inputs, mean_image), ("insertion", canvas, inputs)):
+        values = faithfulness.reveal_curves(probability, start, end, ranks, targets, STEPS, chunk)
+        curves[kind] = {name: values[:, i] for i, name in enumerate(names)}
+        change = values[:, 0, 0] - values[:, 0, -1]   # the ends are the same for every ranking
+        testable[kind] = (change if kind == "deletion" else -change) >= MIN_ROOM
+    return Curves(methods, curves, testable)
+
+
+def _saliency_maps(context: AuditContext, indices: list[int], inputs: torch.Tensor,
+                   targets: torch.Tensor) -> dict[str, np.ndarray]:
+    """The saliency section's maps for these images when it ran, else computed here the same way."""
+    cached = context.cache.get("saliency_maps")
+    if cached is not None and set(indices) <= set(cached["indices"]):
+        rows = [cached["indices"].index(i) for i in indices]
+        return {m: values[rows] for m, values in cached["maps"].items()}
+    return compute_maps(context, inputs, targets)[0]
+
+
+# --- model randomization -------------------------------------------------------------------
+
+@dataclass
+class Randomization:
+    stages: list[str]                          # "original", then "top 1 of 21", ...
+    layers: list[list[str]]                    # randomized layers per stage
+    decisive_stage: str
+    similarity: dict[str, dict[str, float]]    # method -> stage -> mean rank correlation
+    ssim: dict[str, dict[str, float]]
+    example: dict[str, list[np.ndarray]]       # method -> the first image's map at each stage
+    images: int
+
+
+def cascade_depths(layer_count: int) -> tuple[list[int], int]:
+    """How many top layers each stage randomizes (1, 2, half, all), and the decisive one (half)."""
+    half = math.ceil(layer_count / 2)
+    return sorted({d for d in (1, 2, half, layer_count) if 1 <= d <= layer_count}), half
+
+
+def randomization_check(context: AuditContext, inputs: torch.Tensor, targets: torch.Tensor) -> Randomization:
+    graph = context.graph
+    layers = faithfulness.weighted_layers(graph)
+    depths, decisive = cascade_depths(len(layers))
+    drawn = faithfulness.random_weights(graph, layers, context.generator("explanation_checks.randomize"))
+    original = _maps_for(context, graph, inputs, targets)
+    stages = ["original"] + [f"top {d} of {len(layers)}" if d < len(layers) else f"all {d}" for d in depths]
+    similarity = {m: {"original": 1.0} for m in original}
+    structural = {m: {"original": 1.0} for m in original}
+    example = {m: [values[0]] for m, values in original.items()}
+    for depth, stage in zip(depths, stages[1:]):
+        chosen = layers[:depth]
+        copy = faithfulness.randomized_graph(graph, {t: drawn[t] for l in chosen for t in (l.weight, l.bias) if t})
+        maps = _maps_for(context, copy, inputs, targets)
+        for method, values in maps.items():
+            similarity[method][stage] = float(np.mean([faithfulness.rank_correlation(a, b)
+                                                       for a, b in zip(original[method], values)]))
+            structural[method][stage] = float(np.mean([faithfulness.ssim(a, b)
+                                                       for a, b in zip(original[method], values)]))
+            example[method].append(values[0])
+    return Randomization(stages, [[l.name for l in layers[:d]] for d in depths], stages[1 + depths.index(decisive)],
+                         similarity, structural, example, len(inputs))
+
+
+def _maps_for(context: AuditContext, graph: ModelGraph, inputs: torch.Tensor,
+              targets: torch.Tensor) -> dict[str, np.ndarray]:
+    """Every applicable method's (n, H, W) map on `graph`; SmoothGrad's noise is the same on every call."""
+    spec, options = context.spec, context.options
+    stdev = options.smoothgrad_noise * float(np.mean([1 / s for s in spec.std]))
+    black = torch.tensor([-m / s for m, s in zip(spec.mean, spec.std)], device=inputs.device).view(1, -1, 1, 1)
+    layer = graph.last_spatial_layer().name
+    chunk = options.batch_size
+    samples = min(options.smoothgrad_samples, RANDOMIZATION_SMOOTHGRAD_SAMPLES)
+    steps = min(options.ig_steps, RANDOMIZATION_IG_STEPS)
+    runs: dict[str, Callable] = {
+        "gradient": lambda x, t: attribution.gradient(graph, x, t),
+        "guided_backprop": lambda x, t: attribution.guided_backprop(graph, x, t),
+        "deconvnet": lambda x, t: attribution.deconvnet(graph, x, t),
+        "smoothgrad": lambda x, t: attribution.smoothgrad(
+            graph, x, t, samples=samples, stdev=stdev, chunk=chunk,
+            generator=context.generator("explanation_checks.smoothgrad")),
+        "integrated_gradients": lambda x, t: attribution.integrated_gradients(graph, x, t, baseline=black,
+                                                                              steps=steps, chunk=chunk),
+        "grad_cam": lambda x, t: attribution.grad_cam(graph, x, t, layer),
+    }
+    maps = {}
+    for method in _methods(graph):
+        parts = [attribution.heatmap(runs[method](inputs[i:i + chunk], targets[i:i + chunk])).cpu()
+                 for i in range(0, len(inputs), chunk)]
+        maps[method] = torch.cat(parts).numpy()
+    return maps
+
+
+# --- report --------------------------------------------------------------------------------
+
+def _names(methods: list[str]) -> str:
+    return ", ".join(NAMES[m] for m in methods)
+
+
+def _conclusion(verdicts: list[MethodVerdict]) -> Text:
+    trusted = [v.method for v in verdicts if v.trusted]
+    copies_input = [v.method for v in verdicts if not v.passes_randomization]
+    unfaithful = [v.method for v in verdicts if not v.faithful]
+    untestable = all(b is None for v in verdicts for b in v.beats_random)
+    parts = []
+    if trusted:
+        parts.append(f"On this model these explanations can be trusted: {_names(trusted)}. Their maps change when the "
+                     "model's top layers are randomized, and their rankings find the pixels the prediction needs "
+                     "faster than a random ranking.")
+    else:
+        parts.append("On this model no saliency method passes both checks: read the saliency maps as rough hints "
+                     "only, and rely on the occlusion and intervention evidence instead.")
+    if copies_input:
+        parts.append(f"Not specific to the model: {_names(copies_input)} (the maps stay similar with the top half of "
+                     "the layers random, so they show the image more than the model).")
+    if untestable:
+        parts.append(f"Deletion and insertion could not tell anything here: removing or revealing pixels moves the "
+                     f"predicted class's probability by less than {MIN_ROOM} from end to end, as when the model "
+                     "decides from something spread over the whole image (colour, brightness) rather than a region.")
+    elif unfaithful:
+        parts.append(f"No better than a random ranking at deletion or insertion: {_names(unfaithful)}.")
+    return Text(" ".join(parts), "plain" if trusted else "warning")
+
+
+def _auc_cell(value: float | None, beats: bool | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + ("" if beats is not False else " ✗")
+
+
+def _verdict_table(verdicts: list[MethodVerdict], randomization: Randomization, curves: Curves) -> Table:
+    shown = randomization.stages[1:]
+    rows = []
+    for v in verdicts:
+        deletion_ok, insertion_ok = v.beats_random
+        rows.append([NAMES[v.method], *(f"{v.similarity[s]:.2f}" for s in shown),
+                     "pass" if v.passes_randomization else "FAIL",
+                     _auc_cell(v.deletion, deletion_ok), _auc_cell(v.insertion, insertion_ok),
+                     "yes" if v.trusted else "no"])
+    random_cells = [_auc_cell(curves.mean_auc(kind, "random"), None) for kind in KINDS]
+    rows.append(["random ranking", *([""] * len(shown)), "", *random_cells, ""])
+    caption = ("r: rank correlation (Spearman, absolute maps, mean over images) between each method's maps on the "
+               "audited model and on copies whose top layers have random weights; the check fails above "
+               f"{SIMILARITY_LIMIT} at '{randomization.decisive_stage}' (the top half of the weighted layers). "
+               "Deletion AUC: area under the predicted class's probability as the top-ranked pixels are replaced by "
+               "the mean colour (lower is better); insertion AUC: the same as they are revealed on a blurred copy "
+               f"(higher is better); ✗: not better than the random ranking by at least {AUC_MARGIN}; n/a: on none "
+               f"of the images does the probability change by {MIN_ROOM} or more from end to end. Trusted: passes "
+               "the randomization check and beats the random ranking wherever the curves can tell.")
+    return Table(["method", *[f"r, {s}" for s in shown], "randomization", "deletion AUC", "insertion AUC",
+                  "trusted"], rows, caption, "Which explanations pass")
+
+
+def _randomization_figure(context: AuditContext, randomization: Randomization, index: int) -> Figure:
+    methods = list(randomization.similarity)
+    stages = randomization.stages
+    map_rows = 0.62 * len(methods)
+    fig = figures.plt.figure(figsize=(figures.PAGE_WIDTH_IN, 2.6 + map_rows))
+    grid = fig.add_gridspec(2, 2, height_ratios=[2.1, map_rows], hspace=0.45, wspace=0.25)
+    for column, (values, label) in enumerate(((randomization.similarity, "rank correlation (Spearman)"),
+                                              (randomization.ssim, "structural similarity (SSIM)"))):
+        ax = fig.add_subplot(grid[0, column])
+        for method in methods:
+            ax.plot(range(len(stages)), [values[method][s] for s in stages], marker="o", markersize=3,
+                    label=NAMES[method])
+        if column == 0:
+            ax.axhline(SIMILARITY_LIMIT, color="black", linestyle=":", linewidth=0.8)
+            ax.axvline(stages.index(randomization.decisive_stage), color="grey", linewidth=0.6)
+            ax.legend(fontsize=6, loc="lower left", frameon=False)
+        ax.set_xticks(range(len(stages)), [s.replace(" of ", "\nof ") for s in stages], fontsize=6)
+        ax.set_ylim(-0.2 if column == 0 else 0, 1.02)
+        ax.set_ylabel(label)
+        ax.set_xlabel("layers randomized, from the output", fontsize=7)
+    pixels = context.probe.pixels([index], context.spec)[0]
+    inner = grid[1, :].subgridspec(len(methods), len(stages) + 1, wspace=0.03, hspace=0.06)
+    for r, method in enumerate(methods):
+        cells = [figures.as_rgb(pixels)] + [figures.normalize_map(m) for m in randomization.example[method]]
+        for c, cell in enumerate(cells):
+            ax = fig.add_subplot(inner[r, c])
+            ax.imshow(cell, cmap=None if cell.ndim == 3 else "inferno", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if r == 0:
+                ax.set_title("image" if c == 0 else stages[c - 1], fontsize=6)
+            if c == 0:
+                ax.set_ylabel(NAMES[method], rotation=0, ha="right", va="center", fontsize=6.5)
+    caption = (f"Top: how similar each method's maps (mean over {randomization.images} images) stay as the weights of more and "
+               "more layers, from the output down, are replaced by random ones; randomized first: "
+               f"{', '.join(randomization.layers[0])}. Dotted: the {SIMILARITY_LIMIT} limit; grey: the decisive stage "
+               "(top half of the layers random). A method that shows the model falls towards 0 quickly; one that "
+               "stays high computes its map from the image alone. Bottom: one image's maps at each stage "
+               f"({context.sample_label(index)}); look for maps that keep the image's edges after the model is random.")
+    return Figure(figures.to_png(fig), caption, "Model-randomization sanity check")
+
+
+def _curves_figure(curves: Curves) -> Figure:
+    fig, axes = figures.plt.subplots(1, 2, figsize=(figures.PAGE_WIDTH_IN, 2.8), sharey=True)
+    fractions = np.linspace(0, 1, STEPS + 1)
+    for ax, kind in zip(axes, KINDS):
+        chosen = curves.testable[kind] if curves.testable[kind].any() else np.ones_like(curves.testable[kind])
+        for method in [*curves.methods, "random"]:
+            values = curves.curves[kind][method][chosen]
+            auc = faithfulness.area_under(values).mean()
+            style = dict(color="black", linestyle="--") if method == "random" else {}
+            ax.plot(fractions, values.mean(axis=0), label=f"{NAMES.get(method, method)} ({auc:.2f})", **style)
+        ax.set_xlabel("share of pixels " + ("replaced by the mean colour" if kind == "deletion" else
+                                            "revealed on the blurred image"), fontsize=7)
+        ax.set_title(f"{kind} ({'lower' if kind == 'deletion' else 'higher'} is better), "
+                     f"{int(chosen.sum())} image{'s' if chosen.sum() != 1 else ''}")
+        ax.legend(fontsize=6, frameon=False)
+    axes[0].set_ylabel("probability of the predicted class")
+    axes[0].set_ylim(0, 1.02)
+    fig.tight_layout()
+    caption = ("Mean predicted-class probability as pixels are switched in the order each method ranks them (most "
+               "important first), with the area under each curve in brackets. A faithful map makes the deletion "
+               "curve drop and the insertion curve rise faster than the random ranking (dashed); a curve close to "
+               "the random one means the map's ranking tells little about what the model needs. Only images whose "
+               f"probability moves by at least {MIN_ROOM} from one end of the curve to the other count (all of "
+               "them when none does).")
+    return Figure(figures.to_png(fig), caption, "Deletion and insertion")
+
+
+def _finding(failing: list[MethodVerdict]) -> Finding:
+    names = _names([v.method for v in failing])
+    summary = (f"{names} fail{'s' if len(failing) == 1 else ''} both explanation checks on this model: the maps stay "
+               "similar when the top layers are randomized, and their pixel rankings are no better than random at "
+               "deletion and insertion. Do not read these maps as evidence of what the model uses.")
+    evidence = {"methods": [v.method for v in failing],
+                "rank_correlation": {v.method: round(v.decisive, 4) for v in failing},
+                "deletion_auc": {v.method: _rounded(v.deletion) for v in failing},
+                "insertion_auc": {v.method: _rounded(v.insertion) for v in failing},
+                "random_auc": {"deletion": _rounded(failing[0].random_deletion),
+                               "insertion": _rounded(failing[0].random_insertion)}}
+    return Finding("representation.untrustworthy_explanations", "representation", "info",
+                   "Saliency methods that fail the explanation checks", summary, evidence,
+                   headline=f"{names}: similar after randomization, no better than random at deletion/insertion.")

@@ -1,0 +1,462 @@
+"""Representation similarity (SVCCA blog, seed 002): layers of the model compared with each other
+and, given a reference model, with every layer of the reference; per-class similarity at the output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .. import figures
+from ..context import AuditContext
+from ..graph import Layer, ModelGraph
+from ..registry import Section, register
+from ..results import Figure, Finding, SectionResult, Table, Text
+from ..similarity import DATAPOINTS_PER_NEURON, Decomposition, debiased_cka, decompose, similarity_matrix
+
+HIDDEN_LAYERS = 10           # spread from the first activation to the last; plus penultimate and output
+MAX_IMAGES = 2048            # a larger probe set is subsampled (seeded) for the similarity measures
+EARLY_OUTPUT_CKA = 0.5       # output this similar to the first layer: it follows global image statistics
+DIVERGENCE_CKA = 0.8         # matched layers below this linear CKA: the models represent the input differently
+PER_CLASS_MAX = 12
+MIN_CLASS_IMAGES = 4         # debiased CKA needs at least four datapoints
+WITHIN_MEASURES = ("linear_cka", "svcca")
+REFERENCE_MEASURES = ("svcca", "pwcca", "linear_cka", "debiased_cka")
+MEASURE_TITLES = {"svcca": "SVCCA", "pwcca": "PWCCA", "linear_cka": "linear CKA", "debiased_cka": "debiased CKA"}
+ACTIVATION_TYPES = {"ReLU", "ReLU6", "LeakyReLU", "PReLU", "SiLU", "GELU", "Hardswish", "Mish", "ELU", "SELU",
+                    "CELU", "Hardtanh", "Tanh", "Softplus"}
+ACTIVATION_OPS = {"fn:relu", "fn:silu", "fn:gelu", "fn:hardswish", "fn:mish", "fn:leaky_relu", "fn:elu",
+                  "fn:hardtanh", "fn:tanh"}
+
+
+@dataclass
+class RepresentationLayers:
+    hidden: list[Layer]              # spatial activation outputs, early to deep
+    penultimate: Layer | None
+    output: Layer | None
+
+    @property
+    def all(self) -> list[Layer]:
+        chosen: list[Layer] = []
+        for layer in [*self.hidden, self.penultimate, self.output]:
+            if layer is not None and layer.node not in {c.node for c in chosen}:
+                chosen.append(layer)
+        return chosen
+
+    def role(self, layer: Layer) -> str:
+        if self.output is not None and layer.node == self.output.node:
+            return "output"
+        if self.penultimate is not None and layer.node == self.penultimate.node:
+            return "penultimate"
+        return "hidden"
+
+
+def is_activation(layer: Layer) -> bool:
+    return layer.type in ACTIVATION_TYPES or layer.type in ACTIVATION_OPS
+
+
+def spread(items: list, count: int) -> list:
+    """`count` items evenly spaced from the first to the last, in order."""
+    if len(items) <= count:
+        return list(items)
+    return [items[i] for i in sorted(set(np.linspace(0, len(items) - 1, count).round().astype(int)))]
+
+
+def representation_layers(graph: ModelGraph, hidden: int = HIDDEN_LAYERS) -> RepresentationLayers:
+    """Activation outputs with a spatial map (else convolutions, else any spatial layer), spread
+    early to deep, plus the penultimate layer and the output."""
+    spatial = [l for l in graph.leaf_layers() if l.is_spatial and l.shape[1] * l.shape[2] > 1]
+    candidates = [l for l in spatial if is_activation(l)] or [l for l in spatial if l.is_conv] or spatial
+    try:
+        penultimate = graph.penultimate_layer()
+    except ValueError:
+        penultimate = None
+    try:
+        output = graph.output_layer()
+    except StopIteration:
+        output = None
+    return RepresentationLayers(spread(candidates, hidden), penultimate, output)
+
+
+def image_subset(count: int, seed: int) -> np.ndarray:
+    if count <= MAX_IMAGES:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, MAX_IMAGES, replace=False))
+
+
+@register
+class RepresentationSimilarity(Section):
+    name = "similarity"
+    title = "Representation similarity"
+    order = 80
+    intro = ("Each layer is described by its neurons' activations over the probe images (feature maps averaged "
+             "over space), and two layers are compared with measures that ignore how neurons are ordered or "
+             "scaled: linear CKA (and its debiased form, which stays near 0 for unrelated layers even with few "
+             "images), SVCCA (canonical correlation between the directions that carry 99% of each layer's "
+             "variance) and PWCCA (canonical correlations weighted by how much of the layer they account for). "
+             "1 means the same information, up to a rotation. Compared within the model, the measures show how "
+             "fast the representation changes with depth; compared with a reference model, where the two "
+             "models start to see the input differently. Similarity is informational: it never sets the verdict "
+             "on its own.")
+
+    def run(self, context: AuditContext) -> SectionResult:
+        chosen = representation_layers(context.graph)
+        layers = chosen.all
+        if len(layers) < 2:
+            return self.result(status="skipped", reason="fewer than two layers to compare")
+        if len(context.probe) < 3:
+            return self.result(status="skipped", reason="needs at least three probe images")
+        names = [l.name for l in layers]
+        pooled = context.pooled_activations(names)
+        if context.reference_graph is not None:  # the forward passes first, the linear algebra after
+            context.pooled_activations([l.name for l in representation_layers(context.reference_graph).all],
+                                       graph=context.reference_graph)
+        # One BLAS thread: beside torch's thread pool, OpenBLAS threads spin against each other and a
+        # small SVD takes a second instead of milliseconds.
+        with threadpool_limits(1, user_api="blas"):
+            return self._compare(context, chosen, pooled)
+
+    def _compare(self, context: AuditContext, chosen: RepresentationLayers, pooled: dict[str, np.ndarray]):
+        layers, names = chosen.all, [l.name for l in chosen.all]
+        rows = image_subset(len(context.probe), context.options.seed)
+        model = {name: decompose(pooled[name][rows]) for name in names}
+        within = {m: similarity_matrix(list(model.values()), list(model.values()), m) for m in WITHIN_MEASURES}
+        blocks: list = [_layer_table(layers, model, len(rows)), _within_figure(names, within)]
+        blocks += _early_output_text(chosen, within["linear_cka"])
+        data = {"images": int(len(rows)), "layers": names,
+                "within": {m: _rounded(matrix) for m, matrix in within.items()}}
+        findings: list[Finding] = []
+        crowded = [name for name, d in model.items() if d.datapoints < DATAPOINTS_PER_NEURON * d.neurons]
+        if context.reference_graph is None:
+            blocks.append(Text("No reference model was given: the comparison with a reference and the per-class "
+                               "similarity are skipped. Audit with a reference (for example the previous release, "
+                               "or a model trained on curated data) to see where the two diverge.", "note"))
+        else:
+            compared = _compare_with_reference(context, chosen, model, rows)
+            blocks += compared.blocks
+            data["reference"] = compared.data
+            findings += compared.findings
+            crowded += [f"{name} (reference)" for name in compared.crowded]
+        if crowded:
+            blocks.insert(0, _crowded_warning(crowded, len(rows)))
+        data["few_datapoints"] = crowded
+        return self.result(blocks=blocks, data=data, findings=findings)
+
+
+# --- the model against its reference ------------------------------------------------------------
+
+@dataclass
+class Comparison:
+    blocks: list
+    data: dict
+    findings: list[Finding]
+    crowded: list[str]
+
+
+def _compare_with_reference(context: AuditContext, chosen: RepresentationLayers, model: dict[str, Decomposition],
+                            rows: np.ndarray) -> Comparison:
+    reference_chosen = representation_layers(context.reference_graph)
+    reference_layers = reference_chosen.all
+    reference_names = [l.name for l in reference_layers]
+    pooled = context.pooled_activations(reference_names, graph=context.reference_graph)
+    reference = {name: decompose(pooled[name][rows]) for name in reference_names}
+    matrices = {m: similarity_matrix(list(model.values()), list(reference.values()), m) for m in REFERENCE_MEASURES}
+    matches = _matches(chosen, reference_chosen)
+    model_names = list(model)
+    divergence = _divergence(model_names, reference_names, matrices, matches)
+    blocks = [_reference_figure(model_names, reference_names, matrices, matches), _divergence_text(divergence),
+              _match_table(model_names, reference_names, matrices, matches)]
+    data = {"layers": reference_names, "matched": [[i, j] for i, j in matches],
+            "divergence": divergence, **{m: _rounded(matrix) for m, matrix in matrices.items()}}
+    per_class = _per_class(context, chosen, reference_chosen, rows)
+    if per_class["classes"]:
+        blocks.append(_per_class_figure(per_class))
+    else:
+        blocks.append(Text(per_class["note"], "note"))
+    data["per_class"] = {k: v for k, v in per_class.items() if k != "note"}
+    findings = []
+    if divergence["first"] is not None and divergence["first"]["index"] == 0:
+        findings.append(_divergence_finding(divergence))
+    crowded = [name for name, d in reference.items() if d.datapoints < DATAPOINTS_PER_NEURON * d.neurons]
+    return Comparison(blocks, data, findings, crowded)
+
+
+def _matches(model: RepresentationLayers, reference: RepresentationLayers) -> list[tuple[int, int]]:
+    """Which reference layer each model layer should resemble: the same name where the architectures
+    agree, else the same relative depth among hidden layers, penultimate to penultimate, output to output."""
+    model_layers, reference_layers = model.all, reference.all
+    reference_index = {l.name: j for j, l in enumerate(reference_layers)}
+    if [l.name for l in model_layers] == [l.name for l in reference_layers]:
+        return [(i, i) for i in range(len(model_layers))]
+    pairs = []
+    hidden_m = [i for i, l in enumerate(model_layers) if model.role(l) == "hidden"]
+    hidden_r = [j for j, l in enumerate(reference_layers) if reference.role(l) == "hidden"]
+    for position, i in enumerate(hidden_m):
+        if hidden_r:
+            depth = position / max(1, len(hidden_m) - 1)
+            pairs.append((i, hidden_r[round(depth * (len(hidden_r) - 1))]))
+    for role in ("penultimate", "output"):
+        mine = getattr(model, role)
+        theirs = getattr(reference, role)
+        if mine is not None and theirs is not None and theirs.name in reference_index:
+            i = next(k for k, l in enumerate(model_layers) if l.node == mine.node)
+            pairs.append((i, reference_index[theirs.name]))
+    return sorted(set(pairs))
+
+
+def _divergence(model_names: list[str], reference_names: list[str], matrices: dict[str, np.ndarray],
+                matches: list[tuple[int, int]]) -> dict:
+    cka = matrices["linear_cka"]
+    matched = [{"index": position, "layer": model_names[i], "reference_layer": reference_names[j],
+                **{m: _number(matrices[m][i, j]) for m in REFERENCE_MEASURES}}
+               for position, (i, j) in enumerate(matches)]
+    first = next((m for m in matched if m["linear_cka"] is not None and m["linear_cka"] < DIVERGENCE_CKA), None)
+    best = [{"layer": model_names[i], "best_reference_layer": reference_names[int(np.nanargmax(cka[i]))],
+             "linear_cka": _number(np.nanmax(cka[i]))} for i in range(len(model_names)) if np.isfinite(cka[i]).any()]
+    return {"threshold": DIVERGENCE_CKA, "measure": "linear_cka", "matched": matched, "first": first, "best": best}
+
+
+def _divergence_text(divergence: dict) -> Text:
+    matched, first = divergence["matched"], divergence["first"]
+    if not matched:
+        return Text("No layer of the reference could be matched to the model's layers by depth.", "note")
+    if first is None:
+        return Text(f"The two models agree at every matched depth: linear CKA stays at or above "
+                    f"{DIVERGENCE_CKA} from {matched[0]['layer']} to {matched[-1]['layer']}.", "plain")
+    agreed = matched[first["index"] - 1]["layer"] if first["index"] else None
+    lead = (f"The two models agree (linear CKA at least {DIVERGENCE_CKA}) up to {agreed}; they first diverge at "
+            if agreed else "The two models differ from the first compared layer on: ")
+    later = [m for m in matched[first["index"]:] if m["linear_cka"] is not None]
+    lowest = min(later, key=lambda m: m["linear_cka"])
+    text = (f"{lead}{first['layer']} against the reference's {first['reference_layer']} (linear CKA "
+            f"{first['linear_cka']:.2f}, SVCCA {_fmt(first['svcca'])}). The lowest similarity is at "
+            f"{lowest['layer']} (linear CKA {lowest['linear_cka']:.2f}). From there on the two models compute "
+            "different features from the same images: look at what the audited model uses there.")
+    shallow = _shallow_match(divergence)
+    if shallow:
+        text += (f" The audited model's deep layers look most like the reference's earlier layers ({shallow}): it "
+                 "does not build the deep features the reference builds.")
+    return Text(text, "plain")
+
+
+def _shallow_match(divergence: dict) -> str:
+    """Deep model layers whose best reference match lies well before the layer at their own depth."""
+    best = {b["layer"]: b for b in divergence["best"]}
+    reference_order = {m["reference_layer"]: k for k, m in enumerate(divergence["matched"])}
+    found = []
+    for m in divergence["matched"][len(divergence["matched"]) // 2:]:
+        match = best.get(m["layer"])
+        if (match and m["linear_cka"] is not None and match["best_reference_layer"] in reference_order
+                and reference_order[match["best_reference_layer"]] < reference_order[m["reference_layer"]]
+                and match["linear_cka"] >= m["linear_cka"] + 0.2):
+            found.append(f"{m['layer']} matches {match['best_reference_layer']} with linear CKA "
+                         f"{match['linear_cka']:.2f}, its own depth {m['linear_cka']:.2f}")
+    return "; ".join(found[:3])
+
+
+def _divergence_finding(divergence: dict) -> Finding:
+    first = divergence["first"]
+    return Finding(
+        "representation.reference_divergence", "representation", "info",
+        "The model's representation differs from the reference's from the first layers",
+        f"Already at {first['layer']} the model and the reference share little (linear CKA {first['linear_cka']:.2f} "
+        f"against {first['reference_layer']}; agreement would be at least {DIVERGENCE_CKA}). The two models "
+        "process the images differently from the start; this is for information, not a defect by itself.",
+        {"layer": first["layer"], "reference_layer": first["reference_layer"], "linear_cka": first["linear_cka"],
+         "threshold": DIVERGENCE_CKA})
+
+
+def _match_table(model_names: list[str], reference_names: list[str], matrices: dict[str, np.ndarray],
+                 matches: list[tuple[int, int]]) -> Table:
+    cka = matrices["linear_cka"]
+    rows = []
+    for i, j in matches:
+        best = int(np.nanargmax(cka[i])) if np.isfinite(cka[i]).any() else None
+        rows.append([model_names[i], reference_names[j], *(_fmt(matrices[m][i, j]) for m in REFERENCE_MEASURES),
+                     f"{reference_names[best]} ({cka[i, best]:.2f})" if best is not None else "n/a"])
+    caption = (f"Each model layer against the reference layer at the same depth (boxed in the heatmaps), and the "
+               f"reference layer most similar to it by linear CKA. Values below {DIVERGENCE_CKA} mean the two "
+               "layers carry different information; a best match at another depth means the reference computes "
+               "the same thing earlier or later.")
+    return Table(["model layer", "reference layer", *(MEASURE_TITLES[m] for m in REFERENCE_MEASURES), "best match"],
+                 rows, caption, "Similarity at matched depths")
+
+
+# --- per class at the output --------------------------------------------------------------------
+
+def _per_class(context: AuditContext, chosen: RepresentationLayers, reference_chosen: RepresentationLayers,
+               rows: np.ndarray) -> dict:
+    empty = {"classes": [], "images": [], "logit_correlation": [], "penultimate_debiased_cka": []}
+    if chosen.output is None or reference_chosen.output is None:
+        return empty | {"note": "Per-class similarity needs the output layer of both models; one has none."}
+    reference_classes = list(context.reference.meta.classes)
+    labels = context.labels[rows]
+    present = [c for c in context.probe.present_classes if context.classes[c] in reference_classes]
+    if not present:
+        return empty | {"note": "The model and the reference share no class present in the probe set, so their "
+                                "outputs cannot be compared class by class."}
+    counts = {c: int(np.sum(labels == c)) for c in present}
+    shown = sorted(sorted(present, key=lambda c: -counts[c])[:PER_CLASS_MAX])
+    names = [chosen.output.name] + ([chosen.penultimate.name] if chosen.penultimate else [])
+    reference_names = [reference_chosen.output.name] + (
+        [reference_chosen.penultimate.name] if reference_chosen.penultimate else [])
+    mine = context.pooled_activations(names)
+    theirs = context.pooled_activations(reference_names, graph=context.reference_graph)
+    scores, reference_scores = _class_scores(mine[names[0]][rows]), _class_scores(theirs[reference_names[0]][rows])
+    result = dict(empty)
+    for c in shown:
+        j = reference_classes.index(context.classes[c])
+        members = labels == c
+        result["classes"].append(context.classes[c])
+        result["images"].append(counts[c])
+        result["logit_correlation"].append(_number(_correlation(scores[:, c], reference_scores[:, j])))
+        cka = float("nan")
+        if len(names) == 2 and len(reference_names) == 2 and members.sum() >= MIN_CLASS_IMAGES:
+            cka = debiased_cka(mine[names[1]][rows][members], theirs[reference_names[1]][rows][members])
+        result["penultimate_debiased_cka"].append(_number(cka))
+    result["layers"] = {"model": names, "reference": reference_names}
+    return result
+
+
+def _class_scores(logits: np.ndarray) -> np.ndarray:
+    """Logits minus each image's mean logit: what softmax sees (a shift per image changes nothing)."""
+    return logits - logits.mean(axis=1, keepdims=True)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    scale = np.sqrt(np.sum(a ** 2) * np.sum(b ** 2))
+    return float(np.sum(a * b) / scale) if scale > 0 else float("nan")
+
+
+def _per_class_figure(per_class: dict) -> Figure:
+    classes = per_class["classes"]
+    y = np.arange(len(classes))
+    fig, ax = figures.plt.subplots(figsize=(figures.PAGE_WIDTH_IN * 0.8, 0.9 + 0.32 * len(classes)))
+    series = [("class score correlation (all images)", per_class["logit_correlation"], "#1f77b4"),
+              ("penultimate debiased CKA (images of the class)", per_class["penultimate_debiased_cka"], "#ff7f0e")]
+    for offset, (label, values, colour) in zip((-0.2, 0.2), series):
+        values = np.array([np.nan if v is None else v for v in values], dtype=float)
+        ax.barh(y + offset, np.nan_to_num(values), height=0.38, color=colour, label=label)
+        for k, value in enumerate(values):
+            text = "n/a" if np.isnan(value) else f"{value:.2f}"
+            ax.text(max(0.0, 0 if np.isnan(value) else value) + 0.01, y[k] + offset, text, va="center", fontsize=6)
+    ax.set_yticks(y, [f"{c} ({n})" for c, n in zip(classes, per_class["images"])])
+    ax.invert_yaxis()
+    ax.set_xlim(min(0.0, ax.get_xlim()[0]), 1.12)
+    ax.axvline(0, color="black", linewidth=0.6)
+    ax.set_xlabel("similarity between the model and the reference")
+    ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=6)
+    caption = ("Per class (probe images in brackets): blue, the correlation over all probe images between the two "
+               "models' scores for the class (logit minus the image's mean logit); orange, debiased CKA between "
+               "the two penultimate layers on the images of that class only (n/a: fewer than "
+               f"{MIN_CLASS_IMAGES} images). Look for classes far below the others: there the audited model decides "
+               "by something the reference does not use.")
+    return Figure(figures.to_png(fig), caption, "Per-class similarity to the reference", width="80%")
+
+
+# --- figures and tables -------------------------------------------------------------------------
+
+def _layer_table(layers: list[Layer], decomposed: dict[str, Decomposition], images: int) -> Table:
+    rows = [[k + 1, l.name, l.type.removeprefix("fn:"), "x".join(map(str, l.shape)), decomposed[l.name].neurons,
+             decomposed[l.name].kept(), f"{images / max(1, decomposed[l.name].neurons):.1f}"]
+            for k, l in enumerate(layers)]
+    caption = ("The layers compared, input to output. Neurons: channels (maps averaged over space). Kept: the "
+               "directions SVCCA keeps (99% of the variance). Images per neuron below "
+               f"{DATAPOINTS_PER_NEURON} make SVCCA, PWCCA and linear CKA read too high.")
+    return Table(["#", "layer", "type", "output", "neurons", "kept", "images per neuron"], rows, caption,
+                 "Layers compared")
+
+
+def _within_figure(names: list[str], within: dict[str, np.ndarray]) -> Figure:
+    size = figures.PAGE_WIDTH_IN
+    fig, axes = figures.plt.subplots(1, len(within), figsize=(size, size / len(within) + 0.9), squeeze=False)
+    for k, (measure, matrix) in enumerate(within.items()):
+        image = _heatmap(axes[0][k], matrix, names, names, MEASURE_TITLES[measure], y_labels=k == 0)
+        axes[0][k].set_xlabel("layer (input to output)")
+    axes[0][0].set_ylabel("layer (input to output)")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.7, label="similarity")
+    caption = ("Every compared layer of the model against every other, linear CKA (left) and SVCCA (right); the "
+               "diagonal is 1. Square blocks of high similarity along the diagonal are stretches of depth that "
+               "change the representation little (redundant depth); a sharp drop between neighbouring layers marks "
+               "a layer that changes it a lot. The output usually stands apart from everything before it.")
+    return Figure(figures.to_png(fig), caption, "Similarity between the model's layers")
+
+
+def _reference_figure(model_names: list[str], reference_names: list[str], matrices: dict[str, np.ndarray],
+                      matches: list[tuple[int, int]]) -> Figure:
+    size = figures.PAGE_WIDTH_IN
+    fig, axes = figures.plt.subplots(2, 2, figsize=(size, size * 0.98), squeeze=False)
+    for k, measure in enumerate(REFERENCE_MEASURES):
+        ax = axes[k // 2][k % 2]
+        image = _heatmap(ax, matrices[measure], model_names, reference_names, MEASURE_TITLES[measure],
+                         y_labels=k % 2 == 0, x_labels=k // 2 == 1)
+        for i, j in matches:
+            ax.add_patch(figures.plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=0.9))
+        if k % 2 == 0:
+            ax.set_ylabel("audited model (input to output)")
+        if k // 2 == 1:
+            ax.set_xlabel("reference model (input to output)")
+    fig.colorbar(image, ax=[a for row in axes for a in row], shrink=0.6, label="similarity")
+    caption = ("Every compared layer of the audited model (rows) against every compared layer of the reference "
+               "(columns), by four measures; red boxes pair layers at the same depth. Two models that learned "
+               "the same thing show a bright diagonal from the bottom left to the top right. Where the diagonal "
+               "fades, the models part ways; debiased CKA is the most reliable when the probe set is small.")
+    return Figure(figures.to_png(fig), caption, "The audited model against the reference")
+
+
+def _heatmap(ax, matrix: np.ndarray, row_names: list[str], column_names: list[str], title: str,
+             y_labels: bool = True, x_labels: bool = True):
+    cmap = figures.plt.get_cmap("viridis").copy()
+    cmap.set_bad("#bbbbbb")
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=0, vmax=1, origin="lower",
+                      interpolation="nearest", aspect="auto")
+    rows, columns = matrix.shape
+    font = 7 if max(rows, columns) <= 8 else 6 if max(rows, columns) <= 12 else 5
+    ax.set_xticks(range(columns), column_names if x_labels else [""] * columns, rotation=90, fontsize=font)
+    ax.set_yticks(range(rows), row_names if y_labels else [""] * rows, fontsize=font)
+    ax.set_title(title)
+    if max(rows, columns) <= 12:
+        for i in range(rows):
+            for j in range(columns):
+                value = matrix[i, j]
+                ax.text(j, i, "–" if np.isnan(value) else f"{value:.2f}", ha="center", va="center",
+                        fontsize=font - 1.5, color="black" if np.nan_to_num(value) > 0.6 else "white")
+    return image
+
+
+def _early_output_text(chosen: RepresentationLayers, cka: np.ndarray) -> list[Text]:
+    """Say so when the output is about as readable from the first layer's averaged responses as from the last."""
+    layers = chosen.all
+    if chosen.output is None or len(layers) < 3 or chosen.role(layers[0]) != "hidden":
+        return []
+    value = cka[-1, 0]
+    if not np.isfinite(value) or value < EARLY_OUTPUT_CKA:
+        return []
+    return [Text(f"The output is strongly similar to the first compared layer, {layers[0].name} (linear CKA "
+                 f"{value:.2f}): the model's scores follow the spatially averaged responses of its first layer, "
+                 "which carry little more than colour, brightness and texture statistics. A model that recognises "
+                 "objects usually shows little similarity here. Check the shortcut probes for a global image cue.",
+                 "note")]
+
+
+def _crowded_warning(layers: list[str], images: int) -> Text:
+    shown = ", ".join(layers[:8]) + (f" and {len(layers) - 8} more" if len(layers) > 8 else "")
+    return Text(f"Only {images} probe images for layers with many neurons: {shown} have fewer than "
+                f"{DATAPOINTS_PER_NEURON} images per neuron. There SVCCA, PWCCA and linear CKA are biased towards 1 "
+                "(with fewer images than neurons, canonical correlations are 1 by construction); rely on debiased "
+                "CKA, or audit with more probe images.", "warning")
+
+
+def _number(value) -> float | None:
+    value = float(value)
+    return round(value, 4) if np.isfinite(value) else None
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.2f}"
+
+
+def _rounded(matrix: np.ndarray) -> list[list[float | None]]:
+    return [[_number(v) for v in row] for row in matrix]
