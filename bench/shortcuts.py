@@ -12,10 +12,11 @@ must be discovered, not named): decorrelated (0.5), biased (1.0) and partial (0.
 the findings: detection among relying models, false alarms among the others, the named cue.
 
 Models, probe sets and audits are cached in --out; a re-run redoes only what is missing.
-After a change of the detector, --reaudit re-runs every audit and keeps the models.
+After a change of the detector, --reaudit re-runs every audit and keeps the models;
+--report-only scores the audits finished so far.
 
     .venv/bin/python bench/shortcuts.py [--quick] [--cues corner blur ...] [--archs plain ...]
-        [--seeds 0 1] [--jobs 2] [--out build/bench_shortcuts] [--reaudit]
+        [--seeds 0 1] [--jobs 2] [--out build/bench_shortcuts] [--reaudit] [--report-only]
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def train_one(case: Case, kind: str, directory: str, stamp: str) -> dict:
     from auditsvc.demo import training
     from auditsvc.demo.nets import export
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # --jobs trainings share the cores
     warnings.simplefilter("ignore")
     started = time.perf_counter()
     images, labels, _ = cues.make_split(cues.split_rng(case.seed, "train", case.cue, kind), TRAIN_IMAGES, case.cue,
@@ -185,19 +186,13 @@ def train_one(case: Case, kind: str, directory: str, stamp: str) -> dict:
     return info
 
 
-def _single_thread_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def train_missing(jobs: list[tuple[Case, str]], layout: Layout, stamp: str, workers: int,
                   log: Callable[[str], None]) -> None:
     if not jobs:
         return
     log(f"training {len(jobs)} models with {workers} workers")
     context = get_context("spawn")  # no fork after torch has started threads
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_thread_worker) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
         futures = {pool.submit(train_one, case, kind, str(layout.model(case, kind)), stamp): (case, kind)
                    for case, kind in jobs}
         for done, future in enumerate(as_completed(futures), 1):
@@ -222,8 +217,13 @@ class AuditJob:
 
 def audit_is_fresh(job: AuditJob) -> bool:
     record = read_json(job.out / "audit.json")
-    return (bool(record) and record.get("returncode") == 0 and (job.out / "findings.json").exists()
-            and record.get("model_sha256") == file_sha256(job.model / "model.pt2")
+    return bool(record) and record.get("returncode") == 0 and (job.out / "findings.json").exists() and \
+        audited_these_inputs(job, record)
+
+
+def audited_these_inputs(job: AuditJob, record: dict) -> bool:
+    """Was the audit made of the model and probe set now in place (not of an earlier version)?"""
+    return (record.get("model_sha256") == file_sha256(job.model / "model.pt2")
             and record.get("probe") == (read_json(job.probe / "probe_info.json") or {}).get("fingerprint"))
 
 
@@ -295,7 +295,7 @@ def rates(rows: list[dict]) -> dict:
     others = [r for r in rows if not r["relies"]]
     detected = [r for r in rows if r["detected"]]
     on_biased = [r for r in others if r["probe"] != "decorrelated"]
-    return {"cases": len(rows), "rely": len(relying),
+    return {"audits": len(rows), "rely": len(relying),
             "detection": _share(relying, "detected"), "false_alarm": _share(others, "detected"),
             "right_cue": _share(detected, "right_cue"), "bias_finding": _share(on_biased, "bias_finding")}
 
@@ -311,13 +311,13 @@ def format_share(share: tuple[int, int]) -> str:
 
 def print_table(title: str, groups: Iterable[tuple[str, list[dict]]]) -> None:
     print(f"\n{title}")
-    header = (f"{'':16} {'cases':>5} {'rely':>5}  {'detection (rely)':>17}  {'false alarm (not)':>17}  "
+    header = (f"{'':16} {'audits':>6} {'rely':>5}  {'detection (rely)':>17}  {'false alarm (not)':>17}  "
               f"{'right cue (det.)':>17}  {'bias finding':>17}")
     print(header)
     print("-" * len(header))
     for name, rows in groups:
         r = rates(rows)
-        print(f"{name:16} {r['cases']:>5} {r['rely']:>5}  {format_share(r['detection']):>17}  "
+        print(f"{name:16} {r['audits']:>6} {r['rely']:>5}  {format_share(r['detection']):>17}  "
               f"{format_share(r['false_alarm']):>17}  {format_share(r['right_cue']):>17}  "
               f"{format_share(r['bias_finding']):>17}")
 
@@ -339,8 +339,8 @@ def print_ground_truth(rows: list[dict]) -> None:
 
 def print_report(rows: list[dict]) -> None:
     print_ground_truth(rows)
-    print_table("per probe set (rates over audits; detection among models that rely, false alarms among the "
-                "others, right cue among detections, bias findings among non-relying models on biased probes)",
+    print_table("per probe set; rates over audits: detection among models that rely, false alarms among the others,\n"
+                "right cue among detections, bias findings among models that do not rely, on biased probe sets",
                 [*((kind, [r for r in rows if r["probe"] == kind]) for kind in PROBE_ALIGNMENT), ("overall", rows)])
     print_table("per cue", [(cue, [r for r in rows if r["cue"] == cue]) for cue in cues.CUES
                             if any(r["cue"] == cue for r in rows)])
@@ -386,6 +386,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="models trained / audits run at a time")
     parser.add_argument("--quick", action="store_true", help="corner and blur, PlainNet, seed 0 (unless given)")
     parser.add_argument("--reaudit", action="store_true", help="re-run every audit; keep the trained models")
+    parser.add_argument("--report-only", action="store_true",
+                        help="score the audits finished so far (while a run is going); train and audit nothing")
     parser.add_argument("--no-partial-decorrelated", action="store_true",
                         help="skip auditing partial models on the decorrelated probe set")
     args = parser.parse_args(argv)
@@ -400,34 +402,51 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
     log = lambda message: print(message, flush=True)  # noqa: E731
-    layout, stamp, detector = Layout(args.out.resolve()), fingerprint(), detector_fingerprint()
+    layout, detector = Layout(args.out.resolve()), detector_fingerprint()
     cases = [Case(cue, arch, seed) for cue in args.cues for arch in args.archs for seed in args.seeds]
     audits = [pair for pair in AUDITS if not (args.no_partial_decorrelated and pair == ("partial", "decorrelated"))]
+    jobs = [AuditJob(case, model_kind, probe_kind, layout.model(case, model_kind),
+                     layout.probe(case.cue, case.seed, probe_kind), layout.audit(case, model_kind, probe_kind))
+            for case in cases for model_kind, probe_kind in audits]
     log(f"{len(cases)} cases ({len(args.cues)} cues x {len(args.archs)} architectures x {len(args.seeds)} seeds), "
-        f"{len(cases) * len(audits)} audits, in {layout.root}")
+        f"{len(jobs)} audits, in {layout.root}")
+    if args.report_only:
+        rows = [score(job) for job in jobs if finished(job)]
+    else:
+        prepare(args, cases, {probe for _, probe in audits}, layout, log)
+        audit_missing([job for job in jobs if args.reaudit or not audit_is_fresh(job)], args.jobs, detector, log)
+        rows = [score(job) for job in jobs]
+        write_results(layout.root, rows)
+    print_report(rows)
+    print_footer(rows, detector, time.perf_counter() - started, layout.root)
 
+
+def finished(job: AuditJob) -> bool:
+    record = read_json(job.out / "audit.json")
+    return bool(record) and (job.model / "model.pt2").exists() and audited_these_inputs(job, record)
+
+
+def prepare(args: argparse.Namespace, cases: list[Case], probe_kinds: set[str], layout: Layout,
+            log: Callable[[str], None]) -> None:
+    """The probe sets and the trained models, where missing or made by other code or settings."""
+    stamp = fingerprint()
     for cue in args.cues:
         for seed in args.seeds:
-            for kind in {probe for _, probe in audits}:
+            for kind in sorted(probe_kinds):
                 write_probe(layout.probe(cue, seed, kind), cue, seed, kind, stamp)
     models = [(case, kind) for case in cases for kind in MODEL_ALIGNMENT]
     train_missing([(c, k) for c, k in models if not model_is_fresh(layout.model(c, k), stamp)], layout, stamp,
                   args.jobs, log)
 
-    jobs = [AuditJob(case, model_kind, probe_kind, layout.model(case, model_kind),
-                     layout.probe(case.cue, case.seed, probe_kind), layout.audit(case, model_kind, probe_kind))
-            for case in cases for model_kind, probe_kind in audits]
-    audit_missing([job for job in jobs if args.reaudit or not audit_is_fresh(job)], args.jobs, detector, log)
 
-    rows = [score(job) for job in jobs]
-    write_results(layout.root, rows)
-    print_report(rows)
+def print_footer(rows: list[dict], detector: str, seconds: float, root: Path) -> None:
     stale = sum(r["audit_ok"] and r["detector"] != detector for r in rows)
     if stale:
         print(f"\nnote: {stale} audits were made with other detector code (auditsvc/battery); --reaudit redoes them")
-    seconds = [r["audit_seconds"] for r in rows if r["audit_ok"] and r["audit_seconds"]]
-    print(f"\nwall time {time.perf_counter() - started:.0f} s; mean audit {np.mean(seconds):.1f} s over "
-          f"{len(seconds)} audits; results in {layout.root / 'results.json'} and results.csv")
+    audit_seconds = [r["audit_seconds"] for r in rows if r["audit_ok"] and r["audit_seconds"]]
+    mean = f"{np.mean(audit_seconds):.1f} s" if audit_seconds else "-"
+    print(f"\nwall time {seconds:.0f} s; mean audit {mean} over {len(audit_seconds)} audits; "
+          f"results in {root / 'results.json'} and results.csv")
 
 
 if __name__ == "__main__":

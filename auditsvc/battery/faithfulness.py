@@ -157,17 +157,18 @@ def blurred(inputs: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def reveal_curves(probability: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], start: torch.Tensor,
-                  end: torch.Tensor, ranks: np.ndarray, targets: torch.Tensor, steps: int,
+                  end: torch.Tensor, ranks: np.ndarray, targets: torch.Tensor, fractions: np.ndarray,
                   chunk: int) -> np.ndarray:
     """Target-class probability as pixels switch from `start` to `end` in rank order.
 
-    start, end: (n, C, H, W); ranks: (n, orderings, H*W); returns (n, orderings, steps + 1) at
-    fractions 0, 1/steps, ..., 1 of the pixels switched. Deletion: start = the image, end = the
+    start, end: (n, C, H, W); ranks: (n, orderings, H*W); fractions: increasing from 0 to 1, the
+    shares of pixels switched; returns (n, orderings, len(fractions)). Deletion: start = the image, end = the
     baseline; insertion: start = the blurred image, end = the image. Both ends are the same for
     every ordering, so they are evaluated once per image."""
     n, orderings, pixels = ranks.shape
     height, width = start.shape[2:]
-    counts = np.round(np.linspace(0, 1, steps + 1) * pixels).astype(np.int64)
+    counts = np.round(np.asarray(fractions) * pixels).astype(np.int64)
+    steps = len(counts) - 1
     curves = np.zeros((n, orderings, steps + 1))
     with torch.inference_mode():
         curves[:, :, 0] = _batched(probability, start, targets, chunk)[:, None]
@@ -195,6 +196,12 @@ def class_probability(graph: ModelGraph) -> Callable[[torch.Tensor, torch.Tensor
     return probability
 
 
-def area_under(curves: np.ndarray) -> np.ndarray:
-    """Area under curves sampled at evenly spaced fractions of [0, 1] (trapezoid rule), over the last axis."""
-    return np.trapezoid(curves, dx=1 / (curves.shape[-1] - 1), axis=-1)
+def switch_fractions(steps: int) -> np.ndarray:
+    """0 to 1 in `steps` steps, dense at the start: (i / steps)^2. The first few percent of the
+    pixels decide most curves, and even steps of 1/steps would blur that into one step."""
+    return (np.arange(steps + 1) / steps) ** 2
+
+
+def area_under(curves: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """Area under curves sampled at `fractions` of [0, 1] (trapezoid rule), over the last axis."""
+    return np.trapezoid(curves, x=fractions, axis=-1)

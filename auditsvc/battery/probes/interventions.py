@@ -218,14 +218,16 @@ OPPONENT /= np.linalg.norm(OPPONENT, axis=1, keepdims=True)
 def statistics_transfer(pixels: np.ndarray, donors: np.ndarray, channels: tuple[int, ...]) -> np.ndarray:
     """Each image takes its donor's mean and spread on the given opponent-colour axes (Reinhard
     et al. 2001): 0 is luminance (brightness and contrast), 1 and 2 the colour balance."""
-    image, donor = to_float(pixels) @ OPPONENT.T, to_float(donors) @ OPPONENT.T
+    basis = OPPONENT if pixels.shape[-1] == 3 else np.eye(pixels.shape[-1])
+    image, donor = to_float(pixels) @ basis.T, to_float(donors) @ basis.T
     axes = (1, 2)
-    for channel in channels:
+    # A grey image has only the luminance axis: there is no colour balance to transfer.
+    for channel in (c for c in channels if c < basis.shape[0]):
         source, target = image[..., channel], donor[..., channel]
         mean, std = source.mean(axis=axes, keepdims=True), source.std(axis=axes, keepdims=True) + 1e-6
         image[..., channel] = (source - mean) * (target.std(axis=axes, keepdims=True) / std) \
             + target.mean(axis=axes, keepdims=True)
-    return to_pixels(image @ OPPONENT)
+    return to_pixels(image @ basis)
 
 
 STATISTICS = {"chroma": (1, 2), "luminance": (0,)}

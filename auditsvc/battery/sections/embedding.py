@@ -36,6 +36,11 @@ ALPHA = 0.01               # permutation p-value for "better than chance"
 STRONG_SKILL = 0.5         # chance-corrected agreement that counts as "well"
 MARGIN = 0.2               # by how much the attribute must beat the label
 GREY = (0.72, 0.72, 0.72)
+_TAB10 = [figures.plt.get_cmap("tab10")(i)[:3] for i in range(10)]
+# Ten colours each, without tab10's grey (kept for "other"); attributes start elsewhere in the
+# cycle than classes, so a reader never takes an attribute's colour for a class's.
+CLASS_COLOURS = [_TAB10[i] for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)] + [(0.0, 0.0, 0.0)]
+ATTRIBUTE_COLOURS = [_TAB10[i] for i in (2, 4, 3, 9, 5, 8, 6, 0, 1)] + [(0.0, 0.0, 0.0)]
 
 
 @dataclass
@@ -217,8 +222,8 @@ class Embedding(Section):
             return self.result(blocks=[Text(f"The penultimate layer ({layer.name}) gives the same values for every "
                                             "probe image, so it groups nothing: the model answers the same "
                                             "whatever it sees.", "warning")], data=data | {"constant": True})
-        agreements = {name: knn_agreement(features, _codes(column), seed=seed + i)
-                      for i, (name, column) in enumerate(colourings.items()) if len(set(column) - {""}) > 1}
+        agreements = {name: _agreement(features, column, seed + i) for i, (name, column) in enumerate(colourings.items())
+                      if len(set(column) - {""}) > 1}
         clusters = [c for name, column in attributes.items()
                     if (c := attribute_clusters(features, labels, column, name, seed + 100)) is not None]
         shown = stratified_subsample(labels, TSNE_MAX_IMAGES, seed)
@@ -227,7 +232,7 @@ class Embedding(Section):
         blocks = [_tsne_figure(points, shown, {n: colourings[n] for n in panel_names}, agreements, layer.name,
                                len(features)),
                   _agreement_table(agreements, clusters)]
-        findings = [_finding(c, points, shown, colourings, agreements) for c in clusters if c.triggered]
+        findings = [_finding(c, points, shown, colourings, agreements, layer.name) for c in clusters if c.triggered]
         blocks.append(_verdict_text(clusters, findings, attributes))
         data |= {"tsne_images": len(shown), "perplexity": round(perplexity_for(len(shown)), 2),
                  "neighbours": NEIGHBOURS, "agreement": {n: a.to_json() for n, a in agreements.items()},
@@ -235,29 +240,36 @@ class Embedding(Section):
         return self.result(blocks=blocks, data=data, findings=findings)
 
 
-def _codes(column: list[str]) -> np.ndarray:
-    return np.unique(np.asarray(column), return_inverse=True)[1]
+def _agreement(features: np.ndarray, column: list[str], seed: int) -> Agreement:
+    """kNN agreement of one colouring, over the images that have a value."""
+    values = np.asarray(column)
+    present = values != ""
+    return knn_agreement(features[present], np.unique(values[present], return_inverse=True)[1], seed=seed)
 
 
 def _tsne_figure(points: np.ndarray, shown: np.ndarray, colourings: dict[str, list[str]],
                  agreements: dict[str, Agreement], layer: str, total: int, title: str = "") -> Figure:
-    class_colours = _palette([*colourings.get("true label", []), *colourings.get("prediction", [])])
-    columns = 2 if len(colourings) > 1 else 1
+    class_colours = _palette([*colourings.get("true label", []), *colourings.get("prediction", [])], CLASS_COLOURS)
+    palettes = {name: class_colours if name in ("true label", "prediction")
+                else _palette([column[i] or "(none)" for i in shown], ATTRIBUTE_COLOURS)
+                for name, column in colourings.items()}
+    columns = min(3, len(colourings)) if len(colourings) != 4 else 2
     rows = int(np.ceil(len(colourings) / columns))
     side = figures.PAGE_WIDTH_IN / columns
-    fig, axes = figures.plt.subplots(rows, columns, figsize=(figures.PAGE_WIDTH_IN, rows * (side * 0.85 + 0.9)),
-                                     squeeze=False)
-    for ax in axes.flat[len(colourings):]:
-        ax.set_visible(False)
-    for ax, (name, column) in zip(axes.flat, colourings.items()):
-        values = [column[i] or "(none)" for i in shown]
-        colours = class_colours if name in ("true label", "prediction") else _palette(values)
-        _scatter(ax, points, values, colours)
+    legend_lines = max(int(np.ceil((len(p) + 1) / _legend_columns(p, side))) for p in palettes.values())
+    # Each panel is a square-ish plot, its title above and its legend in a row of its own below.
+    plot, legend, heading = min(side * 0.78, 2.5), 0.16 * legend_lines + 0.1, 0.4
+    fig = figures.plt.figure(figsize=(figures.PAGE_WIDTH_IN, rows * (heading + plot + legend)))
+    grid = fig.add_gridspec(rows, columns, hspace=heading / (plot + legend), wspace=0.08, left=0.01, right=0.99,
+                            top=1 - heading / (rows * (heading + plot + legend)), bottom=0.0)
+    for index, (name, column) in enumerate(colourings.items()):
+        cell = grid[divmod(index, columns)].subgridspec(2, 1, height_ratios=[plot, legend], hspace=0.03)
+        ax, key = fig.add_subplot(cell[0]), fig.add_subplot(cell[1])
+        _scatter(ax, key, points, [column[i] or "(none)" for i in shown], palettes[name], side)
         agreement = agreements.get(name)
         detail = (f"\nneighbours agree {agreement.accuracy:.0%} (chance {agreement.chance:.0%})"
                   if agreement else "\none value: nothing to separate")
         ax.set_title(name + detail, fontsize=8)
-    fig.tight_layout(h_pad=1.2, w_pad=1.0)
     subsample = f" ({len(shown)} of {total} images, a stratified sample)" if len(shown) < total else ""
     caption = (f"t-SNE of the penultimate layer ({layer}){subsample}; each panel is the same layout coloured "
                "differently. Look for which colouring the islands follow: a model that learned its classes forms "
@@ -269,15 +281,15 @@ def _tsne_figure(points: np.ndarray, shown: np.ndarray, colourings: dict[str, li
     return Figure(figures.to_png(fig), caption, title or "t-SNE of the penultimate representation")
 
 
-def _palette(values: list[str]) -> dict[str, tuple]:
-    """The most frequent values get tab10 colours (in order of frequency), all others grey."""
+def _palette(values: list[str], colours: list[tuple]) -> dict[str, tuple]:
+    """The most frequent values get the colours (in order of frequency), all others stay grey."""
     names, counts = np.unique([v for v in values if v], return_counts=True)
     top = [str(names[i]) for i in np.lexsort((names, -counts))[:COLOURED_VALUES]]
-    cmap = figures.plt.get_cmap("tab10")
-    return {value: cmap(i)[:3] for i, value in enumerate(top)}
+    return {value: colours[i] for i, value in enumerate(top)}
 
 
-def _scatter(ax, points: np.ndarray, values: list[str], colours: dict[str, tuple]) -> None:
+def _scatter(ax, key, points: np.ndarray, values: list[str], colours: dict[str, tuple], width: float) -> None:
+    """One panel in `ax`, its legend in `key` (an empty axes below it, `width` inches wide)."""
     values_arr = np.asarray(values)
     others = ~np.isin(values_arr, list(colours))
     marker = max(3.0, min(14.0, 3000 / len(points)))
@@ -292,13 +304,21 @@ def _scatter(ax, points: np.ndarray, values: list[str], colours: dict[str, tuple
                        label=_short(value))
     ax.set_xticks([])
     ax.set_yticks([])
-    handles = len(ax.get_legend_handles_labels()[0])
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=min(3, handles), fontsize=6.5,
-              frameon=False, markerscale=max(1.0, 20 / marker), handletextpad=0.2, columnspacing=0.8)
+    key.axis("off")
+    key.legend(*ax.get_legend_handles_labels(), loc="upper center", ncol=_legend_columns(colours, width),
+               fontsize=6.5, frameon=False, markerscale=max(1.0, 12 / marker), handletextpad=0.2, columnspacing=0.8,
+               borderaxespad=0.1)
 
 
-def _short(text: str, limit: int = 22) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+def _legend_columns(colours: dict[str, tuple], width: float) -> int:
+    """As many legend columns as fit in `width` inches at 6.5 pt (about 0.06 in a character)."""
+    longest = max([len(_short(v)) for v in colours] + [len("other (99 values)")])
+    return int(np.clip(width // (0.06 * longest + 0.4), 1, 3))
+
+
+def _short(text: str, limit: int = 18) -> str:
+    """Long names keep their start and end, where names of one family differ."""
+    return text if len(text) <= limit else text[:limit // 2 - 1] + "…" + text[-(limit // 2):]
 
 
 def _agreement_table(agreements: dict[str, Agreement], clusters: list[AttributeClusters]) -> Table:
@@ -328,10 +348,19 @@ def _verdict_text(clusters: list[AttributeClusters], findings: list[Finding], at
                     "with the representation here; a grouping by an unknown cue shows as islands that mix labels "
                     "without a colouring that explains them.", "note")
     if findings:
-        return Text(" ".join(f.summary for f in findings), "warning")
+        return Text("Finding: " + " ".join(f"the penultimate layer groups images by {f.evidence['attribute']!r} rather "
+                                           f"than by class ({f.headline.rstrip('.')})." for f in findings)
+                    + " The evidence is under the findings.", "warning")
     untestable = sorted(set(attributes) - {c.attribute for c in clusters})
     text = ("No attribute organises the representation more than the label does"
             + (f" (among {', '.join(repr(c.attribute) for c in clusters)})" if clusters else "") + ".")
+    for c in clusters:
+        w, r = c.within_label, c.label_within_value
+        if w is not None and w.significant and r is not None:
+            text += (f" '{c.attribute}' is also encoded (inside a class, neighbours share it {w.accuracy:.0%} of the "
+                     f"time, chance {w.chance:.0%}), but the class is encoded more strongly (inside a '{c.attribute}' "
+                     f"value, neighbours share the class {r.accuracy:.0%}, chance {r.chance:.0%}); a representation "
+                     "usually keeps visible properties of the image, what matters is which one it is organised by.")
     if untestable:
         text += f" Not testable (fewer than {MIN_IMAGES} images with a value, or one value): " \
                 f"{', '.join(repr(a) for a in untestable)}."
@@ -343,7 +372,7 @@ def _verdict_text(clusters: list[AttributeClusters], findings: list[Finding], at
 
 
 def _finding(c: AttributeClusters, points: np.ndarray, shown: np.ndarray, colourings: dict[str, list[str]],
-             agreements: dict[str, Agreement]) -> Finding:
+             agreements: dict[str, Agreement], layer: str) -> Finding:
     name = c.attribute
     reasons, headline = [], []
     if c.splits_classes:
@@ -354,16 +383,33 @@ def _finding(c: AttributeClusters, points: np.ndarray, shown: np.ndarray, colour
                           f"time (chance {r.chance:.0%})" if r else ""))
         headline.append(f"neighbours share '{name}' {w.accuracy:.0%} within a class (chance {w.chance:.0%})")
     if c.beats_label:
-        reasons.append(f"over all images the neighbours follow '{name}' (skill {c.overall.skill:.2f}) more than the "
-                       f"label (skill {c.label.skill:.2f})")
-        headline.append(f"skill {c.overall.skill:.2f} for '{name}' vs {c.label.skill:.2f} for the label")
+        o, l = c.overall, c.label
+        reasons.append(f"over all images the neighbours share an image's '{name}' value {o.accuracy:.0%} of the time "
+                       f"(chance {o.chance:.0%}) but its class only {l.accuracy:.0%} (chance {l.chance:.0%})")
+        headline.append(f"neighbours share '{name}' {o.accuracy:.0%} (chance {o.chance:.0%}), the class "
+                        f"{l.accuracy:.0%} (chance {l.chance:.0%})")
     summary = (f"The penultimate layer groups images by '{name}' rather than by class: " + "; ".join(reasons)
                + f". The model's internal representation encodes '{name}' more than what separates the classes, "
                "a sign it may decide from it.")
     key = f"attribute '{name}'"
     figure = _tsne_figure(points, shown, {"true label": colourings["true label"], key: colourings[key]}, agreements,
-                          "penultimate layer", len(colourings["true label"]), title=f"t-SNE coloured by label and '{name}'")
+                          layer, len(colourings["true label"]), title=f"t-SNE coloured by label and '{name}'")
     code = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "attribute"
     return Finding(f"representation.{code}_clusters", "representation", "warn",
-                   f"Representation groups images by '{name}'", summary,
-                   {"attribute": name} | c.to_json(), [figure], headline="; ".join(headline) + ".")
+                   f"Representation groups images by '{name}'", summary, _evidence(c, layer), [figure],
+                   headline="; ".join(headline) + ".")
+
+
+def _evidence(c: AttributeClusters, layer: str) -> dict:
+    """The few numbers a reviewer needs, flat (the section's data keeps all of them)."""
+    evidence = {"attribute": c.attribute, "layer": layer,
+                "attribute_agreement": round(c.overall.accuracy, 4), "attribute_chance": round(c.overall.chance, 4),
+                "label_agreement": round(c.label.accuracy, 4), "label_chance": round(c.label.chance, 4)}
+    if c.within_label:
+        evidence |= {"attribute_within_class": round(c.within_label.accuracy, 4),
+                     "attribute_within_class_chance": round(c.within_label.chance, 4),
+                     "attribute_within_class_p": round(c.within_label.p_value, 4)}
+    if c.label_within_value:
+        evidence |= {"label_within_value": round(c.label_within_value.accuracy, 4),
+                     "label_within_value_chance": round(c.label_within_value.chance, 4)}
+    return evidence

@@ -27,15 +27,18 @@ from .saliency import METHODS, RELU_METHODS, compute_maps
 
 DELETION_IMAGES = 8
 RANDOMIZATION_IMAGES = 4
-MIN_IMAGES = 2
-MAC_BUDGET = 4e11            # multiply-accumulates each check may spend (about 15 s on 2 CPU cores)
+MIN_IMAGES = 4
+MAC_BUDGET = 4e11            # multiply-accumulates each check may spend (ResNet-18 at 128 px: 4 images, ~10 s)
 MIN_ROOM = 0.1               # a curve whose ends differ by less than this in probability tells nothing
-STEPS = 12                   # deletion/insertion: pixels switched in twelfths
+STEPS = 12                   # deletion/insertion: points on each curve after the start (see switch_fractions)
+FRACTIONS = faithfulness.switch_fractions(STEPS)
 RANDOMIZATION_SMOOTHGRAD_SAMPLES = 4
 RANDOMIZATION_IG_STEPS = 8
 SIMILARITY_LIMIT = 0.5       # rank correlation above this with the top half of the model random: fails
-AUC_MARGIN = 0.01            # a map must beat the random ranking's area by this much
+AUC_MARGIN = 0.05            # a map must beat the random ranking's area by this share of the curve's range
 BLUR_FRACTION = 1 / 20       # insertion canvas: Gaussian blur with sigma = this x the image side
+DETERMINISTIC = ("gradient", "guided_backprop", "deconvnet", "grad_cam")   # no samples, steps or noise
+BASELINES = {"deletion": "the mean-colour image", "insertion": "the blurred image"}
 NAMES = {m: label.replace("\n", " ") for m, label in METHODS.items()}
 
 
@@ -49,6 +52,7 @@ class MethodVerdict:
     insertion: float | None          # mean area under the insertion curve (higher is better)
     random_deletion: float | None    # the same for the random ranking, on the same images
     random_insertion: float | None
+    room: dict[str, float | None]    # kind -> mean probability change from one end of the curve to the other
 
     @property
     def passes_randomization(self) -> bool:
@@ -57,8 +61,10 @@ class MethodVerdict:
     @property
     def beats_random(self) -> tuple[bool | None, bool | None]:
         """(deletion, insertion): better than the random ranking; None where the curve could not tell."""
-        deletion = None if self.deletion is None else self.deletion <= self.random_deletion - AUC_MARGIN
-        insertion = None if self.insertion is None else self.insertion >= self.random_insertion + AUC_MARGIN
+        deletion = (None if self.deletion is None
+                    else self.random_deletion - self.deletion >= AUC_MARGIN * self.room["deletion"])
+        insertion = (None if self.insertion is None
+                     else self.insertion - self.random_insertion >= AUC_MARGIN * self.room["insertion"])
         return deletion, insertion
 
     @property
@@ -88,43 +94,61 @@ class ExplanationChecks(Section):
              "a map that knows what the model needs beats a random ranking at both.")
 
     def run(self, context: AuditContext) -> SectionResult:
-        macs = max(1, faithfulness.forward_macs(context.graph))
-        methods = _methods(context.graph)
-        deletion_count = _image_count(macs, (len(methods) + 1) * 2 * (STEPS - 1), DELETION_IMAGES)
-        per_stage = 3 * (len(methods) - 2 + RANDOMIZATION_SMOOTHGRAD_SAMPLES + RANDOMIZATION_IG_STEPS)
-        randomization_count = _image_count(macs, per_stage * 5, RANDOMIZATION_IMAGES)
+        if not faithfulness.weighted_layers(context.graph):
+            return self.result(status="skipped", reason="the graph has no convolution or linear weights to randomize")
+        deletion_count, randomization_count = image_counts(context)
         indices = list(context.sample_indices[:max(deletion_count, randomization_count)])
         if not indices:
             return self.result(status="skipped", reason="there are no sample images")
-        deletion_count, randomization_count = min(deletion_count, len(indices)), min(randomization_count, len(indices))
         inputs = context.probe.tensors(indices, context.spec).to(context.device)
         targets = torch.as_tensor(context.outputs.predictions[indices], device=context.device)
-        curves = deletion_insertion(context, indices[:deletion_count], inputs[:deletion_count],
-                                    targets[:deletion_count])
-        randomization = randomization_check(context, inputs[:randomization_count], targets[:randomization_count])
+        chosen = slice(0, deletion_count)
+        curves = deletion_insertion(context, indices[chosen], inputs[chosen], targets[chosen])
+        chosen = slice(0, randomization_count)
+        randomization = randomization_check(context, indices[chosen], inputs[chosen], targets[chosen])
         verdicts = [MethodVerdict(m, randomization.similarity[m], randomization.ssim[m],
                                   randomization.similarity[m][randomization.decisive_stage],
                                   curves.mean_auc("deletion", m), curves.mean_auc("insertion", m),
-                                  curves.mean_auc("deletion", "random"), curves.mean_auc("insertion", "random"))
+                                  curves.mean_auc("deletion", "random"), curves.mean_auc("insertion", "random"),
+                                  {kind: curves.mean_room(kind) for kind in KINDS})
                     for m in curves.methods]
-        failing = [v.method for v in verdicts if not v.passes_randomization and v.unfaithful]
-        blocks = [_conclusion(verdicts),
+        failing = [v for v in verdicts if not v.passes_randomization and v.unfaithful]
+        blocks = [_conclusion(verdicts, curves),
                   _verdict_table(verdicts, randomization, curves),
-                  _randomization_figure(context, randomization, indices[0]),
-                  _curves_figure(curves)]
-        findings = [_finding([v for v in verdicts if v.method in failing])] if failing else []
-        data = {"images": {"deletion_insertion": deletion_count, "randomization": randomization_count},
-                "steps": STEPS, "forward_macs": macs, "randomized_stages": randomization.stages[1:],
-                "decisive_stage": randomization.decisive_stage,
-                "curve_images": {kind: int(curves.testable[kind].sum()) for kind in KINDS},
-                "random_auc": {kind: _rounded(curves.mean_auc(kind, "random")) for kind in KINDS},
-                "methods": {v.method: {"rank_correlation": {k: round(x, 4) for k, x in v.similarity.items()},
-                                       "ssim": {k: round(x, 4) for k, x in v.ssim.items()},
-                                       "passes_randomization": v.passes_randomization,
-                                       "deletion_auc": _rounded(v.deletion), "insertion_auc": _rounded(v.insertion),
-                                       "faithful": v.faithful, "trusted": v.trusted} for v in verdicts},
-                "trusted": [v.method for v in verdicts if v.trusted]}
-        return self.result(blocks=blocks, data=data, findings=findings)
+                  _randomization_figure(randomization),
+                  _curves_figure(curves),
+                  _randomization_maps_figure(context, randomization, indices[0])]
+        return self.result(blocks=blocks, data=_data(verdicts, randomization, curves),
+                           findings=[_finding(failing)] if failing else [])
+
+
+def image_counts(context: AuditContext) -> tuple[int, int]:
+    """Images for deletion/insertion and for randomization: as many as the compute budget allows,
+    between MIN_IMAGES and the caps, never more than the sample images."""
+    macs = max(1, faithfulness.forward_macs(context.graph))
+    methods = _methods(context.graph)
+    deletion_passes = (len(methods) + 1) * 2 * (STEPS - 1)   # every ranking and the random one, both curves
+    # Gradient passes (about 3 forward passes each) per stage, for about four stages.
+    randomization_passes = 4 * 3 * (len(methods) - 2 + RANDOMIZATION_SMOOTHGRAD_SAMPLES + RANDOMIZATION_IG_STEPS)
+    available = len(context.sample_indices)
+    return (min(available, _image_count(macs, deletion_passes, DELETION_IMAGES)),
+            min(available, _image_count(macs, randomization_passes, RANDOMIZATION_IMAGES)))
+
+
+def _data(verdicts: list[MethodVerdict], randomization: Randomization, curves: Curves) -> dict:
+    return {
+        "images": {"deletion_insertion": len(curves.testable["deletion"]), "randomization": randomization.images},
+        "fractions": [round(float(f), 4) for f in FRACTIONS],
+        "randomized_stages": randomization.stages[1:], "decisive_stage": randomization.decisive_stage,
+        "curve_images": {kind: int(curves.testable[kind].sum()) for kind in KINDS},
+        "random_auc": {kind: _rounded(curves.mean_auc(kind, "random")) for kind in KINDS},
+        "methods": {v.method: {"rank_correlation": {k: round(x, 4) for k, x in v.similarity.items()},
+                               "ssim": {k: round(x, 4) for k, x in v.ssim.items()},
+                               "passes_randomization": v.passes_randomization,
+                               "deletion_auc": _rounded(v.deletion), "insertion_auc": _rounded(v.insertion),
+                               "faithful": v.faithful, "trusted": v.trusted} for v in verdicts},
+        "trusted": [v.method for v in verdicts if v.trusted],
+    }
 
 
 def _rounded(value: float | None) -> float | None:
@@ -153,7 +177,14 @@ class Curves:
     def mean_auc(self, kind: str, method: str) -> float | None:
         """Mean area under the curve over the images where the curve can tell anything."""
         chosen = self.testable[kind]
-        return float(faithfulness.area_under(self.curves[kind][method][chosen]).mean()) if chosen.any() else None
+        if not chosen.any():
+            return None
+        return float(faithfulness.area_under(self.curves[kind][method][chosen], FRACTIONS).mean())
+
+    def mean_room(self, kind: str) -> float | None:
+        """Mean probability change from one end of the curve to the other, over the testable images."""
+        chosen, values = self.testable[kind], self.curves[kind]["random"]
+        return float(np.abs(values[chosen, 0] - values[chosen, -1]).mean()) if chosen.any() else None
 
 
 def deletion_insertion(context: AuditContext, indices: list[int], inputs: torch.Tensor,
@@ -173,7 +204,7 @@ def deletion_insertion(context: AuditContext, indices: list[int], inputs: torch.
     names = [*methods, "random"]
     curves, testable = {}, {}
     for kind, start, end in (("deletion", inputs, mean_image), ("insertion", canvas, inputs)):
-        values = faithfulness.reveal_curves(probability, start, end, ranks, targets, STEPS, chunk)
+        values = faithfulness.reveal_curves(probability, start, end, ranks, targets, FRACTIONS, chunk)
         curves[kind] = {name: values[:, i] for i, name in enumerate(names)}
         change = values[:, 0, 0] - values[:, 0, -1]   # the ends are the same for every ranking
         testable[kind] = (change if kind == "deletion" else -change) >= MIN_ROOM
@@ -183,11 +214,15 @@ def deletion_insertion(context: AuditContext, indices: list[int], inputs: torch.
 def _saliency_maps(context: AuditContext, indices: list[int], inputs: torch.Tensor,
                    targets: torch.Tensor) -> dict[str, np.ndarray]:
     """The saliency section's maps for these images when it ran, else computed here the same way."""
+    return _cached_maps(context, indices) or compute_maps(context, inputs, targets)[0]
+
+
+def _cached_maps(context: AuditContext, indices: list[int]) -> dict[str, np.ndarray] | None:
     cached = context.cache.get("saliency_maps")
-    if cached is not None and set(indices) <= set(cached["indices"]):
-        rows = [cached["indices"].index(i) for i in indices]
-        return {m: values[rows] for m, values in cached["maps"].items()}
-    return compute_maps(context, inputs, targets)[0]
+    if cached is None or not set(indices) <= set(cached["indices"]):
+        return None
+    rows = [cached["indices"].index(i) for i in indices]
+    return {m: values[rows] for m, values in cached["maps"].items()}
 
 
 # --- model randomization -------------------------------------------------------------------
@@ -204,17 +239,24 @@ class Randomization:
 
 
 def cascade_depths(layer_count: int) -> tuple[list[int], int]:
-    """How many top layers each stage randomizes (1, 2, half, all), and the decisive one (half)."""
+    """How many top layers each stage randomizes (the output layer, the top half, all), and the decisive
+    one (the top half); small models get a stage per layer up to four."""
     half = math.ceil(layer_count / 2)
-    return sorted({d for d in (1, 2, half, layer_count) if 1 <= d <= layer_count}), half
+    depths = range(1, layer_count + 1) if layer_count <= 4 else (1, half, layer_count)
+    return sorted(set(depths)), half
 
 
-def randomization_check(context: AuditContext, inputs: torch.Tensor, targets: torch.Tensor) -> Randomization:
+def randomization_check(context: AuditContext, indices: list[int], inputs: torch.Tensor,
+                        targets: torch.Tensor) -> Randomization:
     graph = context.graph
     layers = faithfulness.weighted_layers(graph)
     depths, decisive = cascade_depths(len(layers))
     drawn = faithfulness.random_weights(graph, layers, context.generator("explanation_checks.randomize"))
-    original = _maps_for(context, graph, inputs, targets)
+    # The saliency section's maps serve for the methods without settings; SmoothGrad and integrated
+    # gradients are recomputed with the fewer samples and steps used on the randomized copies.
+    reused = {m: v for m, v in (_cached_maps(context, indices) or {}).items() if m in DETERMINISTIC}
+    computed = _maps_for(context, graph, inputs, targets, skip=set(reused))
+    original = {m: reused[m] if m in reused else computed[m] for m in _methods(graph)}
     stages = ["original"] + [f"top {d} of {len(layers)}" if d < len(layers) else f"all {d}" for d in depths]
     similarity = {m: {"original": 1.0} for m in original}
     structural = {m: {"original": 1.0} for m in original}
@@ -233,8 +275,8 @@ def randomization_check(context: AuditContext, inputs: torch.Tensor, targets: to
                          similarity, structural, example, len(inputs))
 
 
-def _maps_for(context: AuditContext, graph: ModelGraph, inputs: torch.Tensor,
-              targets: torch.Tensor) -> dict[str, np.ndarray]:
+def _maps_for(context: AuditContext, graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor,
+              skip: set[str] = frozenset()) -> dict[str, np.ndarray]:
     """Every applicable method's (n, H, W) map on `graph`; SmoothGrad's noise is the same on every call."""
     spec, options = context.spec, context.options
     stdev = options.smoothgrad_noise * float(np.mean([1 / s for s in spec.std]))
@@ -255,7 +297,7 @@ def _maps_for(context: AuditContext, graph: ModelGraph, inputs: torch.Tensor,
         "grad_cam": lambda x, t: attribution.grad_cam(graph, x, t, layer),
     }
     maps = {}
-    for method in _methods(graph):
+    for method in [m for m in _methods(graph) if m not in skip]:
         parts = [attribution.heatmap(runs[method](inputs[i:i + chunk], targets[i:i + chunk])).cpu()
                  for i in range(0, len(inputs), chunk)]
         maps[method] = torch.cat(parts).numpy()
@@ -268,11 +310,11 @@ def _names(methods: list[str]) -> str:
     return ", ".join(NAMES[m] for m in methods)
 
 
-def _conclusion(verdicts: list[MethodVerdict]) -> Text:
+def _conclusion(verdicts: list[MethodVerdict], curves: Curves) -> Text:
     trusted = [v.method for v in verdicts if v.trusted]
     copies_input = [v.method for v in verdicts if not v.passes_randomization]
     unfaithful = [v.method for v in verdicts if not v.faithful]
-    untestable = all(b is None for v in verdicts for b in v.beats_random)
+    untestable = [kind for kind in KINDS if not curves.testable[kind].any()]
     parts = []
     if trusted:
         parts.append(f"On this model these explanations can be trusted: {_names(trusted)}. Their maps change when the "
@@ -285,11 +327,13 @@ def _conclusion(verdicts: list[MethodVerdict]) -> Text:
         parts.append(f"Not specific to the model: {_names(copies_input)} (the maps stay similar with the top half of "
                      "the layers random, so they show the image more than the model).")
     if untestable:
-        parts.append(f"Deletion and insertion could not tell anything here: removing or revealing pixels moves the "
-                     f"predicted class's probability by less than {MIN_ROOM} from end to end, as when the model "
-                     "decides from something spread over the whole image (colour, brightness) rather than a region.")
-    elif unfaithful:
-        parts.append(f"No better than a random ranking at deletion or insertion: {_names(unfaithful)}.")
+        parts.append(f"{' and '.join(untestable).capitalize()} could not tell anything here: "
+                     + " and ".join(BASELINES[kind] for kind in untestable) + " already gets about the same "
+                     "probability as the original image, as when the model decides from something spread over the "
+                     "whole image (colour, brightness) rather than from a region.")
+    if unfaithful and len(untestable) < len(KINDS):
+        parts.append(f"No better than a random ranking at {' or '.join(k for k in KINDS if k not in untestable)}: "
+                     f"{_names(unfaithful)}.")
     return Text(" ".join(parts), "plain" if trusted else "warning")
 
 
@@ -310,74 +354,80 @@ def _verdict_table(verdicts: list[MethodVerdict], randomization: Randomization, 
                      "yes" if v.trusted else "no"])
     random_cells = [_auc_cell(curves.mean_auc(kind, "random"), None) for kind in KINDS]
     rows.append(["random ranking", *([""] * len(shown)), "", *random_cells, ""])
-    caption = ("r: rank correlation (Spearman, absolute maps, mean over images) between each method's maps on the "
+    counts = ", ".join(f"{kind} {int(curves.testable[kind].sum())}" for kind in KINDS)
+    caption = (f"r: rank correlation (Spearman, absolute maps, mean over {randomization.images} images) between each "
+               "method's maps on the "
                "audited model and on copies whose top layers have random weights; the check fails above "
                f"{SIMILARITY_LIMIT} at '{randomization.decisive_stage}' (the top half of the weighted layers). "
                "Deletion AUC: area under the predicted class's probability as the top-ranked pixels are replaced by "
                "the mean colour (lower is better); insertion AUC: the same as they are revealed on a blurred copy "
-               f"(higher is better); ✗: not better than the random ranking by at least {AUC_MARGIN}; n/a: on none "
+               f"(higher is better); ✗: not better than the random ranking by at least {AUC_MARGIN:.0%} of the "
+               "curve's range (the probability change from one end to the other); n/a: on none "
                f"of the images does the probability change by {MIN_ROOM} or more from end to end. Trusted: passes "
-               "the randomization check and beats the random ranking wherever the curves can tell.")
+               f"the randomization check and beats the random ranking wherever the curves can tell. Images with "
+               f"curves that can tell: {counts} of {len(curves.testable['deletion'])}.")
     return Table(["method", *[f"r, {s}" for s in shown], "randomization", "deletion AUC", "insertion AUC",
                   "trusted"], rows, caption, "Which explanations pass")
 
 
-def _randomization_figure(context: AuditContext, randomization: Randomization, index: int) -> Figure:
-    methods = list(randomization.similarity)
-    stages = randomization.stages
-    map_rows = 0.62 * len(methods)
-    fig = figures.plt.figure(figsize=(figures.PAGE_WIDTH_IN, 2.6 + map_rows))
-    grid = fig.add_gridspec(2, 2, height_ratios=[2.1, map_rows], hspace=0.45, wspace=0.25)
-    for column, (values, label) in enumerate(((randomization.similarity, "rank correlation (Spearman)"),
-                                              (randomization.ssim, "structural similarity (SSIM)"))):
-        ax = fig.add_subplot(grid[0, column])
+def _randomization_figure(randomization: Randomization) -> Figure:
+    methods, stages = list(randomization.similarity), randomization.stages
+    fig, axes = figures.plt.subplots(1, 2, figsize=(figures.PAGE_WIDTH_IN, 2.9))
+    for ax, values, label in ((axes[0], randomization.similarity, "rank correlation (Spearman)"),
+                              (axes[1], randomization.ssim, "structural similarity (SSIM)")):
         for method in methods:
             ax.plot(range(len(stages)), [values[method][s] for s in stages], marker="o", markersize=3,
                     label=NAMES[method])
-        if column == 0:
-            ax.axhline(SIMILARITY_LIMIT, color="black", linestyle=":", linewidth=0.8)
-            ax.axvline(stages.index(randomization.decisive_stage), color="grey", linewidth=0.6)
-            ax.legend(fontsize=6, loc="lower left", frameon=False)
-        ax.set_xticks(range(len(stages)), [s.replace(" of ", "\nof ") for s in stages], fontsize=6)
-        ax.set_ylim(-0.2 if column == 0 else 0, 1.02)
+        lowest = min(v for per_method in values.values() for v in per_method.values())
+        ax.set_ylim(min(0.0 if ax is axes[1] else -0.2, lowest - 0.05), 1.03)
+        ax.set_xticks(range(len(stages)), [s.replace(" of ", "\nof ") for s in stages], fontsize=6.5)
         ax.set_ylabel(label)
         ax.set_xlabel("layers randomized, from the output", fontsize=7)
-    pixels = context.probe.pixels([index], context.spec)[0]
-    inner = grid[1, :].subgridspec(len(methods), len(stages) + 1, wspace=0.03, hspace=0.06)
-    for r, method in enumerate(methods):
-        cells = [figures.as_rgb(pixels)] + [figures.normalize_map(m) for m in randomization.example[method]]
-        for c, cell in enumerate(cells):
-            ax = fig.add_subplot(inner[r, c])
-            ax.imshow(cell, cmap=None if cell.ndim == 3 else "inferno", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if r == 0:
-                ax.set_title("image" if c == 0 else stages[c - 1], fontsize=6)
-            if c == 0:
-                ax.set_ylabel(NAMES[method], rotation=0, ha="right", va="center", fontsize=6.5)
-    caption = (f"Top: how similar each method's maps (mean over {randomization.images} images) stay as the weights of more and "
-               "more layers, from the output down, are replaced by random ones; randomized first: "
+    axes[0].axhline(SIMILARITY_LIMIT, color="black", linestyle=":", linewidth=0.8)
+    axes[0].axvline(stages.index(randomization.decisive_stage), color="grey", linewidth=0.6)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=6.5, frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+    caption = (f"How similar each method's maps (mean over {randomization.images} images) stay as the weights of more "
+               "and more layers, from the output down, are replaced by random ones; randomized first: "
                f"{', '.join(randomization.layers[0])}. Dotted: the {SIMILARITY_LIMIT} limit; grey: the decisive stage "
-               "(top half of the layers random). A method that shows the model falls towards 0 quickly; one that "
-               "stays high computes its map from the image alone. Bottom: one image's maps at each stage "
-               f"({context.sample_label(index)}); look for maps that keep the image's edges after the model is random.")
+               "(top half of the layers random). A method that shows what the model computes falls towards 0 "
+               "quickly; one that stays high computes its map from the image alone.")
     return Figure(figures.to_png(fig), caption, "Model-randomization sanity check")
+
+
+def _randomization_maps_figure(context: AuditContext, randomization: Randomization, index: int) -> Figure:
+    """One row per method: the image, then its map at every stage."""
+    methods, stages = list(randomization.similarity), randomization.stages
+    colour = figures.plt.get_cmap("inferno")
+    pixels = context.probe.pixels([index], context.spec)[0]
+    rows = [[figures.as_rgb(pixels)] + [colour(figures.normalize_map(m))[..., :3]
+                                        for m in randomization.example[method]] for method in methods]
+    fig = figures.image_grid(rows, row_labels=[NAMES[m] for m in methods], col_labels=["image", *stages],
+                             cell_inches=min(1.1, (figures.PAGE_WIDTH_IN - 1.3) / (len(stages) + 1)), label_width=1.3)
+    caption = (f"One image ({context.sample_label(index)}) and each method's map of it on the audited model "
+               "('original') and on the copies with more and more layers random. Look for maps that keep the "
+               "image's edges and shapes after the model is random: those show the image, not the model. Each map "
+               "is scaled to its own 99th percentile.")
+    return Figure(figures.to_png(fig), caption, "Maps of one image as the model is randomized", width="90%")
 
 
 def _curves_figure(curves: Curves) -> Figure:
     fig, axes = figures.plt.subplots(1, 2, figsize=(figures.PAGE_WIDTH_IN, 2.8), sharey=True)
-    fractions = np.linspace(0, 1, STEPS + 1)
     for ax, kind in zip(axes, KINDS):
-        chosen = curves.testable[kind] if curves.testable[kind].any() else np.ones_like(curves.testable[kind])
-        for method in [*curves.methods, "random"]:
-            values = curves.curves[kind][method][chosen]
-            auc = faithfulness.area_under(values).mean()
-            style = dict(color="black", linestyle="--") if method == "random" else {}
-            ax.plot(fractions, values.mean(axis=0), label=f"{NAMES.get(method, method)} ({auc:.2f})", **style)
+        chosen = curves.testable[kind]
         ax.set_xlabel("share of pixels " + ("replaced by the mean colour" if kind == "deletion" else
                                             "revealed on the blurred image"), fontsize=7)
+        if not chosen.any():
+            ax.set_title(f"{kind}: cannot tell on these images")
+            ax.text(0.5, 0.5, f"{BASELINES[kind]} gets about the same\nprobability as the original image",
+                    ha="center", va="center", transform=ax.transAxes, fontsize=7)
+            continue
+        for method in [*curves.methods, "random"]:
+            values = curves.curves[kind][method][chosen]
+            auc = faithfulness.area_under(values, FRACTIONS).mean()
+            style = dict(color="black", linestyle="--") if method == "random" else {}
+            ax.plot(FRACTIONS, values.mean(axis=0), label=f"{NAMES.get(method, method)} ({auc:.2f})", **style)
         ax.set_title(f"{kind} ({'lower' if kind == 'deletion' else 'higher'} is better), "
                      f"{int(chosen.sum())} image{'s' if chosen.sum() != 1 else ''}")
         ax.legend(fontsize=6, frameon=False)
@@ -388,12 +438,12 @@ def _curves_figure(curves: Curves) -> Figure:
                "important first), with the area under each curve in brackets. A faithful map makes the deletion "
                "curve drop and the insertion curve rise faster than the random ranking (dashed); a curve close to "
                "the random one means the map's ranking tells little about what the model needs. Only images whose "
-               f"probability moves by at least {MIN_ROOM} from one end of the curve to the other count (all of "
-               "them when none does).")
+               f"probability moves by at least {MIN_ROOM} from one end of the curve to the other count.")
     return Figure(figures.to_png(fig), caption, "Deletion and insertion")
 
 
 def _finding(failing: list[MethodVerdict]) -> Finding:
+    """Info only: explanations are evidence for a reviewer, never a verdict."""
     names = _names([v.method for v in failing])
     summary = (f"{names} fail{'s' if len(failing) == 1 else ''} both explanation checks on this model: the maps stay "
                "similar when the top layers are randomized, and their pixel rankings are no better than random at "

@@ -24,18 +24,22 @@ MAX_CLASSES = 30             # classes shown as columns: those with the most pro
 DEAD_TOLERANCE = 1e-6        # a neuron whose largest output is below this share of the layer's largest is dead
 REDUNDANT_CORRELATION = 0.98
 CLUSTER_DISTANCE = 0.5       # average linkage on 1 - correlation: clusters correlate >= 0.5 on average
+MAX_LEAF_ORDERING = 2048     # wider layers keep the plain dendrogram order
 MIN_IMAGES = 8               # fewer images: correlations are too noisy to call neurons redundant
 MOSTLY = 0.5                 # share of a layer's neurons that makes a warning
 SOME_REDUNDANT = 0.25        # share of redundant neurons worth an informational finding
+SHIFT_RANGE = 1.5            # colour scale of the class shifts, in standard deviations
 
 
 @dataclass
 class LayerNeurons:
     layer: Layer
     class_means: np.ndarray      # (neurons, classes shown)
+    class_shift: np.ndarray      # (neurons, classes shown): class mean minus overall mean, in the neuron's std
     order: np.ndarray            # neuron indices, similar neurons adjacent, dead ones last
     clusters: np.ndarray         # (neurons,) cluster id, 0 for dead or constant neurons
-    dead: np.ndarray             # (neurons,) bool
+    dead: np.ndarray             # (neurons,) bool (all False where it cannot be told)
+    dead_measured: bool
     redundant: np.ndarray        # (neurons,) bool
     redundancy_measured: bool
 
@@ -45,7 +49,7 @@ class LayerNeurons:
 
     @property
     def cluster_sizes(self) -> list[int]:
-        ids, counts = np.unique(self.clusters[self.clusters > 0], return_counts=True)
+        _, counts = np.unique(self.clusters[self.clusters > 0], return_counts=True)
         return sorted(counts.tolist(), reverse=True)
 
 
@@ -137,9 +141,15 @@ def _shown_classes(context: AuditContext) -> list[int]:
 def _analyse(layer: Layer, means: np.ndarray, maps: MapStatistics, labels: np.ndarray,
              classes: list[int]) -> LayerNeurons:
     means = means.astype(np.float64)
-    peak = maps.maxima.max(axis=0)
-    dead = peak <= DEAD_TOLERANCE * max(float(np.abs(maps.maxima).max()), 1e-12)
+    scale = max(float(np.abs(maps.maxima).max()), 1e-12)
+    # A global average of a map that can go negative (SiLU, GELU) can be <= 0 although the map was
+    # positive somewhere: such a layer's dead neurons are judged in the layer it pools, not here.
+    dead_measured = not (_global_pool(layer) and maps.maxima.min() < -DEAD_TOLERANCE * scale)
+    dead = (maps.maxima.max(axis=0) <= DEAD_TOLERANCE * scale) & dead_measured
     class_means = np.stack([means[labels == c].mean(axis=0) for c in classes], axis=1)
+    deviation = means.std(axis=0)
+    class_shift = np.divide(class_means - means.mean(axis=0)[:, None], deviation[:, None],
+                            out=np.zeros_like(class_means), where=deviation[:, None] > 0)
     redundant = np.zeros(len(dead), dtype=bool)
     measured = len(means) >= MIN_IMAGES
     if measured:
@@ -147,7 +157,7 @@ def _analyse(layer: Layer, means: np.ndarray, maps: MapStatistics, labels: np.nd
         np.fill_diagonal(near, False)
         redundant = near.any(axis=1) & ~dead
     # Clustering follows the rows shown: the channels' mean activations over the images.
-    varying = np.flatnonzero(~dead & (means.std(axis=0) > 1e-8 * max(float(np.abs(means).max()), 1e-12)))
+    varying = np.flatnonzero(~dead & (deviation > 1e-8 * max(float(np.abs(means).max()), 1e-12)))
     clusters = np.zeros(len(dead), dtype=int)
     order = np.zeros(0, dtype=int)
     if len(varying):
@@ -156,18 +166,20 @@ def _analyse(layer: Layer, means: np.ndarray, maps: MapStatistics, labels: np.nd
         order = varying[leaf_order]
     rest = np.setdiff1d(np.arange(len(dead)), np.concatenate([varying, np.flatnonzero(dead)]))
     order = np.concatenate([order, rest, np.flatnonzero(dead)]).astype(int)
-    return LayerNeurons(layer, class_means, order, clusters, dead, redundant, measured)
+    return LayerNeurons(layer, class_means, class_shift, order, clusters, dead, dead_measured, redundant, measured)
 
 
 def _cluster(correlation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Leaf order (optimal leaf ordering) and cluster ids (from 1) of neurons, by 1 - |correlation|."""
+    """Leaf order (optimal leaf ordering) and cluster ids (from 1) of neurons, by 1 - correlation."""
     count = len(correlation)
     if count < 3:
         return np.arange(count), np.arange(1, count + 1)
-    distance = np.clip(1 - np.abs(correlation), 0, 2)
+    distance = np.clip(1 - correlation, 0, 2)
     np.fill_diagonal(distance, 0)
     condensed = squareform((distance + distance.T) / 2, checks=False)
-    tree = hierarchy.optimal_leaf_ordering(hierarchy.linkage(condensed, "average"), condensed)
+    tree = hierarchy.linkage(condensed, "average")
+    if count <= MAX_LEAF_ORDERING:  # cubic in the worst case: seconds at 2048 neurons
+        tree = hierarchy.optimal_leaf_ordering(tree, condensed)
     return hierarchy.leaves_list(tree), hierarchy.fcluster(tree, CLUSTER_DISTANCE, criterion="distance")
 
 
@@ -177,11 +189,13 @@ def _table(results: list[LayerNeurons]) -> Table:
     rows = []
     for r in results:
         sizes = [s for s in r.cluster_sizes if s > 1]
-        rows.append([r.layer.name, r.layer.type.removeprefix("fn:"), r.neurons, _share(r.dead.sum(), r.neurons),
+        rows.append([r.layer.name, r.layer.type.removeprefix("fn:"), r.neurons,
+                     _share(r.dead.sum(), r.neurons) if r.dead_measured else "n/a",
                      _share(r.redundant.sum(), r.neurons) if r.redundancy_measured else "n/a",
                      f"{len(sizes)} ({', '.join(map(str, sizes[:4]))}{', ...' if len(sizes) > 4 else ''})"
                      if sizes else "none"])
-    caption = ("Per layer, input to output. Dead: the channel's output is never above zero on any probe image. "
+    caption = ("Per layer, input to output. Dead: the channel's output is never above zero anywhere on any probe "
+               "image (n/a for a global average of maps that can go negative: see the layer it averages). "
                f"Redundant: its map correlates at least {REDUNDANT_CORRELATION} (or at most -{REDUNDANT_CORRELATION}) "
                "with another channel's map over every position of every probe image, a near-copy. Clusters: groups "
                "of at least "
@@ -207,62 +221,61 @@ def _figures(results: list[LayerNeurons], class_names: list[str], images: int) -
 
 def _heatmap_figure(results: list[LayerNeurons], class_names: list[str], images: int, panel_width: float) -> Figure:
     fig, axes = figures.plt.subplots(1, len(results), figsize=(panel_width * len(results), 4.6), squeeze=False)
-    cmap = figures.plt.get_cmap("magma").copy()
+    classes = len(class_names)
     for ax, r in zip(axes[0], results):
         values, strip, labels = _rows(r)
-        ax.imshow(values, cmap=cmap, vmin=0, vmax=1, aspect="auto", interpolation="nearest",
-                  extent=(-0.5, len(class_names) - 0.5, len(values) - 0.5, -0.5))
-        ax.imshow(strip, aspect="auto", interpolation="nearest",
-                  extent=(-1.6, -0.7, len(values) - 0.5, -0.5))
-        ax.set_xlim(-1.6, len(class_names) - 0.5)
-        ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=6 if len(class_names) < 12 else 5)
+        image = ax.imshow(values, cmap="RdBu_r", vmin=-SHIFT_RANGE, vmax=SHIFT_RANGE, aspect="auto",
+                          interpolation="nearest", extent=(-0.5, classes - 0.5, len(values) - 0.5, -0.5))
+        ax.imshow(strip, aspect="auto", interpolation="nearest", extent=(-1.05, -0.6, len(values) - 0.5, -0.5))
+        ax.set_xlim(-1.05, classes - 0.5)
+        ax.set_xticks(range(classes), class_names, rotation=90, fontsize=6 if classes < 12 else 5)
         step = max(1, int(np.ceil(len(labels) / 32)))
         ax.set_yticks(range(0, len(labels), step), labels[::step], fontsize=4.5)
         ax.tick_params(axis="y", length=1.5, pad=1)
         for spine in ax.spines.values():
             spine.set_visible(False)
-        ax.set_title(f"{r.layer.name}\n{r.neurons} ch, {int(r.dead.sum())} dead", fontsize=7)
+        ax.set_title(f"{r.layer.name}\n{r.neurons} channels", fontsize=6.5)
+    fig.subplots_adjust(wspace=0.5)  # room for the next panel's row labels
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.5, pad=0.02, aspect=30,
+                 label="class mean - overall mean (neuron std)")
     binned = any(r.neurons > MAX_ROWS for r in results)
-    caption = (f"Rows: neurons (channels) of each layer; columns: classes; colour: the neuron's mean activation over "
-               f"the class's probe images ({images} images in all), scaled to the neuron's strongest class "
-               "(bright = 1, black = 0). Neurons that respond alike over the images sit next to each other; the "
-               "strip on the left marks their clusters (one colour per cluster, grey for a neuron on its own), dead "
-               "neurons in black at the bottom and redundant ones with a red tick. "
+    caption = (f"Rows: neurons (channels) of each layer; columns: classes. Colour: how far the neuron's mean "
+               f"activation on the class's probe images lies above (red) or below (blue) its mean over all "
+               f"{images} images, in the neuron's standard deviations over the images (clipped at "
+               f"{SHIFT_RANGE:g}). Neurons that respond alike over the images sit next to each other; the strip on "
+               "the left marks their clusters (one colour per cluster, grey for a neuron on its own), dead neurons "
+               "(black, at the bottom) and redundant ones (dark red). "
                + (f"Layers wider than {MAX_ROWS} channels are shown as {MAX_ROWS} bins of neighbouring neurons "
-                  "(row label: first channel and bin size). " if binned else "")
-               + "Look for long uniform runs of rows (many neurons doing the same thing), black bands (dead "
-               "neurons) and whether deep layers separate the classes.")
+                  "(row label: first channel, +more in the bin). " if binned else "")
+               + "Look for whether deep layers separate the classes (red in one column, blue in the others), long "
+               "runs of identical rows (many neurons doing the same thing) and black bands (dead neurons).")
     title = "Neuron x class activations: " + ", ".join(r.layer.name for r in results)
     return Figure(figures.to_png(fig), caption, title)
 
 
 def _rows(r: LayerNeurons) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Heatmap rows (neurons or bins of neighbours), the cluster/state strip (RGB) and row labels."""
-    scaled = r.class_means / np.maximum(np.abs(r.class_means).max(axis=1, keepdims=True), 1e-12)
-    scaled = np.clip(scaled, 0, 1)
-    order = r.order
-    bins = np.array_split(order, min(MAX_ROWS, len(order)))
+    bins = np.array_split(r.order, min(MAX_ROWS, len(r.order)))
     palette = figures.plt.get_cmap("tab10")
     sizes = dict(zip(*np.unique(r.clusters, return_counts=True)))
     ranked = sorted((c for c in sizes if c > 0 and sizes[c] > 1), key=lambda c: -sizes[c])
     colour_of = {c: palette(k % 10)[:3] for k, c in enumerate(ranked)}
     values, strip, labels = [], [], []
     for members in bins:
-        values.append(scaled[members].mean(axis=0))
+        values.append(r.class_shift[members].mean(axis=0))
+        ids, counts = np.unique(r.clusters[members], return_counts=True)
+        colour = colour_of.get(int(ids[np.argmax(counts)]), (0.78, 0.78, 0.78))
+        if r.redundant[members].mean() >= 0.5:
+            colour = (0.55, 0.05, 0.1)
         if r.dead[members].mean() >= 0.5:
             colour = (0.0, 0.0, 0.0)
-        else:
-            ids, counts = np.unique(r.clusters[members], return_counts=True)
-            colour = colour_of.get(int(ids[np.argmax(counts)]), (0.78, 0.78, 0.78))
-        if r.redundant[members].mean() >= 0.5:
-            colour = tuple(0.35 * np.array(colour) + 0.65 * np.array((0.85, 0.1, 0.1)))
         strip.append([colour])
         labels.append(f"{members[0]}" + (f" +{len(members) - 1}" if len(members) > 1 else ""))
     return np.array(values), np.array(strip), labels
 
 
 def _layer_data(r: LayerNeurons) -> dict:
-    return {"layer": r.layer.name, "channels": r.neurons, "dead": int(r.dead.sum()),
+    return {"layer": r.layer.name, "channels": r.neurons, "dead": int(r.dead.sum()) if r.dead_measured else None,
             "redundant": int(r.redundant.sum()) if r.redundancy_measured else None,
             "clusters": len([s for s in r.cluster_sizes if s > 1]),
             "dead_channels": np.flatnonzero(r.dead)[:64].tolist(),
@@ -275,13 +288,14 @@ def _dead_finding(results: list[LayerNeurons]) -> Finding | None:
         return None
     worst = max(mostly, key=lambda r: r.dead.mean())
     layers = ", ".join(f"{r.layer.name} ({int(r.dead.sum())} of {r.neurons})" for r in mostly)
-    return Finding("representation.dead_neurons", "representation", "warn",
-                   f"Mostly dead neurons in {worst.layer.name}" + (f" and {len(mostly) - 1} more layer(s)" if len(mostly) > 1 else ""),
-                   f"At least half of the channels never respond to any probe image in: {layers}. They pass nothing "
-                   "on; the layer trained badly (dying ReLUs) or is far wider than it needs to be.",
-                   {"layers": [{"layer": r.layer.name, "dead": int(r.dead.sum()), "channels": r.neurons}
-                               for r in mostly]},
-                   headline=f"{int(worst.dead.sum())} of {worst.neurons} channels of {worst.layer.name} never respond")
+    more = f" and {len(mostly) - 1} more layer(s)" if len(mostly) > 1 else ""
+    return Finding(
+        "representation.dead_neurons", "representation", "warn", f"Mostly dead neurons in {worst.layer.name}{more}",
+        f"At least half of the channels never respond to any probe image in: {layers}. They pass nothing on; the "
+        "layer trained badly (dying ReLUs) or is far wider than it needs to be.",
+        {"layer": worst.layer.name, "dead": int(worst.dead.sum()), "channels": worst.neurons,
+         "layers": [{"layer": r.layer.name, "dead": int(r.dead.sum()), "channels": r.neurons} for r in mostly]},
+        headline=f"{int(worst.dead.sum())} of {worst.neurons} channels of {worst.layer.name} never respond")
 
 
 def _redundant_finding(results: list[LayerNeurons]) -> Finding | None:
@@ -290,12 +304,27 @@ def _redundant_finding(results: list[LayerNeurons]) -> Finding | None:
     if not notable:
         return None
     worst = max(notable, key=lambda r: r.redundant.mean())
-    severity = "warn" if worst.redundant.mean() >= MOSTLY else "info"
+    # A globally pooled layer only has one number per image and channel: channels that merely co-vary over
+    # the images look like copies there. Its full maps are judged in the layer it pools, so it informs only.
+    warned = [r for r in notable if r.redundant.mean() >= MOSTLY and not _global_pool(r.layer)]
+    severity = "warn" if warned else "info"
     layers = ", ".join(f"{r.layer.name} ({int(r.redundant.sum())} of {r.neurons})" for r in notable)
-    return Finding("representation.redundant_neurons", "representation", severity,
-                   f"Redundant neurons in {worst.layer.name}" + (f" and {len(notable) - 1} more layer(s)" if len(notable) > 1 else ""),
-                   f"Channels that are near-copies of another channel (maps with |correlation| at least "
-                   f"{REDUNDANT_CORRELATION} over the probe images): {layers}. The layer carries less information than its width suggests.",
-                   {"layers": [{"layer": r.layer.name, "redundant": int(r.redundant.sum()), "channels": r.neurons}
-                               for r in notable], "correlation": REDUNDANT_CORRELATION},
-                   headline=f"{int(worst.redundant.sum())} of {worst.neurons} channels of {worst.layer.name} duplicate another")
+    more = f" and {len(notable) - 1} more layer(s)" if len(notable) > 1 else ""
+    return Finding(
+        "representation.redundant_neurons", "representation", severity,
+        f"Redundant neurons in {worst.layer.name}{more}",
+        f"Channels whose output is a near-copy of another channel's (|correlation| at least {REDUNDANT_CORRELATION} "
+        f"over every position of every probe image): {layers}. Such a layer carries less information than its "
+        "width suggests; it could be narrower."
+        + ("" if warned else " No layer with spatial maps is mostly redundant, so this is for information."),
+        {"layer": worst.layer.name, "redundant": int(worst.redundant.sum()), "channels": worst.neurons,
+         "correlation": REDUNDANT_CORRELATION,
+         "layers": [{"layer": r.layer.name, "redundant": int(r.redundant.sum()), "channels": r.neurons}
+                    for r in notable]},
+        headline=f"{int(worst.redundant.sum())} of {worst.neurons} channels of {worst.layer.name} duplicate another")
+
+
+def _global_pool(layer: Layer) -> bool:
+    """A layer that averages (or maxes) whole maps to one value per channel."""
+    pooled = "pool" in layer.type.lower() or layer.type in ("fn:mean", "fn:amax", "fn:sum")
+    return pooled and (len(layer.shape) == 1 or (layer.is_spatial and layer.shape[1] * layer.shape[2] == 1))

@@ -19,6 +19,7 @@ HIDDEN_LAYERS = 10           # spread from the first activation to the last; plu
 MAX_IMAGES = 2048            # a larger probe set is subsampled (seeded) for the similarity measures
 EARLY_OUTPUT_CKA = 0.5       # output this similar to the first layer: it follows global image statistics
 DIVERGENCE_CKA = 0.8         # matched layers below this linear CKA: the models represent the input differently
+SHALLOW_MARGIN = 0.2         # a deep layer matching an earlier reference layer this much better is worth saying
 PER_CLASS_MAX = 12
 MIN_CLASS_IMAGES = 4         # debiased CKA needs at least four datapoints
 WITHIN_MEASURES = ("linear_cka", "svcca")
@@ -109,17 +110,23 @@ class RepresentationSimilarity(Section):
             return self.result(status="skipped", reason="needs at least three probe images")
         names = [l.name for l in layers]
         pooled = context.pooled_activations(names)
+        finite = np.all([np.isfinite(v).all(axis=1) for v in pooled.values()], axis=0)
         if context.reference_graph is not None:  # the forward passes first, the linear algebra after
-            context.pooled_activations([l.name for l in representation_layers(context.reference_graph).all],
-                                       graph=context.reference_graph)
+            theirs = context.pooled_activations([l.name for l in representation_layers(context.reference_graph).all],
+                                                graph=context.reference_graph)
+            finite &= np.all([np.isfinite(v).all(axis=1) for v in theirs.values()], axis=0)
+        rows = image_subset(len(context.probe), context.options.seed)
+        rows = rows[finite[rows]]
+        if len(rows) < 3:
+            return self.result(status="skipped", reason="fewer than three probe images with finite activations")
         # One BLAS thread: beside torch's thread pool, OpenBLAS threads spin against each other and a
         # small SVD takes a second instead of milliseconds.
         with threadpool_limits(1, user_api="blas"):
-            return self._compare(context, chosen, pooled)
+            return self._compare(context, chosen, pooled, rows)
 
-    def _compare(self, context: AuditContext, chosen: RepresentationLayers, pooled: dict[str, np.ndarray]):
+    def _compare(self, context: AuditContext, chosen: RepresentationLayers, pooled: dict[str, np.ndarray],
+                 rows: np.ndarray) -> SectionResult:
         layers, names = chosen.all, [l.name for l in chosen.all]
-        rows = image_subset(len(context.probe), context.options.seed)
         model = {name: decompose(pooled[name][rows]) for name in names}
         within = {m: similarity_matrix(list(model.values()), list(model.values()), m) for m in WITHIN_MEASURES}
         blocks: list = [_layer_table(layers, model, len(rows)), _within_figure(names, within)]
@@ -208,12 +215,13 @@ def _matches(model: RepresentationLayers, reference: RepresentationLayers) -> li
 def _divergence(model_names: list[str], reference_names: list[str], matrices: dict[str, np.ndarray],
                 matches: list[tuple[int, int]]) -> dict:
     cka = matrices["linear_cka"]
-    matched = [{"index": position, "layer": model_names[i], "reference_layer": reference_names[j],
+    matched = [{"index": position, "layer": model_names[i], "reference_layer": reference_names[j], "reference_index": j,
                 **{m: _number(matrices[m][i, j]) for m in REFERENCE_MEASURES}}
                for position, (i, j) in enumerate(matches)]
     first = next((m for m in matched if m["linear_cka"] is not None and m["linear_cka"] < DIVERGENCE_CKA), None)
     best = [{"layer": model_names[i], "best_reference_layer": reference_names[int(np.nanargmax(cka[i]))],
-             "linear_cka": _number(np.nanmax(cka[i]))} for i in range(len(model_names)) if np.isfinite(cka[i]).any()]
+             "reference_index": int(np.nanargmax(cka[i])), "linear_cka": _number(np.nanmax(cka[i]))}
+            for i in range(len(model_names)) if np.isfinite(cka[i]).any()]
     return {"threshold": DIVERGENCE_CKA, "measure": "linear_cka", "matched": matched, "first": first, "best": best}
 
 
@@ -243,13 +251,11 @@ def _divergence_text(divergence: dict) -> Text:
 def _shallow_match(divergence: dict) -> str:
     """Deep model layers whose best reference match lies well before the layer at their own depth."""
     best = {b["layer"]: b for b in divergence["best"]}
-    reference_order = {m["reference_layer"]: k for k, m in enumerate(divergence["matched"])}
     found = []
     for m in divergence["matched"][len(divergence["matched"]) // 2:]:
         match = best.get(m["layer"])
-        if (match and m["linear_cka"] is not None and match["best_reference_layer"] in reference_order
-                and reference_order[match["best_reference_layer"]] < reference_order[m["reference_layer"]]
-                and match["linear_cka"] >= m["linear_cka"] + 0.2):
+        if (match and m["linear_cka"] is not None and match["reference_index"] < m["reference_index"]
+                and match["linear_cka"] >= m["linear_cka"] + SHALLOW_MARGIN):
             found.append(f"{m['layer']} matches {match['best_reference_layer']} with linear CKA "
                          f"{match['linear_cka']:.2f}, its own depth {m['linear_cka']:.2f}")
     return "; ".join(found[:3])
@@ -408,8 +414,7 @@ def _reference_figure(model_names: list[str], reference_names: list[str], matric
 
 def _heatmap(ax, matrix: np.ndarray, row_names: list[str], column_names: list[str], title: str,
              y_labels: bool = True, x_labels: bool = True):
-    cmap = figures.plt.get_cmap("viridis").copy()
-    cmap.set_bad("#bbbbbb")
+    cmap = figures.plt.get_cmap("viridis").with_extremes(bad="#bbbbbb")
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=0, vmax=1, origin="lower",
                       interpolation="nearest", aspect="auto")
     rows, columns = matrix.shape

@@ -1,0 +1,116 @@
+"""The similarity section: layer choice, within-model heatmaps, the model against a reference."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from auditsvc.battery.context import AuditOptions
+from auditsvc.battery.dataset import ProbeSet
+from auditsvc.battery.graph import ModelGraph
+from auditsvc.battery.loading import load_model
+from auditsvc.battery.results import Figure, Text
+from auditsvc.battery.runner import run_audit
+from auditsvc.battery.sections import similarity as section
+from auditsvc.demo.nets import PlainNet, SeparableNet, export, tiny_resnet
+from tests.conftest import write_package, write_probe
+
+CLASSES = ["a", "b", "c"]
+OPTIONS = dict(sections=["similarity"], batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory):
+    root = tmp_path_factory.mktemp("similarity")
+    torch.manual_seed(0)
+    model = write_package(root / "model", PlainNet(3, widths=(4, 8)), CLASSES)
+    other = write_package(root / "other", tiny_resnet(3, 1), CLASSES, size=(1, 28, 28))
+    probe = write_probe(root / "probe", CLASSES, per_class=8, size=(36, 32))
+    return {"model": model, "other": other, "probe": probe}
+
+
+def audit(model, probe, reference=None):
+    with ProbeSet(probe, CLASSES) as probe_set:
+        result = run_audit(load_model(model), probe_set, AuditOptions(**OPTIONS),
+                           reference=load_model(reference) if reference else None)
+    [similarity] = result.sections
+    assert similarity.status == "ok", similarity.reason
+    return similarity
+
+
+def test_the_model_against_itself_is_one_on_the_matched_diagonal(packages):
+    result = audit(packages["model"], packages["probe"], reference=packages["model"])
+    reference = result.data["reference"]
+    assert reference["layers"] == result.data["layers"]
+    for measure in ("svcca", "pwcca", "linear_cka", "debiased_cka"):
+        diagonal = np.diag(np.array(reference[measure], dtype=float))
+        np.testing.assert_allclose(diagonal, 1.0, atol=1e-3, err_msg=measure)
+    assert reference["divergence"]["first"] is None
+    assert reference["per_class"]["classes"] == CLASSES
+    np.testing.assert_allclose(reference["per_class"]["logit_correlation"], 1.0, atol=1e-4)
+    assert result.findings == []
+    titles = [b.title for b in result.blocks if isinstance(b, Figure)]
+    assert titles == ["Similarity between the model's layers", "The audited model against the reference",
+                      "Per-class similarity to the reference"]
+
+
+def test_without_a_reference_only_the_within_model_heatmap_appears(packages):
+    result = audit(packages["model"], packages["probe"])
+    within = np.array(result.data["within"]["linear_cka"], dtype=float)
+    assert within.shape == (len(result.data["layers"]),) * 2
+    np.testing.assert_allclose(np.diag(within), 1.0, atol=1e-9)
+    np.testing.assert_allclose(within, within.T, atol=1e-9)
+    assert "reference" not in result.data
+    assert any(isinstance(b, Text) and "No reference model" in b.text for b in result.blocks)
+    assert sum(isinstance(b, Figure) for b in result.blocks) == 1
+
+
+def test_a_reference_with_another_architecture_and_input_is_compared_by_depth_and_few_images_flagged(packages):
+    result = audit(packages["model"], packages["probe"], reference=packages["other"])
+    reference = result.data["reference"]
+    shape = (len(result.data["layers"]), len(reference["layers"]))
+    for measure in ("svcca", "pwcca", "linear_cka", "debiased_cka"):
+        assert np.array(reference[measure], dtype=float).shape == shape
+    matched = reference["matched"]
+    assert matched[0] == [0, 0] and matched[-1] == [shape[0] - 1, shape[1] - 1]  # first to first, output to output
+    assert [j for _, j in matched] == sorted(j for _, j in matched)
+    assert all(f.severity == "info" for f in result.findings)  # similarity never warns on its own
+    assert result.data["few_datapoints"]  # 24 images against layers of 8 and 16 channels
+    warning = next(b for b in result.blocks if isinstance(b, Text) and b.kind == "warning")
+    assert "fewer than 5 images per neuron" in warning.text
+
+
+def test_layers_are_activations_spread_early_to_deep_then_penultimate_and_output():
+    graph = ModelGraph(export(tiny_resnet(3), (3, 32, 32)), (3, 32, 32))
+    chosen = section.representation_layers(graph, hidden=3)
+    assert all(layer.type == "fn:relu" for layer in chosen.hidden) and len(chosen.hidden) == 3
+    relus = [l.name for l in graph.layers if l.type == "fn:relu"]
+    assert chosen.hidden[0].name == relus[0] and chosen.hidden[-1].name == relus[-1]
+    assert [l.name for l in chosen.all[-2:]] == ["adaptive_avg_pool2d", "fc"]
+    separable = ModelGraph(export(SeparableNet(2, widths=(4, 8)), (3, 32, 32)), (3, 32, 32))
+    assert {l.type for l in section.representation_layers(separable).hidden} == {"Hardswish"}
+
+
+def test_without_activations_the_convolutions_are_compared():
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, stride=2), nn.Flatten(),
+                          nn.LazyLinear(2))
+    plain(torch.zeros(1, 3, 16, 16))
+    graph = ModelGraph(export(plain, (3, 16, 16)), (3, 16, 16))
+    assert [l.type for l in section.representation_layers(graph).hidden] == ["Conv2d", "Conv2d"]
+
+
+def test_divergence_from_the_first_layer_is_an_informational_finding():
+    names = ["l1", "l2", "l3", "out"]
+    cka = np.array([[0.5, 0.4, 0.3, 0.1], [0.6, 0.5, 0.4, 0.1], [0.3, 0.7, 0.4, 0.2], [0.1, 0.2, 0.3, 0.45]])
+    matrices = {m: cka for m in section.REFERENCE_MEASURES}
+    divergence = section._divergence(names, names, matrices, [(i, i) for i in range(4)])
+    assert divergence["first"]["layer"] == "l1"
+    finding = section._divergence_finding(divergence)
+    assert finding.code == "representation.reference_divergence" and finding.severity == "info"
+    late = cka.copy()
+    late[0, 0] = late[1, 1] = 0.95
+    divergence = section._divergence(names, names, {m: late for m in section.REFERENCE_MEASURES},
+                                     [(i, i) for i in range(4)])
+    assert divergence["first"]["layer"] == "l3"
+    text = section._divergence_text(divergence).text
+    assert "up to l2" in text and "first diverge at l3" in text
