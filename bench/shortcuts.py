@@ -7,7 +7,8 @@ of auditsvc/demo/cues.py:
 - a clean control: cue and class independent (alignment 0.5);
 and measures each model's reliance on the cue on a hidden decorrelated split (the ground truth:
 it relies when accuracy on cue-aligned and cue-flipped images differs by 20 points or more).
-Then it audits the models through the command line on probe sets without a manifest (the cue
+Then it audits the models through the command line (the shortcut sections of the battery,
+AUDITSVC_SECTIONS) on probe sets without a manifest (the cue
 must be discovered, not named): decorrelated (0.5), biased (1.0) and partial (0.85), and scores
 the findings: detection among relying models, false alarms among the others, the named cue.
 
@@ -52,14 +53,18 @@ LEARNING_RATE = 3e-3
 BATCH_SIZE = 64
 PROBE_IMAGES = 200
 AUDIT_TIMEOUT = 3600
+# The sections the verdict on shortcuts is made of; the rest of the battery does not change it.
+AUDIT_SECTIONS = "summary,performance,shortcuts,looking"
 
 MODEL_ALIGNMENT = {"shortcut": 1.0, "partial": 0.85, "clean": 0.5}
 PROBE_ALIGNMENT = {"decorrelated": 0.5, "biased": 1.0, "partial": 0.85}
 AUDITS = [("shortcut", "decorrelated"), ("shortcut", "biased"), ("clean", "decorrelated"), ("clean", "biased"),
           ("partial", "partial"), ("partial", "decorrelated")]
-# The detector's cue families that count as naming the planted cue.
+# The detector's cue families that count as naming the planted cue. "detail" is the detector's
+# name for sharpness and noise together, when its probes cannot tell them apart.
 ACCEPTED_CUES = {"brightness": {"brightness"}, "colour": {"colour", "saturation"}, "corner": {"corner"},
-                 "border": {"border"}, "blur": {"sharpness"}, "noise": {"noise"}, "jpeg": {"compression"}}
+                 "border": {"border"}, "blur": {"sharpness", "detail"}, "noise": {"noise", "detail"},
+                 "jpeg": {"compression"}}
 ARCHS = ("plain", "resnet", "separable")
 QUICK = {"cues": ["corner", "blur"], "archs": ["plain"], "seeds": [0]}
 
@@ -231,7 +236,8 @@ def run_audit(job: AuditJob, detector: str) -> dict:
     """The real command line, one thread per audit so that --jobs audits share the cores."""
     command = [sys.executable, "manage.py", "audit", "--model", str(job.model / "model.pt2"),
                "--dataset", str(job.probe), "--out", str(job.out), "--seed", str(job.case.seed), "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+           "AUDITSVC_SECTIONS": AUDIT_SECTIONS}
     (job.out / "findings.json").unlink(missing_ok=True)
     job.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -388,6 +394,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reaudit", action="store_true", help="re-run every audit; keep the trained models")
     parser.add_argument("--report-only", action="store_true",
                         help="score the audits finished so far (while a run is going); train and audit nothing")
+    parser.add_argument("--train-only", action="store_true", help="make the probe sets and models, audit nothing")
     parser.add_argument("--no-partial-decorrelated", action="store_true",
                         help="skip auditing partial models on the decorrelated probe set")
     args = parser.parse_args(argv)
@@ -414,6 +421,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = [score(job) for job in jobs if finished(job)]
     else:
         prepare(args, cases, {probe for _, probe in audits}, layout, log)
+        if args.train_only:
+            return
         audit_missing([job for job in jobs if args.reaudit or not audit_is_fresh(job)], args.jobs, detector, log)
         rows = [score(job) for job in jobs]
         write_results(layout.root, rows)

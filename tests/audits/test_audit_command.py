@@ -1,6 +1,7 @@
 """`python manage.py audit`: exit codes 0 / 2 / 3, one-line errors, files written or none."""
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -65,3 +66,14 @@ def test_bad_dataset_inputs(capsys, tmp_path, tiny_package):
 def test_missing_arguments_exit_2():
     done = run_cli("--model", "x.pt2")
     assert done.returncode == 2 and "required" in done.stderr
+
+
+def test_part_of_the_battery_from_the_environment(tiny_package, tiny_probe, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "part"
+    done = subprocess.run([sys.executable, "manage.py", "audit", "--model", str(tiny_package), "--dataset",
+                           str(tiny_probe), "--out", str(out), "--device", "cpu"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "AUDITSVC_SECTIONS": "summary, shortcuts"})
+    assert done.returncode == 0, done.stderr
+    assert list(json.loads((out / "findings.json").read_text())["sections"]) == ["summary", "shortcuts"]
+    monkeypatch.setenv("AUDITSVC_SECTIONS", "shortcuts,tea_leaves")
+    assert "tea_leaves" in _bad(capsys, tmp_path, "--model", tiny_package, "--dataset", tiny_probe)

@@ -20,6 +20,7 @@ Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 LoadPixels = Callable[[Sequence[int]], np.ndarray]
 MAX_TREATED = 200
 MIN_TREATED = 8
+MAX_POOL = 64        # donors whose median region is pasted
 FLOOR_MINIMUM = 0.01
 
 
@@ -205,14 +206,17 @@ def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> 
     if intervention.direction in ("swap", "swap_down"):
         up = intervention.direction == "swap"
         treated = _sample(np.flatnonzero(values <= median if up else values >= median), rng)
-        donors = rng.choice(np.flatnonzero(values >= high if up else values <= low), len(treated), replace=True)
+        pool = np.flatnonzero(values >= high if up else values <= low)
+        stats.target = float(high if up else low)
         if intervention.region in interventions.STATISTICS:
+            donors = rng.choice(pool, len(treated), replace=True)
             changed = interventions.statistics_transfer(data.load(treated), data.load(donors),
                                                         interventions.STATISTICS[intervention.region])
-        else:
-            changed = interventions.transplant(intervention.region, data.load(treated), data.load(donors))
-        stats.target = float(high if up else low)
-        return _measure(stats, data, treated, changed, donors)
+            return _measure(stats, data, treated, changed, data.predictions[donors])
+        pool = rng.choice(pool, min(len(pool), MAX_POOL), replace=False)
+        changed = interventions.paste_typical(intervention.region, data.load(treated), data.load(pool))
+        pool_class = np.bincount(data.predictions[pool]).argmax()
+        return _measure(stats, data, treated, changed, np.full(len(treated), pool_class))
     up = intervention.direction == "up"
     treated = _sample(np.flatnonzero(values <= median if up else values >= median), rng)
     stats.target = float(high if up else low)
@@ -229,11 +233,12 @@ def _run_box(intervention, stats: InterventionStats, data: ProbeData, rng) -> In
     donors = np.array([rng.choice(np.flatnonzero(data.labels != data.labels[i]) if (data.labels != data.labels[i]).any()
                                   else np.arange(len(data.labels))) for i in treated])
     changed = interventions.transplant(intervention.region, data.load(treated), data.load(donors), data.boxes[treated])
-    return _measure(stats, data, treated, changed, donors)
+    return _measure(stats, data, treated, changed, data.predictions[donors])
 
 
 def _measure(stats: InterventionStats, data: ProbeData, treated: np.ndarray, changed: np.ndarray,
-             donors: np.ndarray | None = None) -> InterventionStats:
+             donor_classes: np.ndarray | None = None) -> InterventionStats:
+    """Flips of the treated images; `donor_classes`: the prediction of what each one received."""
     if len(treated) < MIN_TREATED:
         stats.status = "untestable"
         return stats
@@ -250,8 +255,8 @@ def _measure(stats: InterventionStats, data: ProbeData, treated: np.ndarray, cha
     if stats.towards:
         stats.top_class, top = max(stats.towards.items(), key=lambda item: item[1])
         stats.top_share = top / stats.flips
-        if donors is not None:
-            stats.follows_donor = float((after[flipped] == data.predictions[donors][flipped]).mean())
+        if donor_classes is not None:
+            stats.follows_donor = float((after[flipped] == donor_classes[flipped]).mean())
     order = np.argsort(-flipped.astype(float) - 1e-3 * data.probabilities[treated], kind="stable")
     chosen = order[: data.example_count]
     stats.examples = [(int(treated[i]), int(before[i]), int(after[i]), float(data.probabilities[treated[i]]),

@@ -139,13 +139,13 @@ INTERVENTIONS = [
     Intervention("add_noise", "noise", "add pixel noise", "noise", "up", (0.01, 0.02, 0.04, 0.06, 0.1, 0.15), _noise),
     Intervention("denoise", "noise", "remove pixel noise (median filter)", "noise", "down", (3,), _denoise),
     Intervention("jpeg", "compression", "compress as JPEG", "blockiness", "up", (80, 60, 40, 25, 15, 8), _jpeg),
-    Intervention("swap_border", "border", "give the border of the images where it stands out most", "border", "swap",
+    Intervention("swap_border", "border", "give the typical border of the images where it stands out most", "border", "swap",
                  region="border"),
-    Intervention("plain_border", "border", "give the border of the images where it stands out least", "border",
+    Intervention("plain_border", "border", "give the typical border of the images where it stands out least", "border",
                  "swap_down", region="border"),
-    *[Intervention(f"swap_{corner}", "corner", f"give the {_corner_words(corner)} corner of the images where it "
+    *[Intervention(f"swap_{corner}", "corner", f"give the typical {_corner_words(corner)} corner of the images where it "
                    "stands out most", corner, "swap", region=corner) for corner in CORNERS],
-    *[Intervention(f"plain_{corner}", "corner", f"give the {_corner_words(corner)} corner of the images where it "
+    *[Intervention(f"plain_{corner}", "corner", f"give the typical {_corner_words(corner)} corner of the images where it "
                    "stands out least", corner, "swap_down", region=corner) for corner in CORNERS],
     Intervention("swap_background", "background", "keep the object, take the background from another image",
                  None, "swap", region="background"),
@@ -231,6 +231,18 @@ def statistics_transfer(pixels: np.ndarray, donors: np.ndarray, channels: tuple[
 
 
 STATISTICS = {"chroma": (1, 2), "luminance": (0,)}
+
+
+def paste_typical(region: str, pixels: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Give every image the pixelwise median of `region` over the donor pool.
+
+    A cue that sits in the same place on every donor (a stamp, a frame) survives the median;
+    parts of objects that happen to reach the border or a corner do not, so the change does
+    not smuggle in the donors' objects."""
+    out = pixels.copy()
+    mask = region_mask(region, *pixels.shape[1:3])
+    out[:, mask] = np.median(pool[:, mask], axis=0).round().astype(pixels.dtype)
+    return out
 
 
 def transplant(region: str, pixels: np.ndarray, donors: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:

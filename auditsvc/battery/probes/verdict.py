@@ -33,6 +33,9 @@ FLIP_EXCESS = 0.15         # flip rate above the noise floor for a causal signal
 DIRECTION_SHARE = 0.6      # share of flips that go to one class (or to the donor image's class)
 KEPT_CONTEXT = 0.5         # correct predictions that survive covering the object
 PROXY_CORRELATION = 0.5    # two cues whose properties correlate this much are one cue
+# Blurring removes grain and noise adds fine detail: when both show, the probes cannot tell
+# them apart, so the finding names what they share.
+MERGED_CUES = {frozenset({"sharpness", "noise"}): "detail"}
 
 
 @dataclass
@@ -146,6 +149,9 @@ def _fold(verdicts: list[CueVerdict], observations: Observations) -> list[CueVer
             kept.append(verdict)
         else:
             host.also.append(verdict)
+    for verdict in kept:
+        families = {verdict.cue, *(a.cue for a in verdict.also)}
+        verdict.cue = next((name for merged, name in MERGED_CUES.items() if merged <= families), verdict.cue)
     return kept
 
 

@@ -19,6 +19,7 @@ from .performance import wilson
 
 ATTRIBUTE_LINK_POWER = 0.6
 LIGHTING = "the lighting and colour of the whole scene"
+DETAIL = "the fine detail of the image"
 CUE_IMAGES = 6
 
 
@@ -131,6 +132,9 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
     if "brightness" in families and families & {"saturation", "colour"}:
         name = name if cue.attribute else LIGHTING
         lead_words = f"{LIGHTING} (as weather or time of day change them), most clearly {lead_words}"
+    elif cue.cue == "detail":
+        name = name if cue.attribute else DETAIL
+        lead_words = f"{DETAIL} (blur and noise change it), most clearly {lead_words}"
     words = lead_words + (f", which tracks the manifest attribute '{cue.attribute}'" if cue.attribute
                           and not cue.cue.startswith("attribute:") else "")
     causal = sorted([t for c in [cue, *cue.also] for t in c.causal], key=lambda t: -t.excess)
@@ -138,7 +142,7 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
     if causal:
         t = causal[0]
         headline.append(f"'{t.words}' flips {t.flip_rate:.0%} of predictions (harmless: {t.floor:.0%})")
-        towards = (f"{t.follows_donor:.0%} of them to the class of the image the region came from"
+        towards = (f"{t.follows_donor:.0%} of them to the class of the images the change came from"
                    if t.follows_donor >= t.top_share else f"{t.top_share:.0%} of them to '{classes[t.top_class]}'")
         sentences.append(f"'{t.words}' changed {t.flip_rate:.0%} of predictions ({t.flips} of {t.treated}; "
                          f"harmless changes: {t.floor:.0%}), {towards}")

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from auditsvc.battery.probes import properties
-from auditsvc.battery.probes.interventions import BY_NAME, INTERVENTIONS, apply_to_target, region_mask, transplant
+from auditsvc.battery.probes.interventions import (
+    BY_NAME, INTERVENTIONS, STATISTICS, apply_to_target, paste_typical, region_mask, statistics_transfer, transplant,
+)
 
 
 @pytest.fixture
@@ -53,3 +55,21 @@ def test_transplant_copies_only_the_region(images):
 def test_harmless_shift_barely_changes_the_image(images):
     shifted = BY_NAME["shift_1px"].transform(images / 255.0, 1)
     assert np.allclose(shifted[:, 1:, 1:], images[:, :-1, :-1] / 255.0)
+
+
+def test_the_typical_region_keeps_a_stamp_and_drops_what_varies(images):
+    pool = (np.random.default_rng(1).random((9, 32, 32, 3)) * 255).astype(np.uint8)
+    mask = region_mask("corner_top_left", 32, 32)
+    pool[:, mask] = (255, 0, 255)           # the same stamp on every donor
+    pool[0, mask] = 0                       # one donor's object reaches into the corner
+    out = paste_typical("corner_top_left", images, pool)
+    assert (out[:, mask] == (255, 0, 255)).all()
+    assert (out[:, ~mask] == images[:, ~mask]).all()
+
+
+def test_grey_images_take_only_the_donors_luminance(images):
+    grey = images[..., :1]
+    donors = np.full_like(grey, 200)
+    assert statistics_transfer(grey, donors, STATISTICS["chroma"]).tolist() == grey.tolist()
+    lit = statistics_transfer(grey, donors, STATISTICS["luminance"])
+    assert lit.shape == grey.shape and abs(lit.mean() - 200) < 2

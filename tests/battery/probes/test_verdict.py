@@ -75,3 +75,17 @@ def test_proxies_of_one_cue_fold_into_one_finding():
     verdicts = decide(props, tests, {}, obs)
     assert len(verdicts) == 1 and verdicts[0].cue == "saturation"
     assert [a.cue for a in verdicts[0].also] == ["brightness"]
+
+
+def test_blur_and_noise_showing_together_are_named_fine_detail():
+    rng = np.random.default_rng(0)
+    cue = rng.random(200)
+    codes = {"noise": (cue * 4).astype(int), "sharpness": (cue * 4).astype(int)}
+    props = [prop("noise", "noise", label_power=1.0, label_p=0.001), prop("sharpness", "sharpness", label_power=0.98,
+                                                                         label_p=0.001)]
+    tests = [change("blur", "sharpness", "sharpness", 1.0, 1e-9, agrees=True),
+             change("add_noise", "noise", "noise", 0.97, 1e-9, agrees=True)]
+    [verdict] = decide(props, tests, {}, observations(**codes))
+    assert (verdict.cue, verdict.category, verdict.severity) == ("detail", "shortcut", "fail")
+    alone = decide(props[:1], tests[1:], {}, observations(**codes))
+    assert [v.cue for v in alone] == ["noise"]

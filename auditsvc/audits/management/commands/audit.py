@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
+from auditsvc.battery import registry
 from auditsvc.battery.context import AuditOptions
 from auditsvc.battery.errors import BadInput
 from auditsvc.battery.results import SEVERITY_RANK
@@ -31,10 +33,20 @@ class Command(BaseCommand):
         parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
         parser.add_argument("--seed", type=int, default=0)
 
+    def _sections(self) -> list[str] | None:
+        """AUDITSVC_SECTIONS=shortcuts,looking runs part of the battery (benchmarks, quick checks)."""
+        chosen = [name.strip() for name in os.environ.get("AUDITSVC_SECTIONS", "").split(",") if name.strip()]
+        if not chosen:
+            return None
+        unknown = sorted(set(chosen) - set(registry.section_names()))
+        if unknown:
+            self._bad_input(f"AUDITSVC_SECTIONS names unknown sections: {', '.join(unknown)}")
+        return chosen
+
     def handle(self, *args, **options):
         if options["reference_meta"] and not options["reference"]:
             self._bad_input("--reference-meta needs --reference")
-        audit_options = AuditOptions(seed=options["seed"], device=options["device"])
+        audit_options = AuditOptions(seed=options["seed"], device=options["device"], sections=self._sections())
         with _ProgressBar(enabled=sys.stderr.isatty()) as bar:
             try:
                 files = audit_to_directory(options["model"], options["dataset"], options["out"],
