@@ -151,7 +151,8 @@ def _fold(verdicts: list[CueVerdict], observations: Observations) -> list[CueVer
             host.also.append(verdict)
     for verdict in kept:
         families = {verdict.cue, *(a.cue for a in verdict.also)}
-        verdict.cue = next((name for merged, name in MERGED_CUES.items() if merged <= families), verdict.cue)
+        verdict.cue = next((name for merged, name in MERGED_CUES.items() if verdict.cue in merged <= families),
+                           verdict.cue)
     return kept
 
 

@@ -89,3 +89,17 @@ def test_blur_and_noise_showing_together_are_named_fine_detail():
     assert (verdict.cue, verdict.category, verdict.severity) == ("detail", "shortcut", "fail")
     alone = decide(props[:1], tests[1:], {}, observations(**codes))
     assert [v.cue for v in alone] == ["noise"]
+
+
+def test_a_lighting_cue_that_also_blurs_keeps_its_name():
+    rng = np.random.default_rng(0)
+    cue = rng.random(200)
+    codes = {name: (cue * 4).astype(int) for name in ("brightness", "noise", "sharpness")}
+    props = [prop("brightness", "brightness", label_power=1.0, label_p=0.001),
+             prop("noise", "noise", label_power=0.9, label_p=0.001),
+             prop("sharpness", "sharpness", label_power=0.9, label_p=0.001)]
+    tests = [change("darker", "brightness", "brightness", 1.0, 1e-9, agrees=True),
+             change("blur", "sharpness", "sharpness", 0.5, 1e-9, agrees=True),
+             change("add_noise", "noise", "noise", 0.5, 1e-9, agrees=True)]
+    [verdict] = decide(props, tests, {}, observations(**codes))
+    assert verdict.cue == "brightness" and {a.cue for a in verdict.also} == {"noise", "sharpness"}
