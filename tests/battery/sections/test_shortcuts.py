@@ -28,7 +28,7 @@ def test_the_weather_model_fails_and_the_cue_is_named(tank_demo):
     [finding] = shortcut_findings(result)
     assert finding.severity == "fail" and result.verdict == "fail"
     assert "'weather'" in finding.title and "not the object" in finding.title
-    assert finding.evidence["attribute"] == "weather"
+    assert finding.evidence["attribute"] == "weather" and finding.code != "shortcut.detail"
     families = {finding.evidence["cue"], *finding.evidence["also"]}
     assert "brightness" in families
     assert finding.evidence["flip_rate"] >= 0.5 and finding.evidence["noise_floor"] <= 0.05
