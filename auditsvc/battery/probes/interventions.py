@@ -139,6 +139,9 @@ INTERVENTIONS = [
     Intervention("add_noise", "noise", "add pixel noise", "noise", "up", (0.01, 0.02, 0.04, 0.06, 0.1, 0.15), _noise),
     Intervention("denoise", "noise", "remove pixel noise (median filter)", "noise", "down", (3,), _denoise),
     Intervention("jpeg", "compression", "compress as JPEG", "blockiness", "up", (80, 60, 40, 25, 15, 8), _jpeg),
+    # Compression cannot be undone; fine grain hides its blocks and smoothness, the nearest way back.
+    Intervention("restore_grain", "compression", "add fine grain (hides compression)", "blockiness", "down",
+                 (0.01, 0.02, 0.04, 0.06), _noise),
     Intervention("swap_border", "border", "give the typical border of the images where it stands out most", "border", "swap",
                  region="border"),
     Intervention("plain_border", "border", "give the typical border of the images where it stands out least", "border",

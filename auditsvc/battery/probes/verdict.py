@@ -6,7 +6,9 @@ background, each manifest attribute):
   the labels, or it predicts the model's predictions beyond what the labels explain;
 - model-side causal signal: changing only the cue flips predictions well above the noise
   floor of a harmless change, mostly towards one class, and towards the class that
-  unchanged images with that cue value are predicted as.
+  unchanged images with that cue value are predicted as; and it does so both when the cue
+  is added and when it is taken away (a model that merely fails on degraded images answers
+  one way only).
 Both agree -> shortcut, fail. One alone -> warn: a shortcut when the predictions follow the
 cue, a data bias when only the labels do. A causal effect the probe images do not bear out
 (blurring hides a camouflaged object) is a sensitivity, listed in the section, not a
@@ -76,6 +78,18 @@ def causal_signal(i: InterventionStats) -> bool:
     return BY_NAME[i.name].decides and large_effect(i)
 
 
+def raises(i: InterventionStats) -> bool:
+    return BY_NAME[i.name].direction in ("up", "swap")
+
+
+def both_ways(family: list[InterventionStats], agreeing: list[InterventionStats]) -> bool:
+    """A model that relies on a cue answers to it being added and to it being taken away; a model
+    that only fails when the image is degraded (blurred, washed out) answers one way. Where the
+    probes can move the cue only one way (JPEG cannot be undone), one way has to do."""
+    testable = {raises(i) for i in family if i.status == "ok" and BY_NAME[i.name].decides}
+    return {raises(i) for i in agreeing} >= testable
+
+
 @dataclass
 class Observations:
     """The probe images' data the folding of proxies needs."""
@@ -109,6 +123,8 @@ def _family(family: str, properties: list[PropertyStats], interventions: list[In
     groups = [p for p in members if group_signal(p) and (label_signal(p) or prediction_signal(p))]
     data_side = bool(labels or predictions or groups)
     agreeing = [i for i in causal if i.agrees]
+    if not both_ways([i for i in interventions if i.cue == family], agreeing):
+        agreeing = []
     lead = _lead(members, causal)
     verdict = CueVerdict(family, "shortcut", "warn", lead, agreeing, bool(labels), bool(predictions), bool(groups),
                          links.get(lead.name) if lead else None)
