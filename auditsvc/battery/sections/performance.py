@@ -181,7 +181,7 @@ def _group_tables(groups: dict) -> list:
 
 
 def _reliability_figure(confidence, correct, calibration) -> Figure:
-    fig, (ax, hist) = figures.plt.subplots(1, 2, figsize=(figures.PAGE_WIDTH_IN * 0.75, 2.4))
+    fig, (ax, hist) = figures.plt.subplots(1, 2, figsize=(figures.PAGE_WIDTH_IN * 0.75, 2.4), layout="constrained")
     bins = calibration["bins"]
     centres = [(b[0] + b[1]) / 2 for b in bins]
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
