@@ -8,9 +8,9 @@ of auditsvc/demo/cues.py:
 and measures each model's reliance on the cue on a hidden decorrelated split (the ground truth:
 it relies when accuracy on cue-aligned and cue-flipped images differs by 20 points or more).
 Then it audits the models through the command line (the shortcut sections of the battery,
-AUDITSVC_SECTIONS) on probe sets without a manifest (the cue
-must be discovered, not named): decorrelated (0.5), biased (1.0) and partial (0.85), and scores
-the findings: detection among relying models, false alarms among the others, the named cue.
+AUDITSVC_SECTIONS) on probe sets without a manifest (the cue must be discovered, not named):
+decorrelated (0.5), biased (1.0) and partial (0.85), and scores the findings: detection among
+relying models, false alarms among the others, the named cue.
 
 Models, probe sets and audits are cached in --out; a re-run redoes only what is missing.
 After a change of the detector, --reaudit re-runs every audit and keeps the models;
