@@ -203,25 +203,55 @@ def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> 
     if high - low <= 1e-9:
         stats.status = "untestable"
         return stats
-    if intervention.direction in ("swap", "swap_down"):
-        up = intervention.direction == "swap"
-        treated = _sample(np.flatnonzero(values <= median if up else values >= median), rng)
-        pool = np.flatnonzero(values >= high if up else values <= low)
-        stats.target = float(high if up else low)
-        if intervention.region in interventions.STATISTICS:
-            donors = rng.choice(pool, len(treated), replace=True)
-            changed = interventions.statistics_transfer(data.load(treated), data.load(donors),
-                                                        interventions.STATISTICS[intervention.region])
-            return _measure(stats, data, treated, changed, data.predictions[donors])
-        pool = rng.choice(pool, min(len(pool), MAX_POOL), replace=False)
-        changed = interventions.paste_typical(intervention.region, data.load(treated), data.load(pool))
-        pool_class = np.bincount(data.predictions[pool]).argmax()
-        return _measure(stats, data, treated, changed, np.full(len(treated), pool_class))
-    up = intervention.direction == "up"
-    treated = _sample(np.flatnonzero(values <= median if up else values >= median), rng)
-    stats.target = float(high if up else low)
+    if intervention.region in interventions.REGIONS:
+        return _run_region(intervention, stats, data, values, rng)
+    up = intervention.direction in ("up", "swap")
+    dose = matched_dose(values, data.predictions, up)
+    if dose is None:
+        stats.status = "untestable"
+        return stats
+    target_class, stats.target = dose
+    treated = _sample(np.flatnonzero((data.predictions != target_class)
+                                     & ((values < stats.target) if up else (values > stats.target))), rng)
+    if intervention.region in interventions.STATISTICS:
+        pool = np.flatnonzero(data.predictions == target_class)
+        donors = rng.choice(pool, len(treated), replace=True)
+        changed = interventions.statistics_transfer(data.load(treated), data.load(donors),
+                                                    interventions.STATISTICS[intervention.region])
+        return _measure(stats, data, treated, changed, data.predictions[donors])
     changed, _ = interventions.apply_to_target(intervention, data.load(treated), stats.target)
     return _measure(stats, data, treated, changed)
+
+
+def matched_dose(values: np.ndarray, predictions: np.ndarray, up: bool) -> tuple[int, float] | None:
+    """The class whose images carry the most (up) or least of the property, and its typical value.
+
+    Moving the other images to that class's median changes the property as much as the model's
+    own predictions say it differs between classes, no more: a flip rate at that dose estimates
+    how much the model's answers turn on the cue, where an extreme dose would also catch models
+    that merely fail on images unlike any they were trained on. A model whose predictions do not
+    follow the property gets a dose near zero."""
+    medians = {int(c): float(np.median(values[predictions == c])) for c in np.unique(predictions)
+               if (predictions == c).sum() >= MIN_TREATED}
+    if len(medians) < 2:
+        return None
+    target_class = (max if up else min)(medians, key=medians.get)
+    return target_class, medians[target_class]
+
+
+def _run_region(intervention, stats: InterventionStats, data: ProbeData, values: np.ndarray, rng) -> InterventionStats:
+    """Paste the typical border or corner of the images where the region stands out most (least)."""
+    low, median, high = np.quantile(values, [0.1, 0.5, 0.9])
+    up = intervention.direction == "swap"
+    pool = np.flatnonzero(values >= high if up else values <= low)
+    stats.target = float(high if up else low)
+    pool = rng.choice(pool, min(len(pool), MAX_POOL), replace=False)
+    pool_class = np.bincount(data.predictions[pool]).argmax()
+    # As for the other changes, only images predicted as another class than the donors' can be converted.
+    treated = _sample(np.flatnonzero((data.predictions != pool_class) & (values <= median if up else values >= median)),
+                      rng)
+    changed = interventions.paste_typical(intervention.region, data.load(treated), data.load(pool))
+    return _measure(stats, data, treated, changed, np.full(len(treated), pool_class))
 
 
 def _run_box(intervention, stats: InterventionStats, data: ProbeData, rng) -> InterventionStats:

@@ -1,10 +1,11 @@
 """Counterfactual interventions: change one property of an image and nothing the label depends on.
 
-Strength comes from the probe set itself: an intervention moves each treated image's
-property to the far end of what the probe set already contains (its 10th or 90th
-percentile), so the change stays within the images the model is audited on. A donor
-intervention transplants a region (border, a corner, the background around the object)
-from images at the other end of that property's distribution.
+Strength comes from the probe set and the model's own predictions (evidence.matched_dose): an
+intervention moves each treated image's property to its median among the images predicted as
+the class that carries most (or least) of it, so the change is as large as the difference the
+model's answers already draw, and stays within the images it is audited on. A statistics
+intervention gives each treated image the colour or light statistics of one such image; a region
+intervention pastes the typical border or corner of the images where that region stands out most.
 """
 
 from __future__ import annotations
@@ -234,6 +235,7 @@ def statistics_transfer(pixels: np.ndarray, donors: np.ndarray, channels: tuple[
 
 
 STATISTICS = {"chroma": (1, 2), "luminance": (0,)}
+REGIONS = ("border", *CORNERS)
 
 
 def paste_typical(region: str, pixels: np.ndarray, pool: np.ndarray) -> np.ndarray:

@@ -3,12 +3,13 @@
 Per cue family (brightness, colour, sharpness, noise, compression, border, corner,
 background, each manifest attribute):
 - data-side signal (observational, from the probe images as they are): the cue predicts
-  the labels, or it predicts the model's predictions beyond what the labels explain;
-- model-side causal signal: changing only the cue flips predictions well above the noise
-  floor of a harmless change, mostly towards one class, and towards the class that
-  unchanged images with that cue value are predicted as; and it does so both when the cue
-  is added and when it is taken away (a model that merely fails on degraded images answers
-  one way only).
+  the labels, or it predicts the model's predictions beyond what the labels explain, or
+  accuracy differs across its tertiles within a label (this last only with a causal signal);
+- model-side causal signal: changing only the cue flips predictions above the noise floor of
+  a harmless change, significantly, mostly towards one class, and towards the class that
+  unchanged images with that cue value are predicted as; the reliance estimate (the strongest
+  such effect of adding the cue and of taking it away, averaged) must reach RELIANCE (a model
+  that merely fails on degraded images answers one way only and scores half).
 Both agree -> shortcut, fail. One alone -> warn: a shortcut when the predictions follow the
 cue, a data bias when only the labels do. A causal effect the probe images do not bear out
 (blurring hides a camouflaged object) is a sensitivity, listed in the section, not a
@@ -31,7 +32,8 @@ SIGNIFICANCE = 0.01
 LABEL_POWER = 0.3          # a property that predicts labels this well is a data-side cue
 BEYOND_LABEL_POWER = 0.2   # predictions follow the property this much better than labels do
 GROUP_GAP = 0.2
-FLIP_EXCESS = 0.15         # flip rate above the noise floor for a causal signal
+FLIP_EXCESS = 0.15         # flip rate above the noise floor for a large effect (a sensitivity)
+RELIANCE = 0.26            # reliance estimate (flip rate above the floor, both ways averaged) for a causal signal
 DIRECTION_SHARE = 0.6      # share of flips that go to one class (or to the donor image's class)
 KEPT_CONTEXT = 0.5         # correct predictions that survive covering the object
 PROXY_CORRELATION = 0.5    # two cues whose properties correlate this much are one cue
@@ -51,6 +53,7 @@ class CueVerdict:
     prediction_signal: bool = False
     group_signal: bool = False
     attribute: str | None = None     # manifest attribute the cue tracks
+    reliance: float = 0.0            # see reliance(): flips beyond the floor, adding and removing the cue averaged
     also: list["CueVerdict"] = field(default_factory=list)   # proxies of the same cue, folded in
 
 
@@ -82,12 +85,28 @@ def raises(i: InterventionStats) -> bool:
     return BY_NAME[i.name].direction in ("up", "swap")
 
 
-def both_ways(family: list[InterventionStats], agreeing: list[InterventionStats]) -> bool:
-    """A model that relies on a cue answers to it being added and to it being taken away; a model
-    that only fails when the image is degraded (blurred, washed out) answers one way. Where the
-    probes can move the cue only one way (JPEG cannot be undone), one way has to do."""
+def directed(i: InterventionStats) -> bool:
+    """A significant change of predictions, mostly to one class, the class the property's end goes with."""
+    return (i.status == "ok" and BY_NAME[i.name].decides and i.agrees and i.p_adjusted < SIGNIFICANCE
+            and max(i.top_share, i.follows_donor) >= DIRECTION_SHARE)
+
+
+def reliance(family: list[InterventionStats]) -> tuple[float, list[InterventionStats]]:
+    """How much the model's answers turn on the cue: the strongest directed effect of adding it and
+    of taking it away, averaged (as the ground truth averages cue-aligned and cue-flipped images).
+
+    A model that merely fails on degraded images (blurred, washed out) answers one way only and
+    scores half its effect. Where the probes can move the cue one way only, that way counts alone.
+    Returns the estimate and the changes it rests on."""
     testable = {raises(i) for i in family if i.status == "ok" and BY_NAME[i.name].decides}
-    return {raises(i) for i in agreeing} >= testable
+    best = {}
+    for i in family:
+        if directed(i) and i.excess > best.get(raises(i), (0.0, None))[0]:
+            best[raises(i)] = (i.excess, i)
+    if not testable:
+        return 0.0, []
+    estimate = sum(best.get(way, (0.0, None))[0] for way in testable) / len(testable)
+    return estimate, sorted((i for _, i in best.values()), key=lambda i: -i.excess)
 
 
 @dataclass
@@ -120,17 +139,21 @@ def _family(family: str, properties: list[PropertyStats], interventions: list[In
     causal = sorted((i for i in interventions if i.cue == family and causal_signal(i)), key=lambda i: -i.excess)
     labels = [p for p in members if label_signal(p)]
     predictions = [p for p in members if prediction_signal(p)]
-    groups = [p for p in members if group_signal(p) and (label_signal(p) or prediction_signal(p))]
+    # A group gap (accuracy differs with the property within a label) is data-side evidence that a causal
+    # signal can confirm; alone it may be a hard subset of images, so it never warns by itself.
+    groups = [p for p in members if group_signal(p)]
     data_side = bool(labels or predictions or groups)
-    agreeing = [i for i in causal if i.agrees]
-    if not both_ways([i for i in interventions if i.cue == family], agreeing):
-        agreeing = []
+    estimate, supporting = reliance([i for i in interventions if i.cue == family])
+    # Answers that go with the cue while changing it moves none of them: the association is in
+    # which images the model gets wrong, not something it relies on.
+    tested = any(i.cue == family and i.status == "ok" and BY_NAME[i.name].decides for i in interventions)
+    agreeing = supporting if estimate >= RELIANCE else []
     lead = _lead(members, causal)
     verdict = CueVerdict(family, "shortcut", "warn", lead, agreeing, bool(labels), bool(predictions), bool(groups),
-                         links.get(lead.name) if lead else None)
+                         links.get(lead.name) if lead else None, round(estimate, 4))
     if agreeing and data_side:
         verdict.severity = "fail"
-    elif predictions:
+    elif predictions and not (tested and estimate == 0.0):
         pass  # the model's answers follow the cue on real images: a shortcut warning
     elif family == "background" and causal and min(i.follows_donor for i in causal) >= DIRECTION_SHARE:
         verdict.causal = causal  # no property to observe; predictions follow the swapped-in background
@@ -153,7 +176,7 @@ def strength(v: CueVerdict) -> tuple:
     rank = {("shortcut", "fail"): 3, ("shortcut", "warn"): 2, ("bias", "warn"): 1}[(v.category, v.severity)]
     power = max(v.lead.prediction_power, v.lead.label_power) if v.lead else 0.0
     excess = max((i.excess for i in v.causal), default=0.0)
-    return (rank, round(power, 2), excess)
+    return (rank, round(v.reliance, 1), round(power, 2), excess)
 
 
 def _fold(verdicts: list[CueVerdict], observations: Observations) -> list[CueVerdict]:

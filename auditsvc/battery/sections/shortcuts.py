@@ -146,6 +146,9 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
                    if t.follows_donor >= t.top_share else f"{t.top_share:.0%} of them to '{classes[t.top_class]}'")
         sentences.append(f"'{t.words}' changed {t.flip_rate:.0%} of predictions ({t.flips} of {t.treated}; "
                          f"harmless changes: {t.floor:.0%}), {towards}")
+        if cue.reliance:
+            sentences.append(f"adding the cue and taking it away change on average {cue.reliance:.0%} of predictions "
+                             f"beyond harmless changes")
     if cue.lead and cue.prediction_signal:
         headline.append(f"predicts the answers with power {cue.lead.prediction_power:.2f}, the labels "
                         f"{cue.lead.label_power:.2f}")
@@ -179,6 +182,7 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         "prediction_power": lead.prediction_power if lead else None,
         "beyond_label_p": lead.beyond_label_p if lead else None,
         "group_gap": lead.group_gap if lead else None,
+        "reliance": cue.reliance,
         "strongest_change": strongest.name if strongest else None,
         "flip_rate": strongest.flip_rate if strongest else None,
         "noise_floor": strongest.floor if strongest else None,
@@ -305,9 +309,11 @@ def _intervention_table(context: AuditContext, tests: list[InterventionStats],
         towards = f"{context.classes[t.top_class]} ({t.top_share:.0%})" if t.top_class is not None else "-"
         rows.append([t.words, t.treated, f"{t.flip_rate:.0%}", f"{t.accuracy_before:.0%} -> {t.accuracy_after:.0%}",
                      towards, _p(t.p_adjusted) if t.cue != "none" else "noise floor"])
-    caption = ("Each change alters one property of the treated images, moved to the far end of what the probe set "
-               "contains. Flip: share of predictions that changed; p: one-sided binomial test against the flip rate "
-               "of harmless one- and two-pixel shifts, Holm-adjusted.")
+    caption = ("Each change alters one property of the treated images: it moves them to the typical value among the "
+               "images predicted as the class that carries most (or least) of it (images already predicted as that "
+               "class are not treated); border and corner changes paste the typical region of the images where it "
+               "stands out most (least). Flip: share of predictions that changed; p: one-sided binomial test "
+               "against the flip rate of harmless one- and two-pixel shifts, Holm-adjusted.")
     return Table(["change", "images", "flips", "accuracy", "flips towards", "p"], rows, caption, title)
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 
 from auditsvc.battery.probes.evidence import InterventionStats, PropertyStats
-from auditsvc.battery.probes.verdict import Observations, decide, sensitivities
+from auditsvc.battery.probes.verdict import Observations, decide, reliance, sensitivities
 
 
 def prop(name, cue, label_power=0.0, label_p=1.0, prediction_power=0.0, beyond_p=1.0, gap=0.0, gap_p=1.0):
@@ -103,3 +103,46 @@ def test_a_lighting_cue_that_also_blurs_keeps_its_name():
              change("add_noise", "noise", "noise", 0.5, 1e-9, agrees=True)]
     [verdict] = decide(props, tests, {}, observations(**codes))
     assert verdict.cue == "brightness" and {a.cue for a in verdict.also} == {"noise", "sharpness"}
+
+
+def test_reliance_averages_adding_and_taking_away_the_cue():
+    blur = change("blur", "sharpness", "sharpness", 0.61, 1e-9, agrees=True)
+    sharpen = change("sharpen", "sharpness", "sharpness", 0.21, 1e-9, agrees=True)
+    estimate, supporting = reliance([blur, sharpen])
+    assert abs(estimate - ((0.61 - 0.01) + (0.21 - 0.01)) / 2) < 1e-9
+    assert [t.name for t in supporting] == ["blur", "sharpen"]
+
+
+def test_a_model_that_only_fails_on_degraded_images_scores_half():
+    blur = change("blur", "sharpness", "sharpness", 0.31, 1e-9, agrees=True)
+    sharpen = change("sharpen", "sharpness", "sharpness", 0.0, 1.0, agrees=False)
+    assert abs(reliance([blur, sharpen])[0] - 0.15) < 1e-9
+    props = [prop("sharpness", "sharpness", label_power=0.9, label_p=0.001)]
+    [verdict] = decide(props, [blur, sharpen], {}, observations())
+    assert verdict.category == "bias"
+    # Where the probes can only move the cue one way, that way counts alone.
+    [verdict] = decide(props, [blur], {}, observations())
+    assert (verdict.category, verdict.severity) == ("shortcut", "fail")
+
+
+def test_answers_that_go_with_a_cue_no_change_of_it_moves_are_not_a_shortcut():
+    # A weak model that errs on sharp images: sharpness predicts its answers beyond the labels,
+    # but blurring and sharpening leave them alone.
+    props = [prop("sharpness", "sharpness", label_power=0.4, label_p=0.001, prediction_power=0.7, beyond_p=0.001)]
+    still = [change("blur", "sharpness", "sharpness", 0.01, 1.0), change("sharpen", "sharpness", "sharpness", 0.0, 1.0)]
+    [verdict] = decide(props, still, {}, observations())
+    assert verdict.category == "bias"
+    [verdict] = decide(props, [], {}, observations())   # nothing could change it: the data alone warn
+    assert (verdict.category, verdict.severity) == ("shortcut", "warn")
+
+
+def test_findings_rank_by_how_much_the_answers_turn_on_the_cue():
+    rng = np.random.default_rng(0)
+    codes = {"noise": rng.integers(0, 4, 200), "blockiness": rng.integers(0, 4, 200)}
+    props = [prop("noise", "noise", label_power=0.95, label_p=0.001),
+             prop("blockiness", "compression", label_power=0.85, label_p=0.001)]
+    tests = [change("add_noise", "noise", "noise", 0.5, 1e-9, agrees=True),
+             change("denoise", "noise", "noise", 0.0, 1.0),
+             change("jpeg", "compression", "blockiness", 0.98, 1e-9, agrees=True)]
+    verdicts = decide(props, tests, {}, observations(**codes))
+    assert [v.cue for v in verdicts][0] == "compression"

@@ -1,0 +1,81 @@
+"""Dose-matched interventions on a stand-in model whose answers are a known function of the pixels."""
+
+import numpy as np
+
+from auditsvc.battery.probes import properties
+from auditsvc.battery.probes.evidence import ProbeData, matched_dose, run_interventions
+
+
+def grey_images(levels: np.ndarray, size: int = 16) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    base = levels[:, None, None, None] + rng.normal(0, 0.02, (len(levels), size, size, 3))
+    return (np.clip(base, 0, 1) * 255).round().astype(np.uint8)
+
+
+def probe(images: np.ndarray, labels: np.ndarray, predict) -> ProbeData:
+    predictions, probabilities = predict(images)
+    return ProbeData(properties.measure(images), labels, predictions, probabilities,
+                     np.full((len(images), 4), np.nan), True, lambda idx: images[np.asarray(idx)], predict, seed=0)
+
+
+def follows_brightness(pixels: np.ndarray):
+    predictions = (pixels.mean(axis=(1, 2, 3)) / 255 > 0.5).astype(int)
+    return predictions, np.ones(len(pixels))
+
+
+def test_matched_dose_is_the_typical_value_of_the_class_with_most_or_least():
+    values = np.array([1.0, 2.0, 3.0, 10.0, 11.0, 12.0] * 4)
+    predictions = np.array([0, 0, 0, 1, 1, 1] * 4)
+    assert matched_dose(values, predictions, up=True) == (1, 11.0)
+    assert matched_dose(values, predictions, up=False) == (0, 2.0)
+    assert matched_dose(values, np.zeros_like(predictions), up=True) is None  # one class: nothing to match
+
+
+def test_a_model_that_follows_brightness_is_converted_and_one_that_does_not_is_left_alone():
+    rng = np.random.default_rng(0)
+    levels = rng.uniform(0.3, 0.7, 120)
+    labels = rng.integers(0, 2, 120)
+    images = grey_images(levels)
+    tests = {t.name: t for t in run_interventions(probe(images, labels, follows_brightness))}
+    brighter, darker = tests["brighter"], tests["darker"]
+    # Only images predicted as the other class are treated, and moving them to the typical brightness
+    # of the bright class converts them.
+    assert brighter.treated > 40 and brighter.flip_rate > 0.9 and brighter.top_class == 1 and brighter.agrees
+    assert darker.flip_rate > 0.9 and darker.top_class == 0 and darker.agrees
+    assert brighter.floor < 0.05
+
+
+
+def follows_gradient(pixels: np.ndarray):
+    """Answers by which side of the image is lighter, whatever the overall brightness."""
+    halves = pixels.astype(float).reshape(len(pixels), pixels.shape[1], 2, -1)
+    predictions = (halves[:, :, 1].mean(axis=(1, 2)) > halves[:, :, 0].mean(axis=(1, 2))).astype(int)
+    return predictions, np.ones(len(pixels))
+
+
+def test_a_model_that_ignores_brightness_gets_a_small_dose_and_no_flips():
+    rng = np.random.default_rng(0)
+    levels, labels = rng.uniform(0.3, 0.7, 120), rng.integers(0, 2, 120)
+    ramp = np.linspace(-0.1, 0.1, 16)[None, None, :, None] * np.where(labels, 1, -1)[:, None, None, None]
+    images = (np.clip(levels[:, None, None, None] + ramp + np.zeros((1, 16, 16, 3)), 0, 1) * 255).astype(np.uint8)
+    data = probe(images, labels, follows_gradient)
+    assert (data.predictions == labels).all()
+    tests = {t.name: t for t in run_interventions(data)}
+    brightness = data.values["brightness"]
+    spread = np.quantile(brightness, 0.9) - np.quantile(brightness, 0.1)
+    assert abs(tests["brighter"].target - np.median(brightness)) < 0.25 * spread
+    assert tests["brighter"].flip_rate <= 0.05 and tests["darker"].flip_rate <= 0.05
+
+
+def test_a_pasted_border_is_only_tried_on_images_not_already_answered_as_the_donors_class():
+    rng = np.random.default_rng(0)
+    images = grey_images(rng.uniform(0.3, 0.7, 100))
+    framed = np.arange(100) < 70          # most images carry the frame, so the median lies among them
+    images[framed, :2], images[framed, -2:], images[framed, :, :2], images[framed, :, -2:] = 255, 255, 255, 255
+
+    def follows_frame(pixels):
+        return (pixels[:, 0, 8].mean(axis=1) > 250).astype(int), np.ones(len(pixels))
+
+    data = probe(images, framed.astype(int), follows_frame)
+    swap = next(t for t in run_interventions(data) if t.name == "swap_border")
+    assert swap.treated == 30 and swap.flip_rate == 1.0 and swap.top_class == 1
