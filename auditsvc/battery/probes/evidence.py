@@ -216,11 +216,21 @@ def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> 
     if intervention.region in interventions.STATISTICS:
         pool = np.flatnonzero(data.predictions == target_class)
         donors = rng.choice(pool, len(treated), replace=True)
+        if len(treated) < MIN_TREATED:
+            return _untestable(stats)
         changed = interventions.statistics_transfer(data.load(treated), data.load(donors),
                                                     interventions.STATISTICS[intervention.region])
         return _measure(stats, data, treated, changed, data.predictions[donors])
+    if len(treated) < MIN_TREATED:
+        return _untestable(stats)
     changed, _ = interventions.apply_to_target(intervention, data.load(treated), stats.target)
     return _measure(stats, data, treated, changed)
+
+
+def _untestable(stats: InterventionStats) -> InterventionStats:
+    """Too few images to treat: the model answers (nearly) all of them as the class the change leads to."""
+    stats.status = "untestable"
+    return stats
 
 
 def matched_dose(values: np.ndarray, predictions: np.ndarray, up: bool) -> tuple[int, float] | None:
@@ -250,6 +260,8 @@ def _run_region(intervention, stats: InterventionStats, data: ProbeData, values:
     # As for the other changes, only images predicted as another class than the donors' can be converted.
     treated = _sample(np.flatnonzero((data.predictions != pool_class) & (values <= median if up else values >= median)),
                       rng)
+    if len(treated) < MIN_TREATED:
+        return _untestable(stats)
     changed = interventions.paste_typical(intervention.region, data.load(treated), data.load(pool))
     return _measure(stats, data, treated, changed, np.full(len(treated), pool_class))
 

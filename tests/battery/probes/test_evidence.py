@@ -79,3 +79,12 @@ def test_a_pasted_border_is_only_tried_on_images_not_already_answered_as_the_don
     data = probe(images, framed.astype(int), follows_frame)
     swap = next(t for t in run_interventions(data) if t.name == "swap_border")
     assert swap.treated == 30 and swap.flip_rate == 1.0 and swap.top_class == 1
+
+
+def test_a_model_that_answers_one_class_only_leaves_the_changes_untestable():
+    rng = np.random.default_rng(0)
+    images = grey_images(rng.uniform(0.3, 0.7, 60))
+    data = probe(images, rng.integers(0, 2, 60), lambda pixels: (np.zeros(len(pixels), int), np.ones(len(pixels))))
+    tests = {t.name: t for t in run_interventions(data)}
+    assert tests["brighter"].status == tests["swap_border"].status == "untestable"
+    assert tests["shift_1px"].status == "ok"
