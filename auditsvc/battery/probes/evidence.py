@@ -201,15 +201,13 @@ def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> 
     values = data.values[intervention.property]
     low, median, high = np.quantile(values, [0.1, 0.5, 0.9])
     if high - low <= 1e-9:
-        stats.status = "untestable"
-        return stats
+        return _untestable(stats)
     if intervention.region in interventions.REGIONS:
         return _run_region(intervention, stats, data, values, rng)
     up = intervention.direction in ("up", "swap")
     dose = matched_dose(values, data.predictions, up)
     if dose is None:
-        stats.status = "untestable"
-        return stats
+        return _untestable(stats)
     target_class, stats.target = dose
     treated = _sample(np.flatnonzero((data.predictions != target_class)
                                      & ((values < stats.target) if up else (values > stats.target))), rng)
@@ -228,7 +226,7 @@ def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> 
 
 
 def _untestable(stats: InterventionStats) -> InterventionStats:
-    """Too few images to treat: the model answers (nearly) all of them as the class the change leads to."""
+    """Nothing to measure: no spread of the property, no boxes, or too few images to treat."""
     stats.status = "untestable"
     return stats
 
@@ -269,8 +267,7 @@ def _run_region(intervention, stats: InterventionStats, data: ProbeData, values:
 def _run_box(intervention, stats: InterventionStats, data: ProbeData, rng) -> InterventionStats:
     boxed = np.flatnonzero(~np.isnan(data.boxes).any(axis=1))
     if len(boxed) < MIN_TREATED:
-        stats.status = "untestable"
-        return stats
+        return _untestable(stats)
     treated = _sample(boxed, rng)
     donors = np.array([rng.choice(np.flatnonzero(data.labels != data.labels[i]) if (data.labels != data.labels[i]).any()
                                   else np.arange(len(data.labels))) for i in treated])
@@ -282,8 +279,7 @@ def _measure(stats: InterventionStats, data: ProbeData, treated: np.ndarray, cha
              donor_classes: np.ndarray | None = None) -> InterventionStats:
     """Flips of the treated images; `donor_classes`: the prediction of what each one received."""
     if len(treated) < MIN_TREATED:
-        stats.status = "untestable"
-        return stats
+        return _untestable(stats)
     after, after_probability = data.predict(changed)
     before, labels = data.predictions[treated], data.labels[treated]
     flipped = after != before
