@@ -20,7 +20,7 @@ Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 LoadPixels = Callable[[Sequence[int]], np.ndarray]
 MAX_TREATED = 200
 MIN_TREATED = 8
-MAX_POOL = 64        # donors whose median region is pasted
+MAX_POOL = 64        # donors whose median region or statistics set the change
 FLOOR_MINIMUM = 0.01
 
 
@@ -190,6 +190,10 @@ def _sample(indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.sort(indices)
 
 
+def _pool(indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return rng.choice(indices, min(len(indices), MAX_POOL), replace=False)
+
+
 def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> InterventionStats:
     stats = InterventionStats(intervention.name, intervention.cue, intervention.words, intervention.property, "ok")
     n = len(data.labels)
@@ -211,16 +215,14 @@ def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> 
     target_class, stats.target = dose
     treated = _sample(np.flatnonzero((data.predictions != target_class)
                                      & ((values < stats.target) if up else (values > stats.target))), rng)
-    if intervention.region in interventions.STATISTICS:
-        pool = np.flatnonzero(data.predictions == target_class)
-        donors = rng.choice(pool, len(treated), replace=True)
-        if len(treated) < MIN_TREATED:
-            return _untestable(stats)
-        changed = interventions.statistics_transfer(data.load(treated), data.load(donors),
-                                                    interventions.STATISTICS[intervention.region])
-        return _measure(stats, data, treated, changed, data.predictions[donors])
     if len(treated) < MIN_TREATED:
         return _untestable(stats)
+    if intervention.region in interventions.STATISTICS:
+        towards = _pool(np.flatnonzero(data.predictions == target_class), rng)
+        away = _pool(np.flatnonzero(data.predictions != target_class), rng)
+        changed = interventions.statistics_shift(data.load(treated), data.load(towards), data.load(away),
+                                                 interventions.STATISTICS[intervention.region])
+        return _measure(stats, data, treated, changed, np.full(len(treated), target_class))
     changed, _ = interventions.apply_to_target(intervention, data.load(treated), stats.target)
     return _measure(stats, data, treated, changed)
 
@@ -253,7 +255,7 @@ def _run_region(intervention, stats: InterventionStats, data: ProbeData, values:
     up = intervention.direction == "swap"
     pool = np.flatnonzero(values >= high if up else values <= low)
     stats.target = float(high if up else low)
-    pool = rng.choice(pool, min(len(pool), MAX_POOL), replace=False)
+    pool = _pool(pool, rng)
     pool_class = np.bincount(data.predictions[pool]).argmax()
     # As for the other changes, only images predicted as another class than the donors' can be converted.
     treated = _sample(np.flatnonzero((data.predictions != pool_class) & (values <= median if up else values >= median)),

@@ -4,8 +4,9 @@ Strength comes from the probe set and the model's own predictions (evidence.matc
 intervention moves each treated image's property to its median among the images predicted as
 the class that carries most (or least) of it, so the change is as large as the difference the
 model's answers already draw, and stays within the images it is audited on. A statistics
-intervention gives each treated image the colour or light statistics of one such image; a region
-intervention pastes the typical border or corner of the images where that region stands out most.
+intervention shifts each treated image's colour balance or light by as much as the typical image
+of that class differs from the typical image of the others; a region intervention pastes the
+typical border or corner of the images where that region stands out most.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from scipy import ndimage
 
 from . import properties
 
-Transform = Callable[[np.ndarray, float], np.ndarray]  # float (n, H, W, C) in [0, 1], strength -> same
+Transform = Callable[[np.ndarray, np.ndarray], np.ndarray]  # float (n, H, W, C) in [0, 1], strength per image -> same
 
 
 @dataclass(frozen=True)
@@ -29,72 +30,81 @@ class Intervention:
     cue: str                 # cue family it tests (see properties.Property.cue)
     words: str               # what it does, for the report
     property: str | None     # the property it moves; None for harmless and box interventions
-    direction: str           # "up", "down", "swap" (donors from the high end), "swap_down" (from the low end), "none"
+    direction: str           # "up", "down", "swap" (towards the high end), "swap_down" (towards the low end), "none"
     ladder: tuple[float, ...] = ()
     transform: Transform | None = None
-    region: str | None = None   # donor interventions: "border", "corner_top_left", ..., "background", "object",
-    #                             or "chroma" / "luminance" (the donor's colour / light statistics, not its pixels)
+    identity: float = 0.0    # the strength that leaves an image unchanged (dosing refines between it and the ladder)
+    region: str | None = None   # "border", "corner_top_left", ...: the donors' typical region is pasted;
+    #                             "background", "object": from one donor image; "chroma" / "luminance": the
+    #                             colour / light statistics are shifted as they differ between the model's answers
     harmless: bool = False
     decides: bool = True        # False: a synthetic change shown as a sensitivity, never as evidence of a cue
 
 
+def _each(strength, x: np.ndarray) -> np.ndarray:
+    """A strength per image, shaped to broadcast over (n, H, W, C)."""
+    return np.broadcast_to(np.asarray(strength, np.float64), (len(x),)).reshape(-1, 1, 1, 1)
+
+
 def _gain(x, s):
-    return x * s
+    return x * _each(s, x)
 
 
 def _gamma(x, s):
-    return np.clip(x, 0, 1) ** s
+    return np.clip(x, 0, 1) ** _each(s, x)
 
 
 def _contrast(x, s):
     mean = x.mean(axis=(1, 2, 3), keepdims=True)
-    return (x - mean) * s + mean
+    return (x - mean) * _each(s, x) + mean
 
 
 def _saturation(x, s):
     grey = x.mean(axis=3, keepdims=True)
-    return grey + (x - grey) * s
+    return grey + (x - grey) * _each(s, x)
 
 
 def _channel_gain(channel: int) -> Transform:
     def apply(x, s):
         out = x.copy()
-        out[..., channel] *= s
+        out[..., channel] *= _each(s, x)[..., 0]
         return out
     return apply
 
 
 def _blur(x, s):
-    return ndimage.gaussian_filter(x, sigma=(0, s, s, 0))
+    sigmas = _each(s, x).ravel()
+    return np.stack([ndimage.gaussian_filter(image, sigma=(sigma, sigma, 0)) for image, sigma in zip(x, sigmas)])
 
 
 def _sharpen(x, s):
-    return x + s * (x - ndimage.gaussian_filter(x, sigma=(0, 1.0, 1.0, 0)))
+    return x + _each(s, x) * (x - ndimage.gaussian_filter(x, sigma=(0, 1.0, 1.0, 0)))
 
 
 def _noise(x, s):
     rng = np.random.default_rng(int(x.sum() * 1000) % 2**32)  # reproducible for the same images
-    return x + rng.normal(0, s, x.shape)
+    return x + rng.normal(0, 1, x.shape) * _each(s, x)
 
 
 def _denoise(x, s):
-    return ndimage.median_filter(x, size=(1, int(s), int(s), 1))
+    """Blend towards a 3x3 median filter: 1 is the full filter, less removes only part of the noise."""
+    return x + _each(s, x) * (ndimage.median_filter(x, size=(1, 3, 3, 1)) - x)
 
 
 def _jpeg(x, quality):
     out = np.empty_like(x)
-    for i, image in enumerate(x):
+    for i, (image, q) in enumerate(zip(x, _each(quality, x).ravel())):
         array = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
         grey = array.shape[2] == 1
         buffer = io.BytesIO()
-        Image.fromarray(array[:, :, 0] if grey else array).save(buffer, "JPEG", quality=int(quality))
+        Image.fromarray(array[:, :, 0] if grey else array).save(buffer, "JPEG", quality=int(round(q)))
         decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())), dtype=np.float64) / 255
         out[i] = decoded[:, :, None] if grey else decoded
     return out
 
 
 def _shift(x, s):
-    step = int(s)
+    step = int(np.asarray(s).flat[0])
     padded = np.pad(x, ((0, 0), (step, 0), (step, 0), (0, 0)), mode="edge")
     return padded[:, : x.shape[1], : x.shape[2]]
 
@@ -110,36 +120,37 @@ DOWN = tuple(1 / v for v in UP)
 INTERVENTIONS = [
     Intervention("shift_1px", "none", "shift by one pixel", None, "none", (1,), _shift, harmless=True),
     Intervention("shift_2px", "none", "shift by two pixels", None, "none", (2,), _shift, harmless=True),
-    Intervention("brighter", "brightness", "make brighter", "brightness", "up", UP, _gain),
-    Intervention("darker", "brightness", "make darker", "brightness", "down", DOWN, _gain),
-    Intervention("lighting_of_brighter", "brightness", "give the brightness and contrast of the brightest images",
+    Intervention("brighter", "brightness", "make brighter", "brightness", "up", UP, _gain, 1.0),
+    Intervention("darker", "brightness", "make darker", "brightness", "down", DOWN, _gain, 1.0),
+    Intervention("lighting_of_brighter", "brightness", "shift brightness and contrast towards the brightest answers",
                  "brightness", "swap", region="luminance"),
-    Intervention("lighting_of_darker", "brightness", "give the brightness and contrast of the darkest images",
+    Intervention("lighting_of_darker", "brightness", "shift brightness and contrast towards the darkest answers",
                  "brightness", "swap_down", region="luminance"),
     # Gamma curves change tonal relations no camera exposure would: a sensitivity, not evidence.
     Intervention("gamma_brighter", "brightness", "brighten the mid-tones (gamma)", "brightness", "up",
-                 (0.9, 0.8, 0.7, 0.6, 0.5, 0.4), _gamma, decides=False),
+                 (0.9, 0.8, 0.7, 0.6, 0.5, 0.4), _gamma, 1.0, decides=False),
     Intervention("gamma_darker", "brightness", "darken the mid-tones (gamma)", "brightness", "down",
-                 (1.1, 1.25, 1.4, 1.6, 1.9, 2.3), _gamma, decides=False),
-    Intervention("more_contrast", "contrast", "raise contrast", "contrast", "up", UP, _contrast),
-    Intervention("less_contrast", "contrast", "lower contrast", "contrast", "down", DOWN, _contrast),
-    Intervention("more_saturated", "saturation", "saturate colours", "saturation", "up", UP, _saturation),
+                 (1.1, 1.25, 1.4, 1.6, 1.9, 2.3), _gamma, 1.0, decides=False),
+    Intervention("more_contrast", "contrast", "raise contrast", "contrast", "up", UP, _contrast, 1.0),
+    Intervention("less_contrast", "contrast", "lower contrast", "contrast", "down", DOWN, _contrast, 1.0),
+    Intervention("more_saturated", "saturation", "saturate colours", "saturation", "up", UP, _saturation, 1.0),
     Intervention("greyer", "saturation", "desaturate towards grey", "saturation", "down",
-                 (0.8, 0.6, 0.4, 0.2, 0.0), _saturation),
-    # Colour casts taken from real probe images stay on the image manifold; synthetic channel
-    # gains also recolour the object itself, so they only show how sensitive the model is.
-    *[Intervention(f"{c}_balance_of_others", "colour", f"give the colour balance of the images with most {c}",
+                 (0.8, 0.6, 0.4, 0.2, 0.0), _saturation, 1.0),
+    # A colour balance shifted as the model's answers differ keeps each image's own colours; synthetic
+    # channel gains also recolour the object itself, so they only show how sensitive the model is.
+    *[Intervention(f"{c}_balance_of_others", "colour", f"shift the colour balance towards the answers with most {c}",
                    f"{c}_share", "swap", region="chroma") for c in ("red", "green", "blue")],
-    *[Intervention(f"{c}_poor_balance_of_others", "colour", f"give the colour balance of the images with least {c}",
+    *[Intervention(f"{c}_poor_balance_of_others", "colour", f"shift the colour balance towards the answers with least {c}",
                    f"{c}_share", "swap_down", region="chroma") for c in ("red", "green", "blue")],
     *[Intervention(f"more_{c}", "colour", f"add a synthetic {c} cast", f"{c}_share", "up",
-                   (1.05, 1.1, 1.2, 1.3, 1.45), _channel_gain(i), decides=False)
+                   (1.05, 1.1, 1.2, 1.3, 1.45), _channel_gain(i), 1.0, decides=False)
       for i, c in enumerate(("red", "green", "blue"))],
     Intervention("blur", "sharpness", "blur", "sharpness", "down", (0.5, 0.75, 1.0, 1.5, 2.0, 3.0), _blur),
     Intervention("sharpen", "sharpness", "sharpen", "sharpness", "up", (0.5, 1.0, 2.0, 3.0), _sharpen),
     Intervention("add_noise", "noise", "add pixel noise", "noise", "up", (0.01, 0.02, 0.04, 0.06, 0.1, 0.15), _noise),
-    Intervention("denoise", "noise", "remove pixel noise (median filter)", "noise", "down", (3,), _denoise),
-    Intervention("jpeg", "compression", "compress as JPEG", "blockiness", "up", (80, 60, 40, 25, 15, 8), _jpeg),
+    Intervention("denoise", "noise", "remove pixel noise (towards a median filter)", "noise", "down",
+                 (0.25, 0.5, 0.75, 1.0), _denoise),
+    Intervention("jpeg", "compression", "compress as JPEG", "blockiness", "up", (80, 60, 40, 25, 15, 8), _jpeg, 100.0),
     # Compression cannot be undone; fine grain hides its blocks and smoothness, the nearest way back.
     Intervention("restore_grain", "compression", "add fine grain (hides compression)", "blockiness", "down",
                  (0.01, 0.02, 0.04, 0.06), _noise),
@@ -169,25 +180,36 @@ def to_pixels(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
 
 
-def apply_to_target(intervention: Intervention, pixels: np.ndarray, target: float) -> tuple[np.ndarray, np.ndarray]:
-    """Move each image's property towards `target` with the weakest ladder step that gets there.
+def apply_to_target(intervention: Intervention, pixels: np.ndarray, target: float,
+                    refinements: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Move each image's property to `target` with the weakest strength that gets there.
 
-    Returns the changed pixels and the strength used per image (the strongest step when
-    none reaches the target)."""
+    The ladder brackets each image's strength; bisection then narrows the bracket, so the dose
+    overshoots the target by at most 1/16 of one ladder step. Returns the changed pixels and the
+    strength used per image (the strongest step when none reaches the target)."""
     base = to_float(pixels)
-    chosen = to_pixels(intervention.transform(base, intervention.ladder[-1]))
-    strength = np.full(len(pixels), intervention.ladder[-1])
+    weaker = np.full(len(pixels), intervention.identity)
+    stronger = np.full(len(pixels), intervention.ladder[-1])
     done = np.zeros(len(pixels), bool)
     for step in intervention.ladder:
-        candidate = to_pixels(intervention.transform(base, step))
-        value = properties.measure(candidate, [intervention.property])[intervention.property]
-        reached = (value >= target) if intervention.direction == "up" else (value <= target)
-        take = reached & ~done
-        chosen[take], strength[take] = candidate[take], step
+        reached = _reaches(intervention, base, np.full(len(pixels), step), target) & ~done
+        stronger[reached] = step
         done |= reached
+        weaker[~done] = step
         if done.all():
             break
-    return chosen, strength
+    for _ in range(refinements if done.any() else 0):
+        middle = np.where(done, (weaker + stronger) / 2, stronger)
+        reached = _reaches(intervention, base, middle, target)
+        stronger = np.where(done & reached, middle, stronger)
+        weaker = np.where(done & ~reached, middle, weaker)
+    return to_pixels(intervention.transform(base, stronger)), stronger
+
+
+def _reaches(intervention: Intervention, base: np.ndarray, strength: np.ndarray, target: float) -> np.ndarray:
+    value = properties.measure(to_pixels(intervention.transform(base, strength)),
+                               [intervention.property])[intervention.property]
+    return (value >= target) if intervention.direction == "up" else (value <= target)
 
 
 def apply_harmless(intervention: Intervention, pixels: np.ndarray) -> np.ndarray:
@@ -219,18 +241,32 @@ OPPONENT = np.array([[1, 1, 1], [1, -1, 0], [1, 1, -2]], dtype=np.float64)
 OPPONENT /= np.linalg.norm(OPPONENT, axis=1, keepdims=True)
 
 
-def statistics_transfer(pixels: np.ndarray, donors: np.ndarray, channels: tuple[int, ...]) -> np.ndarray:
-    """Each image takes its donor's mean and spread on the given opponent-colour axes (Reinhard
-    et al. 2001): 0 is luminance (brightness and contrast), 1 and 2 the colour balance."""
+def _opponent(pixels: np.ndarray) -> np.ndarray:
     basis = OPPONENT if pixels.shape[-1] == 3 else np.eye(pixels.shape[-1])
-    image, donor = to_float(pixels) @ basis.T, to_float(donors) @ basis.T
-    axes = (1, 2)
-    # A grey image has only the luminance axis: there is no colour balance to transfer.
+    return to_float(pixels) @ basis.T
+
+
+def opponent_statistics(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the mean and spread on each opponent-colour axis: (n, axes) each."""
+    image = _opponent(pixels)
+    return image.mean(axis=(1, 2)), image.std(axis=(1, 2))
+
+
+def statistics_shift(pixels: np.ndarray, towards: np.ndarray, away: np.ndarray, channels: tuple[int, ...]) -> np.ndarray:
+    """Shift the mean and scale the spread of the given opponent-colour axes (0 luminance, 1 and 2
+    the colour balance; Reinhard et al. 2001) by as much as the typical image of `towards`
+    differs from the typical image of `away`. Each image keeps its own colours and light; only
+    what separates the two groups is added, the dose their medians set."""
+    basis = OPPONENT if pixels.shape[-1] == 3 else np.eye(pixels.shape[-1])
+    image = _opponent(pixels)
+    (to_mean, to_std), (from_mean, from_std) = opponent_statistics(towards), opponent_statistics(away)
+    # A grey image has only the luminance axis: there is no colour balance to shift.
     for channel in (c for c in channels if c < basis.shape[0]):
-        source, target = image[..., channel], donor[..., channel]
-        mean, std = source.mean(axis=axes, keepdims=True), source.std(axis=axes, keepdims=True) + 1e-6
-        image[..., channel] = (source - mean) * (target.std(axis=axes, keepdims=True) / std) \
-            + target.mean(axis=axes, keepdims=True)
+        source = image[..., channel]
+        mean = source.mean(axis=(1, 2), keepdims=True)
+        ratio = np.median(to_std[:, channel]) / max(float(np.median(from_std[:, channel])), 1e-6)
+        shift = np.median(to_mean[:, channel]) - np.median(from_mean[:, channel])
+        image[..., channel] = (source - mean) * ratio + mean + shift
     return to_pixels(image @ basis)
 
 
