@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -36,7 +36,7 @@ class Intervention:
     identity: float = 0.0    # the strength that leaves an image unchanged (dosing refines between it and the ladder)
     region: str | None = None   # "border", "corner_top_left", ...: the donors' typical region is pasted;
     #                             "background", "object": from one donor image; "chroma" / "luminance": the
-    #                             colour / light statistics are shifted as they differ between the model's answers
+    #                             the colour balance / light shifted as it differs between the model's answers
     harmless: bool = False
     decides: bool = True        # False: a synthetic change shown as a sensitivity, never as evidence of a cue
 
@@ -252,25 +252,47 @@ def opponent_statistics(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return image.mean(axis=(1, 2)), image.std(axis=(1, 2))
 
 
-def statistics_shift(pixels: np.ndarray, towards: np.ndarray, away: np.ndarray, channels: tuple[int, ...]) -> np.ndarray:
-    """Shift the mean and scale the spread of the given opponent-colour axes (0 luminance, 1 and 2
-    the colour balance; Reinhard et al. 2001) by as much as the typical image of `towards`
-    differs from the typical image of `away`. Each image keeps its own colours and light; only
-    what separates the two groups is added, the dose their medians set."""
+def lighting_shift(pixels: np.ndarray, towards: np.ndarray, away: np.ndarray) -> np.ndarray:
+    """Shift the mean and scale the spread of the luminance (Reinhard et al. 2001) by as much as
+    the typical image of `towards` differs from the typical image of `away`. Each image keeps
+    its own colours and light; only what separates the two groups is added."""
     basis = OPPONENT if pixels.shape[-1] == 3 else np.eye(pixels.shape[-1])
     image = _opponent(pixels)
     (to_mean, to_std), (from_mean, from_std) = opponent_statistics(towards), opponent_statistics(away)
-    # A grey image has only the luminance axis: there is no colour balance to shift.
-    for channel in (c for c in channels if c < basis.shape[0]):
-        source = image[..., channel]
-        mean = source.mean(axis=(1, 2), keepdims=True)
-        ratio = np.median(to_std[:, channel]) / max(float(np.median(from_std[:, channel])), 1e-6)
-        shift = np.median(to_mean[:, channel]) - np.median(from_mean[:, channel])
-        image[..., channel] = (source - mean) * ratio + mean + shift
+    source = image[..., 0]
+    mean = source.mean(axis=(1, 2), keepdims=True)
+    ratio = np.median(to_std[:, 0]) / max(float(np.median(from_std[:, 0])), 1e-6)
+    image[..., 0] = (source - mean) * ratio + mean + np.median(to_mean[:, 0]) - np.median(from_mean[:, 0])
     return to_pixels(image @ basis)
 
 
-STATISTICS = {"chroma": (1, 2), "luminance": (0,)}
+BALANCE_LADDER = (0.25, 0.5, 0.75, 1.0)
+
+
+def white_balance(towards: np.ndarray, away: np.ndarray) -> Transform:
+    """A white-balance (von Kries) change in the direction in which the typical channel levels of
+    `towards` differ from those of `away`, the way another light tints a whole image, dark and
+    bright parts in proportion. Strength 1 is their whole difference; the overall level is kept."""
+    levels_from = np.median(to_float(away).mean(axis=(1, 2)), axis=0)
+    levels_to = np.median(to_float(towards).mean(axis=(1, 2)), axis=0)
+    log_gains = np.log(np.maximum(levels_to, 1e-3) / np.maximum(levels_from, 1e-3))
+
+    def apply(x, s):
+        gains = np.exp(_each(s, x) * log_gains)
+        level = (gains * levels_from).sum(axis=-1, keepdims=True) / max(float(levels_from.sum()), 1e-6)
+        return x * gains / level
+    return apply
+
+
+def dosed_balance(intervention: Intervention, towards: np.ndarray, away: np.ndarray) -> Intervention:
+    """A colour-balance intervention as a dosed change: the white balance that separates the two
+    groups, applied to each image only as far as its colour share needs to reach the target (a
+    whole-group difference also holds the groups' different content: sky, foliage, objects)."""
+    return replace(intervention, transform=white_balance(towards, away), ladder=BALANCE_LADDER, identity=0.0,
+                   direction="up" if intervention.direction == "swap" else "down")
+
+
+STATISTICS = {"luminance": lighting_shift}
 REGIONS = ("border", *CORNERS)
 
 

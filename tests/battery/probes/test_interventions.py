@@ -5,8 +5,8 @@ from auditsvc.battery.probes import interventions
 
 from auditsvc.battery.probes import properties
 from auditsvc.battery.probes.interventions import (
-    BY_NAME, INTERVENTIONS, STATISTICS, apply_to_target, opponent_statistics, paste_typical, region_mask, statistics_shift,
-    transplant,
+    BY_NAME, INTERVENTIONS, apply_to_target, dosed_balance, lighting_shift, paste_typical, region_mask, transplant,
+    white_balance,
 )
 
 
@@ -89,22 +89,36 @@ def test_the_typical_region_keeps_a_stamp_and_drops_what_varies(images):
     assert (out[:, ~mask] == images[:, ~mask]).all()
 
 
-def test_grey_images_shift_only_in_luminance(images):
+def test_grey_images_shift_in_luminance(images):
     grey = images[..., :1]
-    lighter, darker = np.full_like(grey, 200), np.full_like(grey, 100)
-    assert statistics_shift(grey, lighter, darker, STATISTICS["chroma"]).tolist() == grey.tolist()
-    lit = statistics_shift(grey, lighter, darker, STATISTICS["luminance"])
+    lit = lighting_shift(grey, np.full_like(grey, 200), np.full_like(grey, 100))
     assert lit.shape == grey.shape and abs(lit.mean() - grey.mean() - 100) < 2
 
 
-def test_the_colour_balance_shifts_by_the_difference_between_the_groups(images):
+@pytest.fixture
+def warm_and_plain():
     rng = np.random.default_rng(3)
     plain = (rng.random((20, 32, 32, 3)) * 160 + 40).astype(np.uint8)
-    warm = plain.astype(float) * (1.25, 1.0, 0.75)     # a warm cast on differently coloured images
-    warm = warm.clip(0, 255).astype(np.uint8)
-    shifted = statistics_shift(images, warm, plain, STATISTICS["chroma"])
-    before, after = opponent_statistics(images)[0], opponent_statistics(shifted)[0]
-    cast = np.median(opponent_statistics(warm)[0] - opponent_statistics(plain)[0], axis=0)
-    assert np.allclose(after[:, 1:] - before[:, 1:], cast[1:], atol=0.01)
-    assert np.allclose(after[:, 0], before[:, 0], atol=0.01)            # light untouched
-    assert np.abs(statistics_shift(images, plain, plain, STATISTICS["chroma"]).astype(int) - images).max() <= 1
+    warm = (plain.astype(float) * (1.2, 1.0, 0.8)).clip(0, 255).astype(np.uint8)   # a warm cast on varied images
+    return warm, plain
+
+
+def test_the_white_balance_of_the_group_difference_is_the_cast(images, warm_and_plain):
+    warm, plain = warm_and_plain
+    shifted = interventions.to_pixels(white_balance(warm, plain)(images / 255.0, 1.0))
+    gains = shifted.reshape(-1, 3).astype(float).mean(axis=0) / images.reshape(-1, 3).mean(axis=0)
+    assert np.allclose(gains / gains[1], (1.2, 1.0, 0.8), atol=0.02)     # the cast, in proportion
+    assert abs(shifted.mean() - images.mean()) < 1.5                      # the overall level kept
+    assert np.abs(interventions.to_pixels(white_balance(plain, plain)(images / 255.0, 1.0)).astype(int)
+                  - images).max() <= 1
+
+
+def test_the_colour_balance_is_dosed_to_the_target_share(images, warm_and_plain):
+    warm, plain = warm_and_plain
+    dosed = dosed_balance(BY_NAME["red_balance_of_others"], warm, plain)
+    before = properties.measure(images, ["red_share"])["red_share"]
+    target = float(before.max() + 0.02)
+    changed, strength = apply_to_target(dosed, images, target)
+    after = properties.measure(changed, ["red_share"])["red_share"]
+    assert (after >= target).all() and (after < target + 0.01).all()
+    assert ((strength > 0) & (strength < 1)).all()    # less than the groups' whole difference
