@@ -253,19 +253,25 @@ def matched_dose(values: np.ndarray, predictions: np.ndarray, up: bool) -> tuple
 
 
 def _run_region(intervention, stats: InterventionStats, data: ProbeData, values: np.ndarray, rng) -> InterventionStats:
-    """Paste the typical border or corner of the images where the region stands out most (least)."""
+    """On the pixels that the images where the region stands out most share (the cue's footprint):
+    paste their typical pixels (adding the cue), or continue each image's surroundings (taking it
+    away). The images where the region stands out least set the class the removal converts to."""
     low, median, high = np.quantile(values, [0.1, 0.5, 0.9])
     up = intervention.direction == "swap"
-    pool = np.flatnonzero(values >= high if up else values <= low)
+    standing_out = _pool(np.flatnonzero(values >= high), rng)
+    pool = standing_out if up else _pool(np.flatnonzero(values <= low), rng)
     stats.target = float(high if up else low)
-    pool = _pool(pool, rng)
+    footprint = interventions.cue_footprint(intervention.region, data.load(standing_out))
+    if not footprint.any():
+        return _untestable(stats)   # nothing sits in the same place on those images: no stamp, no frame
     pool_class = np.bincount(data.predictions[pool]).argmax()
     # As for the other changes, only images predicted as another class than the donors' can be converted.
     treated = _sample(np.flatnonzero((data.predictions != pool_class) & (values <= median if up else values >= median)),
                       rng)
     if len(treated) < MIN_TREATED:
         return _untestable(stats)
-    changed = interventions.paste_typical(intervention.region, data.load(treated), data.load(pool))
+    changed = (interventions.paste_typical(data.load(treated), data.load(pool), footprint) if up
+               else interventions.fill_from_around(data.load(treated), footprint))
     return _measure(stats, data, treated, changed, np.full(len(treated), pool_class))
 
 

@@ -3,10 +3,11 @@
 Strength comes from the probe set and the model's own predictions (evidence.matched_dose): an
 intervention moves each treated image's property to its median among the images predicted as
 the class that carries most (or least) of it, so the change is as large as the difference the
-model's answers already draw, and stays within the images it is audited on. A statistics
-intervention shifts each treated image's colour balance or light by as much as the typical image
-of that class differs from the typical image of the others; a region intervention pastes the
-typical border or corner of the images where that region stands out most.
+model's answers already draw, and stays within the images it is audited on. A colour-balance
+intervention is a white balance in the direction that class's typical image differs from the
+others', a lighting one shifts light by that whole difference; a region intervention pastes the
+typical border or corner of the images where that region stands out most, on the pixels those
+images share (a stamp, a frame), or takes those pixels away by continuing each image's surroundings.
 """
 
 from __future__ import annotations
@@ -156,12 +157,12 @@ INTERVENTIONS = [
                  (0.01, 0.02, 0.04, 0.06), _noise),
     Intervention("swap_border", "border", "give the typical border of the images where it stands out most", "border", "swap",
                  region="border"),
-    Intervention("plain_border", "border", "give the typical border of the images where it stands out least", "border",
+    Intervention("plain_border", "border", "take away what the images where the border stands out most share there", "border",
                  "swap_down", region="border"),
     *[Intervention(f"swap_{corner}", "corner", f"give the typical {_corner_words(corner)} corner of the images where it "
                    "stands out most", corner, "swap", region=corner) for corner in CORNERS],
-    *[Intervention(f"plain_{corner}", "corner", f"give the typical {_corner_words(corner)} corner of the images where it "
-                   "stands out least", corner, "swap_down", region=corner) for corner in CORNERS],
+    *[Intervention(f"plain_{corner}", "corner", f"take away what the images where the {_corner_words(corner)} corner stands out most "
+                   "share there", corner, "swap_down", region=corner) for corner in CORNERS],
     Intervention("swap_background", "background", "keep the object, take the background from another image",
                  None, "swap", region="background"),
     # Covering the object should change the answer: its flips show the model needs the object.
@@ -296,16 +297,32 @@ STATISTICS = {"luminance": lighting_shift}
 REGIONS = ("border", *CORNERS)
 
 
-def paste_typical(region: str, pixels: np.ndarray, pool: np.ndarray) -> np.ndarray:
-    """Give every image the pixelwise median of `region` over the donor pool.
+CONSISTENT_SPREAD = 24 / 255   # pool pixels within this median absolute deviation show the same thing
 
-    A cue that sits in the same place on every donor (a stamp, a frame) survives the median;
-    parts of objects that happen to reach the border or a corner do not, so the change does
-    not smuggle in the donors' objects."""
+
+def cue_footprint(region: str, pool: np.ndarray) -> np.ndarray:
+    """The pixels of `region` (H, W) where the pool images agree: where a stamp or a frame sits on
+    most of them. Backgrounds and objects that reach the region differ from image to image and
+    drop out; a pasted median of them would be a flat band, a new cue of its own."""
+    height, width = pool.shape[1:3]
+    mask = region_mask(region, height, width)
+    values = to_float(pool)
+    spread = np.median(np.abs(values - np.median(values, axis=0)), axis=0).mean(axis=-1)
+    return mask & (spread <= CONSISTENT_SPREAD)
+
+
+def paste_typical(pixels: np.ndarray, pool: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """Give every image the pixelwise median of the pool on the footprint (see cue_footprint)."""
     out = pixels.copy()
-    mask = region_mask(region, *pixels.shape[1:3])
-    out[:, mask] = np.median(pool[:, mask], axis=0).round().astype(pixels.dtype)
+    out[:, footprint] = np.median(pool[:, footprint], axis=0).round().astype(pixels.dtype)
     return out
+
+
+def fill_from_around(pixels: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """Take the cue away: each footprint pixel takes the value of the nearest pixel outside it,
+    the image's own surroundings continued (a flat median band would be a frame of its own)."""
+    _, (rows, cols) = ndimage.distance_transform_edt(footprint, return_indices=True)
+    return pixels[:, rows, cols]
 
 
 def transplant(region: str, pixels: np.ndarray, donors: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:

@@ -129,7 +129,8 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
     lead_words = cue.lead.words if cue.lead else "the background around the object"
     name = f"'{cue.attribute}'" if cue.attribute else _short(lead_words)
     families = {cue.cue, *(a.cue for a in cue.also)}
-    if "brightness" in families and families & {"saturation", "colour"}:
+    light_and_colour = "brightness" in families and families & {"saturation", "colour"}
+    if light_and_colour and cue.cue in ("brightness", "saturation", "colour"):
         name = name if cue.attribute else LIGHTING
         lead_words = f"{LIGHTING} (as weather or time of day change them), most clearly {lead_words}"
     elif cue.cue == "detail":

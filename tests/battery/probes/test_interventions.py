@@ -5,8 +5,8 @@ from auditsvc.battery.probes import interventions
 
 from auditsvc.battery.probes import properties
 from auditsvc.battery.probes.interventions import (
-    BY_NAME, INTERVENTIONS, apply_to_target, dosed_balance, lighting_shift, paste_typical, region_mask, transplant,
-    white_balance,
+    BY_NAME, INTERVENTIONS, apply_to_target, cue_footprint, dosed_balance, fill_from_around, lighting_shift, paste_typical,
+    region_mask, transplant, white_balance,
 )
 
 
@@ -84,9 +84,22 @@ def test_the_typical_region_keeps_a_stamp_and_drops_what_varies(images):
     mask = region_mask("corner_top_left", 32, 32)
     pool[:, mask] = (255, 0, 255)           # the same stamp on every donor
     pool[0, mask] = 0                       # one donor's object reaches into the corner
-    out = paste_typical("corner_top_left", images, pool)
+    footprint = cue_footprint("corner_top_left", pool)
+    assert (footprint == mask).all()
+    out = paste_typical(images, pool, footprint)
     assert (out[:, mask] == (255, 0, 255)).all()
     assert (out[:, ~mask] == images[:, ~mask]).all()
+
+
+def test_only_a_common_frame_is_a_footprint_and_removal_continues_the_inside(images):
+    pool = (np.random.default_rng(2).random((20, 32, 32, 3)) * 255).astype(np.uint8)
+    assert not cue_footprint("border", pool).any()      # a median of varied borders is no cue
+    pool[:, :2], pool[:, -2:], pool[:, :, :2], pool[:, :, -2:] = 255, 255, 255, 255
+    footprint = cue_footprint("border", pool)
+    assert (footprint == region_mask("border", 32, 32)).all()
+    removed = fill_from_around(pool, footprint)
+    assert (removed[:, 2, 2:-2] == pool[:, 2, 2:-2]).all() and (removed[:, 0, 2:-2] == pool[:, 2, 2:-2]).all()
+    assert (removed[:, ~footprint] == pool[:, ~footprint]).all()
 
 
 def test_grey_images_shift_in_luminance(images):
