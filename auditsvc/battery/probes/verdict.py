@@ -33,7 +33,11 @@ LABEL_POWER = 0.3          # a property that predicts labels this well is a data
 BEYOND_LABEL_POWER = 0.2   # predictions follow the property this much better than labels do
 GROUP_GAP = 0.2
 FLIP_EXCESS = 0.15         # flip rate above the noise floor for a large effect (a sensitivity)
-RELIANCE = 0.20            # reliance estimate (flip rate above the floor, both ways averaged) for a causal signal
+# Reliance estimate (flips above the floor, adding and removing the cue averaged) for a causal signal. The
+# estimate tracks the ground truth's accuracy gap (bench/shortcuts.py), whose line is 0.20; isolating one
+# factor of a scene change (a white balance without the light that comes with it) moves a good model's
+# answers too (the tank demo's clean model on a biased probe set: 0.23), hence the margin.
+RELIANCE = 0.25
 DIRECTION_SHARE = 0.6      # share of flips that go to one class (or to the donor image's class)
 KEPT_CONTEXT = 0.5         # correct predictions that survive covering the object
 PROXY_CORRELATION = 0.5    # two cues whose properties correlate this much are one cue
