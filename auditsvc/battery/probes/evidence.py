@@ -217,14 +217,15 @@ def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> 
                                      & ((values < stats.target) if up else (values > stats.target))), rng)
     if len(treated) < MIN_TREATED:
         return _untestable(stats)
-    if intervention.region in ("chroma", *interventions.STATISTICS):
+    if intervention.region in ("chroma", "luminance"):
+        # Both follow how the images answered as the target class differ from the others.
         towards = data.load(_pool(np.flatnonzero(data.predictions == target_class), rng))
         away = data.load(_pool(np.flatnonzero(data.predictions != target_class), rng))
         if intervention.region == "chroma":
             dosed = interventions.dosed_balance(intervention, towards, away)
             changed, _ = interventions.apply_to_target(dosed, data.load(treated), stats.target)
         else:
-            changed = interventions.STATISTICS[intervention.region](data.load(treated), towards, away)
+            changed = interventions.lighting_shift(data.load(treated), towards, away)
         return _measure(stats, data, treated, changed, np.full(len(treated), target_class))
     changed, _ = interventions.apply_to_target(intervention, data.load(treated), stats.target)
     return _measure(stats, data, treated, changed)

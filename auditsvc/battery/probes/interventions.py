@@ -293,10 +293,7 @@ def dosed_balance(intervention: Intervention, towards: np.ndarray, away: np.ndar
                    direction="up" if intervention.direction == "swap" else "down")
 
 
-STATISTICS = {"luminance": lighting_shift}
 REGIONS = ("border", *CORNERS)
-
-
 CONSISTENT_SPREAD = 24 / 255   # pool pixels within this median absolute deviation show the same thing
 
 
