@@ -35,9 +35,9 @@ class Intervention:
     ladder: tuple[float, ...] = ()
     transform: Transform | None = None
     identity: float = 0.0    # the strength that leaves an image unchanged (dosing refines between it and the ladder)
-    region: str | None = None   # "border", "corner_top_left", ...: the donors' typical region is pasted;
-    #                             "background", "object": from one donor image; "chroma" / "luminance": the
-    #                             the colour balance / light shifted as it differs between the model's answers
+    region: str | None = None   # "border", "corner_top_left", ...: the cue's footprint added or taken away
+    #                             (cue_footprint); "background", "object": from one donor image; "chroma" /
+    #                             "luminance": the colour balance / light shifted as the model's answers differ
     harmless: bool = False
     decides: bool = True        # False: a synthetic change shown as a sensitivity, never as evidence of a cue
 
