@@ -262,7 +262,8 @@ def _run_region(intervention, stats: InterventionStats, data: ProbeData, values:
     standing_out = _pool(np.flatnonzero(values >= high), rng)
     pool = standing_out if up else _pool(np.flatnonzero(values <= low), rng)
     stats.target = float(high if up else low)
-    footprint = interventions.cue_footprint(intervention.region, data.load(standing_out))
+    standing_out_pixels = data.load(standing_out)
+    footprint = interventions.cue_footprint(intervention.region, standing_out_pixels)
     if not footprint.any():
         return _untestable(stats)   # nothing sits in the same place on those images: no stamp, no frame
     pool_class = np.bincount(data.predictions[pool]).argmax()
@@ -271,7 +272,7 @@ def _run_region(intervention, stats: InterventionStats, data: ProbeData, values:
                       rng)
     if len(treated) < MIN_TREATED:
         return _untestable(stats)
-    changed = (interventions.paste_typical(data.load(treated), data.load(pool), footprint) if up
+    changed = (interventions.paste_typical(data.load(treated), standing_out_pixels, footprint) if up
                else interventions.fill_from_around(data.load(treated), footprint))
     return _measure(stats, data, treated, changed, np.full(len(treated), pool_class))
 
