@@ -141,8 +141,9 @@ INTERVENTIONS = [
     # channel gains also recolour the object itself, so they only show how sensitive the model is.
     *[Intervention(f"{c}_balance_of_others", "colour", f"shift the colour balance towards the answers with most {c}",
                    f"{c}_share", "swap", region="chroma") for c in ("red", "green", "blue")],
-    *[Intervention(f"{c}_poor_balance_of_others", "colour", f"shift the colour balance towards the answers with least {c}",
-                   f"{c}_share", "swap_down", region="chroma") for c in ("red", "green", "blue")],
+    *[Intervention(f"{c}_poor_balance_of_others", "colour",
+                   f"shift the colour balance towards the answers with least {c}", f"{c}_share", "swap_down",
+                   region="chroma") for c in ("red", "green", "blue")],
     *[Intervention(f"more_{c}", "colour", f"add a synthetic {c} cast", f"{c}_share", "up",
                    (1.05, 1.1, 1.2, 1.3, 1.45), _channel_gain(i), 1.0, decides=False)
       for i, c in enumerate(("red", "green", "blue"))],
@@ -155,14 +156,14 @@ INTERVENTIONS = [
     # Compression cannot be undone; fine grain hides its blocks and smoothness, the nearest way back.
     Intervention("restore_grain", "compression", "add fine grain (hides compression)", "blockiness", "down",
                  (0.01, 0.02, 0.04, 0.06), _noise),
-    Intervention("swap_border", "border", "give the typical border of the images where it stands out most", "border", "swap",
-                 region="border"),
-    Intervention("plain_border", "border", "take away what the images where the border stands out most share there", "border",
-                 "swap_down", region="border"),
-    *[Intervention(f"swap_{corner}", "corner", f"give the typical {_corner_words(corner)} corner of the images where it "
-                   "stands out most", corner, "swap", region=corner) for corner in CORNERS],
-    *[Intervention(f"plain_{corner}", "corner", f"take away what the images where the {_corner_words(corner)} corner stands out most "
-                   "share there", corner, "swap_down", region=corner) for corner in CORNERS],
+    Intervention("swap_border", "border", "give the typical border of the images where it stands out most",
+                 "border", "swap", region="border"),
+    Intervention("plain_border", "border", "take away what the images where the border stands out most share there",
+                 "border", "swap_down", region="border"),
+    *[Intervention(f"swap_{corner}", "corner", f"give the typical {_corner_words(corner)} corner of the images "
+                   "where it stands out most", corner, "swap", region=corner) for corner in CORNERS],
+    *[Intervention(f"plain_{corner}", "corner", f"take away what the images where the {_corner_words(corner)} "
+                   "corner stands out most share there", corner, "swap_down", region=corner) for corner in CORNERS],
     Intervention("swap_background", "background", "keep the object, take the background from another image",
                  None, "swap", region="background"),
     # Covering the object should change the answer: its flips show the model needs the object.
@@ -242,28 +243,32 @@ OPPONENT = np.array([[1, 1, 1], [1, -1, 0], [1, 1, -2]], dtype=np.float64)
 OPPONENT /= np.linalg.norm(OPPONENT, axis=1, keepdims=True)
 
 
-def _opponent(pixels: np.ndarray) -> np.ndarray:
-    basis = OPPONENT if pixels.shape[-1] == 3 else np.eye(pixels.shape[-1])
-    return to_float(pixels) @ basis.T
+def _basis(pixels: np.ndarray) -> np.ndarray:
+    """Opponent-colour axes for colour images; a grey image has only its luminance."""
+    return OPPONENT if pixels.shape[-1] == 3 else np.eye(pixels.shape[-1])
 
 
-def opponent_statistics(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per image, the mean and spread on each opponent-colour axis: (n, axes) each."""
-    image = _opponent(pixels)
-    return image.mean(axis=(1, 2)), image.std(axis=(1, 2))
+def _luminance(pixels: np.ndarray) -> np.ndarray:
+    return to_float(pixels) @ _basis(pixels)[0]
+
+
+def luminance_statistics(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the mean and spread of the luminance."""
+    luminance = _luminance(pixels)
+    return luminance.mean(axis=(1, 2)), luminance.std(axis=(1, 2))
 
 
 def lighting_shift(pixels: np.ndarray, towards: np.ndarray, away: np.ndarray) -> np.ndarray:
     """Shift the mean and scale the spread of the luminance (Reinhard et al. 2001) by as much as
     the typical image of `towards` differs from the typical image of `away`. Each image keeps
     its own colours and light; only what separates the two groups is added."""
-    basis = OPPONENT if pixels.shape[-1] == 3 else np.eye(pixels.shape[-1])
-    image = _opponent(pixels)
-    (to_mean, to_std), (from_mean, from_std) = opponent_statistics(towards), opponent_statistics(away)
+    basis = _basis(pixels)
+    image = to_float(pixels) @ basis.T
+    (to_mean, to_std), (from_mean, from_std) = luminance_statistics(towards), luminance_statistics(away)
     source = image[..., 0]
     mean = source.mean(axis=(1, 2), keepdims=True)
-    ratio = np.median(to_std[:, 0]) / max(float(np.median(from_std[:, 0])), 1e-6)
-    image[..., 0] = (source - mean) * ratio + mean + np.median(to_mean[:, 0]) - np.median(from_mean[:, 0])
+    ratio = np.median(to_std) / max(float(np.median(from_std)), 1e-6)
+    image[..., 0] = (source - mean) * ratio + mean + np.median(to_mean) - np.median(from_mean)
     return to_pixels(image @ basis)
 
 

@@ -313,8 +313,9 @@ def _intervention_table(context: AuditContext, tests: list[InterventionStats],
     caption = ("Each change alters one property of the treated images: it moves them to the typical value among the "
                "images predicted as the class that carries most (or least) of it (images already predicted as that "
                "class are not treated); border and corner changes add what the images where the region stands out "
-               "most share there (a stamp, a frame), or take it away by continuing each image's surroundings. Flip: share of predictions that changed; p: one-sided binomial test "
-               "against the flip rate of harmless one- and two-pixel shifts, Holm-adjusted.")
+               "most share there (a stamp, a frame), or take it away by continuing each image's surroundings. "
+               "Flip: share of predictions that changed; p: one-sided binomial test against the flip rate of "
+               "harmless one- and two-pixel shifts, Holm-adjusted.")
     return Table(["change", "images", "flips", "accuracy", "flips towards", "p"], rows, caption, title)
 
 

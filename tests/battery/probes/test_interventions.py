@@ -5,8 +5,8 @@ from auditsvc.battery.probes import interventions
 
 from auditsvc.battery.probes import properties
 from auditsvc.battery.probes.interventions import (
-    BY_NAME, INTERVENTIONS, apply_to_target, cue_footprint, dosed_balance, fill_from_around, lighting_shift, paste_typical,
-    region_mask, transplant, white_balance,
+    BY_NAME, INTERVENTIONS, apply_to_target, cue_footprint, dosed_balance, fill_from_around, lighting_shift,
+    paste_typical, region_mask, transplant, white_balance,
 )
 
 
