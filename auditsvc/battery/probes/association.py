@@ -112,6 +112,48 @@ def permutation_test(codes: np.ndarray, target: np.ndarray, *, strata: np.ndarra
     return observed, float((1 + reached) / (1 + done))
 
 
+def agreement_test(values: np.ndarray, labels: np.ndarray, correct: np.ndarray, *, permutations: int = 2000,
+                   most: int = 40000, seed: int = 0, minimum: int = 5) -> tuple[float, float]:
+    """(gap, p-value): is the model right more often where the property sides with the label?
+
+    Per label, accuracy above the property's median minus below it; the gap is half the spread
+    of those differences across labels. With two classes it is accuracy where the property's half
+    agrees with the label (the pairing the accuracies favour) minus where it disagrees: the ground
+    truth's cue-aligned minus cue-flipped accuracy, read off the probe images. Every image counts,
+    where a gap between two tertiles within one label uses a sixth of them. Null: the property
+    shuffled within each label (labels and correctness kept); shuffles are added as in
+    permutation_test."""
+    median = np.median(values)
+    high = values > median
+    if high.all() or not high.any():
+        high = values >= median
+    members = [labels == label for label in np.unique(labels)]
+    members = [m for m in members if minimum <= high[m].sum() <= m.sum() - minimum]
+    if len(members) < 2:
+        return 0.0, 1.0
+    observed = float(_agreement_gap(high[None, :], members, correct)[0])
+    rng = np.random.default_rng(seed)
+    reached, done = 0, 0
+    while done < most and (done == 0 or reached < 10):
+        shuffled = np.tile(high, (permutations, 1))
+        for m in members:
+            shuffled[:, m] = rng.permuted(shuffled[:, m], axis=1)
+        reached += int(np.sum(_agreement_gap(shuffled, members, correct) >= observed - 1e-12))
+        done += permutations
+    return observed, float((1 + reached) / (1 + done))
+
+
+def _agreement_gap(high: np.ndarray, members: list[np.ndarray], correct: np.ndarray) -> np.ndarray:
+    """Per row of `high` (shuffles x images): half the spread across labels of accuracy above minus below."""
+    differences = []
+    for m in members:
+        above, right = high[:, m], correct[m]
+        count = above.sum(axis=1)
+        differences.append((above & right).sum(axis=1) / count - (~above & right).sum(axis=1) / (m.sum() - count))
+    differences = np.stack(differences)
+    return (differences.max(axis=0) - differences.min(axis=0)) / 2
+
+
 def holm(p_values: list[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values (family-wise error control over all properties tested)."""
     order = np.argsort(p_values)

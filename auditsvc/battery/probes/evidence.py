@@ -37,6 +37,8 @@ class PropertyStats:
     group_gap: float            # largest accuracy gap across its groups within one label
     group_p: float              # Fisher test of that gap (Holm-adjusted)
     spread: float               # 90th minus 10th percentile (numbers) or number of categories
+    agreement_gap: float = 0.0  # accuracy where its half agrees with the label minus where not (numbers)
+    agreement_p: float = 1.0    # permutation test of that gap within labels (Holm-adjusted)
 
     def to_json(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
@@ -96,16 +98,19 @@ def property_stats(values: dict[str, np.ndarray], attributes: dict[str, list[str
                                                    seed=seed + 7919 + index)
         groups = codes if categorical else association.tertiles(column)
         gap, gap_p = group_gap(groups, labels, correct)
+        agreement = ((0.0, 1.0) if categorical else
+                     association.agreement_test(column, labels, correct, permutations=permutations, seed=seed + index))
         meta = PROPERTY_BY_NAME.get(name)
         spread = float(len(set(column))) if categorical else float(np.subtract(*np.quantile(column, [0.9, 0.1])))
         rows.append(PropertyStats(
             name, meta.cue if meta else name, meta.words if meta else f"the manifest attribute '{name[10:]}'",
             categorical, association.predictive_power(feature, labels, seed, categorical=categorical), label_p,
             association.predictive_power(feature, predictions, seed, categorical=categorical), beyond_p, gap, gap_p,
-            spread))
+            spread, *agreement))
     for attr, adjusted in (("label_p", association.holm([r.label_p for r in rows])),
                            ("beyond_label_p", association.holm([r.beyond_label_p for r in rows])),
-                           ("group_p", association.holm([r.group_p for r in rows]))):
+                           ("group_p", association.holm([r.group_p for r in rows])),
+                           ("agreement_p", association.holm([r.agreement_p for r in rows]))):
         for row, value in zip(rows, adjusted):
             setattr(row, attr, value)
     return rows
@@ -217,18 +222,28 @@ def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> 
                                      & ((values < stats.target) if up else (values > stats.target))), rng)
     if len(treated) < MIN_TREATED:
         return _untestable(stats)
+    pixels = data.load(treated)
+    keep = _objects(data.boxes[treated], pixels)
     if intervention.region in ("chroma", "luminance"):
         # Both follow how the images answered as the target class differ from the others.
         towards = data.load(_pool(np.flatnonzero(data.predictions == target_class), rng))
         away = data.load(_pool(np.flatnonzero(data.predictions != target_class), rng))
         if intervention.region == "chroma":
             dosed = interventions.dosed_balance(intervention, towards, away)
-            changed, _ = interventions.apply_to_target(dosed, data.load(treated), stats.target)
+            changed, _ = interventions.apply_to_target(interventions.keeping(dosed, keep), pixels, stats.target)
         else:
-            changed = interventions.lighting_shift(data.load(treated), towards, away)
+            changed = interventions.keep_pixels(interventions.lighting_shift(pixels, towards, away), pixels, keep)
         return _measure(stats, data, treated, changed, np.full(len(treated), target_class))
-    changed, _ = interventions.apply_to_target(intervention, data.load(treated), stats.target)
+    changed, _ = interventions.apply_to_target(interventions.keeping(intervention, keep), pixels, stats.target)
     return _measure(stats, data, treated, changed)
+
+
+def _objects(boxes: np.ndarray, pixels: np.ndarray) -> np.ndarray | None:
+    """Where the objects of `pixels` are, when the probe set has boxes: a change of the scene
+    leaves the object as it is (recolouring or blurring the object itself may change what it is)."""
+    if np.isnan(boxes).any(axis=1).all():
+        return None
+    return interventions.object_masks(boxes, *pixels.shape[1:3])
 
 
 def _untestable(stats: InterventionStats) -> InterventionStats:
@@ -272,8 +287,10 @@ def _run_region(intervention, stats: InterventionStats, data: ProbeData, values:
                       rng)
     if len(treated) < MIN_TREATED:
         return _untestable(stats)
-    changed = (interventions.paste_typical(data.load(treated), standing_out_pixels, footprint) if up
-               else interventions.fill_from_around(data.load(treated), footprint))
+    pixels = data.load(treated)
+    changed = (interventions.paste_typical(pixels, standing_out_pixels, footprint) if up
+               else interventions.fill_from_around(pixels, footprint))
+    changed = interventions.keep_pixels(changed, pixels, _objects(data.boxes[treated], pixels))
     return _measure(stats, data, treated, changed, np.full(len(treated), pool_class))
 
 

@@ -214,6 +214,25 @@ def _reaches(intervention: Intervention, base: np.ndarray, strength: np.ndarray,
     return (value >= target) if intervention.direction == "up" else (value <= target)
 
 
+def keeping(intervention: Intervention, keep: np.ndarray | None) -> Intervention:
+    """The same change, with the pixels under `keep` (n, H, W) left as they were."""
+    if keep is None or not keep.any():
+        return intervention
+    transform = intervention.transform
+    return replace(intervention, transform=lambda x, s: keep_pixels(transform(x, s), x, keep))
+
+
+def keep_pixels(changed: np.ndarray, original: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """`changed` with the pixels under `keep` (n, H, W) taken from `original`."""
+    return changed if keep is None else np.where(keep[..., None], original, changed)
+
+
+def object_masks(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(n, H, W): each image's object box; all False where it has none (NaN)."""
+    return np.stack([np.zeros((height, width), bool) if np.isnan(box).any() else region_mask("object", height, width, box)
+                     for box in boxes])
+
+
 def apply_harmless(intervention: Intervention, pixels: np.ndarray) -> np.ndarray:
     return to_pixels(intervention.transform(to_float(pixels), intervention.ladder[0]))
 

@@ -4,12 +4,14 @@ Per cue family (brightness, colour, sharpness, noise, compression, border, corne
 background, each manifest attribute):
 - data-side signal (observational, from the probe images as they are): the cue predicts
   the labels, or it predicts the model's predictions beyond what the labels explain, or
-  accuracy differs across its tertiles within a label (this last only with a causal signal);
+  accuracy differs across its tertiles within a label or with whether its half sides with the
+  label (these two only with a causal signal);
 - model-side causal signal: changing only the cue flips predictions above the noise floor of
   a harmless change, significantly, mostly towards one class, and towards the class that
-  unchanged images with that cue value are predicted as; the reliance estimate (the strongest
-  such effect of adding the cue and of taking it away, averaged) must reach RELIANCE (a model
-  that merely fails on degraded images answers one way only and scores half).
+  unchanged images with that cue value are predicted as; the reliance estimate (the flip rate
+  of the strongest such change adding the cue and of the strongest taking it away, averaged)
+  must reach RELIANCE (a model that merely fails on degraded images answers one way only and
+  scores half).
 Both agree -> shortcut, fail. One alone -> warn: a shortcut when the predictions follow the
 cue, a data bias when only the labels do. A causal effect the probe images do not bear out
 (blurring hides a camouflaged object) is a sensitivity, listed in the section, not a
@@ -32,12 +34,13 @@ SIGNIFICANCE = 0.01
 LABEL_POWER = 0.3          # a property that predicts labels this well is a data-side cue
 BEYOND_LABEL_POWER = 0.2   # predictions follow the property this much better than labels do
 GROUP_GAP = 0.2
+# Accuracy where a property sides with the label minus where not (PropertyStats.agreement_gap): half the
+# ground truth's line, as 200 probe images measure it within about +-0.06 and the causal side sets the size.
+AGREEMENT_GAP = 0.1
 FLIP_EXCESS = 0.15         # flip rate above the noise floor for a large effect (a sensitivity)
-# Reliance estimate (flips above the floor, adding and removing the cue averaged) for a causal signal. The
-# estimate tracks the ground truth's accuracy gap (bench/shortcuts.py), whose line is 0.20; isolating one
-# factor of a scene change (a white balance without the light that comes with it) moves a good model's
-# answers too (the tank demo's clean model on a biased probe set: 0.23), hence the margin.
-RELIANCE = 0.25
+# Reliance estimate (see reliance()) for a causal signal: it estimates the ground truth's accuracy gap
+# between cue-aligned and cue-flipped images (bench/shortcuts.py), whose line is 0.20.
+RELIANCE = 0.20
 DIRECTION_SHARE = 0.6      # share of flips that go to one class (or to the donor image's class)
 KEPT_CONTEXT = 0.5         # correct predictions that survive covering the object
 PROXY_CORRELATION = 0.5    # two cues whose properties correlate this much are one cue
@@ -57,6 +60,7 @@ class CueVerdict:
     prediction_signal: bool = False
     group_signal: bool = False
     attribute: str | None = None     # manifest attribute the cue tracks
+    sided: PropertyStats | None = None   # the property whose siding with the label the accuracy follows most
     reliance: float = 0.0            # see reliance(): flips beyond the floor, adding and removing the cue averaged
     also: list["CueVerdict"] = field(default_factory=list)   # proxies of the same cue, folded in
 
@@ -70,7 +74,9 @@ def prediction_signal(p: PropertyStats) -> bool:
 
 
 def group_signal(p: PropertyStats) -> bool:
-    return p.group_p < SIGNIFICANCE and p.group_gap >= GROUP_GAP
+    """Accuracy differs with the property within a label, or with whether it sides with the label."""
+    return ((p.group_p < SIGNIFICANCE and p.group_gap >= GROUP_GAP)
+            or (p.agreement_p < SIGNIFICANCE and p.agreement_gap >= AGREEMENT_GAP))
 
 
 def large_effect(i: InterventionStats) -> bool:
@@ -96,17 +102,22 @@ def directed(i: InterventionStats) -> bool:
 
 
 def reliance(family: list[InterventionStats]) -> tuple[float, list[InterventionStats]]:
-    """How much the model's answers turn on the cue: the strongest directed effect of adding it and
-    of taking it away, averaged (as the ground truth averages cue-aligned and cue-flipped images).
+    """How much the model's answers turn on the cue: the flip rate of the strongest directed change
+    adding it and of the strongest taking it away, averaged (as the ground truth averages cue-aligned
+    and cue-flipped images).
 
+    A change that moves the cue as far as the classes' typical images differ flips the answers the
+    cue decides: as many as it costs in accuracy where cue and class disagree. The floor of harmless
+    changes says whether flips are more than chance (directed() tests that), not how many the cue
+    caused: an answer near the boundary that a one-pixel shift flips is also one the cue decides.
     A model that merely fails on degraded images (blurred, washed out) answers one way only and
     scores half its effect. Where the probes can move the cue one way only, that way counts alone.
     Returns the estimate and the changes it rests on."""
     testable = {raises(i) for i in family if i.status == "ok" and BY_NAME[i.name].decides}
     best = {}
     for i in family:
-        if directed(i) and i.excess > best.get(raises(i), (0.0, None))[0]:
-            best[raises(i)] = (i.excess, i)
+        if directed(i) and i.flip_rate > best.get(raises(i), (0.0, None))[0]:
+            best[raises(i)] = (i.flip_rate, i)
     if not testable:
         return 0.0, []
     estimate = sum(best.get(way, (0.0, None))[0] for way in testable) / len(testable)
@@ -153,8 +164,10 @@ def _family(family: str, properties: list[PropertyStats], interventions: list[In
     tested = any(i.cue == family and i.status == "ok" and BY_NAME[i.name].decides for i in interventions)
     agreeing = supporting if estimate >= RELIANCE else []
     lead = _lead(members, causal)
+    sided = [p for p in members if p.agreement_p < SIGNIFICANCE and p.agreement_gap >= AGREEMENT_GAP]
     verdict = CueVerdict(family, "shortcut", "warn", lead, agreeing, bool(labels), bool(predictions), bool(groups),
-                         links.get(lead.name) if lead else None, round(estimate, 4))
+                         links.get(lead.name) if lead else None,
+                         max(sided, key=lambda p: p.agreement_gap) if sided else None, round(estimate, 4))
     if agreeing and data_side:
         verdict.severity = "fail"
     elif predictions and not (tested and estimate == 0.0):

@@ -148,8 +148,7 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         sentences.append(f"'{t.words}' changed {t.flip_rate:.0%} of predictions ({t.flips} of {t.treated}; "
                          f"harmless changes: {t.floor:.0%}), {towards}")
         if cue.reliance:
-            sentences.append(f"adding the cue and taking it away change on average {cue.reliance:.0%} of predictions "
-                             f"beyond harmless changes")
+            sentences.append(f"adding the cue and taking it away change on average {cue.reliance:.0%} of predictions")
     if cue.lead and cue.prediction_signal:
         headline.append(f"predicts the answers with power {cue.lead.prediction_power:.2f}, the labels "
                         f"{cue.lead.label_power:.2f}")
@@ -159,6 +158,11 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         headline.append(f"predicts the labels with power {cue.lead.label_power:.2f}")
         sentences.append(f"on the probe images it predicts the labels (power {cue.lead.label_power:.2f}, "
                          f"p = {cue.lead.label_p:.2g})")
+    elif cue.sided:
+        headline.append(f"accuracy {cue.sided.agreement_gap:.0%} higher where it sides with the label")
+        sentences.append(f"on the probe images the model is right {cue.sided.agreement_gap:.0%} more often where "
+                         f"{cue.sided.words} sides with the label than where it does not "
+                         f"(p = {cue.sided.agreement_p:.2g})")
     masked = next((t for t in tests if t.name == "mask_object" and t.status == "ok"), None)
     not_object = ""
     if masked and cue.category == "shortcut" and masked.kept_rate >= verdict.KEPT_CONTEXT:
@@ -183,6 +187,7 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         "prediction_power": lead.prediction_power if lead else None,
         "beyond_label_p": lead.beyond_label_p if lead else None,
         "group_gap": lead.group_gap if lead else None,
+        "agreement_gap": cue.sided.agreement_gap if cue.sided else None,
         "reliance": cue.reliance,
         "strongest_change": strongest.name if strongest else None,
         "flip_rate": strongest.flip_rate if strongest else None,
@@ -291,12 +296,13 @@ def _group_table(context: AuditContext, lead: PropertyStats, values: dict[str, n
 def _property_table(context: AuditContext, stats: list[PropertyStats]) -> Table:
     ranked = sorted(stats, key=lambda s: -max(s.label_power, s.prediction_power))[:14]
     rows = [[s.name, f"{s.label_power:.2f}", _p(s.label_p), f"{s.prediction_power:.2f}", _p(s.beyond_label_p),
-             f"{s.group_gap:.0%}"] for s in ranked]
+             f"{s.group_gap:.0%}", "" if s.categorical else f"{s.agreement_gap:.0%}"] for s in ranked]
     caption = ("Power: how well the property alone predicts the labels or the model's predictions, cross-validated; "
                "0 is the naive baseline, 1 perfect. 'beyond labels': permutation test of whether it predicts the "
                "predictions within each true class. p-values are Holm-adjusted over all properties. Gap: largest "
-               "accuracy difference between property tertiles (or attribute values) within a class.")
-    return Table(["property", "label power", "p", "prediction power", "p beyond labels", "gap"], rows, caption,
+               "accuracy difference between property tertiles (or attribute values) within a class. Sides: accuracy "
+               "where the property's half (above or below its median) sides with the label minus where it does not.")
+    return Table(["property", "label power", "p", "prediction power", "p beyond labels", "gap", "sides"], rows, caption,
                  "Which properties predict labels and predictions")
 
 

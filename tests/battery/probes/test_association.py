@@ -1,6 +1,6 @@
 import numpy as np
 
-from auditsvc.battery.probes.association import bin_codes, holm, permutation_test, predictive_power
+from auditsvc.battery.probes.association import agreement_test, bin_codes, holm, permutation_test, predictive_power
 
 
 def test_predictive_power_is_zero_for_noise_and_one_for_a_perfect_cue():
@@ -39,3 +39,31 @@ def test_beyond_labels_asks_about_predictions_within_each_label():
 def test_holm_matches_the_step_down_definition():
     assert holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]
     assert holm([0.5, 0.9]) == [1.0, 1.0]
+
+
+def decorrelated_probe(rng, n=400):
+    """Labels and a binary cue independent of each other; the cue sits on the high half of a property."""
+    labels = rng.permutation(np.repeat([0, 1], n // 2))
+    cue = rng.permutation(np.tile([0, 1], n // 2)).astype(bool)
+    values = cue + rng.random(n) * 0.5
+    return labels, cue, values
+
+
+def test_agreement_gap_is_the_accuracy_where_the_cue_agrees_with_the_label_minus_where_not():
+    rng = np.random.default_rng(3)
+    labels, cue, values = decorrelated_probe(rng)
+    agrees = cue == (labels == 1)               # the cue goes with class 1
+    correct = rng.random(len(labels)) < np.where(agrees, 0.9, 0.6)
+    gap, p = agreement_test(values, labels, correct, seed=0)
+    cells = [correct[(labels == label) & (cue == side)].mean() for label in (0, 1) for side in (False, True)]
+    aligned, flipped = (cells[0] + cells[3]) / 2, (cells[1] + cells[2]) / 2
+    assert abs(gap - (aligned - flipped)) < 1e-9 and gap > 0.2
+    assert p < 0.001
+
+
+def test_images_hard_for_every_label_are_not_an_agreement():
+    rng = np.random.default_rng(4)
+    labels, cue, values = decorrelated_probe(rng)
+    correct = rng.random(len(labels)) < np.where(cue, 0.6, 0.9)   # the cue makes every class harder
+    gap, p = agreement_test(values, labels, correct, seed=0)
+    assert gap < 0.06 and p > 0.05

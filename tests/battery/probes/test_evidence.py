@@ -46,6 +46,25 @@ def test_a_model_that_follows_brightness_is_converted_and_one_that_does_not_is_l
 
 
 
+def follows_the_object(pixels: np.ndarray):
+    """Answers by the brightness of the object in the middle of the image."""
+    return (pixels[:, 4:12, 4:12].mean(axis=(1, 2, 3)) / 255 > 0.5).astype(int), np.ones(len(pixels))
+
+
+def test_with_boxes_a_change_of_the_scene_leaves_the_object_as_it_is():
+    rng = np.random.default_rng(0)
+    levels, labels = rng.uniform(0.3, 0.7, 120), rng.integers(0, 2, 120)
+    images = grey_images(levels)
+    unboxed = probe(images, labels, follows_the_object)
+    assert {t.name: t for t in run_interventions(unboxed)}["brighter"].flip_rate > 0.9
+    boxed = ProbeData(**{**vars(unboxed), "boxes": np.tile([4.0, 4.0, 12.0, 12.0], (len(images), 1))})
+    brighter = {t.name: t for t in run_interventions(boxed)}["brighter"]
+    original, changed = brighter.pairs
+    assert (changed[:, 4:12, 4:12] == original[:, 4:12, 4:12]).all()
+    assert (changed[:, :4].astype(int) > original[:, :4]).all()   # the scene around it did change
+    assert brighter.treated > 40 and brighter.flip_rate == 0.0
+
+
 def follows_gradient(pixels: np.ndarray):
     """Answers by which side of the image is lighter, whatever the overall brightness."""
     halves = pixels.astype(float).reshape(len(pixels), pixels.shape[1], 2, -1)

@@ -109,14 +109,20 @@ def test_reliance_averages_adding_and_taking_away_the_cue():
     blur = change("blur", "sharpness", "sharpness", 0.61, 1e-9, agrees=True)
     sharpen = change("sharpen", "sharpness", "sharpness", 0.21, 1e-9, agrees=True)
     estimate, supporting = reliance([blur, sharpen])
-    assert abs(estimate - ((0.61 - 0.01) + (0.21 - 0.01)) / 2) < 1e-9
+    assert abs(estimate - (0.61 + 0.21) / 2) < 1e-9
     assert [t.name for t in supporting] == ["blur", "sharpen"]
+
+
+def test_only_changes_beyond_the_noise_floor_count_towards_reliance():
+    blur = change("blur", "sharpness", "sharpness", 0.61, 1e-9, agrees=True)
+    sharpen_by_chance = change("sharpen", "sharpness", "sharpness", 0.21, 0.3, agrees=True)
+    assert abs(reliance([blur, sharpen_by_chance])[0] - 0.61 / 2) < 1e-9
 
 
 def test_a_model_that_only_fails_on_degraded_images_scores_half():
     blur = change("blur", "sharpness", "sharpness", 0.31, 1e-9, agrees=True)
     sharpen = change("sharpen", "sharpness", "sharpness", 0.0, 1.0, agrees=False)
-    assert abs(reliance([blur, sharpen])[0] - 0.15) < 1e-9
+    assert abs(reliance([blur, sharpen])[0] - 0.31 / 2) < 1e-9
     props = [prop("sharpness", "sharpness", label_power=0.9, label_p=0.001)]
     [verdict] = decide(props, [blur, sharpen], {}, observations())
     assert verdict.category == "bias"
@@ -146,3 +152,15 @@ def test_findings_rank_by_how_much_the_answers_turn_on_the_cue():
              change("jpeg", "compression", "blockiness", 0.98, 1e-9, agrees=True)]
     verdicts = decide(props, tests, {}, observations(**codes))
     assert [v.cue for v in verdicts][0] == "compression"
+
+
+def test_accuracy_that_follows_whether_the_cue_sides_with_the_label_confirms_a_causal_signal():
+    sided = prop("corner_top_left", "corner")
+    sided.agreement_gap, sided.agreement_p = 0.23, 0.001
+    tests = [change("swap_corner_top_left", "corner", "corner_top_left", 0.3, 1e-6, agrees=True),
+             change("plain_corner_top_left", "corner", "corner_top_left", 0.25, 1e-6, agrees=True)]
+    [verdict] = decide([sided], tests, {}, observations())
+    assert (verdict.category, verdict.severity, verdict.group_signal) == ("shortcut", "fail", True)
+    assert decide([sided], [], {}, observations()) == []   # without a causal signal it says nothing
+    sided.agreement_p = 0.05
+    assert decide([sided], tests, {}, observations()) == []
