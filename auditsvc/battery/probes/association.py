@@ -120,37 +120,37 @@ def agreement_test(values: np.ndarray, labels: np.ndarray, correct: np.ndarray, 
     of those differences across labels. With two classes it is accuracy where the property's half
     agrees with the label (the pairing the accuracies favour) minus where it disagrees: the ground
     truth's cue-aligned minus cue-flipped accuracy, read off the probe images. Every image counts,
-    where a gap between two tertiles within one label uses a sixth of them. Null: the property
-    shuffled within each label (labels and correctness kept); shuffles are added as in
-    permutation_test."""
+    where a gap between two tertiles within one label uses a sixth of them.
+
+    Null: the property shuffled within each label (labels and correctness kept). A shuffle only
+    changes how many of a label's correct answers land above the median, which is hypergeometric,
+    so the shuffles are drawn as those counts; more are added as in permutation_test."""
     median = np.median(values)
     high = values > median
     if high.all() or not high.any():
         high = values >= median
-    members = [labels == label for label in np.unique(labels)]
-    members = [m for m in members if minimum <= high[m].sum() <= m.sum() - minimum]
-    if len(members) < 2:
+    cells = []   # per label: images, images above the median, correct answers, correct answers above
+    for label in np.unique(labels):
+        members = labels == label
+        size, above = int(members.sum()), int(high[members].sum())
+        if minimum <= above <= size - minimum:
+            cells.append((size, above, int(correct[members].sum()), int(correct[members & high].sum())))
+    if len(cells) < 2:
         return 0.0, 1.0
-    observed = float(_agreement_gap(high[None, :], members, correct)[0])
+    observed = float(_agreement_gap(cells, [np.array([right_above]) for *_, right_above in cells])[0])
     rng = np.random.default_rng(seed)
     reached, done = 0, 0
     while done < most and (done == 0 or reached < 10):
-        shuffled = np.tile(high, (permutations, 1))
-        for m in members:
-            shuffled[:, m] = rng.permuted(shuffled[:, m], axis=1)
-        reached += int(np.sum(_agreement_gap(shuffled, members, correct) >= observed - 1e-12))
+        draws = [rng.hypergeometric(right, size - right, above, permutations) for size, above, right, _ in cells]
+        reached += int(np.sum(_agreement_gap(cells, draws) >= observed - 1e-12))
         done += permutations
     return observed, float((1 + reached) / (1 + done))
 
 
-def _agreement_gap(high: np.ndarray, members: list[np.ndarray], correct: np.ndarray) -> np.ndarray:
-    """Per row of `high` (shuffles x images): half the spread across labels of accuracy above minus below."""
-    differences = []
-    for m in members:
-        above, right = high[:, m], correct[m]
-        count = above.sum(axis=1)
-        differences.append((above & right).sum(axis=1) / count - (~above & right).sum(axis=1) / (m.sum() - count))
-    differences = np.stack(differences)
+def _agreement_gap(cells: list[tuple[int, int, int, int]], right_above: list[np.ndarray]) -> np.ndarray:
+    """Half the spread across labels of accuracy above the median minus below, per draw."""
+    differences = np.stack([hits / above - (right - hits) / (size - above)
+                            for (size, above, right, _), hits in zip(cells, right_above)])
     return (differences.max(axis=0) - differences.min(axis=0)) / 2
 
 
