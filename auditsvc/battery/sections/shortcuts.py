@@ -236,7 +236,7 @@ def _pairs_figure(context: AuditContext, test: InterventionStats) -> Figure:
     rows = [cells[i] + (cells[i + 1] if i + 1 < len(cells) else []) for i in range(0, len(cells), 2)]
     labels = [f"{classes[b]} {p0:.2f} -> {classes[a]} {p1:.2f}" for _, b, a, p0, p1 in test.examples]
     row_labels = [labels[i] + ("\n" + labels[i + 1] if i + 1 < len(labels) else "") for i in range(0, len(labels), 2)]
-    fig = figures.image_grid(rows, row_labels=row_labels, col_labels=["original", test.words[:18]] * 2,
+    fig = figures.image_grid(rows, row_labels=row_labels, col_labels=["original", "changed"] * 2,
                              cell_inches=1.35, label_width=1.9)
     caption = (f"Original and changed image ('{test.words}'), with the model's prediction and probability before "
                f"-> after (left pair first). Over {test.treated} changed images, {test.flip_rate:.0%} of predictions "
@@ -296,7 +296,7 @@ def _group_table(context: AuditContext, lead: PropertyStats, values: dict[str, n
 def _property_table(context: AuditContext, stats: list[PropertyStats]) -> Table:
     ranked = sorted(stats, key=lambda s: -max(s.label_power, s.prediction_power))[:14]
     rows = [[s.name, f"{s.label_power:.2f}", _p(s.label_p), f"{s.prediction_power:.2f}", _p(s.beyond_label_p),
-             f"{s.group_gap:.0%}", "" if s.categorical else f"{s.agreement_gap:.0%}"] for s in ranked]
+             f"{s.group_gap:.0%}", "-" if s.categorical else f"{s.agreement_gap:.0%}"] for s in ranked]
     caption = ("Power: how well the property alone predicts the labels or the model's predictions, cross-validated; "
                "0 is the naive baseline, 1 perfect. 'beyond labels': permutation test of whether it predicts the "
                "predictions within each true class. p-values are Holm-adjusted over all properties. Gap: largest "
@@ -320,6 +320,7 @@ def _intervention_table(context: AuditContext, tests: list[InterventionStats],
                "images predicted as the class that carries most (or least) of it (images already predicted as that "
                "class are not treated); border and corner changes add what the images where the region stands out "
                "most share there (a stamp, a frame), or take it away by continuing each image's surroundings. "
+               "With object boxes, changes of a property leave the object itself as it is. "
                "Flip: share of predictions that changed; p: one-sided binomial test against the flip rate of "
                "harmless one- and two-pixel shifts, Holm-adjusted.")
     return Table(["change", "images", "flips", "accuracy", "flips towards", "p"], rows, caption, title)
