@@ -229,8 +229,8 @@ def keep_pixels(changed: np.ndarray, original: np.ndarray, keep: np.ndarray | No
 
 def object_masks(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     """(n, H, W): each image's object box; all False where it has none (NaN)."""
-    return np.stack([np.zeros((height, width), bool) if np.isnan(box).any() else region_mask("object", height, width, box)
-                     for box in boxes])
+    return np.stack([np.zeros((height, width), bool) if np.isnan(box).any()
+                     else region_mask("object", height, width, box) for box in boxes])
 
 
 def apply_harmless(intervention: Intervention, pixels: np.ndarray) -> np.ndarray:

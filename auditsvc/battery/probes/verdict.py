@@ -61,7 +61,7 @@ class CueVerdict:
     group_signal: bool = False
     attribute: str | None = None     # manifest attribute the cue tracks
     sided: PropertyStats | None = None   # the property whose siding with the label the accuracy follows most
-    reliance: float = 0.0            # see reliance(): flips beyond the floor, adding and removing the cue averaged
+    reliance: float = 0.0            # see reliance(): flip rates of adding and of removing the cue, averaged
     also: list["CueVerdict"] = field(default_factory=list)   # proxies of the same cue, folded in
 
 
