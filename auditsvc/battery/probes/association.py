@@ -11,6 +11,8 @@ A property is discretized into quantile bins (or its categories). Two numbers pe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold
@@ -103,13 +105,19 @@ def permutation_test(codes: np.ndarray, target: np.ndarray, *, strata: np.ndarra
     if not parts:
         return 0.0, 1.0
     observed = sum(w * float(mutual_information(c, t[None, :], classes)[0]) for w, c, t in parts)
+    return observed, _p_value(observed, lambda: sum(
+        w * mutual_information(c, rng.permuted(np.tile(t, (permutations, 1)), axis=1), classes) for w, c, t in parts),
+        permutations, most)
+
+
+def _p_value(observed: float, null_batch: Callable[[], np.ndarray], batch: int, most: int) -> float:
+    """Share of null draws at or above `observed` (with the observed one counted): batches of `batch`
+    draws, more while fewer than 10 reach it, up to `most`."""
     reached, done = 0, 0
     while done < most and (done == 0 or reached < 10):
-        null = sum(w * mutual_information(c, rng.permuted(np.tile(t, (permutations, 1)), axis=1), classes)
-                   for w, c, t in parts)
-        reached += int(np.sum(null >= observed - 1e-12))
-        done += permutations
-    return observed, float((1 + reached) / (1 + done))
+        reached += int(np.sum(null_batch() >= observed - 1e-12))
+        done += batch
+    return float((1 + reached) / (1 + done))
 
 
 def agreement_test(values: np.ndarray, labels: np.ndarray, correct: np.ndarray, *, permutations: int = 2000,
@@ -139,12 +147,9 @@ def agreement_test(values: np.ndarray, labels: np.ndarray, correct: np.ndarray, 
         return 0.0, 1.0
     observed = float(_agreement_gap(cells, [np.array([right_above]) for *_, right_above in cells])[0])
     rng = np.random.default_rng(seed)
-    reached, done = 0, 0
-    while done < most and (done == 0 or reached < 10):
-        draws = [rng.hypergeometric(right, size - right, above, permutations) for size, above, right, _ in cells]
-        reached += int(np.sum(_agreement_gap(cells, draws) >= observed - 1e-12))
-        done += permutations
-    return observed, float((1 + reached) / (1 + done))
+    return observed, _p_value(observed, lambda: _agreement_gap(cells, [
+        rng.hypergeometric(right, size - right, above, permutations) for size, above, right, _ in cells]),
+        permutations, most)
 
 
 def _agreement_gap(cells: list[tuple[int, int, int, int]], right_above: list[np.ndarray]) -> np.ndarray:
