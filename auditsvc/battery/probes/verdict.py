@@ -73,10 +73,14 @@ def prediction_signal(p: PropertyStats) -> bool:
     return p.beyond_label_p < SIGNIFICANCE and p.prediction_power - p.label_power >= BEYOND_LABEL_POWER
 
 
+def sides_with_label(p: PropertyStats) -> bool:
+    """The model is right more often where the property's half sides with the label."""
+    return p.agreement_p < SIGNIFICANCE and p.agreement_gap >= AGREEMENT_GAP
+
+
 def group_signal(p: PropertyStats) -> bool:
     """Accuracy differs with the property within a label, or with whether it sides with the label."""
-    return ((p.group_p < SIGNIFICANCE and p.group_gap >= GROUP_GAP)
-            or (p.agreement_p < SIGNIFICANCE and p.agreement_gap >= AGREEMENT_GAP))
+    return (p.group_p < SIGNIFICANCE and p.group_gap >= GROUP_GAP) or sides_with_label(p)
 
 
 def large_effect(i: InterventionStats) -> bool:
@@ -164,7 +168,7 @@ def _family(family: str, properties: list[PropertyStats], interventions: list[In
     tested = any(i.cue == family and i.status == "ok" and BY_NAME[i.name].decides for i in interventions)
     agreeing = supporting if estimate >= RELIANCE else []
     lead = _lead(members, causal)
-    sided = [p for p in members if p.agreement_p < SIGNIFICANCE and p.agreement_gap >= AGREEMENT_GAP]
+    sided = [p for p in members if sides_with_label(p)]
     verdict = CueVerdict(family, "shortcut", "warn", lead, agreeing, bool(labels), bool(predictions), bool(groups),
                          links.get(lead.name) if lead else None,
                          max(sided, key=lambda p: p.agreement_gap) if sided else None, round(estimate, 4))
