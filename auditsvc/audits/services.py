@@ -28,7 +28,8 @@ from django.utils import timezone
 from auditsvc.battery.context import AuditOptions
 from auditsvc.battery.dataset import ProbeSet as ProbeData
 from auditsvc.battery.errors import BadInput
-from auditsvc.battery.loading import ModelMeta, load_model
+from auditsvc.battery.loading import load_model
+from auditsvc.battery.meta import ModelMeta
 from auditsvc.battery.results import SEVERITY_RANK
 from auditsvc.pipeline import audit_files, write_outputs
 

@@ -23,15 +23,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import BadInput
-from .loading import InputSpec
+from .limits import MAX_COMPRESSION_RATIO, MAX_IMAGE_PIXELS, MAX_IMAGES, MAX_UNCOMPRESSED_BYTES
+from .meta import InputSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MANIFEST = "manifest.csv"
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
-MAX_IMAGES = 100_000
-MAX_IMAGE_PIXELS = 64_000_000          # larger images are treated as decompression bombs
-MAX_UNCOMPRESSED_BYTES = 8 * 1024**3   # whole zip, uncompressed
-MAX_COMPRESSION_RATIO = 200            # per zip member; beyond it the member is a zip bomb
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 

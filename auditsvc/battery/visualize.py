@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .graph import ModelGraph
-from .loading import InputSpec
+from .meta import InputSpec
 
 # Square roots of the eigen-decomposed colour correlations of natural images (Lucid's constants).
 COLOUR_CORRELATION = torch.tensor([[0.26, 0.09, 0.02],

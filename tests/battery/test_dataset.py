@@ -12,7 +12,7 @@ from PIL import Image
 from auditsvc.battery import dataset as dataset_module
 from auditsvc.battery.dataset import ProbeSet
 from auditsvc.battery.errors import BadInput
-from auditsvc.battery.loading import InputSpec
+from auditsvc.battery.meta import InputSpec
 from tests.conftest import write_probe
 
 CLASSES = ("a", "b", "c")

@@ -12,7 +12,7 @@ from torch import nn
 
 from auditsvc.battery import visualize
 from auditsvc.battery.graph import ModelGraph
-from auditsvc.battery.loading import InputSpec
+from auditsvc.battery.meta import InputSpec
 from auditsvc.battery.visualize import FourierImage, Settings, Target, maximize
 from auditsvc.demo.nets import PlainNet, SeparableNet, export
 
