@@ -6,6 +6,9 @@ refused with one line that names the limit.
 
 # model files
 MAX_MODEL_BYTES = 2 * 1024**3
+MAX_MODEL_UNPACKED_BYTES = 4 * 1024**3   # a model archive's members, uncompressed
+MAX_MODEL_MEMBERS = 100_000              # members of a model archive
+MAX_MODEL_CONFIG_BYTES = 64 * 1024**2    # one JSON member of a .pt2 (the graph, a payload config)
 
 # probe sets
 MAX_IMAGES = 100_000

@@ -7,21 +7,24 @@ code path. Pickled modules are refused: unpickling runs arbitrary code.
 from __future__ import annotations
 
 import hashlib
+import pickle
+import tempfile
 import warnings
-import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .archive import inspect_pt2, sniff_format, write_loadable_copy
 from .errors import BadInput
 from .limits import MAX_MODEL_BYTES
 from .meta import ModelMeta, load_meta
+from .ops import refuse_unsafe_ops, refuse_unsafe_script_ops
 
-EXPORT_HOWTO = (
-    "export it instead: ep = torch.export.export(model.eval(), (torch.randn(1, C, H, W),), "
-    "dynamic_shapes=({0: torch.export.Dim('batch')},)); torch.export.save(ep, 'model.pt2')"
-)
+EXPORT_CALL = ("ep = torch.export.export(model.eval(), (torch.randn(1, C, H, W),), "
+               "dynamic_shapes=({0: torch.export.Dim('batch')},)); torch.export.save(ep, 'model.pt2')")
+EXPORT_HOWTO = f"export it instead: {EXPORT_CALL}"
 
 
 @dataclass
@@ -42,37 +45,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def sniff_format(path: Path) -> str:
-    """'torch.export', 'torchscript', 'pickle' or 'unknown', from the archive's members only."""
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
-        return "pickle"
-    if not zipfile.is_zipfile(path):
-        return "unknown"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return "unknown"
-    tails = {name.split("/", 1)[1] if "/" in name else name for name in names}
-    if "archive_format" in tails or any(t.startswith("models/") for t in tails):
-        return "torch.export"
-    if "constants.pkl" in tails and any(t.startswith("code/") for t in tails):
-        return "torchscript"
-    if "data.pkl" in tails:
-        return "pickle"
-    return "unknown"
-
-
-def load_model(path: Path, meta_path: Path | None = None) -> LoadedModel:
-    """Load, convert to an ExportedProgram and check one forward pass on the declared input."""
+def model_kind(path: Path) -> str:
+    """The archive's format, from its member names; BadInput for anything that is not a model archive.
+    Reads no model: the command line and the web process call it before a sandbox loads one."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"model file {path} not found")
     if path.stat().st_size > MAX_MODEL_BYTES:
         raise BadInput(f"model file {path.name} is larger than {MAX_MODEL_BYTES / 2**30:.3g} GiB, the most an audit accepts")
-    meta = load_meta(Path(meta_path) if meta_path else path.with_name("model.json"))
     kind = sniff_format(path)
     if kind == "pickle":
         raise BadInput(
@@ -81,23 +61,57 @@ def load_model(path: Path, meta_path: Path | None = None) -> LoadedModel:
         )
     if kind == "unknown":
         raise BadInput(f"{path.name} is not a torch.export (.pt2) or TorchScript (.pt/.ts) model archive")
+    if kind == "torch.export":
+        inspect_pt2(path)
+    return kind
+
+
+def load_model(path: Path, meta: ModelMeta | Path | None = None) -> LoadedModel:
+    """Load, convert to an ExportedProgram and check one forward pass on the declared input.
+
+    `meta` is the parsed model.json, its path, or None for model.json beside the model."""
+    path = Path(path)
+    kind = model_kind(path)
+    if not isinstance(meta, ModelMeta):
+        meta = load_meta(Path(meta) if meta else path.with_name("model.json"))
     example = torch.zeros(2, *meta.input.size)
     module_types: dict[str, str] = {}
     if kind == "torch.export":
         program = _load_export(path)
     else:
         program, module_types = _load_torchscript(path, example)
+    refuse_unsafe_ops(program, path.name)
     check_forward(program, meta, example)
     return LoadedModel(meta, program, kind, file_sha256(path), path, module_types)
 
 
 def _load_export(path: Path) -> torch.export.ExportedProgram:
+    """Read the archive's checked copy without its sample inputs; any attempt to unpickle is an error."""
+    archive = inspect_pt2(path)
+    with tempfile.TemporaryDirectory(prefix="auditsvc-model-") as scratch:
+        loadable = write_loadable_copy(archive, Path(scratch) / "model.pt2")
+        try:
+            with _unpickling_refused(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.export.load(str(loadable))
+        except BadInput:
+            raise
+        except Exception as exc:  # corrupt archives raise many kinds of errors
+            raise BadInput(f"{path.name}: cannot read the torch.export archive ({_first_line(exc)})") from None
+
+
+@contextmanager
+def _unpickling_refused():
+    """A tripwire: the archive was checked so that torch never unpickles; if it tries, refuse."""
+    def refuse(*args, **kwargs):
+        raise BadInput("the model archive asks to unpickle data, which can run code; refused")
+
+    saved = torch.load, pickle.loads, pickle.load
+    torch.load = pickle.loads = pickle.load = refuse
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.export.load(str(path))
-    except Exception as exc:  # corrupt archives raise many kinds of errors
-        raise BadInput(f"{path.name}: cannot read the torch.export archive ({_first_line(exc)})") from None
+        yield
+    finally:
+        torch.load, pickle.loads, pickle.load = saved
 
 
 def _load_torchscript(path: Path, example: torch.Tensor) -> tuple[torch.export.ExportedProgram, dict[str, str]]:
@@ -107,6 +121,7 @@ def _load_torchscript(path: Path, example: torch.Tensor) -> tuple[torch.export.E
         scripted = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise BadInput(f"{path.name}: cannot read the TorchScript archive ({_first_line(exc)})") from None
+    refuse_unsafe_script_ops(scripted, path.name)
     scripted.eval()
     module_types = {name: module.original_name for name, module in scripted.named_modules() if name}
     try:
@@ -123,6 +138,7 @@ def _load_torchscript(path: Path, example: torch.Tensor) -> tuple[torch.export.E
 def check_forward(program: torch.export.ExportedProgram, meta: ModelMeta, example: torch.Tensor) -> None:
     """The model must map (N, C, H, W) to finite logits of shape (N, len(classes))."""
     size = "x".join(map(str, meta.input.size))
+    _check_input_shape(program, meta)
     try:
         output = _forward(program, example)
     except Exception as exc:
@@ -144,6 +160,36 @@ def check_forward(program: torch.export.ExportedProgram, meta: ModelMeta, exampl
         )
     if not torch.isfinite(output).all():
         raise BadInput("model outputs NaN or infinite logits on the declared input")
+
+
+def _check_input_shape(program: torch.export.ExportedProgram, meta: ModelMeta) -> None:
+    """A shape fixed at export time that the audit cannot give is refused in words, before a forward pass."""
+    shape = _exported_input_shape(program)
+    if shape is None:
+        return
+    if len(shape) != 4:
+        raise BadInput(f"the model takes a {len(shape)}-dimensional input; an image classifier takes (N, C, H, W)")
+    if isinstance(shape[0], int):
+        raise BadInput(f"the model was exported with a fixed batch size of {shape[0]}; the audit runs batches of many "
+                       f"sizes, so export it with a dynamic batch dimension: {EXPORT_CALL}")
+    fixed = [(axis, declared, given) for axis, declared, given in zip("CHW", meta.input.size, shape[1:])
+             if isinstance(given, int) and given != declared]
+    if fixed:
+        exported = "x".join(str(v) if isinstance(v, int) else "?" for v in shape[1:])
+        declared = "x".join(map(str, meta.input.size))
+        raise BadInput(f"the model was exported for input {exported} but model.json declares {declared}")
+
+
+def _exported_input_shape(program: torch.export.ExportedProgram) -> tuple | None:
+    """(N, C, H, W) of the first user input: ints where fixed, None where symbolic; None if unknown."""
+    user_inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user_inputs:
+            value = node.meta.get("val")
+            if not isinstance(value, torch.Tensor):
+                return None
+            return tuple(int(v) if isinstance(v, int) else None for v in value.shape)
+    return None
 
 
 def _forward(program: torch.export.ExportedProgram, batch: torch.Tensor):

@@ -99,10 +99,21 @@ def test_missing_and_unparseable_metadata(tmp_path):
     assert "--meta" in _error(path)
 
 
-def test_forward_failure_on_the_declared_input(tmp_path):
+def test_an_exported_shape_that_disagrees_with_model_json_is_named(tmp_path):
     path = write_package(tmp_path, PlainNet(3, widths=(4,)), CLASSES)
     write_meta(tmp_path / "model.json", CLASSES, size=(1, 32, 32))
-    assert "forward pass fails on the declared input 1x32x32" in _error(path)
+    assert "exported for input 3x32x32 but model.json declares 1x32x32" in _error(path)
+
+
+def test_forward_failure_on_the_declared_input(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 9), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 3)).eval()
+    batch, side = torch.export.Dim("batch"), torch.export.Dim("side", min=10, max=512)
+    program = torch.export.export(model, (torch.randn(2, 3, 16, 16),),
+                                  dynamic_shapes=({0: batch, 2: side, 3: side},))
+    torch.export.save(program, tmp_path / "model.pt2")
+    write_meta(tmp_path / "model.json", CLASSES, size=(3, 8, 8))
+    assert "forward pass fails on the declared input 3x8x8" in _error(tmp_path / "model.pt2")
 
 
 def test_class_count_must_match_the_output(tmp_path):
@@ -126,7 +137,7 @@ def test_static_batch_dimension_is_explained(tmp_path):
     program = torch.export.export(model, (torch.randn(1, 3, 32, 32),))
     torch.export.save(program, tmp_path / "model.pt2")
     write_meta(tmp_path / "model.json", CLASSES)
-    assert "batch dimension must be dynamic" in _error(tmp_path / "model.pt2")
+    assert "exported with a fixed batch size of 1" in _error(tmp_path / "model.pt2")
 
 
 def test_oversized_model_file(tmp_path, monkeypatch):
