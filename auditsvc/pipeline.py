@@ -1,5 +1,9 @@
-"""The audit from files to files: load a model package and a probe set, run the battery,
-write report.html, report.pdf and findings.json. The command line and the workers call this."""
+"""The audit from files to files, in this process: load a model package and a probe set, run the
+battery, write report.html, report.pdf and findings.json.
+
+This loads the model here, so it is for models that are trusted or already confined: the
+sandboxed child (auditsvc.sandbox.child) calls it, and so do tests and benchmarks on models they
+built themselves. Uploaded models go through `auditsvc.sandbox`."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Any
 from .battery.context import AuditOptions, Progress
 from .battery.dataset import ProbeSet
 from .battery.loading import load_model
+from .battery.meta import ModelMeta
 from .battery.results import AuditResult
 from .battery.runner import run_audit
 from .reports.render import write_report
@@ -27,8 +32,8 @@ class AuditFiles:
     findings: Path
 
 
-def audit_files(model: Path, dataset: Path, *, meta: Path | None = None, reference: Path | None = None,
-                reference_meta: Path | None = None, options: AuditOptions | None = None,
+def audit_files(model: Path, dataset: Path, *, meta: ModelMeta | Path | None = None, reference: Path | None = None,
+                reference_meta: ModelMeta | Path | None = None, options: AuditOptions | None = None,
                 progress: Progress | None = None, dataset_label: str | None = None) -> AuditResult:
     """Load and audit; raises BadInput (one line) before any work on bad input."""
     with warnings.catch_warnings():

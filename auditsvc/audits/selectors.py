@@ -8,6 +8,8 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
+from auditsvc.reports.changes import metric_deltas
+
 from .models import ApiToken, Audit, ModelVersion, Organization, ProbeSet, Schedule
 
 
@@ -79,17 +81,3 @@ def audit_comparison(older: Audit, newer: Audit) -> dict:
             "new": [after[c] for c in after if c not in before],
             "resolved": [before[c] for c in before if c not in after],
             "kept": [after[c] for c in after if c in before], "metrics": metric_deltas(older.metrics, newer.metrics)}
-
-
-def metric_deltas(before: dict, after: dict) -> list[dict]:
-    """Key metrics of two audits side by side, formatted for a table."""
-    rows = []
-    for key, label in (("accuracy", "Accuracy"), ("worst_group_accuracy", "Worst-group accuracy")):
-        old, new = before.get(key), after.get(key)
-        if isinstance(old, (int, float)) and isinstance(new, (int, float)):
-            rows.append({"name": label, "before": f"{old:.1%}", "after": f"{new:.1%}", "delta": f"{new - old:+.1%}"})
-    old, new = (before.get("calibration") or {}).get("ece"), (after.get("calibration") or {}).get("ece")
-    if old is not None and new is not None:
-        rows.append({"name": "Calibration error (ECE)", "before": f"{old:.3f}", "after": f"{new:.3f}",
-                     "delta": f"{new - old:+.3f}"})
-    return rows

@@ -14,9 +14,10 @@ from typing import Any
 
 import jinja2
 
+from .. import TEMPLATE_DIR
 from ..battery.results import AuditResult, Figure, Finding, Table, Text
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATES = TEMPLATE_DIR
 LIMITATIONS = [
     "Attribution maps explain the predicted class of a handful of sample images; they show where the model "
     "is sensitive, not why, and can disagree with each other.",

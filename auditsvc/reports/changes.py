@@ -1,0 +1,44 @@
+"""What changed since a previous audit: new and resolved findings, metric deltas, a worse verdict.
+
+Plain data in, plain data out: the sandboxed child puts it in the report, the service stores
+it and mails owners when the verdict got worse. An audit summary is
+`{"audit", "created", "verdict", "metrics", "findings": [{"code", "title"}, ...]}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+VERDICT_RANK = {"pass": 0, "warn": 1, "fail": 2}
+
+
+def changes_since(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    before = {f["code"]: f["title"] for f in previous.get("findings", [])}
+    after = {f["code"]: f["title"] for f in current.get("findings", [])}
+    return {
+        "previous_audit": previous.get("audit"),
+        "previous_created": previous.get("created"),
+        "previous_verdict": previous.get("verdict"),
+        "new": [f"{after[c]} ({c})" for c in after if c not in before],
+        "resolved": [f"{before[c]} ({c})" for c in before if c not in after],
+        "metrics": metric_deltas(previous.get("metrics") or {}, current.get("metrics") or {}),
+        "worse": VERDICT_RANK.get(current.get("verdict"), 0) > VERDICT_RANK.get(previous.get("verdict"), 0),
+    }
+
+
+def metric_deltas(before: dict, after: dict) -> list[dict]:
+    """Key metrics of two audits side by side, formatted for a table."""
+    rows = []
+    for key, label in (("accuracy", "Accuracy"), ("worst_group_accuracy", "Worst-group accuracy")):
+        old, new = before.get(key), after.get(key)
+        if _number(old) and _number(new):
+            rows.append({"name": label, "before": f"{old:.1%}", "after": f"{new:.1%}", "delta": f"{new - old:+.1%}"})
+    old, new = (before.get("calibration") or {}).get("ece"), (after.get("calibration") or {}).get("ece")
+    if _number(old) and _number(new):
+        rows.append({"name": "Calibration error (ECE)", "before": f"{old:.3f}", "after": f"{new:.3f}",
+                     "delta": f"{new - old:+.3f}"})
+    return rows
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

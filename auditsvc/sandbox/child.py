@@ -1,0 +1,122 @@
+"""The confined side of a job: `python -I -m auditsvc.sandbox.child`.
+
+It imports the battery first and says it is ready, so a worker can start it before the next
+job arrives; then it reads one request (a JSON line on stdin), runs it, and writes
+`outcome.json` to its output folder. Its stdout carries only protocol lines (ready, progress);
+whatever the model or a library prints goes to stderr, the job's log.
+
+Exit codes: 0 done, 2 refused (bad input, the message is for the user), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+EXIT_DONE, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+
+
+class Protocol:
+    """JSON lines to the parent, on a private copy of stdout."""
+
+    def __init__(self):
+        self.stream = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+        os.dup2(2, 1)   # a model's or a library's prints must not pose as protocol lines
+        self.last = (0.0, "")
+
+    def send(self, **message) -> None:
+        self.stream.write(json.dumps(message) + "\n")
+
+    def progress(self, fraction: float, stage: str) -> None:
+        now = time.monotonic()
+        if stage != self.last[1] or now - self.last[0] >= 0.5:
+            self.last = (now, stage)
+            self.send(progress=round(float(fraction), 4), stage=str(stage)[:200])
+
+
+def check(request: dict[str, Any], progress: Callable) -> dict[str, Any]:
+    from auditsvc.battery.loading import load_model
+    from auditsvc.battery.meta import ModelMeta
+
+    model = request["model"]
+    loaded = load_model(Path(model["path"]), ModelMeta.from_dict(model["meta"]))
+    return {"format": loaded.format, "sha256": loaded.sha256}
+
+
+def audit(request: dict[str, Any], progress: Callable) -> dict[str, Any]:
+    from auditsvc.battery.context import AuditOptions
+    from auditsvc.battery.meta import ModelMeta
+    from auditsvc.pipeline import audit_files, write_outputs
+    from auditsvc.reports.changes import changes_since
+
+    model, reference, dataset = request["model"], request.get("reference"), request["dataset"]
+    result = audit_files(Path(model["path"]), Path(dataset["path"]), meta=ModelMeta.from_dict(model["meta"]),
+                         reference=Path(reference["path"]) if reference else None,
+                         reference_meta=ModelMeta.from_dict(reference["meta"]) if reference else None,
+                         options=AuditOptions(**request["options"]), progress=progress,
+                         dataset_label=dataset.get("label"))
+    result.environment["isolation"] = request["isolation"]
+    previous = request.get("previous")
+    changes = changes_since(previous, result.findings_json()) if previous else None
+    write_outputs(result, Path(request["out"]), changes)
+    return {"verdict": result.verdict, "findings": len(result.findings)}
+
+
+ACTIONS = {"check": check, "audit": audit}
+
+
+def _warm_up(action: str) -> None:
+    """Import what the job needs before saying ready, so that a waiting child starts at once."""
+    import auditsvc.battery.loading  # noqa: F401
+    if action == "audit":
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import auditsvc.battery.registry as registry
+        import auditsvc.pipeline  # noqa: F401
+        import weasyprint  # noqa: F401
+
+        registry.section_names()
+
+
+def main() -> int:
+    protocol = Protocol()
+    warnings.simplefilter("ignore")
+    action = sys.argv[1] if len(sys.argv) > 1 else "audit"
+    _warm_up(action)
+    protocol.send(ready=True)
+    line = sys.stdin.readline()
+    if not line:
+        return EXIT_FAILED   # the parent went away before giving a job
+    request = json.loads(line)
+    out = Path(request["out"])
+    from auditsvc.battery.errors import BadInput
+
+    try:
+        data = ACTIONS[request["action"]](request, protocol.progress)
+    except BadInput as exc:
+        _outcome(out, status="refused", message=str(exc))
+        return EXIT_REFUSED
+    except MemoryError:
+        _outcome(out, status="failed", message="the audit ran out of memory inside the sandbox")
+        return EXIT_FAILED
+    except Exception as exc:
+        traceback.print_exc()
+        _outcome(out, status="failed", message=f"{type(exc).__name__}: {str(exc).strip()[:300]}")
+        return EXIT_FAILED
+    _outcome(out, status="done", **data)
+    return EXIT_DONE
+
+
+def _outcome(out: Path, **fields) -> None:
+    (out / "outcome.json").write_text(json.dumps(fields), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
