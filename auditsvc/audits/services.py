@@ -25,20 +25,17 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from auditsvc.battery.context import AuditOptions
+from auditsvc.battery.archive import model_kind
 from auditsvc.battery.dataset import ProbeSet as ProbeData
 from auditsvc.battery.errors import BadInput
-from auditsvc.battery.loading import load_model
+from auditsvc.battery.loading import file_sha256
 from auditsvc.battery.meta import ModelMeta
-from auditsvc.battery.results import SEVERITY_RANK
-from auditsvc.pipeline import audit_files, write_outputs
-
-from .selectors import metric_deltas
+from auditsvc.reports.changes import changes_since
+from auditsvc.sandbox import SandboxError, SandboxUnavailable, check_model, warm
 from .models import ApiToken, Audit, Finding, Membership, ModelVersion, Organization, ProbeSet, Schedule
 
 log = logging.getLogger(__name__)
 MODEL_SUFFIXES = {".pt2": ".pt2", ".pt": ".pt", ".ts": ".ts"}
-VERDICT_RANK = {"pass": 0, "warn": SEVERITY_RANK["warn"], "fail": SEVERITY_RANK["fail"]}
 HEARTBEAT_SECONDS = 2.0
 
 
@@ -104,19 +101,27 @@ def model_version_create(*, organization: Organization, user, file, meta, releas
         raise ValidationError({"meta": str(exc)}) from None
     with _scratch() as scratch:
         path = _spool(file, scratch / f"model{suffix}", settings.MAX_MODEL_UPLOAD, "file")
-        (scratch / "model.json").write_text(json.dumps(meta_data))
-        try:
-            loaded = load_model(path)
-        except BadInput as exc:
-            raise ValidationError({"file": str(exc)}) from None
-        if ModelVersion.objects.filter(organization=organization, name=loaded.meta.name,
-                                       version=loaded.meta.version).exists():
-            raise ValidationError({"meta": f"{loaded.meta.name} {loaded.meta.version} is already registered; "
+        kind = _checked_model(path, meta_data)
+        meta = ModelMeta.from_dict(meta_data)
+        if ModelVersion.objects.filter(organization=organization, name=meta.name, version=meta.version).exists():
+            raise ValidationError({"meta": f"{meta.name} {meta.version} is already registered; "
                                            "bump the version in model.json."})
-        version = ModelVersion(organization=organization, name=loaded.meta.name, version=loaded.meta.version,
-                               release_tag=release_tag, meta=meta_data, format=loaded.format, sha256=loaded.sha256,
+        version = ModelVersion(organization=organization, name=meta.name, version=meta.version,
+                               release_tag=release_tag, meta=meta_data, format=kind, sha256=file_sha256(path),
                                uploaded_by=user)
         return _save_with_file(version, "file", path, f"model{suffix}")
+
+
+def _checked_model(path: Path, meta: dict) -> str:
+    """The archive read as data here; loading it and one forward pass happen in the sandbox."""
+    try:
+        kind = model_kind(path)
+        check_model(path, meta)
+    except BadInput as exc:
+        raise ValidationError({"file": str(exc)}) from None
+    except (SandboxError, SandboxUnavailable) as exc:
+        raise ValidationError({"file": f"The model could not be checked: {exc}"}) from None
+    return kind
 
 
 def probe_set_create(*, organization: Organization, user, name: str, file) -> ProbeSet:
@@ -212,7 +217,7 @@ def audit_run(audit_id: int, worker: str = "") -> None:
                      worker=worker[:200], progress=0.0, stage="starting", message="")
     try:
         _execute(audit)
-    except BadInput as exc:
+    except (BadInput, SandboxError, SandboxUnavailable) as exc:
         audit_fail(audit, str(exc))
     except Exception as exc:
         if type(exc).__name__ == "SoftTimeLimitExceeded":
@@ -224,25 +229,26 @@ def audit_run(audit_id: int, worker: str = "") -> None:
 
 
 def _execute(audit: Audit) -> None:
-    with _scratch() as scratch:
-        model = _materialize_model(audit.model_version, scratch / "model")
-        reference = _materialize_model(audit.reference, scratch / "reference") if audit.reference else None
-        probe = _copy_stored(audit.probe_set.file, scratch / "probe.zip")
-        result = audit_files(model, probe, reference=reference,
-                             options=AuditOptions(seed=audit.seed, device=settings.AUDIT_DEVICE),
-                             progress=_progress_writer(audit), dataset_label=audit.probe_set.name)
-        changes = audit_changes(audit.previous, result) if audit.previous else None
-        files = write_outputs(result, scratch / "out", changes)
-        _store_results(audit, files, changes)
+    """The audit runs in a sandboxed child; this process only copies files and stores what came back."""
+    previous = audit_summary(audit.previous) if audit.previous else None
+    with _scratch() as scratch, warm.take(settings.AUDIT_DEVICE) as sandbox:
+        _give_inputs(sandbox, audit)
+        outcome = sandbox.run(scratch / "out", {"seed": audit.seed, "device": settings.AUDIT_DEVICE},
+                              previous=previous, progress=_progress_writer(audit))
+        changes = changes_since(previous, outcome.findings_json) if previous else None
+        _store_results(audit, outcome, changes)
+    warm.prepare(settings.AUDIT_DEVICE)
     if changes and changes["worse"]:
         notify_worse_verdict(audit)
 
 
-def _materialize_model(version: ModelVersion, directory: Path) -> Path:
-    directory.mkdir(parents=True)
-    path = _copy_stored(version.file, directory / Path(version.file.name).name)
-    (directory / "model.json").write_text(json.dumps(version.meta))
-    return path
+def _give_inputs(sandbox, audit: Audit) -> None:
+    for role, version in (("model", audit.model_version), ("reference", audit.reference)):
+        if version is not None:
+            path = _copy_stored(version.file, sandbox.input_path(role, Path(version.file.name).name))
+            sandbox.add_model(path, version.meta, role=role)
+    probe = _copy_stored(audit.probe_set.file, sandbox.input_path("dataset", "probe.zip"))
+    sandbox.add_dataset(probe, label=audit.probe_set.name)
 
 
 def _copy_stored(field, path: Path) -> Path:
@@ -264,23 +270,21 @@ def _progress_writer(audit: Audit):
     return report
 
 
-def _store_results(audit: Audit, files, changes: dict | None) -> None:
-    result = files.result
+def _store_results(audit: Audit, outcome, changes: dict | None) -> None:
+    report = outcome.findings_json
     with transaction.atomic():
-        for field, path in (("report_html", files.html), ("report_pdf", files.pdf), ("findings_json", files.findings)):
+        for field, path in (("report_html", outcome.html), ("report_pdf", outcome.pdf),
+                            ("findings_json", outcome.findings)):
             with open(path, "rb") as handle:
                 getattr(audit, field).save(path.name, File(handle), save=False)
         audit.findings.all().delete()
-        Finding.objects.bulk_create([Finding(audit=audit, code=f.code, category=f.category, severity=f.severity,
-                                             title=f.title, summary=f.summary, evidence=_jsonable(f.evidence))
-                                     for f in result.findings])
-        audit_transition(audit, Audit.Status.DONE, progress=1.0, stage="done", verdict=result.verdict,
-                         metrics=_jsonable(result.metrics), changes=changes, report_html=audit.report_html.name,
+        Finding.objects.bulk_create([
+            Finding(audit=audit, code=f["code"][:200], category=f["category"][:20], severity=f["severity"],
+                    title=f["title"][:500], summary=f["summary"], evidence=f.get("evidence", {}))
+            for f in report["findings"]])
+        audit_transition(audit, Audit.Status.DONE, progress=1.0, stage="done", verdict=report["verdict"],
+                         metrics=report["metrics"], changes=changes, report_html=audit.report_html.name,
                          report_pdf=audit.report_pdf.name, findings_json=audit.findings_json.name)
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
 def audits_sweep(now=None) -> list[int]:
@@ -303,19 +307,10 @@ def audits_sweep(now=None) -> list[int]:
 
 # --- comparing audits --------------------------------------------------------------------------
 
-def audit_changes(previous: Audit, result) -> dict:
-    """What changed since the previous audit: new and resolved findings, metric deltas, verdict."""
-    before = {f.code: f.title for f in previous.findings.all()}
-    after = {f.code: f.title for f in result.findings}
-    return {
-        "previous_audit": previous.pk,
-        "previous_created": previous.created.isoformat(timespec="seconds"),
-        "previous_verdict": previous.verdict,
-        "new": [f"{after[c]} ({c})" for c in after if c not in before],
-        "resolved": [f"{before[c]} ({c})" for c in before if c not in after],
-        "metrics": metric_deltas(previous.metrics, result.metrics),
-        "worse": VERDICT_RANK.get(result.verdict, 0) > VERDICT_RANK.get(previous.verdict, 0),
-    }
+def audit_summary(audit: Audit) -> dict:
+    """A finished audit as `changes_since` compares it."""
+    return {"audit": audit.pk, "created": audit.created.isoformat(timespec="seconds"), "verdict": audit.verdict,
+            "metrics": audit.metrics, "findings": [{"code": f.code, "title": f.title} for f in audit.findings.all()]}
 
 
 def notify_worse_verdict(audit: Audit) -> int:

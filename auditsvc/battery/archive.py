@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import BadInput
-from .limits import MAX_MODEL_CONFIG_BYTES, MAX_MODEL_MEMBERS, MAX_MODEL_UNPACKED_BYTES
+from .limits import MAX_MODEL_BYTES, MAX_MODEL_CONFIG_BYTES, MAX_MODEL_MEMBERS, MAX_MODEL_UNPACKED_BYTES
 
 FIXED_MEMBERS = {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id"}
 MODEL_JSON = re.compile(r"models/([A-Za-z0-9_.-]+)\.json")
@@ -33,6 +33,9 @@ EXTRA = re.compile(r"extra/[A-Za-z0-9_.-]+")
 LEGACY_PAYLOAD = re.compile(r"data/(weights|constants)/[^/]+\.pt")
 PICKLED_KINDS = {"custom_obj_": "a custom (TorchScript) object", "opaque_obj_": "an opaque Python object"}
 COMPILED_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia", "xl_model_weights/")
+EXPORT_CALL = ("ep = torch.export.export(model.eval(), (torch.randn(1, C, H, W),), "
+               "dynamic_shapes=({0: torch.export.Dim('batch')},)); torch.export.save(ep, 'model.pt2')")
+EXPORT_HOWTO = f"export it instead: {EXPORT_CALL}"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,27 @@ class Pt2Archive:
     prefix: str                   # the archive's root folder, "<name>/"
     models: tuple[str, ...]       # model names: models/<name>.json
     sample_inputs: frozenset[str]  # members left out of the loadable copy
+
+
+def model_kind(path: Path) -> str:
+    """The archive's format, from its member names; BadInput for anything that is not a model archive.
+    Reads no model: the command line and the web process call it before a sandbox loads one."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"model file {path} not found")
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise BadInput(f"model file {path.name} is larger than {MAX_MODEL_BYTES / 2**30:.3g} GiB, the most an audit accepts")
+    kind = sniff_format(path)
+    if kind == "pickle":
+        raise BadInput(
+            f"{path.name} is a pickled PyTorch file (torch.save); loading it would run arbitrary code, "
+            f"so it is refused. {EXPORT_HOWTO}"
+        )
+    if kind == "unknown":
+        raise BadInput(f"{path.name} is not a torch.export (.pt2) or TorchScript (.pt/.ts) model archive")
+    if kind == "torch.export":
+        inspect_pt2(path)
+    return kind
 
 
 def sniff_format(path: Path) -> str:

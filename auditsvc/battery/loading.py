@@ -16,15 +16,11 @@ from pathlib import Path
 
 import torch
 
-from .archive import inspect_pt2, sniff_format, write_loadable_copy
+from .archive import EXPORT_CALL, EXPORT_HOWTO, inspect_pt2, model_kind, write_loadable_copy
 from .errors import BadInput
-from .limits import MAX_MODEL_BYTES
 from .meta import ModelMeta, load_meta
 from .ops import refuse_unsafe_ops, refuse_unsafe_script_ops
 
-EXPORT_CALL = ("ep = torch.export.export(model.eval(), (torch.randn(1, C, H, W),), "
-               "dynamic_shapes=({0: torch.export.Dim('batch')},)); torch.export.save(ep, 'model.pt2')")
-EXPORT_HOWTO = f"export it instead: {EXPORT_CALL}"
 
 
 @dataclass
@@ -43,27 +39,6 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def model_kind(path: Path) -> str:
-    """The archive's format, from its member names; BadInput for anything that is not a model archive.
-    Reads no model: the command line and the web process call it before a sandbox loads one."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"model file {path} not found")
-    if path.stat().st_size > MAX_MODEL_BYTES:
-        raise BadInput(f"model file {path.name} is larger than {MAX_MODEL_BYTES / 2**30:.3g} GiB, the most an audit accepts")
-    kind = sniff_format(path)
-    if kind == "pickle":
-        raise BadInput(
-            f"{path.name} is a pickled PyTorch file (torch.save); loading it would run arbitrary code, "
-            f"so it is refused. {EXPORT_HOWTO}"
-        )
-    if kind == "unknown":
-        raise BadInput(f"{path.name} is not a torch.export (.pt2) or TorchScript (.pt/.ts) model archive")
-    if kind == "torch.export":
-        inspect_pt2(path)
-    return kind
 
 
 def load_model(path: Path, meta: ModelMeta | Path | None = None) -> LoadedModel:

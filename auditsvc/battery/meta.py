@@ -51,6 +51,12 @@ class ModelMeta:
             raise BadInput(f"{source}: class name {duplicate!r} appears more than once in 'classes'")
         return cls(name, version, tuple(classes), _input_spec(spec, source))
 
+    def as_dict(self) -> dict:
+        """model.json as plain data, as a sandboxed child is given it."""
+        spec = self.input
+        return {"name": self.name, "version": self.version, "classes": list(self.classes),
+                "input": {"size": list(spec.size), "mean": list(spec.mean), "std": list(spec.std)}}
+
 
 def _input_spec(spec: object, source: str) -> InputSpec:
     if not isinstance(spec, dict) or not {"size", "mean", "std"} <= spec.keys():

@@ -60,6 +60,12 @@ class ConfinedAudit:
             self.child = Child(self.job, "audit", self.device)
         return self
 
+    def input_path(self, role: str, filename: str) -> Path:
+        """Where a caller may write an input itself (a worker copying from storage) before adding it."""
+        folder = self.job.in_dir / role
+        folder.mkdir(exist_ok=True)
+        return folder / filename
+
     def add_model(self, path: Path, meta: dict, role: str = "model") -> None:
         self.inputs[role] = {"path": self.job.add_input(path, f"{role}/{Path(path).name}"), "meta": meta}
 

@@ -56,6 +56,7 @@ def audit(request: dict[str, Any], progress: Callable) -> dict[str, Any]:
     from auditsvc.reports.changes import changes_since
 
     model, reference, dataset = request["model"], request.get("reference"), request["dataset"]
+    _check_sections(request["options"].get("sections"))
     result = audit_files(Path(model["path"]), Path(dataset["path"]), meta=ModelMeta.from_dict(model["meta"]),
                          reference=Path(reference["path"]) if reference else None,
                          reference_meta=ModelMeta.from_dict(reference["meta"]) if reference else None,
@@ -66,6 +67,16 @@ def audit(request: dict[str, Any], progress: Callable) -> dict[str, Any]:
     changes = changes_since(previous, result.findings_json()) if previous else None
     write_outputs(result, Path(request["out"]), changes)
     return {"verdict": result.verdict, "findings": len(result.findings)}
+
+
+def _check_sections(names: list[str] | None) -> None:
+    from auditsvc.battery import registry
+    from auditsvc.battery.errors import BadInput
+
+    unknown = sorted(set(names or []) - set(registry.section_names()))
+    if unknown:
+        raise BadInput(f"AUDITSVC_SECTIONS names unknown sections: {', '.join(unknown)}; known: "
+                       f"{', '.join(registry.section_names())}")
 
 
 ACTIONS = {"check": check, "audit": audit}

@@ -77,6 +77,9 @@ class Job:
         """Show the child a file or folder of the caller: a read-only bind where the sandbox user may read
         it, otherwise a copy in in/ (always, once the child has started: its mounts are fixed)."""
         source = Path(source).resolve()
+        if source.is_relative_to(self.in_dir.resolve()):   # written there by the caller already
+            _make_readable(self.in_dir)
+            return self.inside(source)
         if self.confinement.confined and not self.started and _world_readable(source):
             mount = Mount(source, f"{JOB_ROOT}/inputs/{name}")
             self.mounts.append(mount)

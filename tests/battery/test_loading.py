@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from auditsvc.battery.errors import BadInput
-from auditsvc.battery.loading import load_model, sniff_format
+from auditsvc.battery.archive import sniff_format
+from auditsvc.battery.loading import load_model
 from auditsvc.demo.nets import PlainNet, SeparableNet, tiny_resnet
 from tests.conftest import write_meta, write_package
 

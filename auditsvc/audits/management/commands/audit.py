@@ -1,4 +1,10 @@
-"""python manage.py audit --model M --dataset D --out DIR ... (the contract in DESIGN.md)."""
+"""python manage.py audit --model M --dataset D --out DIR ...: audit a model from files.
+
+The arguments, model.json, the model archive's members and --out are checked here; the model
+itself is only ever loaded in a sandboxed child process (auditsvc.sandbox), which also reads
+the probe set and writes the report. Exit 0, 3 when the verdict reaches --fail-on, 2 with one
+line for bad input, 1 with one line when the audit could not run.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,23 @@ import os
 import sys
 from pathlib import Path
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from auditsvc.battery import registry
-from auditsvc.battery.context import AuditOptions
+from auditsvc.battery.archive import model_kind
 from auditsvc.battery.errors import BadInput
-from auditsvc.battery.results import SEVERITY_RANK
-from auditsvc.pipeline import audit_to_directory
+from auditsvc.battery.meta import load_meta
+from auditsvc.reports.changes import VERDICT_RANK
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_VERDICT = 3
-VERDICT_RANK = {"pass": 0, "warn": SEVERITY_RANK["warn"], "fail": SEVERITY_RANK["fail"]}
+MAX_SEED = 2**32 - 1
+
+
+def seed(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_SEED:
+        raise CommandError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {text[:40]!r}")
+    return int(text)
 
 
 class Command(BaseCommand):
@@ -31,41 +43,82 @@ class Command(BaseCommand):
         parser.add_argument("--out", required=True, type=Path, help="directory for the report files")
         parser.add_argument("--fail-on", choices=["warn", "fail"], help="exit 3 when the verdict is at or above this")
         parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=seed, default=0, help=f"0 to {MAX_SEED}")
 
-    def _sections(self) -> list[str] | None:
-        """AUDITSVC_SECTIONS=shortcuts,looking runs part of the battery (benchmarks, quick checks)."""
-        chosen = [name.strip() for name in os.environ.get("AUDITSVC_SECTIONS", "").split(",") if name.strip()]
-        if not chosen:
-            return None
-        unknown = sorted(set(chosen) - set(registry.section_names()))
-        if unknown:
-            self._bad_input(f"AUDITSVC_SECTIONS names unknown sections: {', '.join(unknown)}")
-        return chosen
+    def execute(self, *args, **options):
+        try:
+            return super().execute(*args, **options)
+        except CommandError as exc:  # argument errors: one line, exit 2, as for any bad input
+            self._exit(EXIT_BAD_INPUT, str(exc))
 
     def handle(self, *args, **options):
-        if options["reference_meta"] and not options["reference"]:
-            self._bad_input("--reference-meta needs --reference")
-        audit_options = AuditOptions(seed=options["seed"], device=options["device"], sections=self._sections())
-        with _ProgressBar(enabled=sys.stderr.isatty()) as bar:
-            try:
-                files = audit_to_directory(options["model"], options["dataset"], options["out"],
-                                           meta=options["meta"], reference=options["reference"],
-                                           reference_meta=options["reference_meta"], options=audit_options,
-                                           progress=bar.update)
-            except BadInput as exc:
-                bar.close()
-                self._bad_input(str(exc))
-        verdict = files.result.verdict
-        self.stdout.write(f"verdict: {verdict.upper()} ({len(files.result.findings)} findings)")
-        for path in (files.html, files.pdf, files.findings):
+        from auditsvc.sandbox import ConfinedAudit, SandboxError, SandboxUnavailable
+
+        try:
+            inputs = _checked_inputs(options)
+            with ConfinedAudit(device=_device(options["device"])) as audit, \
+                    _ProgressBar(enabled=sys.stderr.isatty()) as bar:
+                audit.add_model(options["model"], inputs["meta"])
+                if options["reference"]:
+                    audit.add_model(options["reference"], inputs["reference_meta"], role="reference")
+                audit.add_dataset(options["dataset"])
+                outcome = audit.run(options["out"], {"seed": options["seed"], "device": options["device"],
+                                                     "sections": _sections()}, progress=bar.update)
+        except BadInput as exc:
+            self._exit(EXIT_BAD_INPUT, str(exc))
+        except (SandboxUnavailable, SandboxError) as exc:
+            self._exit(EXIT_FAILED, str(exc))
+        verdict = outcome.verdict
+        self.stdout.write(f"verdict: {verdict.upper()} ({len(outcome.findings_json['findings'])} findings)")
+        for path in (outcome.html, outcome.pdf, outcome.findings):
             self.stdout.write(f"  {path}")
         if options["fail_on"] and VERDICT_RANK[verdict] >= VERDICT_RANK[options["fail_on"]]:
             sys.exit(EXIT_VERDICT)
 
-    def _bad_input(self, message: str) -> None:
-        sys.stderr.write(f"error: {message}\n")
-        sys.exit(EXIT_BAD_INPUT)
+    def _exit(self, code: int, message: str) -> None:
+        sys.stderr.write(f"error: {' '.join(message.split())}\n")
+        sys.exit(code)
+
+
+def _checked_inputs(options: dict) -> dict:
+    """Everything that can be refused without loading the model, before any work starts."""
+    if options["reference_meta"] and not options["reference"]:
+        raise BadInput("--reference-meta needs --reference")
+    model, reference = options["model"], options["reference"]
+    model_kind(model)
+    meta = load_meta(options["meta"] or model.with_name("model.json"))
+    reference_meta = None
+    if reference:
+        model_kind(reference)
+        reference_meta = load_meta(options["reference_meta"] or reference.with_name("model.json"))
+    if not options["dataset"].exists():
+        raise BadInput(f"dataset {options['dataset']} not found")
+    _check_out(options["out"])
+    return {"meta": meta.as_dict(), "reference_meta": reference_meta.as_dict() if reference_meta else None}
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"--out {out} cannot be created ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise BadInput(f"--out {out} is not writable")
+
+
+def _sections() -> list[str] | None:
+    """AUDITSVC_SECTIONS=shortcuts,looking runs part of the battery (benchmarks, quick checks)."""
+    chosen = [name.strip() for name in os.environ.get("AUDITSVC_SECTIONS", "").split(",") if name.strip()]
+    return chosen or None
+
+
+def _device(device: str) -> str:
+    """The sandbox needs to know whether to show it the GPU; the child resolves 'auto' itself."""
+    if device == "auto":
+        return "cuda" if any(Path("/dev").glob("nvidia[0-9]*")) else "cpu"
+    return device
 
 
 class _ProgressBar:
