@@ -149,6 +149,8 @@ AUDIT_TIME_LIMIT = AUDIT_SOFT_TIME_LIMIT + 300
 AUDIT_STALE_AFTER = int(os.environ.get("AUDITSVC_STALE_AFTER", "600"))   # seconds without a heartbeat
 AUDIT_MAX_ATTEMPTS = int(os.environ.get("AUDITSVC_MAX_ATTEMPTS", "2"))
 AUDIT_DEVICE = os.environ.get("AUDITSVC_DEVICE", "auto")
+# A worker process keeps one sandboxed child waiting (torch imported) for its next audit.
+AUDIT_WARM_SANDBOX = env_bool("AUDITSVC_WARM_SANDBOX", True)
 
 EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_FILE_PATH = os.environ.get("DJANGO_EMAIL_FILE_PATH", str(VAR_DIR / "mail"))

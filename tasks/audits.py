@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 
+from celery.signals import worker_process_init
 from django.conf import settings
 
 from auditsvc.celery import app
+
+log = logging.getLogger(__name__)
+
+
+@worker_process_init.connect
+def start_a_waiting_sandbox(**kwargs) -> None:
+    """The first audit of a worker process need not wait for a sandboxed child to import torch."""
+    if not settings.AUDIT_WARM_SANDBOX:
+        return
+    from auditsvc.sandbox import SandboxUnavailable, warm
+
+    try:
+        warm.prepare(settings.AUDIT_DEVICE)
+    except SandboxUnavailable as exc:  # the audit itself will fail with this reason
+        log.warning("%s", exc)
 
 
 @app.task(bind=True, acks_late=True, reject_on_worker_lost=True, queue="gpu",

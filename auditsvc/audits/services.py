@@ -25,10 +25,9 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from auditsvc.battery.archive import model_kind
+from auditsvc.battery.archive import file_sha256, model_kind
 from auditsvc.battery.dataset import ProbeSet as ProbeData
 from auditsvc.battery.errors import BadInput
-from auditsvc.battery.loading import file_sha256
 from auditsvc.battery.meta import ModelMeta
 from auditsvc.reports.changes import changes_since
 from auditsvc.sandbox import SandboxError, SandboxUnavailable, check_model, warm

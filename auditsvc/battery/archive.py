@@ -14,6 +14,7 @@ sandboxed child loads the model.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -44,6 +45,14 @@ class Pt2Archive:
     prefix: str                   # the archive's root folder, "<name>/"
     models: tuple[str, ...]       # model names: models/<name>.json
     sample_inputs: frozenset[str]  # members left out of the loadable copy
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def model_kind(path: Path) -> str:

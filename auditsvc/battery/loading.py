@@ -6,7 +6,6 @@ code path. Pickled modules are refused: unpickling runs arbitrary code.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import tempfile
 import warnings
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .archive import EXPORT_CALL, EXPORT_HOWTO, inspect_pt2, model_kind, write_loadable_copy
+from .archive import EXPORT_CALL, EXPORT_HOWTO, file_sha256, inspect_pt2, model_kind, write_loadable_copy
 from .errors import BadInput
 from .meta import ModelMeta, load_meta
 from .ops import refuse_unsafe_ops, refuse_unsafe_script_ops
@@ -31,14 +30,6 @@ class LoadedModel:
     sha256: str
     path: Path
     module_types: dict[str, str] = field(default_factory=dict)  # TorchScript keeps them; export has them in the graph
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_model(path: Path, meta: ModelMeta | Path | None = None) -> LoadedModel:

@@ -6,8 +6,8 @@ back only checked files and JSON. See `confinement.py` for what the child can re
 """
 
 from .audit import AuditOutcome, ConfinedAudit, check_model
-from .confinement import Confinement, Limits, SandboxUnavailable
+from .confinement import Confinement, Limits, SandboxUnavailable, sandbox_device
 from .runner import SandboxError
 
 __all__ = ["AuditOutcome", "ConfinedAudit", "Confinement", "Limits", "SandboxError", "SandboxUnavailable",
-           "check_model"]
+           "check_model", "sandbox_device"]

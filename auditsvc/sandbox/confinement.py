@@ -161,6 +161,14 @@ class Confinement:
                 "--bounding-set=-all", "--"]
 
 
+def sandbox_device(device: str) -> str:
+    """'cpu' or 'cuda': whether the sandbox shows the child the GPU. 'auto' means the GPU where the
+    machine has an NVIDIA device node (the child finds out whether CUDA really works)."""
+    if device == "auto":
+        return "cuda" if glob.glob("/dev/nvidia[0-9]*") else "cpu"
+    return device
+
+
 def _python_paths() -> list[str]:
     """The interpreter, the virtual environment, this package and its templates, read-only."""
     candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,

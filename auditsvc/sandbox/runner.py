@@ -121,7 +121,7 @@ class Child:
         report = progress or (lambda fraction, stage: None)
         request = {**request, "out": self.job.inside(self.job.out_dir), "action": self.action}
         try:
-            self._wait_ready(deadline)
+            self.wait_ready(deadline)
             self.process.stdin.write((json.dumps(request) + "\n").encode())
             self.process.stdin.close()
             for message in self._messages(deadline):
@@ -145,7 +145,7 @@ class Child:
             if stream and not stream.closed:
                 stream.close()
 
-    def _wait_ready(self, deadline: float | None) -> None:
+    def wait_ready(self, deadline: float | None) -> None:
         if self.ready:
             return
         for message in self._messages(deadline):

@@ -11,6 +11,7 @@ import atexit
 import threading
 
 from .audit import ConfinedAudit
+from .confinement import sandbox_device
 
 _waiting: dict[str, ConfinedAudit] = {}
 _lock = threading.Lock()
@@ -18,6 +19,7 @@ _lock = threading.Lock()
 
 def take(device: str) -> ConfinedAudit:
     """The waiting child for this device if it is still alive, else a new one."""
+    device = sandbox_device(device)
     with _lock:
         audit = _waiting.pop(device, None)
     if audit is not None and audit.child is not None and audit.child.process.poll() is None:
@@ -29,6 +31,7 @@ def take(device: str) -> ConfinedAudit:
 
 def prepare(device: str) -> None:
     """Start the child for the next audit now (it imports in its own process)."""
+    device = sandbox_device(device)
     with _lock:
         if device not in _waiting:
             _waiting[device] = ConfinedAudit(device=device)

@@ -52,11 +52,11 @@ class Command(BaseCommand):
             self._exit(EXIT_BAD_INPUT, str(exc))
 
     def handle(self, *args, **options):
-        from auditsvc.sandbox import ConfinedAudit, SandboxError, SandboxUnavailable
+        from auditsvc.sandbox import ConfinedAudit, SandboxError, SandboxUnavailable, sandbox_device
 
         try:
             inputs = _checked_inputs(options)
-            with ConfinedAudit(device=_device(options["device"])) as audit, \
+            with ConfinedAudit(device=sandbox_device(options["device"])) as audit, \
                     _ProgressBar(enabled=sys.stderr.isatty()) as bar:
                 audit.add_model(options["model"], inputs["meta"])
                 if options["reference"]:
@@ -112,13 +112,6 @@ def _sections() -> list[str] | None:
     """AUDITSVC_SECTIONS=shortcuts,looking runs part of the battery (benchmarks, quick checks)."""
     chosen = [name.strip() for name in os.environ.get("AUDITSVC_SECTIONS", "").split(",") if name.strip()]
     return chosen or None
-
-
-def _device(device: str) -> str:
-    """The sandbox needs to know whether to show it the GPU; the child resolves 'auto' itself."""
-    if device == "auto":
-        return "cuda" if any(Path("/dev").glob("nvidia[0-9]*")) else "cpu"
-    return device
 
 
 class _ProgressBar:
