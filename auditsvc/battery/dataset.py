@@ -186,11 +186,15 @@ def _check_name(name: str, what: str) -> None:
 
 
 def _too_large(name: str, size: int, limit: int) -> BadInput:
-    return BadInput(f"{name} is {_mib(size)}; files in a probe set may have at most {_mib(limit)}")
+    allowed = f"{MANIFEST} may have at most" if name == MANIFEST else "files in a probe set may have at most"
+    return BadInput(f"{name} is {_bytes(size)}; {allowed} {_bytes(limit)}")
 
 
-def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB" if size < 2**30 else f"{size / 2**30:.1f} GiB"
+def _bytes(size: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
 
 
 class _DirectoryFiles(_Files):
