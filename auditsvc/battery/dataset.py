@@ -376,6 +376,14 @@ def _cause(exc: BaseException) -> str:
 
 
 def _open_files(source: Path) -> _Files:
+    try:
+        return _files_of(source)
+    except (OSError, ValueError) as exc:  # a name too long, a NUL in it, no permission
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise BadInput(f"dataset {str(source)[:100]!r} cannot be read ({reason})") from None
+
+
+def _files_of(source: Path) -> _Files:
     if source.is_dir():
         return _DirectoryFiles(source)
     if source.is_file():

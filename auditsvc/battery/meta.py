@@ -61,15 +61,18 @@ class ModelMeta:
 
 def load_meta(path: Path) -> ModelMeta:
     path = Path(path)
-    if not path.exists():
-        raise BadInput(f"model metadata {path} not found: put model.json beside the model or pass --meta")
-    if not path.is_file():
-        raise BadInput(f"model metadata {path} is not a regular file")
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_META_BYTES + 1)
-    except OSError as exc:
-        raise BadInput(f"model metadata {path} cannot be read ({exc.strerror or exc})") from None
+        exists, is_file = path.exists(), path.is_file()
+        if is_file:
+            with open(path, "rb") as handle:
+                raw = handle.read(MAX_META_BYTES + 1)
+    except (OSError, ValueError) as exc:  # a name too long, a NUL in it, no permission
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise BadInput(f"model metadata {_shown(str(path))} cannot be read ({reason})") from None
+    if not exists:
+        raise BadInput(f"model metadata {path} not found: put model.json beside the model or pass --meta")
+    if not is_file:
+        raise BadInput(f"model metadata {path} is not a regular file")
     return ModelMeta.from_dict(parse_meta_json(raw, path.name), path.name)
 
 
@@ -112,20 +115,27 @@ def forbidden_character(text: str) -> str | None:
 
 
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_BRACKETS_OR_STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+# One token per match and no backtracking, so the scan is linear (a pattern for whole strings is
+# quadratic on '"\\"\\"\\"...').
+_JSON_STRUCTURE = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
 
 
 def _nesting_depth(text: str) -> int:
     """Deepest nesting of arrays and objects, counted without recursion and skipping strings."""
     depth = deepest = 0
-    for match in _BRACKETS_OR_STRINGS.finditer(text):
+    in_string = False
+    for match in _JSON_STRUCTURE.finditer(text):
         token = match.group()
-        if token in "[{":
+        if token == '"':
+            in_string = not in_string
+        elif in_string or token[0] == "\\":
+            continue
+        elif token in "[{":
             depth += 1
             deepest = max(deepest, depth)
             if deepest > MAX_META_DEPTH:
                 break
-        elif token in "]}":
+        else:
             depth -= 1
     return deepest
 

@@ -51,6 +51,8 @@ RAW_CASES = {
     "100k-nested-arrays": (b"[" * 100_000 + b"]" * 100_000, "nested more than 32 levels"),
     "nested-extra-key": (json.dumps(meta(notes=nested(40))).encode(), "nested more than 32 levels"),
     "unclosed-nesting": (b"{" * 50_000, "nested more than 32 levels"),
+    "half-a-million-escaped-quotes": (b'"' + b'\\"' * 500_000, "not valid JSON"),
+    "escaped-quotes-and-brackets-in-a-string": (b'["' + b'\\"[{' * 200_000 + b'"]', "expected a JSON object"),
     "duplicate-key": (b'{"name": "a", "name": "b", "version": "1", "classes": ["a", "b"], "input": {}}',
                       "key 'name' appears twice"),
     "duplicate-key-in-input": (json.dumps(GOOD)[:-2].encode() + b', "std": [1, 1, 1]}}', "key 'std' appears twice"),
@@ -124,10 +126,11 @@ def test_hostile_model_json_value_is_refused(data, expected):
     assert expected in refusal(lambda: ModelMeta.from_dict(data))
 
 
-def test_model_json_that_is_a_folder_or_missing(tmp_path):
+def test_model_json_that_is_a_folder_missing_or_unnameable(tmp_path):
     (tmp_path / "model.json").mkdir()
     assert "is not a regular file" in refusal(lambda: load_meta(tmp_path / "model.json"))
     assert "not found" in refusal(lambda: load_meta(tmp_path / "other.json"))
+    assert "cannot be read (File name too long)" in refusal(lambda: load_meta(tmp_path / ("x" * 5000)))
 
 
 def test_a_200000_class_list_with_a_late_duplicate_is_refused_at_once(tmp_path):

@@ -245,6 +245,7 @@ def test_dataset_that_is_a_fifo_or_missing(tmp_path):
     os.mkfifo(tmp_path / "probe.zip")
     assert "neither a directory nor a zip archive" in refusal(tmp_path / "probe.zip")
     assert "not found" in refusal(tmp_path / "missing.zip")
+    assert "cannot be read (File name too long)" in refusal(tmp_path / ("x" * 5000))
 
 
 def test_links_inside_the_set_still_work(tmp_path):
