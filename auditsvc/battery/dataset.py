@@ -42,7 +42,7 @@ from .errors import BadInput
 from .limits import (MAX_ATTRIBUTE_COLUMNS, MAX_ATTRIBUTE_VALUE_CHARS, MAX_COLUMN_NAME_CHARS,
                      MAX_COMPRESSION_RATIO, MAX_FILE_NAME_CHARS, MAX_FILES, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS,
                      MAX_IMAGES, MAX_MANIFEST_BYTES, MAX_MANIFEST_FIELD_CHARS, MAX_PATH_CHARS,
-                     MAX_UNCOMPRESSED_BYTES)
+                     MAX_UNCOMPRESSED_BYTES, MAX_ZIP_DIRECTORY_BYTES)
 from .meta import InputSpec, forbidden_character
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -282,6 +282,7 @@ _ZIP_UTF8_FLAG = 0x800
 
 class _ZipFiles(_Files):
     def __init__(self, path: Path):
+        _check_directory_size(path)
         try:
             self.archive = zipfile.ZipFile(path)
         except UnicodeDecodeError:
@@ -338,6 +339,18 @@ class _ZipFiles(_Files):
             cut = len(next(iter(tops))) + 1
             members = {n[cut:]: info for n, info in members.items()}
         return members
+
+
+def _check_directory_size(path: Path) -> None:
+    """Refuses a central directory past its cap from the end record, before the zip module reads it."""
+    try:
+        with open(path, "rb") as handle:
+            end_record = zipfile._EndRecData(handle)   # the zip module's own reader of the end record
+    except Exception:  # unreadable or no end record: zipfile.ZipFile refuses it in words
+        return
+    if end_record and end_record[zipfile._ECD_SIZE] > MAX_ZIP_DIRECTORY_BYTES:
+        raise BadInput(f"{path.name}: the zip's directory is {_bytes(end_record[zipfile._ECD_SIZE])}, more than "
+                       f"the {_bytes(MAX_ZIP_DIRECTORY_BYTES)} allowed (too many entries)")
 
 
 def _member_name(info: zipfile.ZipInfo) -> str:

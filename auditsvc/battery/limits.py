@@ -38,6 +38,9 @@ MAX_IMAGE_BYTES = 256 * 1024**2        # one image file (checked with stat, or t
 MAX_UNCOMPRESSED_BYTES = 8 * 1024**3   # whole zip, uncompressed
 MAX_COMPRESSION_RATIO = 200            # per zip member; beyond it the member is a zip bomb
 MAX_FILES = 200_000                    # zip members or directory entries, ignored ones (__MACOSX, ...) included
+# The zip's central directory (about 150 bytes an entry), checked before the zip module parses it:
+# millions of tiny entries would otherwise cost gigabytes of memory before MAX_FILES is seen.
+MAX_ZIP_DIRECTORY_BYTES = 32 * 1024**2
 MAX_PATH_CHARS = 512                   # a file's path inside the set: <class (<= 200)>/<file name>
 MAX_FILE_NAME_CHARS = 255              # one path component, as on common file systems
 

@@ -253,3 +253,10 @@ def test_links_inside_the_set_still_work(tmp_path):
     os.symlink(root / "a" / "0.png", root / "b" / "same.png")
     with ProbeSet(root, CLASSES) as probe:
         assert [image.path for image in probe.images] == ["a/0.png", "a/1.png", "b/0.png", "b/same.png"]
+
+
+def test_a_huge_central_directory_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
+    monkeypatch.setattr(dataset_module, "MAX_ZIP_DIRECTORY_BYTES", 1000)
+    members = {f"a/{i:04d}.png": b"" for i in range(40)} | GOOD
+    assert "the zip's directory is 2.3 KiB, more than the 1000 bytes allowed" in refusal(
+        make_zip(tmp_path / "p.zip", members))
