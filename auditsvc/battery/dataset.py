@@ -468,8 +468,19 @@ def _header(name: str, data: bytes) -> tuple[int, int]:
             size, mode = image.size, image.mode
             image.verify()
     if mode in _RANGE_CHECKED_MODES:
-        _eight_bit(name, _decode(name, data), channels=1)
+        image = _decode(name, data)
+        _check_range(name, image.mode, np.asarray(image))
     return size
+
+
+def _check_range(name: str, mode: str, values: np.ndarray) -> None:
+    if not values.size:
+        return
+    if mode == "I" and (values.min() < 0 or values.max() > 65535):
+        raise BadInput(f"{name} is a 32-bit integer image with values outside 0..65535; save it as 8- or 16-bit")
+    if mode == "F" and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 1):
+        raise BadInput(f"{name} is a floating-point image with values outside [0, 1] (or NaN); "
+                       "scale it to [0, 1] or save it as 8- or 16-bit")
 
 
 def _eight_bit(name: str, image: Image.Image, channels: int) -> Image.Image:
@@ -478,16 +489,11 @@ def _eight_bit(name: str, image: Image.Image, channels: int) -> Image.Image:
     if image.mode in _EIGHT_BIT_MODES:
         return image.convert(target)
     values = np.asarray(image)
-    if image.mode in _SIXTEEN_BIT_MODES or image.mode == "I":
-        if image.mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
-            raise BadInput(f"{name} is a 32-bit integer image with values outside 0..65535; "
-                           "save it as 8- or 16-bit")
-        scaled = values.astype(np.float64) / 257   # 65535 -> 255
-    elif image.mode == "F":
-        if not np.isfinite(values).all() or values.size and (values.min() < 0 or values.max() > 1):
-            raise BadInput(f"{name} is a floating-point image with values outside [0, 1] (or NaN); "
-                           "scale it to [0, 1] or save it as 8- or 16-bit")
-        scaled = values.astype(np.float64) * 255
+    _check_range(name, image.mode, values)
+    if image.mode == "F":
+        scaled = values.astype(np.float32) * 255
+    elif image.mode in _SIXTEEN_BIT_MODES or image.mode == "I":
+        scaled = values.astype(np.float32) / 257   # 65535 -> 255
     else:  # _open_image lets no other mode through
         raise BadInput(f"{name} has the image mode {image.mode}, which is not supported")
     grey = Image.fromarray(np.rint(scaled).astype(np.uint8), "L")
