@@ -159,7 +159,7 @@ def write_zip(path, members, method):
         for name, data in members:
             try:
                 archive.writestr(name, data)
-            except (ValueError, UnicodeEncodeError):   # names the zip module itself will not write
+            except (ValueError, UnicodeEncodeError, IndexError):   # names the zip module itself will not write
                 pass
 
 
