@@ -75,6 +75,11 @@ def flip_byte_of(path, name: str):
     return path
 
 
+def truncated(path, cut: int):
+    path.write_bytes(path.read_bytes()[:-cut])
+    return path
+
+
 def refusal(source, classes=CLASSES) -> str:
     with pytest.raises(BadInput) as caught:
         ProbeSet(source, classes).close()
@@ -121,8 +126,7 @@ ZIP_CASES = {
     "backslash-traversal": (lambda p: make_zip(p, {**GOOD, "a\\..\\..\\evil.png": png(3)}), "path traversal"),
     "drive-letter": (lambda p: make_zip(p, {**GOOD, "C:/evil.png": png(3)}), "path traversal"),
     "traversal-hidden-in-macosx": (lambda p: make_zip(p, {**GOOD, "__MACOSX/../../evil": b"x"}), "path traversal"),
-    "truncated-archive": (lambda p: p.write_bytes(make_zip(p, GOOD).read_bytes()[:-30]) and p,
-                          "neither a directory nor a zip archive"),
+    "truncated-archive": (lambda p: truncated(make_zip(p, GOOD), 30), "neither a directory nor a zip archive"),
     "not-an-image-inside": (lambda p: make_zip(p, {**GOOD, "a/2.png": b"MZ\x90\x00 executable"}),
                             "a/2.png is not a readable image"),
 }
