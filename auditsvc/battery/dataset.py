@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .errors import BadInput
 from .limits import (MAX_ATTRIBUTE_COLUMNS, MAX_ATTRIBUTE_VALUE_CHARS, MAX_COLUMN_NAME_CHARS,
@@ -241,11 +241,13 @@ class _DirectoryFiles(_Files):
                         if self._is_folder(entry, name):
                             folders.append(relative)
                         elif _key(name) in paths:
-                            raise BadInput(f"{name!r} appears twice in the dataset (the same name in two Unicode forms)")
+                            raise BadInput(f"{name!r} appears twice in the dataset "
+                                           "(the same name in two Unicode forms)")
                         else:
                             paths[_key(name)] = relative
             except OSError as exc:
-                raise BadInput(f"folder {folder or '.'} of the dataset cannot be read ({exc.strerror or exc})") from None
+                reason = exc.strerror or exc
+                raise BadInput(f"folder {folder or '.'} of the dataset cannot be read ({reason})") from None
         return paths
 
     @staticmethod
@@ -332,7 +334,8 @@ class _ZipFiles(_Files):
                 raise BadInput(f"zip entry {name!r} appears twice in the archive; keep one")
             members[_key(name)] = info
         if total > MAX_UNCOMPRESSED_BYTES:
-            raise BadInput(f"zip expands to {total >> 20} MiB, more than the {MAX_UNCOMPRESSED_BYTES >> 30} GiB allowed")
+            raise BadInput(f"zip expands to {total >> 20} MiB, more than the {MAX_UNCOMPRESSED_BYTES >> 30} GiB "
+                           "allowed")
         tops = {n.split("/", 1)[0] for n in members}
         # `zip -r probe.zip probe/` wraps everything in one folder: look inside it.
         if len(tops) == 1 and all("/" in n for n in members):
