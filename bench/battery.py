@@ -1,6 +1,6 @@
 """Benchmark: the whole battery on the reference workload, against Captum in the same run.
 
-Reference workload (DESIGN.md): a ResNet-18-style net at 3x128x128, 10 classes, 64 probe
+Reference workload: a ResNet-18-style net at 3x128x128, 10 classes, 64 probe
 images. Prints the time of every section and of the whole battery, peak memory, and
 Captum doing the same attributions on the eager model, with the ratio ours / Captum.
 

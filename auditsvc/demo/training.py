@@ -59,7 +59,7 @@ def predict(model: torch.export.ExportedProgram | torch.nn.Module, images: np.nd
 
 
 def write_model(directory: Path, program: torch.export.ExportedProgram, meta: dict) -> None:
-    """The model package: model.pt2 and model.json (see DESIGN.md, "Model package")."""
+    """The model package: model.pt2 and model.json, as the README's command-line section describes."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, directory / "model.pt2")

@@ -142,8 +142,8 @@ def test_static_batch_dimension_is_explained(tmp_path):
 
 
 def test_oversized_model_file(tmp_path, monkeypatch):
-    from auditsvc.battery import loading
+    from auditsvc.battery import archive
 
     path = write_package(tmp_path, PlainNet(3, widths=(4,)), CLASSES)
-    monkeypatch.setattr(loading, "MAX_MODEL_BYTES", 1024)
+    monkeypatch.setattr(archive, "MAX_MODEL_BYTES", 1024)
     assert "larger than" in _error(path)
