@@ -15,7 +15,9 @@ sandboxed child loads the model.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import pickletools
 import re
 import shutil
 import stat
@@ -33,6 +35,8 @@ CONSTANT = re.compile(r"data/constants/(tensor_\d+)")
 EXTRA = re.compile(r"extra/[A-Za-z0-9_.-]+")
 LEGACY_PAYLOAD = re.compile(r"data/(weights|constants)/[^/]+\.pt")
 PICKLED_KINDS = {"custom_obj_": "a custom (TorchScript) object", "opaque_obj_": "an opaque Python object"}
+TENSOR_REBUILDING = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
+                     ("collections", "OrderedDict"), ("torch", "Size")}
 COMPILED_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia", "xl_model_weights/")
 EXPORT_CALL = ("ep = torch.export.export(model.eval(), (torch.randn(1, C, H, W),), "
                "dynamic_shapes=({0: torch.export.Dim('batch')},)); torch.export.save(ep, 'model.pt2')")
@@ -105,6 +109,7 @@ def inspect_pt2(path: Path) -> Pt2Archive:
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
+            _check_names(name, infos)
             prefix = _common_prefix(name, infos)
             _check_members(name, infos, prefix)
             members = {info.filename[len(prefix):]: info for info in infos}
@@ -116,6 +121,7 @@ def inspect_pt2(path: Path) -> Pt2Archive:
                 raise BadInput(f"{name}: the archive holds no exported program (models/<name>.json)")
             for model in models:
                 _check_payloads(archive, members, model, name)
+                _check_sample_inputs(archive, members, f"data/sample_inputs/{model}.pt", name)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         raise BadInput(f"{name}: not a readable torch.export archive ({_short(exc)})") from None
     samples = frozenset(prefix + f"data/sample_inputs/{model}.pt" for model in models)
@@ -151,13 +157,13 @@ def _common_prefix(name: str, infos: list[zipfile.ZipInfo]) -> str:
     return tops.pop() + "/"
 
 
-def _check_members(name: str, infos: list[zipfile.ZipInfo], prefix: str) -> None:
+def _check_names(name: str, infos: list[zipfile.ZipInfo]) -> None:
     seen: set[str] = set()
-    unpacked = 0
     for info in infos:
         member = info.filename
         parts = PurePosixPath(member).parts
-        if member.startswith("/") or "\\" in member or ".." in parts or "\0" in member or ":" in parts[0]:
+        if (member.startswith("/") or "\\" in member or ".." in parts or "\0" in member
+                or (parts and ":" in parts[0])):
             raise BadInput(f"{name}: member {_shown(member)} points outside the archive (path traversal); refused")
         if stat.S_ISLNK(info.external_attr >> 16):
             raise BadInput(f"{name}: member {_shown(member)} is a symbolic link; refused")
@@ -166,8 +172,13 @@ def _check_members(name: str, infos: list[zipfile.ZipInfo], prefix: str) -> None
         if info.flag_bits & 0x1:
             raise BadInput(f"{name}: member {_shown(member)} is encrypted; refused")
         seen.add(member)
+
+
+def _check_members(name: str, infos: list[zipfile.ZipInfo], prefix: str) -> None:
+    unpacked = 0
+    for info in infos:
         unpacked += info.file_size
-        key = member[len(prefix):]
+        key = info.filename[len(prefix):]
         if LEGACY_PAYLOAD.fullmatch(key):
             raise BadInput(f"{name}: {_shown(key)} holds pickled weights or constants (the legacy format); "
                            "re-export the model with torch.export.save from torch 2.7 or newer")
@@ -199,27 +210,65 @@ def _check_payloads(archive: zipfile.ZipFile, members: dict, model: str, name: s
             raise BadInput(f"{name}: {config_name} is malformed")
         for fqn, payload in config.items():
             _check_payload(kind, str(fqn), payload, members, name)
-    for key in members:
-        kind = next((label for prefix, label in PICKLED_KINDS.items() if key.startswith(f"data/constants/{prefix}")), None)
-        if kind:
-            raise BadInput(f"{name}: a constant is stored as {kind}, which loads with pickle and can run code; "
-                           "refused (keep only tensors as constants)")
 
 
 def _check_payload(kind: str, fqn: str, payload: object, members: dict, name: str) -> None:
     what = "weight" if kind == "weights" else "constant"
     if not isinstance(payload, dict):
         raise BadInput(f"{name}: the {what} {_shown(fqn)} has a malformed entry")
+    path_name = payload.get("path_name")
+    pickled_kind = next((label for prefix, label in PICKLED_KINDS.items()
+                         if isinstance(path_name, str) and path_name.startswith(prefix)), None)
+    if pickled_kind:
+        raise BadInput(f"{name}: the constant {_shown(fqn)} is stored as {pickled_kind}, which loads with pickle "
+                       "and can run code; refused (keep only tensors as constants)")
     if payload.get("use_pickle") is not False:
         raise BadInput(f"{name}: the {what} {_shown(fqn)} is stored pickled, and loading a pickle can run code; "
                        "refused (tensor subclasses and quantized tensors are stored this way: convert them to "
                        "plain tensors before exporting)")
-    path_name = payload.get("path_name")
     pattern = WEIGHT if kind == "weights" else CONSTANT
     if not isinstance(path_name, str) or not pattern.fullmatch(f"data/{kind}/{path_name}"):
         raise BadInput(f"{name}: the {what} {_shown(fqn)} names an unexpected payload {_shown(str(path_name))}")
     if f"data/{kind}/{path_name}" not in members:
         raise BadInput(f"{name}: the {what} {_shown(fqn)} has no payload in the archive")
+
+
+def _check_sample_inputs(archive: zipfile.ZipFile, members: dict, key: str, name: str) -> None:
+    """The sample inputs are never loaded (the loadable copy leaves them out), but a pickle there that
+    calls anything besides torch's tensor rebuilding is a crafted archive: refused. Read as opcodes only."""
+    if key not in members:
+        return
+    data = _read(archive, members, key, name)
+    try:
+        if data[:4] == b"PK\x03\x04":
+            with zipfile.ZipFile(io.BytesIO(data)) as inner:
+                pickles = [n for n in inner.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+                if len(pickles) != 1:
+                    raise BadInput(f"{name}: the sample inputs are not a torch.save archive; refused")
+                data = inner.read(pickles[0])
+        for call in _pickle_calls(data):
+            if call not in TENSOR_REBUILDING and not (call[0] == "torch" and call[1].endswith("Storage")):
+                raise BadInput(f"{name}: the sample inputs hold a pickle that calls {'.'.join(call)[:80]!r}, "
+                               "which would run code when loaded; refused")
+    except (zipfile.BadZipFile, ValueError, EOFError, IndexError, TypeError):
+        raise BadInput(f"{name}: the sample inputs are corrupt; refused") from None
+
+
+def _pickle_calls(data: bytes) -> list[tuple[str, str]]:
+    """The globals a pickle refers to, from its opcodes, without running it; opcodes that build
+    arbitrary objects count as a call of their own."""
+    calls, strings = [], []
+    for opcode, argument, _ in pickletools.genops(data):
+        if opcode.name == "GLOBAL":
+            module, _, attribute = str(argument).partition(" ")
+            calls.append((module, attribute))
+        elif opcode.name == "STACK_GLOBAL":
+            calls.append((strings[-2], strings[-1]) if len(strings) >= 2 else ("?", "?"))
+        elif opcode.name in ("INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD", "EXT1", "EXT2", "EXT4", "PERSID"):
+            calls.append(("pickle", opcode.name))
+        elif isinstance(argument, str):
+            strings.append(argument)
+    return calls
 
 
 def _read(archive: zipfile.ZipFile, members: dict, key: str, name: str) -> bytes:
@@ -229,8 +278,11 @@ def _read(archive: zipfile.ZipFile, members: dict, key: str, name: str) -> bytes
     if info.file_size > MAX_MODEL_CONFIG_BYTES:
         raise BadInput(f"{name}: {key} is {info.file_size >> 20} MiB; at most {MAX_MODEL_CONFIG_BYTES >> 20} MiB "
                        "are accepted")
-    with archive.open(info) as handle:
-        return handle.read(MAX_MODEL_CONFIG_BYTES + 1)
+    try:
+        with archive.open(info) as handle:
+            return handle.read(MAX_MODEL_CONFIG_BYTES + 1)
+    except zipfile.BadZipFile as exc:
+        raise BadInput(f"{name}: member {_shown(key)} is corrupt ({_short(exc)})") from None
 
 
 def _text(archive: zipfile.ZipFile, members: dict, key: str, name: str) -> str:
