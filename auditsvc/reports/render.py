@@ -101,7 +101,9 @@ def report_data(result: AuditResult, changes: dict[str, Any] | None = None) -> d
         "sections": [{"name": s.name, "title": s.title, "status": s.status, "reason": s.reason, "intro": s.intro,
                       "seconds": s.seconds, "blocks": [_block(b) for b in s.blocks]} for s in result.sections],
         "settings": sorted((k, str(v)) for k, v in result.settings.items()),
-        "skipped": [(s.title, s.status, s.reason) for s in result.sections if s.status != "ok"],
+        "failed": [(s.title, s.reason) for s in result.sections if s.status == "error"],
+        "skipped": [(s.title, s.status, s.reason) for s in sorted(result.sections, key=lambda s: s.status != "error")
+                    if s.status != "ok"],
         "limitations": LIMITATIONS,
         "changes": changes,
     }
