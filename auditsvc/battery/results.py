@@ -102,11 +102,11 @@ def incomplete_finding(sections: list[SectionResult]) -> Finding | None:
     reasons = "; ".join(f"{s.name} ({s.reason})" for s in failed)
     return Finding(
         "health.incomplete", "health", "warn", f"Incomplete audit: {noun} {names} failed",
-        f"{len(failed)} of {len(sections)} sections failed and their results are missing, so this audit "
-        f"cannot pass: {reasons}.",
+        f"{len(failed)} of {len(sections)} sections failed and produced no results, so this audit cannot "
+        f"pass: {reasons}.",
         {"failed_sections": {s.name: s.reason for s in failed}},
         blocks=[Table(["section", "error"], [[s.title, s.reason] for s in failed], title="Sections that failed")],
-        headline=f"{noun.capitalize()} {names} failed; their results are missing.",
+        headline=f"Results missing: {names} failed.",
     )
 
 
