@@ -21,7 +21,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.core.mail import send_mail
+from django.core.mail import BadHeaderError, send_mail
 from django.db import transaction
 from django.utils import timezone
 
@@ -199,7 +199,7 @@ def audit_transition(audit: Audit, status: str, **fields) -> Audit:
 
 
 def audit_fail(audit: Audit, reason: str) -> Audit:
-    return audit_transition(audit, Audit.Status.FAILED, message=" ".join(reason.split())[:1000])
+    return audit_transition(audit, Audit.Status.FAILED, message=_one_line(reason)[:1000])
 
 
 def audit_run(audit_id: int, worker: str = "") -> None:
@@ -318,12 +318,21 @@ def notify_worse_verdict(audit: Audit) -> int:
     if not owners:
         return 0
     previous = audit.previous.verdict.upper() if audit.previous else "none"
-    subject = f"[auditsvc] {audit.model_version}: verdict {previous} -> {audit.verdict.upper()}"
+    subject = _one_line(f"[auditsvc] {audit.model_version}: verdict {previous} -> {audit.verdict.upper()}")
     lines = [f"The re-audit of {audit.model_version} on probe set '{audit.probe_set.name}' got a worse verdict: "
              f"{previous} -> {audit.verdict.upper()}.", ""]
     lines += [f"new: {item}" for item in (audit.changes or {}).get("new", [])]
     lines += ["", f"Report: audit {audit.pk} in the auditsvc portal."]
-    return send_mail(subject, "\n".join(lines), settings.DEFAULT_FROM_EMAIL, list(owners))
+    try:
+        return send_mail(subject, "\n".join(lines), settings.DEFAULT_FROM_EMAIL, list(owners))
+    except (BadHeaderError, OSError) as exc:  # SMTP errors are OSErrors; a lost mail must not undo a finished audit
+        log.error("audit %s: the worse-verdict mail was not sent: %s", audit.pk, exc)
+        return 0
+
+
+def _one_line(text: str) -> str:
+    """A mail header from user strings (model names): no line breaks, so no injected headers."""
+    return " ".join(text.split())
 
 
 # --- schedules ---------------------------------------------------------------------------------

@@ -10,18 +10,30 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
 PAGE_WIDTH_IN = 7.0   # printable width of an A4 page at our margins
 DPI = 130
 
+# Figures draw user strings (class names, attribute values, layer and file names): every text is
+# drawn as it is, never parsed as mathtext ("$...$") or handed to LaTeX.
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+
 plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8,
-                     "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.dpi": DPI})
+                     "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.dpi": DPI, **PLAIN_TEXT})
 
 
 def to_png(fig) -> bytes:
+    """The figure as PNG bytes (and closed). Its texts are plain whatever the global rcParams say."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.05)
-    plt.close(fig)
+    try:
+        with plt.rc_context(PLAIN_TEXT):  # texts made while drawing (tick labels) read these
+            for text in fig.findobj(Text):
+                text.set_parse_math(False)
+                text.set_usetex(False)
+            fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.05)
+    finally:
+        plt.close(fig)
     return buffer.getvalue()
 
 

@@ -81,9 +81,33 @@ class SectionResult:
         return out | self.data
 
 
-def verdict_of(findings: list[Finding]) -> str:
+def verdict_of(findings: list[Finding], sections: list[SectionResult] = ()) -> str:
+    """The worst finding's severity; at least warn when a section failed (its results are missing)."""
     worst = max((SEVERITY_RANK[f.severity] for f in findings), default=0)
+    if any(s.status == "error" for s in sections):
+        worst = max(worst, SEVERITY_RANK["warn"])
     return {0: "pass", 1: "warn", 2: "fail"}[worst]
+
+
+def incomplete_finding(sections: list[SectionResult]) -> Finding | None:
+    """The finding that an audit with failed sections is incomplete, or None when every section ran.
+
+    A skipped section (the method does not apply to this model or probe set) is not a failure.
+    """
+    failed = [s for s in sections if s.status == "error"]
+    if not failed:
+        return None
+    names = ", ".join(s.name for s in failed)
+    noun = "sections" if len(failed) > 1 else "section"
+    reasons = "; ".join(f"{s.name} ({s.reason})" for s in failed)
+    return Finding(
+        "health.incomplete", "health", "warn", f"Incomplete audit: {noun} {names} failed",
+        f"{len(failed)} of {len(sections)} sections failed and produced no results, so this audit cannot "
+        f"pass: {reasons}.",
+        {"failed_sections": {s.name: s.reason for s in failed}},
+        blocks=[Table(["section", "error"], [[s.title, s.reason] for s in failed], title="Sections that failed")],
+        headline=f"Results missing: {names} failed.",
+    )
 
 
 @dataclass

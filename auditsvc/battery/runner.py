@@ -19,7 +19,7 @@ from .dataset import ProbeSet
 from .errors import BadInput
 from .graph import ModelGraph
 from .loading import LoadedModel
-from .results import CATEGORIES, SEVERITY_RANK, AuditResult, SectionResult, verdict_of
+from .results import CATEGORIES, SEVERITY_RANK, AuditResult, Finding, SectionResult, incomplete_finding, verdict_of
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,12 @@ def run_audit(model: LoadedModel, probe: ProbeSet, options: AuditOptions | None 
         report(index / len(sections), section.title)
         results.append(_run_section(section, context))
     report(1.0, "done")
-    findings = sorted((f for r in results for f in r.findings),
-                      key=lambda f: (-SEVERITY_RANK[f.severity], CATEGORIES.index(f.category)))
+    findings = _findings(results)
     return AuditResult(
         model=_model_info(model),
         dataset=_dataset_info(probe),
         reference=_model_info(reference) if reference else None,
-        verdict=verdict_of(findings),
+        verdict=verdict_of(findings, results),
         metrics=context.cache.get("metrics", {"accuracy": None, "per_class": {}, "groups": {}}),
         findings=findings,
         sections=results,
@@ -65,6 +64,14 @@ def run_audit(model: LoadedModel, probe: ProbeSet, options: AuditOptions | None 
     )
 
 
+def _findings(results: list[SectionResult]) -> list[Finding]:
+    """Worst first; an incomplete audit says so before anything else."""
+    findings = sorted((f for r in results for f in r.findings),
+                      key=lambda f: (-SEVERITY_RANK[f.severity], CATEGORIES.index(f.category)))
+    incomplete = incomplete_finding(results)
+    return [incomplete, *findings] if incomplete else findings
+
+
 def _run_section(section: registry.Section, context: AuditContext) -> SectionResult:
     started = time.perf_counter()
     try:
@@ -73,9 +80,14 @@ def _run_section(section: registry.Section, context: AuditContext) -> SectionRes
         raise
     except Exception as exc:  # one failing method must not sink the audit; the report says what failed
         log.error("section %s failed:\n%s", section.name, traceback.format_exc())
-        result = section.result(status="error", reason=f"{type(exc).__name__}: {str(exc)[:300]}")
+        result = section.result(status="error", reason=_error_reason(exc))
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _error_reason(exc: Exception) -> str:
+    """One line naming the exception, short enough for a report table."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
 
 def _model_info(model: LoadedModel) -> dict:

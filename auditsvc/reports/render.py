@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,20 @@ def data_uri(png: bytes) -> str:
 def _block(block) -> dict[str, Any]:
     if isinstance(block, Figure):
         return {"kind": "figure", "src": data_uri(block.png), "caption": block.caption, "title": block.title,
-                "width": block.width}
+                "width": _css_width(block.width)}
     if isinstance(block, Table):
         return {"kind": "table", "columns": block.columns, "rows": [[str(c) for c in row] for row in block.rows],
                 "caption": block.caption, "title": block.title}
     if isinstance(block, Text):
         return {"kind": "text", "text": block.text, "style": block.kind}
     raise TypeError(f"unknown report block {type(block).__name__}")
+
+
+def _css_width(width: str) -> str:
+    """A figure's width goes into a style attribute: a percentage and nothing else."""
+    if not re.fullmatch(r"\d{1,3}(\.\d+)?%", width):
+        raise ValueError(f"a figure width must be a percentage, got {width!r}")
+    return width
 
 
 def _numbers(evidence: dict[str, Any]) -> list[tuple[str, str]]:
@@ -102,7 +110,9 @@ def report_data(result: AuditResult, changes: dict[str, Any] | None = None) -> d
         "sections": [{"name": s.name, "title": s.title, "status": s.status, "reason": s.reason, "intro": s.intro,
                       "seconds": s.seconds, "blocks": [_block(b) for b in s.blocks]} for s in result.sections],
         "settings": sorted((k, str(v)) for k, v in result.settings.items()),
-        "skipped": [(s.title, s.status, s.reason) for s in result.sections if s.status != "ok"],
+        "failed": [(s.title, s.reason) for s in result.sections if s.status == "error"],
+        "skipped": [(s.title, s.status, s.reason) for s in sorted(result.sections, key=lambda s: s.status != "error")
+                    if s.status != "ok"],
         "limitations": LIMITATIONS,
         "changes": changes,
     }

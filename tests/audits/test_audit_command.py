@@ -77,3 +77,24 @@ def test_part_of_the_battery_from_the_environment(tiny_package, tiny_probe, tmp_
     assert list(json.loads((out / "findings.json").read_text())["sections"]) == ["summary", "shortcuts"]
     monkeypatch.setenv("AUDITSVC_SECTIONS", "shortcuts,tea_leaves")
     assert "tea_leaves" in _bad(capsys, tmp_path, "--model", tiny_package, "--dataset", tiny_probe)
+
+
+def test_a_failed_section_makes_fail_on_warn_exit_3(tiny_package, tiny_probe, tmp_path, capsys, monkeypatch):
+    """An audit whose sections crash is incomplete: WARN at least, never PASS (in-process, one section broken)."""
+    from auditsvc.battery import registry
+
+    def crash(self, context):
+        raise ValueError("broken on purpose")
+
+    monkeypatch.setattr(type(registry.sections(["performance"])[0]), "run", crash)
+    monkeypatch.setenv("AUDITSVC_SECTIONS", "summary,performance")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exited:
+        call_command("audit", "--model", str(tiny_package), "--dataset", str(tiny_probe), "--out", str(out),
+                     "--device", "cpu", "--fail-on", "warn")
+    assert exited.value.code == 3
+    assert "verdict: WARN" in capsys.readouterr().out
+    findings = json.loads((out / "findings.json").read_text())
+    assert findings["verdict"] == "warn" and findings["findings"][0]["code"] == "health.incomplete"
+    assert "section performance failed" in findings["findings"][0]["title"]
+    assert "Incomplete audit" in (out / "report.html").read_text()

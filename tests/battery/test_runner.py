@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from auditsvc.battery import registry
 from auditsvc.battery.context import AuditOptions
 from auditsvc.battery.dataset import ProbeSet
 from auditsvc.battery.loading import load_model
@@ -51,3 +52,22 @@ def test_battery_runs_on(tmp_path, case):
     assert document["schema"] == 1 and document["dataset"]["images"] == 3 * len(probe_classes)
     assert list(document["sections"]) == section_names()
     assert document["verdict"] in ("pass", "warn", "fail")
+
+
+def _crash(self, context):
+    raise ValueError("a figure could not be drawn:\nsecond line")
+
+
+def test_an_audit_with_a_failed_section_is_not_a_pass(tiny_package, tiny_probe, monkeypatch):
+    performance = type(registry.sections(["performance"])[0])
+    monkeypatch.setattr(performance, "run", _crash)
+    with ProbeSet(tiny_probe, ["a", "b", "c"]) as probe:
+        result = run_audit(load_model(tiny_package), probe, AuditOptions(**FAST, sections=["summary", "performance"]))
+    document = json.loads(json.dumps(result.findings_json()))
+    assert document["verdict"] == result.verdict == "warn"
+    failed = document["sections"]["performance"]
+    assert failed["status"] == "error" and failed["reason"] == "ValueError: a figure could not be drawn: second line"
+    first = document["findings"][0]
+    assert first["code"] == "health.incomplete" and first["severity"] == "warn"
+    assert first["title"] == "Incomplete audit: section performance failed"
+    assert set(first) == {"code", "category", "severity", "title", "summary", "evidence"}   # schema 1 unchanged

@@ -9,8 +9,10 @@ import torch
 from auditsvc.battery.context import AuditOptions
 from auditsvc.battery.dataset import ProbeSet
 from auditsvc.battery.loading import load_model
+from auditsvc.battery.results import Figure
 from auditsvc.battery.runner import run_audit
 from auditsvc.demo.nets import PlainNet
+from auditsvc.reports import render
 from auditsvc.reports.render import inline_only_fetcher, render_pdf, write_report
 from tests.conftest import write_package, write_probe
 
@@ -91,3 +93,9 @@ def test_pdf_fetches_nothing_but_inline_images(tmp_path):
         assert len(listing.strip().splitlines()) - 2 == images, url
     with pytest.raises(ValueError):
         inline_only_fetcher().fetch(secret.as_uri())
+
+
+@pytest.mark.parametrize("width", ["100%; background: url(file:///etc/passwd)", "50%\" onload=\"x", "10em", ""])
+def test_a_figure_width_is_a_percentage_or_refused(width):
+    with pytest.raises(ValueError, match="percentage"):
+        render._block(Figure(b"", "caption", width=width))
