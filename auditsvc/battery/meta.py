@@ -58,6 +58,12 @@ class ModelMeta:
         classes = _classes(data["classes"], source)
         return cls(name, version, classes, _input_spec(data["input"], source))
 
+    def as_dict(self) -> dict:
+        """model.json as plain data, as a sandboxed child is given it."""
+        spec = self.input
+        return {"name": self.name, "version": self.version, "classes": list(self.classes),
+                "input": {"size": list(spec.size), "mean": list(spec.mean), "std": list(spec.std)}}
+
 
 def load_meta(path: Path) -> ModelMeta:
     path = Path(path)
@@ -250,12 +256,6 @@ def _classes(classes: object, source: str) -> tuple[str, ...]:
                            f"(entries {earlier} and {index}{form})")
         first_seen[key] = index
     return tuple(classes)
-
-    def as_dict(self) -> dict:
-        """model.json as plain data, as a sandboxed child is given it."""
-        spec = self.input
-        return {"name": self.name, "version": self.version, "classes": list(self.classes),
-                "input": {"size": list(spec.size), "mean": list(spec.mean), "std": list(spec.std)}}
 
 
 def _input_spec(spec: object, source: str) -> InputSpec:

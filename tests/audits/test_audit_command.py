@@ -12,7 +12,7 @@ import torch
 from django.core.management import call_command
 
 from auditsvc.demo.nets import PlainNet
-from tests.conftest import write_meta, write_probe
+from tests.conftest import write_meta, write_package, write_probe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,22 +79,32 @@ def test_part_of_the_battery_from_the_environment(tiny_package, tiny_probe, tmp_
     assert "tea_leaves" in _bad(capsys, tmp_path, "--model", tiny_package, "--dataset", tiny_probe)
 
 
-def test_a_failed_section_makes_fail_on_warn_exit_3(tiny_package, tiny_probe, tmp_path, capsys, monkeypatch):
-    """An audit whose sections crash is incomplete: WARN at least, never PASS (in-process, one section broken)."""
-    from auditsvc.battery import registry
+class RangeGuarded(torch.nn.Module):
+    """A model that refuses inputs beyond a range: it passes the load check, and the saliency methods'
+    noisy inputs make it raise, so that section errors for real, inside the sandbox."""
 
-    def crash(self, context):
-        raise ValueError("broken on purpose")
+    def __init__(self):
+        super().__init__()
+        self.net = PlainNet(3, widths=(4, 8))
 
-    monkeypatch.setattr(type(registry.sections(["performance"])[0]), "run", crash)
-    monkeypatch.setenv("AUDITSVC_SECTIONS", "summary,performance")
+    def forward(self, x):
+        torch._assert_async((x.abs() < 2.2).all(), "input out of range")
+        return self.net(x)
+
+
+def test_a_failed_section_makes_fail_on_warn_exit_3(tiny_probe, tmp_path, capsys, monkeypatch):
+    """An audit whose sections crash is incomplete: WARN at least, never PASS."""
+    torch.manual_seed(0)
+    model = write_package(tmp_path / "guarded", RangeGuarded(), ["a", "b", "c"])
+    monkeypatch.setenv("AUDITSVC_SECTIONS", "summary,saliency")
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exited:
-        call_command("audit", "--model", str(tiny_package), "--dataset", str(tiny_probe), "--out", str(out),
+        call_command("audit", "--model", str(model), "--dataset", str(tiny_probe), "--out", str(out),
                      "--device", "cpu", "--fail-on", "warn")
     assert exited.value.code == 3
     assert "verdict: WARN" in capsys.readouterr().out
     findings = json.loads((out / "findings.json").read_text())
+    assert findings["sections"]["saliency"]["status"] == "error"
     assert findings["verdict"] == "warn" and findings["findings"][0]["code"] == "health.incomplete"
-    assert "section performance failed" in findings["findings"][0]["title"]
+    assert "section saliency failed" in findings["findings"][0]["title"]
     assert "Incomplete audit" in (out / "report.html").read_text()
