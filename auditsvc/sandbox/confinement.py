@@ -56,7 +56,8 @@ class Limits:
                    number("AUDITSVC_SANDBOX_PROCESSES", cls.processes), cls.open_files)
 
     def prlimit(self, device: str) -> list[str]:
-        args = ["prlimit", f"--cpu={self.cpu_seconds}", f"--fsize={self.file_mb << 20}",
+        # SIGXCPU at the soft limit names the cause; SIGKILL follows if it is ignored.
+        args = ["prlimit", f"--cpu={self.cpu_seconds}:{self.cpu_seconds + 10}", f"--fsize={self.file_mb << 20}",
                 f"--nproc={self.processes}", f"--nofile={self.open_files}", "--core=0"]
         if device != "cuda":
             args.append(f"--as={self.memory_mb << 20}")

@@ -100,11 +100,12 @@ class Job:
 class Child:
     """One confined child process for one job."""
 
-    def __init__(self, job: Job, action: str, device: str = "cpu"):
+    def __init__(self, job: Job, action: str, device: str = "cpu", program: list[str] | None = None):
+        """program: what Python runs, `-m auditsvc.sandbox.child <action>` unless a test stands in for it."""
         self.job, self.action, self.timeout = job, action, None
         job.started = True
-        command = job.confinement.command([sys.executable, "-I", "-m", "auditsvc.sandbox.child", action],
-                                          job.mounts, device)
+        program = program or ["-m", "auditsvc.sandbox.child", action]
+        command = job.confinement.command([sys.executable, "-I", *program], job.mounts, device)
         tmp = job.inside(job.root / "tmp")
         self.log_path = job.root / "child.log"
         with open(self.log_path, "wb") as log:
@@ -152,7 +153,7 @@ class Child:
             if message.get("ready") is True:
                 self.ready = True
                 return
-        raise SandboxError(f"the sandboxed process did not start: {self._log_tail()}")
+        raise SandboxError(_sentences("the sandboxed process did not start.", self._log_tail()))
 
     def _messages(self, deadline: float | None):
         """JSON objects from the child's stdout until it closes; anything else is ignored."""
@@ -186,14 +187,16 @@ class Child:
 
     def _death(self, code: int | None) -> str:
         limits = self.job.confinement.limits
-        if code is not None and code < 0:
-            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-            if -code == signal.SIGXCPU:
+        number = _signal_number(code, self.job.confinement.confined)
+        if number:
+            name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else str(number)
+            if number == signal.SIGXCPU:
                 return f"the model used more than the {limits.cpu_seconds} s of CPU time the sandbox allows"
-            if -code == signal.SIGXFSZ:
+            if number == signal.SIGXFSZ:
                 return f"the audit tried to write a file larger than the {limits.file_mb} MiB the sandbox allows"
-            return f"the sandboxed process was killed ({name}); it may have run out of memory. {self._log_tail()}"
-        return f"the sandboxed process ended with code {code}. {self._log_tail()}"
+            return _sentences(f"the sandboxed process was killed ({name}); it may have run out of memory.",
+                              self._log_tail())
+        return _sentences(f"the sandboxed process ended with code {code}.", self._log_tail())
 
     def _log_tail(self) -> str:
         try:
@@ -203,6 +206,19 @@ class Child:
         except OSError:
             return ""
         return f"Last log line: {lines[-1][:300]}" if lines else ""
+
+
+def _sentences(*parts: str) -> str:
+    return " ".join(part for part in parts if part)
+
+
+def _signal_number(code: int | None, confined: bool) -> int:
+    """The signal that ended the child: negative codes from Popen, 128 + n from bubblewrap's init."""
+    if code is not None and code < 0:
+        return -code
+    if confined and code is not None and 128 < code < 128 + 65:
+        return code - 128
+    return 0
 
 
 def _read_outcome(path: Path) -> dict:

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from auditsvc.battery.archive import model_kind
 from auditsvc.battery.errors import BadInput
@@ -27,7 +27,7 @@ MAX_SEED = 2**32 - 1
 
 def seed(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) > MAX_SEED:
-        raise CommandError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {text[:40]!r}")
+        raise BadInput(f"--seed must be a whole number from 0 to {MAX_SEED}, got {text[:40]!r}")
     return int(text)
 
 
@@ -43,13 +43,7 @@ class Command(BaseCommand):
         parser.add_argument("--out", required=True, type=Path, help="directory for the report files")
         parser.add_argument("--fail-on", choices=["warn", "fail"], help="exit 3 when the verdict is at or above this")
         parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-        parser.add_argument("--seed", type=seed, default=0, help=f"0 to {MAX_SEED}")
-
-    def execute(self, *args, **options):
-        try:
-            return super().execute(*args, **options)
-        except CommandError as exc:  # argument errors: one line, exit 2, as for any bad input
-            self._exit(EXIT_BAD_INPUT, str(exc))
+        parser.add_argument("--seed", default="0", help=f"0 to {MAX_SEED}")
 
     def handle(self, *args, **options):
         from auditsvc.sandbox import ConfinedAudit, SandboxError, SandboxUnavailable, sandbox_device
@@ -62,7 +56,7 @@ class Command(BaseCommand):
                 if options["reference"]:
                     audit.add_model(options["reference"], inputs["reference_meta"], role="reference")
                 audit.add_dataset(options["dataset"])
-                outcome = audit.run(options["out"], {"seed": options["seed"], "device": options["device"],
+                outcome = audit.run(options["out"], {"seed": inputs["seed"], "device": options["device"],
                                                      "sections": _sections()}, progress=bar.update)
         except BadInput as exc:
             self._exit(EXIT_BAD_INPUT, str(exc))
@@ -84,6 +78,7 @@ def _checked_inputs(options: dict) -> dict:
     """Everything that can be refused without loading the model, before any work starts."""
     if options["reference_meta"] and not options["reference"]:
         raise BadInput("--reference-meta needs --reference")
+    chosen_seed = seed(str(options["seed"]))
     model, reference = options["model"], options["reference"]
     model_kind(model)
     meta = load_meta(options["meta"] or model.with_name("model.json"))
@@ -94,7 +89,8 @@ def _checked_inputs(options: dict) -> dict:
     if not options["dataset"].exists():
         raise BadInput(f"dataset {options['dataset']} not found")
     _check_out(options["out"])
-    return {"meta": meta.as_dict(), "reference_meta": reference_meta.as_dict() if reference_meta else None}
+    return {"meta": meta.as_dict(), "reference_meta": reference_meta.as_dict() if reference_meta else None,
+            "seed": chosen_seed}
 
 
 def _check_out(out: Path) -> None:

@@ -1,0 +1,94 @@
+"""The parent's side of a job holds against a child that misbehaves: lies in its outcome, floods its
+output, hangs, dies. Each ends in one clear line, the child's whole process group gone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import textwrap
+
+import pytest
+
+from auditsvc.battery.errors import BadInput
+from auditsvc.sandbox import Confinement, Limits, SandboxError
+from auditsvc.sandbox.runner import Child, Job
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+
+READY = 'import json, sys; print(json.dumps({"ready": True}), flush=True); request = json.loads(sys.stdin.readline())\n'
+
+
+def run_child(body: str, timeout: float | None = 60, limits: Limits | None = None, progress=None):
+    job = Job(Confinement("bubblewrap", limits or Limits()))
+    try:
+        child = Child(job, "test", program=["-c", READY + textwrap.dedent(body)])
+        return child.run({}, progress=progress, timeout=timeout), child
+    finally:
+        job.remove()
+
+
+def test_progress_is_relayed_and_junk_ignored():
+    seen = []
+    outcome, _ = run_child("""
+        import json, pathlib
+        print("a library printing to stdout")
+        print("x" * 100000)
+        print(json.dumps({"progress": 0.5, "stage": "half"}))
+        print(json.dumps({"progress": 7, "stage": "too far"}))
+        print(json.dumps([1, 2]))
+        pathlib.Path(request["out"], "outcome.json").write_text(json.dumps({"status": "done", "n": 1}))
+    """, progress=lambda fraction, stage: seen.append((fraction, stage)))
+    assert outcome == {"status": "done", "n": 1}
+    assert seen == [(0.5, "half"), (1.0, "too far")]
+
+
+def test_a_refusal_becomes_bad_input_in_one_line():
+    with pytest.raises(BadInput, match="^the model is wrong in two ways$"):
+        run_child("""
+            import json, pathlib, sys
+            pathlib.Path(request["out"], "outcome.json").write_text(
+                json.dumps({"status": "refused", "message": "the model is wrong\\n in two   ways"}))
+            sys.exit(2)
+        """)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("import sys; sys.exit(0)", "ended with code 0"),                       # no outcome at all
+    ("import os; os.kill(os.getpid(), 9)", r"killed \(SIGKILL\); it may have run out of memory\.$"),
+    ("""
+        import os, pathlib
+        os.symlink("/etc/passwd", pathlib.Path(request["out"], "outcome.json"))
+     """, "ended with code 0"),                                               # a link is not an outcome
+    ("""
+        import pathlib
+        pathlib.Path(request["out"], "outcome.json").write_text('{"status": "done", "pad": "' + "x" * (2 << 20) + '"}')
+     """, "ended with code 0"),                                               # too large to read
+    ("""
+        import json, pathlib, sys
+        pathlib.Path(request["out"], "outcome.json").write_text(json.dumps({"status": "refused"}))
+        sys.exit(2)
+     """, "ended with code 2"),                                               # a refusal needs its reason
+])
+def test_a_child_that_lies_or_dies_is_a_sandbox_error(body, message):
+    with pytest.raises(SandboxError, match=message):
+        run_child(body)
+
+
+def test_a_child_that_hangs_is_stopped_at_the_time_limit():
+    with pytest.raises(SandboxError, match="longer than"):
+        run_child("import time; time.sleep(600)", timeout=3)
+
+
+def test_a_child_over_its_cpu_time_is_named():
+    with pytest.raises(SandboxError, match="CPU time"):
+        run_child("while True: pass", limits=Limits(cpu_seconds=1))
+
+
+def test_the_whole_process_group_is_gone_afterwards():
+    _, child = run_child("""
+        import json, pathlib, subprocess
+        subprocess.Popen(["sleep", "300"])
+        pathlib.Path(request["out"], "outcome.json").write_text(json.dumps({"status": "done"}))
+    """)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(child.process.pid, 0)
