@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from auditsvc import TEMPLATE_DIR
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("AUDITSVC_VAR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -59,7 +61,7 @@ WSGI_APPLICATION = "auditsvc.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.jinja2.Jinja2",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [TEMPLATE_DIR],
         "APP_DIRS": False,
         "OPTIONS": {"environment": "auditsvc.audits.jinja.environment", "autoescape": True},
     },

@@ -2,10 +2,10 @@
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    DJANGO_SETTINGS_MODULE=auditsvc.settings AUDITSVC_VAR=/var/lib/auditsvc
+    DJANGO_SETTINGS_MODULE=auditsvc.settings AUDITSVC_VAR=/var/lib/auditsvc AUDITSVC_TEMPLATES=/app/templates
 # WeasyPrint renders the PDF reports with Pango; DejaVu is the report font.
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b fonts-dejavu-core \
+        libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b fonts-dejavu-core bubblewrap \
     && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --create-home --uid 10001 auditsvc
 WORKDIR /app
