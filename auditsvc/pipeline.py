@@ -58,8 +58,3 @@ def write_outputs(result: AuditResult, out_dir: Path, changes: dict[str, Any] | 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return AuditFiles(result, final["html"], final["pdf"], final["json"])
-
-
-def audit_to_directory(model: Path, dataset: Path, out_dir: Path, *, changes: dict[str, Any] | None = None,
-                       **kwargs) -> AuditFiles:
-    return write_outputs(audit_files(model, dataset, **kwargs), out_dir, changes)

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from ..battery.context import AuditOptions
-from ..pipeline import audit_to_directory
+from ..pipeline import audit_files, write_outputs
 from .build import build_demo
 
 
@@ -36,9 +36,11 @@ def main(argv: list[str] | None = None) -> None:
     references = {"shortcut": Path(built["paths"]["clean"]), "clean": None}
     for name in ("shortcut", "clean"):
         started = time.perf_counter()
-        files = audit_to_directory(Path(built["paths"][name]), Path(probe), args.out / "reports" / name,
-                                   reference=references[name], options=AuditOptions(seed=args.seed))
-        result = files.result
+        result = audit_files(Path(built["paths"][name]), Path(probe), reference=references[name],
+                             options=AuditOptions(seed=args.seed))
+        # Models this command built itself are trusted; uploaded ones only ever run in the sandbox.
+        result.environment["isolation"] = "this process: the demo's own models, built on this machine"
+        files = write_outputs(result, args.out / "reports" / name)
         print(f"\naudit of the {name} model: {result.verdict.upper()} in {time.perf_counter() - started:.0f} s")
         for finding in result.findings:
             print(f"  [{finding.severity}] {finding.title}")
