@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 @worker_process_init.connect
 def start_a_waiting_sandbox(**kwargs) -> None:
-    """The first audit of a worker process need not wait for a sandboxed child to import torch."""
+    """A worker process keeps a sandboxed child ready (torch imported) for its next audit."""
     if not settings.AUDIT_WARM_SANDBOX:
         return
     from auditsvc.sandbox import SandboxUnavailable, warm
@@ -31,7 +31,10 @@ def start_a_waiting_sandbox(**kwargs) -> None:
 def run_audit(self, audit_id: int) -> None:
     from auditsvc.audits.services import audit_run
 
-    audit_run(audit_id, worker=self.request.hostname or socket.gethostname())
+    try:
+        audit_run(audit_id, worker=self.request.hostname or socket.gethostname())
+    finally:
+        start_a_waiting_sandbox()
 
 
 @app.task

@@ -236,7 +236,6 @@ def _execute(audit: Audit) -> None:
                               previous=previous, progress=_progress_writer(audit))
         changes = changes_since(previous, outcome.findings_json) if previous else None
         _store_results(audit, outcome, changes)
-    warm.prepare(settings.AUDIT_DEVICE)
     if changes and changes["worse"]:
         notify_worse_verdict(audit)
 
