@@ -1,5 +1,6 @@
 """A real service stack for integration tests: redis-server, the Django web server and Celery
-workers as separate processes on loopback, sharing a temporary SQLite database and media folder."""
+workers as separate processes on loopback, sharing a PostgreSQL database (DATABASE_URL; SQLite in
+the stack's folder without one) and a media folder."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def _port_open(port: int) -> bool:
 
 
 class Stack:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, database_url: str | None = None):
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed: apt-get install redis-server (.ci/run does)")
         self.directory = directory
@@ -51,6 +52,8 @@ class Stack:
                     "DJANGO_EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
                     "DJANGO_EMAIL_FILE_PATH": str(directory / "mail")}
         self.env.pop("DATABASE_URL", None)
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
         self.processes: dict[str, subprocess.Popen] = {}
         self.workers = 0
 
