@@ -33,3 +33,9 @@ urlpatterns = [
     path("api/v1/model-versions/<int:pk>/audits", api.model_version_audits, name="api-model-version-audits"),
     path("admin/", admin.site.urls),
 ]
+
+# No traceback ever reaches a client: JSON under /api/, a plain page elsewhere.
+handler400 = "auditsvc.audits.errors.bad_request"
+handler403 = "auditsvc.audits.errors.permission_denied"
+handler404 = "auditsvc.audits.errors.page_not_found"
+handler500 = "auditsvc.audits.errors.server_error"
