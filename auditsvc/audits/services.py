@@ -163,15 +163,38 @@ def audit_create(*, organization: Organization, user, model_version: ModelVersio
                 .order_by("-finished").first())
     audit = Audit.objects.create(organization=organization, model_version=model_version, probe_set=probe_set,
                                  reference=reference, seed=seed, schedule=schedule, previous=previous,
-                                 requested_by=user)
+                                 requested_by=user, stage="" if workers_configured() else NO_WORKER)
     transaction.on_commit(lambda: _enqueue(audit.pk))
     return audit
 
 
+NO_WORKER = ("waiting: no worker is configured (set REDIS_URL and start a worker, "
+             "or run `python manage.py run_queued_audits`)")
+
+
+def workers_configured() -> bool:
+    """Audits go to Celery workers only with a broker; the web process never runs one itself."""
+    return bool(settings.REDIS_URL)
+
+
 def _enqueue(audit_id: int) -> None:
+    if not workers_configured():
+        return   # stays queued for `manage.py run_queued_audits`
     from tasks.audits import run_audit
 
     run_audit.delay(audit_id)
+
+
+def audit_claim_next(worker: str) -> Audit | None:
+    """The oldest queued audit, marked running for `worker` so that no other runner takes it (the
+    conditional update is the claim, on SQLite as on PostgreSQL); None when the queue is empty."""
+    for audit_id in Audit.objects.filter(status=Audit.Status.QUEUED).order_by("created", "pk").values_list(
+            "pk", flat=True)[:50]:
+        now = timezone.now()
+        if Audit.objects.filter(pk=audit_id, status=Audit.Status.QUEUED).update(
+                status=Audit.Status.RUNNING, heartbeat=now, worker=worker[:200], stage="starting"):
+            return Audit.objects.get(pk=audit_id)
+    return None
 
 
 def audit_transition(audit: Audit, status: str, **fields) -> Audit:
