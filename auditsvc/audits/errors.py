@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.utils.html import escape
 
@@ -22,6 +22,10 @@ h1{{font-size:1.4rem}}a{{color:#0b57d0}}</style></head>
 <body><h1>{title}</h1><p>{message}</p><p><a href="/">Back to auditsvc</a></p></body></html>
 """
 TITLES = {400: "Bad request", 403: "Forbidden", 404: "Not found", 413: "Upload too large", 500: "Server error"}
+
+
+class NotReady(Http404):
+    """A 404 whose message is shown: the object exists for this user but the file is not made yet."""
 
 
 def is_api(request) -> bool:
@@ -62,7 +66,7 @@ def permission_denied(request, exception=None):
 
 
 def page_not_found(request, exception=None):
-    return error_response(request, 404, "Not found.")
+    return error_response(request, 404, str(exception) if isinstance(exception, NotReady) else "Not found.")
 
 
 def server_error(request):

@@ -14,6 +14,7 @@ from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from .errors import error_response
 
 BODY_MARGIN = 16 * 1024**2   # form fields and multipart framing on top of the files
+MAX_META_UPLOAD = 16 * 1024**2   # model.json (battery/meta.py holds it to its own, finer limits)
 
 
 def field_limit(field_name: str) -> int:
@@ -22,12 +23,14 @@ def field_limit(field_name: str) -> int:
         return settings.MAX_MODEL_UPLOAD
     if field_name == "dataset":
         return settings.MAX_DATASET_UPLOAD
+    if field_name in ("meta", "reference_meta"):
+        return MAX_META_UPLOAD
     return max(settings.MAX_MODEL_UPLOAD, settings.MAX_DATASET_UPLOAD)   # the portal's "file" is either
 
 
 def body_limit() -> int:
     """A model, a reference model and a probe set in one request."""
-    return 2 * settings.MAX_MODEL_UPLOAD + settings.MAX_DATASET_UPLOAD + BODY_MARGIN
+    return 2 * settings.MAX_MODEL_UPLOAD + settings.MAX_DATASET_UPLOAD + 2 * MAX_META_UPLOAD + BODY_MARGIN
 
 
 def _mib(size: int) -> str:
