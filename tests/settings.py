@@ -8,3 +8,6 @@ import os
 os.environ["DJANGO_DEBUG"] = "1"
 
 from auditsvc.settings import *  # noqa: E402,F403
+
+# Test users log in often; a fast hash keeps that cheap (never in production settings).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -19,7 +19,8 @@ from .models import ApiToken, Audit, ModelVersion, ProbeSet
 MAX_ID = 2**63 - 1
 MAX_SEED = Audit.MAX_SEED
 _ID = re.compile(r"[0-9]{1,19}")
-_INTEGER = re.compile(r"\s*(-?[0-9]{1,30})\s*", re.ASCII)
+_INTEGER = re.compile(r"\s*(-?)([0-9]+)\s*", re.ASCII)
+_BEYOND = 10**40   # stands for any longer number: past every range, and int() is never asked for 5000 digits
 
 
 def column_length(model, field: str) -> int:
@@ -51,7 +52,9 @@ class IntegerField(forms.IntegerField):
         match = _INTEGER.fullmatch(str(value))
         if not match:
             raise ValidationError(f"{_shown(value)} is not a whole number in ASCII digits.", code="invalid")
-        return int(match.group(1))
+        sign, digits = match.groups()
+        number = int(digits) if len(digits) <= 40 else _BEYOND
+        return -number if sign else number
 
 
 class SeedField(IntegerField):

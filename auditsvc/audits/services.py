@@ -109,14 +109,25 @@ def parse_meta(meta) -> dict:
         raise ValidationError({"meta": f"model.json is not valid JSON ({str(exc)[:200]})."}) from None
     if not isinstance(data, dict):
         raise ValidationError({"meta": "model.json must be a JSON object."})
+    _check_meta_storable(data)
     return data
+
+
+def _check_meta_storable(data: dict) -> None:
+    """Before any work: model.json's name and version fit their columns, and PostgreSQL's jsonb takes the
+    whole document (no NUL characters, NaN or infinities)."""
+    _check_text(ModelVersion, **{key: data[key] for key in ("name", "version") if isinstance(data.get(key), str)})
+    problem = _json_problem(data)
+    if problem:
+        raise ValidationError({"meta": f"model.json {problem}."})
 
 
 def model_version_create(*, organization: Organization, user, file, meta, release_tag: str = "") -> ModelVersion:
     """Validate a model package (format, model.json, a forward pass) and store it."""
     suffix = MODEL_SUFFIXES.get(Path(file.name or "").suffix.lower())
     if suffix is None:
-        raise ValidationError({"file": "Upload a model.pt2 (torch.export) or a TorchScript .pt / .ts file."})
+        raise ValidationError({"file": f"{display_name(file.name)}: upload a model.pt2 (torch.export) or a "
+                                       "TorchScript .pt / .ts file."})
     meta_data = parse_meta(meta)
     try:
         ModelMeta.from_dict(meta_data)
@@ -257,11 +268,15 @@ def audit_submit(*, organization: Organization, user, model_version: ModelVersio
     try:
         with transaction.atomic():
             if model_version is None:
-                model_version = _version_from_upload(organization, user, model, meta, release_tag, stored)
+                with _fields_renamed(file="model"):
+                    model_version = _version_from_upload(organization, user, model, meta, release_tag, stored)
             if reference is None and reference_file is not None:
-                reference = _version_from_upload(organization, user, reference_file, reference_meta, "", stored)
+                with _fields_renamed(file="reference", meta="reference_meta"):
+                    reference = _version_from_upload(organization, user, reference_file, reference_meta, "", stored)
             if probe_set is None:
-                probe_set = probe_set_create(organization=organization, user=user, name=dataset_name, file=dataset)
+                with _fields_renamed(file="dataset", name="dataset_name"):
+                    probe_set = probe_set_create(organization=organization, user=user, name=dataset_name,
+                                                 file=dataset)
                 stored.append(probe_set)
             return audit_create(organization=organization, user=user, model_version=model_version,
                                 probe_set=probe_set, reference=reference, seed=seed)
@@ -271,10 +286,21 @@ def audit_submit(*, organization: Organization, user, model_version: ModelVersio
         raise
 
 
+@contextmanager
+def _fields_renamed(**names):
+    """The upload services name their own fields ('file', 'name'); the API's request names them otherwise."""
+    try:
+        yield
+    except ValidationError as error:
+        if not hasattr(error, "error_dict"):
+            raise
+        raise ValidationError({names.get(field, field): errors for field, errors in error.error_dict.items()}) from None
+
+
 def _version_from_upload(organization, user, file, meta, release_tag: str, stored: list) -> ModelVersion:
     if not meta:
         raise ValidationError({"meta": "model.json is required with an uploaded model."})
-    meta = parse_meta(meta)
+    meta = parse_meta(meta)   # name and version checked against their columns before they are queried
     twin = ModelVersion.objects.filter(organization=organization, name=str(meta.get("name")),
                                        version=str(meta.get("version")), sha256=upload_sha256(file)).first()
     if twin is not None:
