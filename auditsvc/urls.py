@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.shortcuts import redirect
-from django.urls import path
+from django.urls import path, re_path
 
 from auditsvc.audits import api, views
 
@@ -31,6 +31,7 @@ urlpatterns = [
     path("api/v1/audits/<int:pk>/report.pdf", api.audit_pdf, name="api-audit-pdf"),
     path("api/v1/model-versions", api.model_versions, name="api-model-versions"),
     path("api/v1/model-versions/<int:pk>/audits", api.model_version_audits, name="api-model-version-audits"),
+    re_path(r"^api/", api.not_found),
     path("admin/", admin.site.urls),
 ]
 

@@ -49,6 +49,7 @@ class Stack:
         self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "auditsvc.settings", "DJANGO_DEBUG": "1",
                     "AUDITSVC_VAR": str(directory), "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
                     "AUDITSVC_STALE_AFTER": "5", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+                    "AUDITSVC_MAX_MODEL_MB": "64",   # test models are small; an oversized one stays cheap to send
                     "DJANGO_EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
                     "DJANGO_EMAIL_FILE_PATH": str(directory / "mail")}
         self.env.pop("DATABASE_URL", None)

@@ -12,12 +12,13 @@ from __future__ import annotations
 from functools import wraps
 
 from django.core.exceptions import ValidationError
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from . import selectors, services
 from .errors import json_error as api_error
+from .errors import not_found_message
 from .forms import ApiAuditForm
 from .models import Audit
 from .openapi import document
@@ -51,7 +52,10 @@ def token_required(view):
             response["WWW-Authenticate"] = 'Token realm="auditsvc"'
             return response
         request.user, request.api_token = token.user, token
-        return view(request, *args, **kwargs)
+        try:
+            return view(request, *args, **kwargs)
+        except Http404 as exc:   # JSON with DEBUG on too
+            return api_error(404, not_found_message(exc))
     return wrapper
 
 
@@ -129,6 +133,11 @@ def model_version_audits(request, pk: int):
     version = selectors.model_version_get(request.user, pk, _organization(request))
     audits = selectors.audits_for(request.user, _organization(request)).filter(model_version=version)
     return JsonResponse({"model_version": version.pk, "results": [_audit_body(request, a) for a in audits]})
+
+
+def not_found(request, path: str = ""):
+    """Every other path under /api/: JSON, with DEBUG on too."""
+    return api_error(404, "Not found.")
 
 
 @allow("GET")

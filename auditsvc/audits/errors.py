@@ -1,7 +1,8 @@
 """Error answers: JSON `{"error": ..., "fields": {...}}` under /api/, a plain page elsewhere.
 
-The 400, 403, 404 and 500 handlers (auditsvc/urls.py) never show a traceback; the 500 handler
-logs it instead. Nothing here touches the database or templates, so it works when they do not.
+The 400, 403, 404 and 500 handlers (auditsvc/urls.py) never show a traceback; Django logs it.
+The API answers its 404s and unreadable bodies itself (api.py, uploads.py), so that it speaks
+JSON with DEBUG on too. Nothing here touches the database or templates.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def error_response(request, status: int, message: str, fields: dict | None = Non
                         content_type="text/html; charset=utf-8")
 
 
-def _bad_request_message(exception) -> str:
+UNREADABLE_BODY = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent, MultiPartParserError)
+
+
+def bad_request_message(exception) -> str:
     cause = (exception.__cause__ or exception.__context__) if exception is not None else None
     for candidate in (exception, cause):
         if isinstance(candidate, RequestDataTooBig):
@@ -58,15 +62,19 @@ def _bad_request_message(exception) -> str:
 
 
 def bad_request(request, exception=None):
-    return error_response(request, 400, _bad_request_message(exception))
+    return error_response(request, 400, bad_request_message(exception))
 
 
 def permission_denied(request, exception=None):
     return error_response(request, 403, "You may not do this.")
 
 
+def not_found_message(exception) -> str:
+    return str(exception) if isinstance(exception, NotReady) else "Not found."
+
+
 def page_not_found(request, exception=None):
-    return error_response(request, 404, str(exception) if isinstance(exception, NotReady) else "Not found.")
+    return error_response(request, 404, not_found_message(exception))
 
 
 def server_error(request):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 
-from .errors import error_response
+from .errors import UNREADABLE_BODY, bad_request_message, error_response
 
 BODY_MARGIN = 16 * 1024**2   # form fields and multipart framing on top of the files
 MAX_META_UPLOAD = 16 * 1024**2   # model.json (battery/meta.py holds it to its own, finer limits)
@@ -63,7 +63,8 @@ class SizeLimitUploadHandler(FileUploadHandler):
 
 
 class UploadLimitMiddleware:
-    """Answers 413 (JSON under /api/) for a body or a file past its limit, before the view runs."""
+    """Reads a POST body before the view (and CSRF) does: 413 for a body or a file past its limit, 400
+    for a body that cannot be read (JSON under /api/)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -72,7 +73,7 @@ class UploadLimitMiddleware:
         return self.get_response(request)
 
     def process_view(self, request, view_func, view_args, view_kwargs):
-        if request.method != "POST" or not request.content_type.startswith("multipart/"):
+        if request.method != "POST":
             return None
         try:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -81,7 +82,10 @@ class UploadLimitMiddleware:
         if declared > body_limit():
             return error_response(request, 413, f"The request is {_mib(declared)}; at most {_mib(body_limit())} "
                                                 "are accepted in one upload.")
-        request.FILES   # noqa: B018  (parse now, through SizeLimitUploadHandler)
+        try:
+            request.POST, request.FILES   # noqa: B018  (parse now, files through SizeLimitUploadHandler)
+        except UNREADABLE_BODY as exc:   # answered here as with DEBUG off, in the API's JSON under /api/
+            return error_response(request, 400, bad_request_message(exc))
         refusal = getattr(request, "upload_refusal", None)
         if refusal:
             field, message = refusal

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import zipfile
 
 import pytest
+import requests
 import torch
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
@@ -267,3 +269,88 @@ def test_bad_tokens_get_401(client, users, two_organizations, header):
     value = f"Token {key}" if header in ("revoked", "left", "inactive") else header
     response = client.get(reverse("api-model-versions"), HTTP_AUTHORIZATION=value)
     refusal(response, 401, None, "API token")
+
+
+# --- the real server (tests/stack.py: runserver with DEBUG on, so a crash would show its traceback) ----
+
+def _raw_post(stack, path: str, headers: dict, body: bytes = b"") -> tuple[int, bytes]:
+    """A request whose Content-Length need not match its body; returns the status and the body read."""
+    with socket.create_connection(("127.0.0.1", stack.web_port), timeout=60) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{head}\r\n".encode() + body)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.integration
+def test_the_real_server_refuses_hostile_requests_without_a_traceback(service_stack):
+    stack = service_stack
+    api, url = stack.api("alice"), stack.url + "/api/v1"
+    cases = [
+        (api.post, url + "/audits", {"data": {"seed": "1" + "0" * 30, "model_version": "1", "probe_set": "1"}}, 400),
+        (api.post, url + "/audits", {"data": {"model_version": "\u00b2", "probe_set": "\u0663"}}, 400),
+        (api.post, url + "/audits", {"data": b"--x\r\nbroken", "headers": {"Content-Type": "multipart/form-data"}},
+         400),
+        (api.post, url + "/audits", {"files": {"model": ("m.pt2", b"x")}, "data": {"meta": "x" * (6 * 2**20)}}, 400),
+        (api.post, url + "/audits", {"files": {"model": ("huge.pt2", b"\0" * (65 * 2**20))}}, 413),  # read, not stored
+        (api.get, url + "/audits/" + "9" * 30, {}, 404),
+        (api.get, url + "/model-versions/%D9%A3/audits", {}, 404),
+        (api.delete, url + "/audits", {}, 405),
+        (requests.get, url + "/audits/1", {}, 401),
+    ]
+    for send, target, kwargs, status in cases:
+        response = send(target, timeout=120, **kwargs)
+        assert response.status_code == status, (target, response.status_code, response.text[:300])
+        body = response.json()
+        assert set(body) == {"error", "fields"} and "Traceback" not in response.text, body
+    assert json.loads(_raw_post(stack, "/api/v1/audits", {
+        "Authorization": api.headers["Authorization"], "Content-Type": "multipart/form-data; boundary=x",
+        "Content-Length": str(10 * 2**30)})[1])["error"].startswith("The request is 10240 MiB")
+    assert "Traceback" not in stack.log("web")
+
+
+@pytest.mark.integration
+def test_the_real_portal_keeps_redirects_on_site_and_ids_strict(service_stack):
+    stack = service_stack
+    browser = requests.Session()
+    browser.get(f"{stack.url}/login/", timeout=30)
+    token = browser.cookies["csrftoken"]
+    login = browser.post(f"{stack.url}/login/", data={"username": "alice", "password": "alice-password-1",
+                                                      "next": "https://elsewhere.example/", "csrfmiddlewaretoken": token},
+                         allow_redirects=False, timeout=30)
+    assert login.status_code == 302 and login.headers["Location"] == "/audits/"
+    token = browser.cookies["csrftoken"]
+    switch = browser.post(f"{stack.url}/organization/", data={"organization": "\u00b2", "next": "//elsewhere.example",
+                                                              "csrfmiddlewaretoken": token},
+                          allow_redirects=False, timeout=30)
+    assert switch.status_code == 302 and switch.headers["Location"] == "/audits/"
+    for path in ("/audits/compare/?a=%D9%A3&b=1", "/audits/" + "9" * 30 + "/"):
+        page = browser.get(stack.url + path, timeout=30)
+        assert page.status_code == 404 and "Traceback" not in page.text, path
+
+
+@pytest.mark.integration
+def test_through_the_real_api_a_token_reads_its_own_organization_only(service_stack, package_files, probe_bytes):
+    stack = service_stack
+    initech_key = stack.manage("bootstrap", "--organization", "Initech", "--username", "alice",
+                               "--password", "alice-password-1", "--token")
+    acme = stack.api("alice")
+    created = acme.post(f"{stack.url}/api/v1/audits", timeout=120, files={
+        "model": ("pets.pt2", package_files["model"]), "meta": ("model.json", package_files["meta"]),
+        "dataset": ("probe.zip", probe_bytes)})
+    assert created.status_code == 201, created.text
+    done = stack.wait_until(created.json()["id"], lambda s: s["status"] in ("done", "failed"))
+    assert done["status"] == "done", done
+    initech = requests.Session()
+    initech.headers["Authorization"] = f"Token {initech_key}"
+    links = [done["links"]["self"], done["links"]["findings"], done["links"]["report_pdf"],
+             f"{stack.url}/api/v1/model-versions/{done['model_version']['id']}/audits"]
+    assert all(acme.get(link, timeout=30).status_code == 200 for link in links)
+    for link in links:
+        response = initech.get(link, timeout=30)
+        assert response.status_code == 404 and response.json()["error"], link
+    assert initech.get(f"{stack.url}/api/v1/model-versions", timeout=30).json() == {"results": []}
