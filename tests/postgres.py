@@ -60,7 +60,8 @@ class PostgresServer:
     def __init__(self, directory: Path | None = None):
         self.bin = find_binaries()
         self.account = _account()
-        self.directory = Path(directory or tempfile.mkdtemp(prefix="auditsvc-pg-"))
+        # As root the server's account must reach the folder: /tmp, not a private TMPDIR.
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="auditsvc-pg-", dir="/tmp" if self.account else None))
         self.data = self.directory / "data"
         self.port = free_port()
         self.password = secrets.token_hex(16)
