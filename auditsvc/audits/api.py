@@ -78,13 +78,20 @@ def _organization(request):
     return request.api_token.organization
 
 
+def _invalid(fields: dict):
+    """400 with every field's messages; the error line repeats the first, for a pipeline's log."""
+    field, messages = next(iter(fields.items()))
+    where = "" if field == "__all__" else f"{field}: "
+    return api_error(400, f"invalid input ({where}{messages[0]})", fields)
+
+
 @token_required
 @allow("POST")
 def audits_create(request):
     """Create an audit from uploaded files (model, meta, dataset) or from stored ids."""
     form = ApiAuditForm(request.user, _organization(request), request.POST, request.FILES)
     if not form.is_valid():
-        return api_error(400, "invalid input", {field: list(errors) for field, errors in form.errors.items()})
+        return _invalid({field: list(errors) for field, errors in form.errors.items()})
     data = form.cleaned_data
     try:
         audit = services.audit_submit(
@@ -94,7 +101,7 @@ def audits_create(request):
             reference_meta=data["reference_meta"], probe_set=data["probe_set"], dataset=data["dataset"],
             dataset_name=data["dataset_name"], seed=data["seed"])
     except ValidationError as error:
-        return api_error(400, "invalid input", _validation_fields(error))
+        return _invalid(_validation_fields(error))
     return JsonResponse(_audit_body(request, audit), status=201)
 
 

@@ -37,8 +37,7 @@ from auditsvc.battery.results import SEVERITY_RANK
 from auditsvc.pipeline import audit_files, write_outputs
 
 from .selectors import metric_deltas
-from .models import (ApiToken, Audit, Finding, Membership, ModelVersion, Organization, ProbeSet, Schedule,
-                     _safe_name)
+from .models import ApiToken, Audit, Finding, Membership, ModelVersion, Organization, ProbeSet, Schedule
 from .uploads import display_name
 
 log = logging.getLogger(__name__)
@@ -66,10 +65,7 @@ def _spool(upload, path: Path, limit: int, field: str) -> Path:
     size = getattr(upload, "size", None)
     if size is not None and size > limit:
         raise ValidationError({field: f"{shown} is {_mib(size)}; at most {_mib(limit)} are accepted."})
-    name = _safe_name(getattr(upload, "name", None) or path.name)
-    if not name.lower().endswith(path.suffix.lower()) or name == "model.json":
-        name += path.suffix
-    path = path.with_name(name)
+    path = path.with_name(_scratch_name(getattr(upload, "name", None) or path.name, path.suffix))
     written = 0
     with open(path, "wb") as out:
         for chunk in upload.chunks():
@@ -80,6 +76,12 @@ def _spool(upload, path: Path, limit: int, field: str) -> Path:
     if written == 0:
         raise ValidationError({field: f"{shown} is empty."})
     return path
+
+
+def _scratch_name(name: str, suffix: str) -> str:
+    """The user's file name as a name in a scratch folder: printable, no folders, ending in `suffix`."""
+    name = "".join(c for c in name.replace("\\", "/").rsplit("/", 1)[-1] if c.isprintable()).lstrip(".")[:120]
+    return name if name.lower().endswith(suffix.lower()) else (name or "upload") + suffix
 
 
 def _mib(size: int) -> str:
@@ -97,16 +99,17 @@ def upload_sha256(upload) -> str:
 def parse_meta(meta) -> dict:
     """model.json from an upload, a JSON string or a dict."""
     if isinstance(meta, dict):
-        return meta
-    raw = meta.encode() if isinstance(meta, str) else b"".join(meta.chunks())
-    if hasattr(meta, "seek"):
-        meta.seek(0)
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except RecursionError:
-        raise ValidationError({"meta": "model.json is nested too deeply."}) from None
-    except (UnicodeDecodeError, ValueError) as exc:   # JSONDecodeError, and ints past Python's digit limit
-        raise ValidationError({"meta": f"model.json is not valid JSON ({str(exc)[:200]})."}) from None
+        data = meta
+    else:
+        raw = meta.encode() if isinstance(meta, str) else b"".join(meta.chunks())
+        if hasattr(meta, "seek"):
+            meta.seek(0)
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except RecursionError:
+            raise ValidationError({"meta": "model.json is nested too deeply."}) from None
+        except (UnicodeDecodeError, ValueError) as exc:   # JSONDecodeError, and ints past Python's digit limit
+            raise ValidationError({"meta": f"model.json is not valid JSON ({str(exc)[:200]})."}) from None
     if not isinstance(data, dict):
         raise ValidationError({"meta": "model.json must be a JSON object."})
     _check_meta_storable(data)
