@@ -153,3 +153,9 @@ def test_api_tokens_are_stored_hashed(users):
     with pytest.raises(ValidationError):
         services.api_token_create(user=users["alice"], organization=users["globex"], name="not mine")
     assert ApiToken.objects.filter(key_hash=key).count() == 0
+
+
+def test_the_service_tests_run_on_postgresql():
+    from django.db import connection
+
+    assert connection.vendor == "postgresql" and connection.settings_dict["HOST"] == "127.0.0.1"
