@@ -48,7 +48,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",   # the admin's static files, without a separate server
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "auditsvc.audits.uploads.UploadLimitMiddleware",   # before CSRF: an oversized body is refused unread
+    "auditsvc.audits.uploads.UploadLimitMiddleware",   # reads POST bodies first: 413 for oversized uploads
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

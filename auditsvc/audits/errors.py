@@ -7,14 +7,11 @@ JSON with DEBUG on too. Nothing here touches the database or templates.
 
 from __future__ import annotations
 
-import logging
-
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.utils.html import escape
-
-log = logging.getLogger(__name__)
 
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title} · auditsvc</title>
@@ -53,7 +50,8 @@ def bad_request_message(exception) -> str:
     cause = (exception.__cause__ or exception.__context__) if exception is not None else None
     for candidate in (exception, cause):
         if isinstance(candidate, RequestDataTooBig):
-            return "The form fields are larger than the 5 MiB accepted; send files as file uploads."
+            return (f"The form fields are larger than the {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 2**20} MiB "
+                    "accepted; send files as file uploads.")
         if isinstance(candidate, (TooManyFieldsSent, TooManyFilesSent)):
             return "The request has too many fields or files."
         if isinstance(candidate, MultiPartParserError):
