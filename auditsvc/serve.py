@@ -27,7 +27,9 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
         sys.exit("redis-server is not installed: apt-get install redis-server")
-    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{args.redis_port}/0", "DJANGO_SETTINGS_MODULE": "auditsvc.settings"}
+    # DEBUG on for this development server (the settings default it to off); the development key goes with it.
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{args.redis_port}/0", "DJANGO_SETTINGS_MODULE": "auditsvc.settings",
+           "DJANGO_DEBUG": "1"}
     manage = [sys.executable, "manage.py"]
     processes = [subprocess.Popen(["redis-server", "--port", str(args.redis_port), "--bind", "127.0.0.1",
                                    "--save", "", "--appendonly", "no"], cwd=ROOT)]

@@ -1,8 +1,9 @@
 """Django settings. Everything deployment-specific comes from the environment (see README).
 
-Defaults are for a laptop: SQLite and files under ./var, audits run in the web process when
-no REDIS_URL is set. Production (docker/): DJANGO_DEBUG=0, a real DJANGO_SECRET_KEY,
-DATABASE_URL for PostgreSQL, REDIS_URL for Celery, HTTPS in front.
+Defaults are for a laptop: SQLite and files under ./var, DEBUG off (`make serve` and the tests
+turn it on). The web process never runs an audit: with REDIS_URL, Celery workers do; without,
+audits wait until `python manage.py run_queued_audits` works them off. Production (docker/):
+a real DJANGO_SECRET_KEY, DATABASE_URL for PostgreSQL, REDIS_URL for Celery, HTTPS in front.
 """
 
 import os
@@ -24,12 +25,12 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise RuntimeError("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG=0")
-    SECRET_KEY = "development-only-key-not-for-production-use-0123456789abcdef"
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# With DEBUG on (make serve, tests) a development key is used when none is set. With DEBUG off the
+# command line and workers need no key, but the web application refuses to start without one
+# (auditsvc/wsgi.py, which runserver and gunicorn both load).
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "") or (
+    "development-only-key-not-for-production-use-0123456789abcdef" if DEBUG else "")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
@@ -49,6 +50,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",   # the admin's static files, without a separate server
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "auditsvc.audits.uploads.UploadLimitMiddleware",   # reads POST bodies first: 413 for oversized uploads
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -132,13 +134,21 @@ MAX_MODEL_UPLOAD = int(os.environ.get("AUDITSVC_MAX_MODEL_MB", "1024")) * 1024**
 MAX_DATASET_UPLOAD = int(os.environ.get("AUDITSVC_MAX_DATASET_MB", "2048")) * 1024**2
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024**2
+# The first handler stops a file at the largest accepted upload (the rest of the body is read and
+# dropped, nothing more is written) and the request is answered 413 with the file's name.
+FILE_UPLOAD_HANDLERS = [
+    "auditsvc.audits.uploads.SizeLimitUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
-# Celery: with REDIS_URL, audits go to real workers; without, they run in the web process.
+# Celery: with REDIS_URL, audits go to workers. Without, nothing is sent anywhere: the audit stays
+# queued (it says why) until `python manage.py run_queued_audits` runs it in its own process.
+# Never eager: the web process does not run audits.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
-CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
-CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.shortcuts import redirect
-from django.urls import path
+from django.urls import path, re_path
 
 from auditsvc.audits import api, views
 
@@ -31,5 +31,12 @@ urlpatterns = [
     path("api/v1/audits/<int:pk>/report.pdf", api.audit_pdf, name="api-audit-pdf"),
     path("api/v1/model-versions", api.model_versions, name="api-model-versions"),
     path("api/v1/model-versions/<int:pk>/audits", api.model_version_audits, name="api-model-version-audits"),
+    re_path(r"^api/", api.not_found),
     path("admin/", admin.site.urls),
 ]
+
+# No traceback ever reaches a client: JSON under /api/, a plain page elsewhere.
+handler400 = "auditsvc.audits.errors.bad_request"
+handler403 = "auditsvc.audits.errors.permission_denied"
+handler404 = "auditsvc.audits.errors.page_not_found"
+handler500 = "auditsvc.audits.errors.server_error"

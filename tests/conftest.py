@@ -72,11 +72,12 @@ def tiny_probe(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def service_stack(tmp_path_factory):
-    """redis-server, the web server and a Celery worker as real processes (see tests/stack.py)."""
+def service_stack(tmp_path_factory, postgres):
+    """redis-server, the web server and a Celery worker as real processes (see tests/stack.py), on a
+    database of their own on the session's PostgreSQL server."""
     from tests.stack import Stack
 
-    stack = Stack(tmp_path_factory.mktemp("stack"))
+    stack = Stack(tmp_path_factory.mktemp("stack"), database_url=postgres.create_database("stack"))
     try:
         yield stack.start()
     finally:

@@ -1,4 +1,5 @@
-"""Fixtures for the service: organizations and members, uploads made from tiny models, private media."""
+"""Fixtures for the service: a throwaway PostgreSQL server for the test database, organizations and
+members, uploads made from tiny models, private media."""
 
 from __future__ import annotations
 
@@ -15,6 +16,37 @@ from auditsvc.demo.nets import PlainNet
 from tests.conftest import write_package, write_probe
 
 CLASSES = ["cat", "dog"]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL server for the session (tests/postgres.py); started by the first test that needs it."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, postgres):
+    """pytest-django's test database (test_auditsvc) goes on the PostgreSQL server, configured from a
+    DATABASE_URL as production is."""
+    from django.conf import settings
+    from django.db import connections
+
+    from auditsvc.settings import database_from_url
+
+    connections.close_all()
+    settings.DATABASES["default"] = database_from_url(postgres.url("auditsvc"))
+    connections.__dict__.pop("settings", None)   # the handler caches the settings it first read
+    for alias in list(connections):
+        try:
+            del connections[alias]   # a connection opened on the old settings
+        except AttributeError:
+            pass
 
 
 @pytest.fixture(autouse=True)

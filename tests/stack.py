@@ -1,5 +1,6 @@
 """A real service stack for integration tests: redis-server, the Django web server and Celery
-workers as separate processes on loopback, sharing a temporary SQLite database and media folder."""
+workers as separate processes on loopback, sharing a PostgreSQL database (DATABASE_URL; SQLite in
+the stack's folder without one) and a media folder."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def _port_open(port: int) -> bool:
 
 
 class Stack:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, database_url: str | None = None):
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed: apt-get install redis-server (.ci/run does)")
         self.directory = directory
@@ -48,9 +49,12 @@ class Stack:
         self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "auditsvc.settings", "DJANGO_DEBUG": "1",
                     "AUDITSVC_VAR": str(directory), "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
                     "AUDITSVC_STALE_AFTER": "5", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+                    "AUDITSVC_MAX_MODEL_MB": "64",   # test models are small; an oversized one stays cheap to send
                     "DJANGO_EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
                     "DJANGO_EMAIL_FILE_PATH": str(directory / "mail")}
         self.env.pop("DATABASE_URL", None)
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
         self.processes: dict[str, subprocess.Popen] = {}
         self.workers = 0
 

@@ -1,3 +1,10 @@
+"""The Django admin for staff: organizations, members, schedules and tokens can be managed here.
+
+Audits, their findings and reports are evidence: shown read-only, never added, changed or deleted
+here. Model versions and probe sets are added only through the validated upload (portal or API);
+their files, hashes and contents cannot be edited, only their labels.
+"""
+
 from django.contrib import admin
 
 from .models import ApiToken, Audit, Finding, Membership, ModelVersion, Organization, ProbeSet, Schedule
@@ -14,33 +21,75 @@ class OrganizationAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
 
 
-@admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ("name", "version", "organization", "format", "release_tag", "created")
-    list_filter = ("organization", "format")
-    readonly_fields = ("sha256", "meta", "format")
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """View only: every field read-only, no add, change or delete (not even by superusers)."""
 
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.concrete_fields]
 
-@admin.register(ProbeSet)
-class ProbeSetAdmin(admin.ModelAdmin):
-    list_display = ("name", "organization", "images", "created")
-    readonly_fields = ("sha256", "images", "classes", "attributes")
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 class FindingInline(admin.TabularInline):
     model = Finding
     extra = 0
-    fields = ("severity", "code", "title")
+    fields = ("severity", "code", "title", "summary", "evidence")
     readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Audit)
-class AuditAdmin(admin.ModelAdmin):
+class AuditAdmin(ReadOnlyAdmin):
     list_display = ("id", "model_version", "probe_set", "status", "verdict", "progress", "attempts", "created")
     list_filter = ("status", "verdict", "organization")
-    readonly_fields = ("status", "progress", "stage", "message", "attempts", "worker", "started", "finished",
-                       "heartbeat", "verdict", "metrics", "changes")
     inlines = [FindingInline]
+
+
+@admin.register(Finding)
+class FindingAdmin(ReadOnlyAdmin):
+    list_display = ("audit", "severity", "code", "title")
+    list_filter = ("severity", "category")
+
+
+class UploadAdmin(admin.ModelAdmin):
+    """Uploads arrive validated through the portal or the API; here only their labels may change."""
+
+    editable = ()
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.concrete_fields if field.name not in self.editable]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(UploadAdmin):
+    list_display = ("name", "version", "organization", "format", "release_tag", "created")
+    list_filter = ("organization", "format")
+    editable = ("release_tag",)
+
+
+@admin.register(ProbeSet)
+class ProbeSetAdmin(UploadAdmin):
+    list_display = ("name", "organization", "images", "created")
+    editable = ("name",)
 
 
 @admin.register(Schedule)
@@ -51,4 +100,7 @@ class ScheduleAdmin(admin.ModelAdmin):
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ("name", "prefix", "user", "organization", "created", "last_used", "revoked")
-    readonly_fields = ("prefix", "key_hash", "last_used")
+    readonly_fields = ("user", "organization", "prefix", "key_hash", "created", "last_used")
+
+    def has_add_permission(self, request, obj=None):
+        return False   # a token is made on the portal, which shows its key once

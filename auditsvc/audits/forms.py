@@ -1,26 +1,104 @@
-"""Portal forms: parse and validate input shapes; the services validate content."""
+"""Portal and API forms: parse and validate input shapes; the services validate content.
+
+Numbers and ids are ASCII digits only (Python's int() also takes '٣', '３', '1_000'), ids fit a
+64-bit column, seeds are 0..2**32-1, and text fits its database column.
+"""
+
+from __future__ import annotations
+
+import re
 
 from django import forms
+from django.core.exceptions import ValidationError
+from django.db import models
 
 from . import selectors
+from .services import parse_meta
+from .models import ApiToken, Audit, ModelVersion, ProbeSet
+
+MAX_ID = 2**63 - 1
+MAX_SEED = Audit.MAX_SEED
+_ID = re.compile(r"[0-9]{1,19}")
+_INTEGER = re.compile(r"\s*(-?)([0-9]+)\s*", re.ASCII)
+_BEYOND = 10**40   # stands for any longer number: past every range, and int() is never asked for 5000 digits
+
+
+def column_length(model, field: str) -> int:
+    return model._meta.get_field(field).max_length
+
+
+def _shown(value) -> str:
+    text = repr(str(value))
+    return text if len(text) <= 40 else text[:37] + "...'"
+
+
+def parse_id(value) -> int | None:
+    """An id from a request: ASCII digits, 1..2**63-1; anything else is None."""
+    text = str(value) if value is not None else ""
+    if not _ID.fullmatch(text):
+        return None
+    number = int(text)
+    return number if 0 < number <= MAX_ID else None
+
+
+class IntegerField(forms.IntegerField):
+    """forms.IntegerField taking ASCII digits only."""
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        match = _INTEGER.fullmatch(str(value))
+        if not match:
+            raise ValidationError(f"{_shown(value)} is not a whole number in ASCII digits.", code="invalid")
+        sign, digits = match.groups()
+        number = int(digits) if len(digits) <= 40 else _BEYOND
+        return -number if sign else number
+
+
+class SeedField(IntegerField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("initial", 0)
+        super().__init__(min_value=0, max_value=MAX_SEED,
+                         error_messages={"min_value": f"The seed must be between 0 and {MAX_SEED}.",
+                                         "max_value": f"The seed must be between 0 and {MAX_SEED}."},
+                         **kwargs)
+
+
+class IdChoiceField(forms.ModelChoiceField):
+    """A choice among the user's (or the token's organization's) objects by id; a malformed id is refused
+    before any query, one of another organization is reported as not existing."""
+
+    def __init__(self, queryset=None, *, kind: str, **kwargs):
+        super().__init__(queryset, **kwargs)
+        self.kind = kind
+        self.error_messages["invalid_choice"] = f"There is no {kind} %(value)s in this organization."
+
+    def to_python(self, value):
+        if value not in self.empty_values and not isinstance(value, models.Model) and parse_id(value) is None:
+            raise ValidationError(f"{_shown(value)} is not a {self.kind} id (1 to {MAX_ID} in ASCII digits).",
+                                  code="invalid_id")
+        return super().to_python(value)
 
 
 class ModelVersionForm(forms.Form):
     file = forms.FileField(label="Model file", help_text="model.pt2 (torch.export) or TorchScript .pt / .ts")
     meta = forms.FileField(label="model.json", help_text="name, version, classes and input size, mean, std")
-    release_tag = forms.CharField(required=False, max_length=200, help_text="optional, e.g. v1.4.0-rc2")
+    release_tag = forms.CharField(required=False, max_length=column_length(ModelVersion, "release_tag"),
+                                  help_text="optional, e.g. v1.4.0-rc2")
 
 
 class ProbeSetForm(forms.Form):
-    name = forms.CharField(max_length=200)
+    name = forms.CharField(max_length=column_length(ProbeSet, "name"))
     file = forms.FileField(label="Probe set (.zip)", help_text="one folder per class; optional manifest.csv")
 
 
 class AuditForm(forms.Form):
-    model_version = forms.ModelChoiceField(queryset=None, label="Model version")
-    probe_set = forms.ModelChoiceField(queryset=None, label="Probe set")
-    reference = forms.ModelChoiceField(queryset=None, required=False, label="Reference model (optional)")
-    seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1)
+    model_version = IdChoiceField(kind="model version", label="Model version")
+    probe_set = IdChoiceField(kind="probe set", label="Probe set")
+    reference = IdChoiceField(kind="model version", required=False, label="Reference model (optional)")
+    seed = SeedField()
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -31,9 +109,9 @@ class AuditForm(forms.Form):
 
 
 class ScheduleForm(forms.Form):
-    model_version = forms.ModelChoiceField(queryset=None, label="Model version")
-    probe_set = forms.ModelChoiceField(queryset=None, label="Probe set")
-    every_hours = forms.IntegerField(min_value=1, max_value=24 * 90, initial=24 * 7, label="Every (hours)")
+    model_version = IdChoiceField(kind="model version", label="Model version")
+    probe_set = IdChoiceField(kind="probe set", label="Probe set")
+    every_hours = IntegerField(min_value=1, max_value=24 * 90, initial=24 * 7, label="Every (hours)")
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -42,4 +120,50 @@ class ScheduleForm(forms.Form):
 
 
 class TokenForm(forms.Form):
-    name = forms.CharField(max_length=200, help_text="what uses it, e.g. 'release pipeline'")
+    name = forms.CharField(max_length=column_length(ApiToken, "name"),
+                           help_text="what uses it, e.g. 'release pipeline'")
+
+
+class ApiAuditForm(forms.Form):
+    """POST /api/v1/audits: stored objects by id (of the token's organization) or uploaded files."""
+
+    model = forms.FileField(required=False)
+    meta = forms.FileField(required=False)            # or a text field of the same name (see clean)
+    model_version = IdChoiceField(kind="model version", required=False)
+    reference = forms.FileField(required=False)
+    reference_meta = forms.FileField(required=False)
+    reference_version = IdChoiceField(kind="model version", required=False)
+    dataset = forms.FileField(required=False)
+    dataset_name = forms.CharField(required=False, max_length=column_length(ProbeSet, "name"))
+    probe_set = IdChoiceField(kind="probe set", required=False)
+    release_tag = forms.CharField(required=False, max_length=column_length(ModelVersion, "release_tag"))
+    seed = SeedField(required=False)
+
+    def __init__(self, user, organization, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        versions = selectors.model_versions_for(user, organization)
+        self.fields["model_version"].queryset = versions
+        self.fields["reference_version"].queryset = versions
+        self.fields["probe_set"].queryset = selectors.probe_sets_for(user, organization)
+
+    def clean(self):
+        data = super().clean()
+        for field in ("meta", "reference_meta"):
+            if not data.get(field) and self.data.get(field):   # model.json sent as a text field
+                data[field] = self.data[field]
+            if data.get(field):
+                try:
+                    data[field] = parse_meta(data[field])
+                except ValidationError as error:
+                    self.add_error(field, error.message_dict["meta"])
+        if "model_version" in data and "model" in data and not (data["model_version"] or data["model"]):
+            self.add_error("model", "Upload the model file as 'model' or give 'model_version'.")
+        if data.get("model") and not data.get("meta") and "meta" not in self.errors:
+            self.add_error("meta", "model.json is required with an uploaded model.")
+        if data.get("reference") and not data.get("reference_meta") and "reference_meta" not in self.errors:
+            self.add_error("reference_meta", "model.json of the reference is required with an uploaded reference.")
+        if "probe_set" in data and "dataset" in data and not (data["probe_set"] or data["dataset"]):
+            self.add_error("dataset", "Upload the probe set zip as 'dataset' or give 'probe_set'.")
+        if data.get("seed") is None:
+            data["seed"] = 0
+        return data

@@ -90,6 +90,8 @@ class Audit(models.Model):
     """A job row: status, progress and stage, timestamps, the result files. Status changes only
     through services.audit_transition."""
 
+    MAX_SEED = 2**32 - 1
+
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
@@ -103,7 +105,7 @@ class Audit(models.Model):
     schedule = models.ForeignKey("Schedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="audits")
     previous = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    seed = models.IntegerField(default=0)
+    seed = models.BigIntegerField(default=0)   # 0..MAX_SEED (a 32-bit unsigned range, past PostgreSQL's integer)
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress = models.FloatField(default=0.0)

@@ -6,12 +6,14 @@ import auditsvc
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 AUDIT = {"$ref": "#/components/schemas/Audit"}
-ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+ID = {"name": "id", "in": "path", "required": True, "schema": ID_SCHEMA}
 
 
 def _responses(ok: dict, *codes: int) -> dict:
     described = {400: "Invalid input", 401: "Missing or invalid API token",
-                 404: "No such object in your organization, or not ready yet"}
+                 404: "No such object in the token's organization, or not ready yet",
+                 413: "An uploaded file or the request is larger than accepted"}
     return ok | {str(code): {"description": described[code],
                              "content": {"application/json": {"schema": ERROR}}} for code in codes}
 
@@ -34,18 +36,19 @@ def document(server: str) -> dict:
                     "properties": {
                         "model": {"type": "string", "format": "binary", "description": "model.pt2 or TorchScript"},
                         "meta": {"type": "string", "format": "binary", "description": "model.json"},
-                        "model_version": {"type": "integer", "description": "instead of model + meta"},
+                        "model_version": ID_SCHEMA | {"description": "instead of model + meta"},
                         "dataset": {"type": "string", "format": "binary", "description": "probe set .zip"},
-                        "dataset_name": {"type": "string"},
-                        "probe_set": {"type": "integer", "description": "instead of dataset"},
+                        "dataset_name": {"type": "string", "maxLength": 200},
+                        "probe_set": ID_SCHEMA | {"description": "instead of dataset"},
                         "reference": {"type": "string", "format": "binary"},
                         "reference_meta": {"type": "string", "format": "binary"},
-                        "reference_version": {"type": "integer"},
-                        "release_tag": {"type": "string"},
-                        "seed": {"type": "integer", "default": 0},
+                        "reference_version": ID_SCHEMA,
+                        "release_tag": {"type": "string", "maxLength": 200},
+                        "seed": {"type": "integer", "default": 0, "minimum": 0, "maximum": 2**32 - 1},
                     }}}}},
                 "responses": _responses({"201": {"description": "Audit queued",
-                                                 "content": {"application/json": {"schema": AUDIT}}}}, 400, 401),
+                                                 "content": {"application/json": {"schema": AUDIT}}}}, 400, 401,
+                                        413),
             }},
             "/api/v1/audits/{id}": {"get": {
                 "summary": "Status and progress of an audit", "parameters": [ID],
@@ -78,9 +81,10 @@ def document(server: str) -> dict:
         },
         "components": {
             "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "Authorization",
-                                          "description": "Token <key>; create keys on the portal's API tokens page"}},
+                                          "description": "Token <key>; create keys on the portal's API tokens page. "
+                                                         "A key acts for the organization it was made for."}},
             "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {
+                "Error": {"type": "object", "required": ["error", "fields"], "properties": {
                     "error": {"type": "string"},
                     "fields": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}}}},
                 "ModelVersion": {"type": "object", "properties": {

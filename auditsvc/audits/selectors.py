@@ -1,4 +1,5 @@
-"""Reads, always scoped to what the requesting user may see: their organizations' objects.
+"""Reads, always scoped to what the requesting user may see: their organizations' objects, or with
+`organization` (an API token's) that one organization's only, while the user is still a member.
 
 An object of another organization is indistinguishable from one that does not exist (404).
 """
@@ -19,32 +20,36 @@ def organizations_for(user) -> QuerySet[Organization]:
     return Organization.objects.filter(memberships__user=user).order_by("name")
 
 
-def _scoped(model, user) -> QuerySet:
-    return model.objects.filter(organization__memberships__user=user) if user.is_authenticated else model.objects.none()
+def _scoped(model, user, organization: Organization | None = None) -> QuerySet:
+    if not user.is_authenticated:
+        return model.objects.none()
+    rows = model.objects.filter(organization__memberships__user=user)
+    return rows.filter(organization=organization) if organization is not None else rows
 
 
-def audits_for(user) -> QuerySet[Audit]:
-    return _scoped(Audit, user).select_related("model_version", "probe_set", "reference").order_by("-created")
+def audits_for(user, organization: Organization | None = None) -> QuerySet[Audit]:
+    return _scoped(Audit, user, organization).select_related("model_version", "probe_set", "reference").order_by(
+        "-created")
 
 
-def audit_get(user, pk: int) -> Audit:
-    return get_object_or_404(audits_for(user), pk=pk)
+def audit_get(user, pk: int, organization: Organization | None = None) -> Audit:
+    return get_object_or_404(audits_for(user, organization), pk=pk)
 
 
-def model_versions_for(user) -> QuerySet[ModelVersion]:
-    return _scoped(ModelVersion, user).order_by("name", "-created")
+def model_versions_for(user, organization: Organization | None = None) -> QuerySet[ModelVersion]:
+    return _scoped(ModelVersion, user, organization).order_by("name", "-created")
 
 
-def model_version_get(user, pk: int) -> ModelVersion:
-    return get_object_or_404(model_versions_for(user), pk=pk)
+def model_version_get(user, pk: int, organization: Organization | None = None) -> ModelVersion:
+    return get_object_or_404(model_versions_for(user, organization), pk=pk)
 
 
-def probe_sets_for(user) -> QuerySet[ProbeSet]:
-    return _scoped(ProbeSet, user).order_by("-created")
+def probe_sets_for(user, organization: Organization | None = None) -> QuerySet[ProbeSet]:
+    return _scoped(ProbeSet, user, organization).order_by("-created")
 
 
-def probe_set_get(user, pk: int) -> ProbeSet:
-    return get_object_or_404(probe_sets_for(user), pk=pk)
+def probe_set_get(user, pk: int, organization: Organization | None = None) -> ProbeSet:
+    return get_object_or_404(probe_sets_for(user, organization), pk=pk)
 
 
 def schedules_for(user) -> QuerySet[Schedule]:

@@ -1,7 +1,9 @@
 """Writes: uploads, audits and their life cycle, schedules, API tokens.
 
 Views, API views and tasks parse their input and call one of these. Uploads are validated
-with the battery's own loaders before anything is stored; a bad upload leaves nothing behind.
+with the battery's own loaders before anything is stored; a request that fails leaves nothing
+behind, neither rows nor files (audit_submit: everything one API request stored goes together).
+Text is checked against its column before it is saved.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import secrets
 import shutil
 import tempfile
@@ -22,7 +25,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.mail import BadHeaderError, send_mail
-from django.db import transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from auditsvc.battery.archive import file_sha256, model_kind
@@ -32,6 +35,7 @@ from auditsvc.battery.meta import ModelMeta
 from auditsvc.reports.changes import changes_since
 from auditsvc.sandbox import SandboxError, SandboxUnavailable, check_model, warm
 from .models import ApiToken, Audit, Finding, Membership, ModelVersion, Organization, ProbeSet, Schedule
+from .uploads import display_name
 
 log = logging.getLogger(__name__)
 MODEL_SUFFIXES = {".pt2": ".pt2", ".pt": ".pt", ".ts": ".ts"}
@@ -50,18 +54,34 @@ def _scratch():
 
 
 def _spool(upload, path: Path, limit: int, field: str) -> Path:
-    """Copy an uploaded (or stored) file to a local path, refusing it past `limit` bytes."""
+    """Copy an uploaded (or stored) file into `path`'s folder, refusing it past `limit` bytes. The copy
+    keeps the user's file name (with `path`'s suffix), so that every error about it names their file;
+    returns where it went."""
+    shown = display_name(getattr(upload, "name", None) or path.name)
     size = getattr(upload, "size", None)
     if size is not None and size > limit:
-        raise ValidationError({field: f"The file is {size / 2**20:.0f} MiB; at most {limit / 2**20:.0f} MiB are accepted."})
+        raise ValidationError({field: f"{shown} is {_mib(size)}; at most {_mib(limit)} are accepted."})
+    path = path.with_name(_scratch_name(getattr(upload, "name", None) or path.name, path.suffix))
     written = 0
     with open(path, "wb") as out:
         for chunk in upload.chunks():
             written += len(chunk)
             if written > limit:
-                raise ValidationError({field: f"The file is larger than the {limit / 2**20:.0f} MiB accepted."})
+                raise ValidationError({field: f"{shown} is larger than the {_mib(limit)} accepted."})
             out.write(chunk)
+    if written == 0:
+        raise ValidationError({field: f"{shown} is empty."})
     return path
+
+
+def _scratch_name(name: str, suffix: str) -> str:
+    """The user's file name as a name in a scratch folder: printable, no folders, ending in `suffix`."""
+    name = "".join(c for c in name.replace("\\", "/").rsplit("/", 1)[-1] if c.isprintable()).lstrip(".")[:120]
+    return name if name.lower().endswith(suffix.lower()) else (name or "upload") + suffix
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB" if size >= 2**20 else f"{size} bytes"
 
 
 def upload_sha256(upload) -> str:
@@ -75,24 +95,38 @@ def upload_sha256(upload) -> str:
 def parse_meta(meta) -> dict:
     """model.json from an upload, a JSON string or a dict."""
     if isinstance(meta, dict):
-        return meta
-    raw = meta.encode() if isinstance(meta, str) else b"".join(meta.chunks())
-    if hasattr(meta, "seek"):
-        meta.seek(0)
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValidationError({"meta": f"model.json is not valid JSON ({exc})."}) from None
+        data = meta
+    else:
+        raw = meta.encode() if isinstance(meta, str) else b"".join(meta.chunks())
+        if hasattr(meta, "seek"):
+            meta.seek(0)
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except RecursionError:
+            raise ValidationError({"meta": "model.json is nested too deeply."}) from None
+        except (UnicodeDecodeError, ValueError) as exc:   # JSONDecodeError, and ints past Python's digit limit
+            raise ValidationError({"meta": f"model.json is not valid JSON ({str(exc)[:200]})."}) from None
     if not isinstance(data, dict):
         raise ValidationError({"meta": "model.json must be a JSON object."})
+    _check_meta_storable(data)
     return data
+
+
+def _check_meta_storable(data: dict) -> None:
+    """Before any work: model.json's name and version fit their columns, and PostgreSQL's jsonb takes the
+    whole document (no NUL characters, NaN or infinities)."""
+    _check_text(ModelVersion, **{key: data[key] for key in ("name", "version") if isinstance(data.get(key), str)})
+    problem = _json_problem(data)
+    if problem:
+        raise ValidationError({"meta": f"model.json {problem}."})
 
 
 def model_version_create(*, organization: Organization, user, file, meta, release_tag: str = "") -> ModelVersion:
     """Validate a model package (format, model.json, a forward pass) and store it."""
     suffix = MODEL_SUFFIXES.get(Path(file.name or "").suffix.lower())
     if suffix is None:
-        raise ValidationError({"file": "Upload a model.pt2 (torch.export) or a TorchScript .pt / .ts file."})
+        raise ValidationError({"file": f"{display_name(file.name)}: upload a model.pt2 (torch.export) or a "
+                                       "TorchScript .pt / .ts file."})
     meta_data = parse_meta(meta)
     try:
         ModelMeta.from_dict(meta_data)
@@ -126,12 +160,15 @@ def _checked_model(path: Path, meta: dict) -> str:
 def probe_set_create(*, organization: Organization, user, name: str, file) -> ProbeSet:
     """Validate a probe set zip (layout, images, manifest, zip bombs, traversal) and store it."""
     if not (file.name or "").lower().endswith(".zip"):
-        raise ValidationError({"file": "Upload the probe set as a .zip with one folder per class."})
+        raise ValidationError({"file": f"{display_name(file.name)}: upload the probe set as a .zip with one "
+                                       "folder per class."})
+    _check_text(ProbeSet, name=name)
+    name = name or Path(file.name).stem[:ProbeSet._meta.get_field("name").max_length]
     with _scratch() as scratch:
         path = _spool(file, scratch / "probe.zip", settings.MAX_DATASET_UPLOAD, "file")
         try:
             with ProbeData(path) as data:
-                probe = ProbeSet(organization=organization, name=name or Path(file.name).stem, sha256=data.sha256,
+                probe = ProbeSet(organization=organization, name=name, sha256=data.sha256,
                                  images=len(data), classes=[data.classes[i] for i in data.present_classes],
                                  attributes=data.attribute_names, uploaded_by=user)
         except BadInput as exc:
@@ -141,15 +178,144 @@ def probe_set_create(*, organization: Organization, user, name: str, file) -> Pr
 
 def _save_with_file(instance, field: str, path: Path, name: str):
     """Store the file and the row together; if the row cannot be saved, the file goes too."""
+    _check_columns(instance)
     with open(path, "rb") as handle:
         getattr(instance, field).save(name, File(handle), save=False)
     try:
         with transaction.atomic():
             instance.save()
-    except Exception:
+    except IntegrityError:
+        getattr(instance, field).delete(save=False)
+        raise ValidationError(f"{instance} was stored by another request at the same time; "
+                              "reload and use that one.") from None
+    except BaseException:
         getattr(instance, field).delete(save=False)
         raise
     return instance
+
+
+# Where a column's text comes from, for the error: (form field, what the user calls it).
+_COLUMN_SOURCES = {
+    ModelVersion: {"name": ("meta", "the name in model.json"), "version": ("meta", "the version in model.json"),
+                   "release_tag": ("release_tag", "the release tag")},
+    ProbeSet: {"name": ("name", "the probe set name")},
+    ApiToken: {"name": ("name", "the token name")},
+    Organization: {"name": ("name", "the organization name")},
+}
+
+
+def _text_problem(value, limit: int | None = None) -> str | None:
+    if "\x00" in value:
+        return "contains a NUL character"
+    if limit is not None and len(value) > limit:
+        return f"is {len(value)} characters long; at most {limit} are accepted"
+    return None
+
+
+def _json_problem(value, depth: int = 0) -> str | None:
+    """What PostgreSQL's jsonb would refuse: NUL characters, NaN and infinities."""
+    if depth > 200:
+        return "is nested too deeply"
+    if isinstance(value, str):
+        return "contains a NUL character" if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "contains NaN or an infinite number"
+    if isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        return None
+    for item in items:
+        problem = _json_problem(item, depth + 1)
+        if problem:
+            return problem
+    return None
+
+
+def _check_text(model, **values) -> None:
+    """Refuse text that does not fit its column (PostgreSQL fails the insert, SQLite keeps it whole)."""
+    errors: dict[str, list[str]] = {}
+    for name, value in values.items():
+        field = model._meta.get_field(name)
+        problem = _text_problem(value, field.max_length) if isinstance(value, str) else None
+        if problem:
+            key, label = _COLUMN_SOURCES.get(model, {}).get(name, (name, field.verbose_name))
+            errors.setdefault(key, []).append(f"{label[:1].upper()}{label[1:]} {problem}.")
+    if errors:
+        raise ValidationError(errors)
+
+
+def _check_columns(instance) -> None:
+    """Every text and JSON column of a row about to be saved."""
+    model = type(instance)
+    texts = {f.name: getattr(instance, f.attname) for f in model._meta.concrete_fields
+             if isinstance(f, (models.CharField, models.TextField)) and not isinstance(f, models.FileField)}
+    _check_text(model, **texts)
+    for field in model._meta.concrete_fields:
+        if isinstance(field, models.JSONField):
+            problem = _json_problem(getattr(instance, field.attname))
+            if problem:
+                key = "meta" if field.name == "meta" else field.name
+                raise ValidationError({key: f"{'model.json' if key == 'meta' else field.name} {problem}."})
+
+
+def audit_submit(*, organization: Organization, user, model_version: ModelVersion | None = None, model=None,
+                 meta=None, release_tag: str = "", reference: ModelVersion | None = None, reference_file=None,
+                 reference_meta=None, probe_set: ProbeSet | None = None, dataset=None, dataset_name: str = "",
+                 seed: int = 0) -> Audit:
+    """A pipeline's one request (the API): stored objects or uploads for the model, the reference and the
+    probe set, then the audit. All or nothing: if any step fails, the rows roll back and every file this
+    call stored is deleted. The same model name, version and bytes reuse the registered version."""
+    if model_version is None and model is None:
+        raise ValidationError({"model": "Upload the model file as 'model' or give 'model_version'."})
+    if probe_set is None and dataset is None:
+        raise ValidationError({"dataset": "Upload the probe set zip as 'dataset' or give 'probe_set'."})
+    stored: list = []
+    try:
+        with transaction.atomic():
+            if model_version is None:
+                with _fields_renamed(file="model"):
+                    model_version = _version_from_upload(organization, user, model, meta, release_tag, stored)
+            if reference is None and reference_file is not None:
+                with _fields_renamed(file="reference", meta="reference_meta"):
+                    reference = _version_from_upload(organization, user, reference_file, reference_meta, "", stored)
+            if probe_set is None:
+                with _fields_renamed(file="dataset", name="dataset_name"):
+                    probe_set = probe_set_create(organization=organization, user=user, name=dataset_name,
+                                                 file=dataset)
+                stored.append(probe_set)
+            return audit_create(organization=organization, user=user, model_version=model_version,
+                                probe_set=probe_set, reference=reference, seed=seed)
+    except BaseException:
+        for instance in stored:
+            instance.file.delete(save=False)
+        raise
+
+
+@contextmanager
+def _fields_renamed(**names):
+    """The upload services name their own fields ('file', 'name'); the API's request names them otherwise."""
+    try:
+        yield
+    except ValidationError as error:
+        if not hasattr(error, "error_dict"):
+            raise
+        raise ValidationError({names.get(field, field): errors for field, errors in error.error_dict.items()}) from None
+
+
+def _version_from_upload(organization, user, file, meta, release_tag: str, stored: list) -> ModelVersion:
+    if not meta:
+        raise ValidationError({"meta": "model.json is required with an uploaded model."})
+    meta = parse_meta(meta)   # name and version checked against their columns before they are queried
+    twin = ModelVersion.objects.filter(organization=organization, name=str(meta.get("name")),
+                                       version=str(meta.get("version")), sha256=upload_sha256(file)).first()
+    if twin is not None:
+        return twin
+    version = model_version_create(organization=organization, user=user, file=file, meta=meta,
+                                   release_tag=release_tag)
+    stored.append(version)
+    return version
 
 
 # --- audits ------------------------------------------------------------------------------------
@@ -159,6 +325,8 @@ def audit_create(*, organization: Organization, user, model_version: ModelVersio
     for item in (model_version, probe_set, reference):
         if item is not None and item.organization_id != organization.id:
             raise ValidationError("Everything an audit uses must belong to the same organization.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= Audit.MAX_SEED:
+        raise ValidationError({"seed": f"The seed must be between 0 and {Audit.MAX_SEED}."})
     unknown = sorted(set(probe_set.classes) - set(model_version.meta["classes"]))
     if unknown:
         raise ValidationError({"probe_set": f"Class folder(s) {', '.join(map(repr, unknown[:5]))} are not among "
@@ -167,15 +335,38 @@ def audit_create(*, organization: Organization, user, model_version: ModelVersio
                 .order_by("-finished").first())
     audit = Audit.objects.create(organization=organization, model_version=model_version, probe_set=probe_set,
                                  reference=reference, seed=seed, schedule=schedule, previous=previous,
-                                 requested_by=user)
+                                 requested_by=user, stage="" if workers_configured() else NO_WORKER)
     transaction.on_commit(lambda: _enqueue(audit.pk))
     return audit
 
 
+NO_WORKER = ("waiting: no worker is configured (set REDIS_URL and start a worker, "
+             "or run `python manage.py run_queued_audits`)")
+
+
+def workers_configured() -> bool:
+    """Audits go to Celery workers only with a broker; the web process never runs one itself."""
+    return bool(settings.REDIS_URL)
+
+
 def _enqueue(audit_id: int) -> None:
+    if not workers_configured():
+        return   # stays queued for `manage.py run_queued_audits`
     from tasks.audits import run_audit
 
     run_audit.delay(audit_id)
+
+
+def audit_claim_next(worker: str) -> Audit | None:
+    """The oldest queued audit, marked running for `worker` so that no other runner takes it (the
+    conditional update is the claim, on SQLite as on PostgreSQL); None when the queue is empty."""
+    for audit_id in Audit.objects.filter(status=Audit.Status.QUEUED).order_by("created", "pk").values_list(
+            "pk", flat=True)[:50]:
+        now = timezone.now()
+        if Audit.objects.filter(pk=audit_id, status=Audit.Status.QUEUED).update(
+                status=Audit.Status.RUNNING, heartbeat=now, worker=worker[:200], stage="starting"):
+            return Audit.objects.get(pk=audit_id)
+    return None
 
 
 def audit_transition(audit: Audit, status: str, **fields) -> Audit:
@@ -278,11 +469,22 @@ def _store_results(audit: Audit, outcome, changes: dict | None) -> None:
         audit.findings.all().delete()
         Finding.objects.bulk_create([
             Finding(audit=audit, code=f["code"][:200], category=f["category"][:20], severity=f["severity"],
-                    title=f["title"][:500], summary=f["summary"], evidence=f.get("evidence", {}))
+                    title=f["title"][:500], summary=f["summary"], evidence=_finite(f.get("evidence", {})))
             for f in report["findings"]])
         audit_transition(audit, Audit.Status.DONE, progress=1.0, stage="done", verdict=report["verdict"],
-                         metrics=report["metrics"], changes=changes, report_html=audit.report_html.name,
+                         metrics=_finite(report["metrics"]), changes=_finite(changes), report_html=audit.report_html.name,
                          report_pdf=audit.report_pdf.name, findings_json=audit.findings_json.name)
+
+
+def _finite(value):
+    """JSON that PostgreSQL's jsonb takes too: NaN and infinities (which findings.json may hold) become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def audits_sweep(now=None) -> list[int]:
@@ -396,6 +598,7 @@ def api_token_create(*, user, organization: Organization, name: str) -> tuple[Ap
     """Returns the token and its key; the key is not stored and cannot be shown again."""
     if not Membership.objects.filter(user=user, organization=organization).exists():
         raise ValidationError("A token can only be made for an organization the user belongs to.")
+    _check_text(ApiToken, name=name)
     key = "asv_" + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(user=user, organization=organization, name=name, prefix=key[:12],
                                     key_hash=_hash_key(key))
@@ -403,8 +606,10 @@ def api_token_create(*, user, organization: Organization, name: str) -> tuple[Ap
 
 
 def api_token_authenticate(key: str) -> ApiToken | None:
+    """The token acts for its own organization only, and only while its user is a member of it."""
     token = ApiToken.objects.select_related("user", "organization").filter(
-        key_hash=_hash_key(key), revoked=False, user__is_active=True).first()
+        key_hash=_hash_key(key), revoked=False, user__is_active=True,
+        user__memberships__organization=models.F("organization")).first()
     if token is not None:
         ApiToken.objects.filter(pk=token.pk).update(last_used=timezone.now())
     return token
@@ -415,6 +620,11 @@ def api_token_revoke(token: ApiToken) -> None:
 
 
 def organization_create(*, name: str, owner) -> Organization:
+    _check_text(Organization, name=name)
+    if not name.strip():
+        raise ValidationError({"name": "The organization needs a name."})
+    if Organization.objects.filter(name=name).exists():
+        raise ValidationError({"name": f"An organization named {name!r} already exists."})
     with transaction.atomic():
         organization = Organization.objects.create(name=name)
         Membership.objects.create(user=owner, organization=organization, role=Membership.Role.OWNER)

@@ -5,13 +5,16 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import selectors, services
-from .forms import AuditForm, ModelVersionForm, ProbeSetForm, ScheduleForm, TokenForm
+from .errors import NotReady
+from .forms import AuditForm, ModelVersionForm, ProbeSetForm, ScheduleForm, TokenForm, parse_id
 from .models import Audit
 
 REPORT_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
@@ -42,13 +45,23 @@ def _no_organization(request):
     return _page(request, "portal/no_organization.html")
 
 
+def safe_next(request, fallback: str) -> str:
+    """The request's `next` when it stays on this site, else `fallback` (a URL name)."""
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                  require_https=request.is_secure()):
+        return target
+    return reverse(fallback)
+
+
 @login_required
 @require_POST
 def organization_switch(request):
-    chosen = selectors.organizations_for(request.user).filter(pk=request.POST.get("organization")).first()
+    organization_id = parse_id(request.POST.get("organization"))
+    chosen = selectors.organizations_for(request.user).filter(pk=organization_id).first() if organization_id else None
     if chosen:
         request.session["organization"] = chosen.pk
-    return redirect(request.POST.get("next") or "audit-list")
+    return HttpResponseRedirect(safe_next(request, "audit-list"))
 
 
 # --- audits ------------------------------------------------------------------------------------
@@ -102,7 +115,7 @@ def audit_status(request, pk: int):
 def audit_report(request, pk: int):
     audit = selectors.audit_get(request.user, pk)
     if not audit.report_html:
-        raise Http404("the report is not ready")
+        raise NotReady("The report is not ready: the audit has not finished.")
     response = HttpResponse(audit.report_html.open("rb").read(), content_type="text/html; charset=utf-8")
     response["Content-Security-Policy"] = REPORT_POLICY
     return response
@@ -110,7 +123,7 @@ def audit_report(request, pk: int):
 
 def download(field, filename: str, content_type: str):
     if not field:
-        raise Http404("not ready")
+        raise NotReady("Not ready: the audit has not finished.")
     return FileResponse(field.open("rb"), as_attachment=True, filename=filename, content_type=content_type)
 
 
@@ -131,11 +144,11 @@ def audit_findings(request, pk: int):
 @login_required
 @require_GET
 def audit_compare(request):
-    try:
-        older = selectors.audit_get(request.user, int(request.GET.get("a", "")))
-        newer = selectors.audit_get(request.user, int(request.GET.get("b", "")))
-    except ValueError:
-        raise Http404("choose two audits") from None
+    first, second = parse_id(request.GET.get("a")), parse_id(request.GET.get("b"))
+    if first is None or second is None:
+        raise Http404("choose two audits")
+    older = selectors.audit_get(request.user, first)
+    newer = selectors.audit_get(request.user, second)
     if older.model_version_id != newer.model_version_id:
         messages.error(request, "Only audits of the same model version can be compared.")
         return redirect("audit-detail", newer.pk)
@@ -227,9 +240,13 @@ def token_list(request):
     form = TokenForm(request.POST or None)
     key = None
     if request.method == "POST" and organization and form.is_valid():
-        _, key = services.api_token_create(user=request.user, organization=organization,
-                                           name=form.cleaned_data["name"])
-        form = TokenForm()
+        try:
+            _, key = services.api_token_create(user=request.user, organization=organization,
+                                               name=form.cleaned_data["name"])
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            form = TokenForm()
     return _page(request, "portal/token_list.html", form=form, key=key, tokens=list(selectors.tokens_for(request.user)))
 
 

@@ -17,6 +17,7 @@ def done_audit(users, stored, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         audit = services.audit_create(organization=users["acme"], user=users["alice"], model_version=version,
                                       probe_set=probe)
+    services.audit_run(audit.pk)
     audit.refresh_from_db()
     assert audit.status == Audit.Status.DONE
     return audit

@@ -1,7 +1,8 @@
 """Create an organization, a user who owns it and (optionally) an API token: a first login for `make serve`."""
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from auditsvc.audits import services
@@ -19,8 +20,14 @@ class Command(BaseCommand):
         parser.add_argument("--staff", action="store_true", help="also let the user into the admin")
         parser.add_argument("--token", action="store_true", help="print a new API token for the user")
 
-    @transaction.atomic
     def handle(self, *args, **options):
+        try:
+            self._bootstrap(options)
+        except ValidationError as error:
+            raise CommandError(" ".join(error.messages)) from None
+
+    @transaction.atomic
+    def _bootstrap(self, options):
         users = get_user_model()
         user, created = users.objects.get_or_create(username=options["username"],
                                                     defaults={"email": options["email"]})

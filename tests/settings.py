@@ -1,0 +1,13 @@
+"""The test session's settings: the service's own, with DEBUG on as `make serve` has it (so the
+development key applies and no HTTPS redirect). pytest-django still runs each test with DEBUG off,
+so requests are answered by the real error handlers. The database is a throwaway PostgreSQL server
+that the `postgres` fixture starts (tests/service_fixtures.py)."""
+
+import os
+
+os.environ["DJANGO_DEBUG"] = "1"
+
+from auditsvc.settings import *  # noqa: E402,F403
+
+# Test users log in often; a fast hash keeps that cheap (never in production settings).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
