@@ -161,6 +161,8 @@ AUDIT_TIME_LIMIT = AUDIT_SOFT_TIME_LIMIT + 300
 AUDIT_STALE_AFTER = int(os.environ.get("AUDITSVC_STALE_AFTER", "600"))   # seconds without a heartbeat
 AUDIT_MAX_ATTEMPTS = int(os.environ.get("AUDITSVC_MAX_ATTEMPTS", "2"))
 AUDIT_DEVICE = os.environ.get("AUDITSVC_DEVICE", "auto")
+# Part of the battery only (names as in the report's appendix), as AUDITSVC_SECTIONS does for the CLI.
+AUDIT_SECTIONS = [name.strip() for name in os.environ.get("AUDITSVC_SECTIONS", "").split(",") if name.strip()] or None
 # A worker process keeps one sandboxed child waiting (torch imported) for its next audit.
 AUDIT_WARM_SANDBOX = env_bool("AUDITSVC_WARM_SANDBOX", True)
 

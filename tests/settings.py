@@ -11,3 +11,7 @@ from auditsvc.settings import *  # noqa: E402,F403
 
 # Test users log in often; a fast hash keeps that cheap (never in production settings).
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Service tests check the job, the files and who sees them, not the battery (tests/battery does):
+# their audits run the quick sections only.
+AUDIT_SECTIONS = ["summary", "performance"]

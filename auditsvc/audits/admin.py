@@ -21,11 +21,8 @@ class OrganizationAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """View only: every field read-only, no add, change or delete (not even by superusers)."""
-
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.concrete_fields]
+class ViewOnly:
+    """No add, change or delete, not even by superusers: for evidence."""
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -37,21 +34,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class FindingInline(admin.TabularInline):
+class ReadOnlyAdmin(ViewOnly, admin.ModelAdmin):
+    """View only: every field read-only."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.concrete_fields]
+
+
+class FindingInline(ViewOnly, admin.TabularInline):
     model = Finding
     extra = 0
     fields = ("severity", "code", "title", "summary", "evidence")
     readonly_fields = fields
     can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Audit)

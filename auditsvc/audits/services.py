@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 import traceback
+import unicodedata
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +32,8 @@ from django.utils import timezone
 from auditsvc.battery.archive import file_sha256, model_kind
 from auditsvc.battery.dataset import ProbeSet as ProbeData
 from auditsvc.battery.errors import BadInput
-from auditsvc.battery.meta import ModelMeta
+from auditsvc.battery.limits import MAX_META_BYTES
+from auditsvc.battery.meta import ModelMeta, parse_meta_json
 from auditsvc.reports.changes import changes_since
 from auditsvc.sandbox import SandboxError, SandboxUnavailable, check_model, warm
 from .models import ApiToken, Audit, Finding, Membership, ModelVersion, Organization, ProbeSet, Schedule
@@ -97,19 +99,27 @@ def parse_meta(meta) -> dict:
     if isinstance(meta, dict):
         data = meta
     else:
-        raw = meta.encode() if isinstance(meta, str) else b"".join(meta.chunks())
-        if hasattr(meta, "seek"):
-            meta.seek(0)
+        raw = meta.encode() if isinstance(meta, str) else _read_capped(meta, MAX_META_BYTES + 1)
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except RecursionError:
-            raise ValidationError({"meta": "model.json is nested too deeply."}) from None
-        except (UnicodeDecodeError, ValueError) as exc:   # JSONDecodeError, and ints past Python's digit limit
-            raise ValidationError({"meta": f"model.json is not valid JSON ({str(exc)[:200]})."}) from None
+            data = parse_meta_json(raw)   # size and nesting checked before the text is parsed
+        except BadInput as exc:
+            raise ValidationError({"meta": str(exc)}) from None
     if not isinstance(data, dict):
         raise ValidationError({"meta": "model.json must be a JSON object."})
     _check_meta_storable(data)
     return data
+
+
+def _read_capped(upload, limit: int) -> bytes:
+    chunks, size = [], 0
+    for chunk in upload.chunks():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    if hasattr(upload, "seek"):
+        upload.seek(0)
+    return b"".join(chunks)[:limit]
 
 
 def _check_meta_storable(data: dict) -> None:
@@ -327,7 +337,9 @@ def audit_create(*, organization: Organization, user, model_version: ModelVersio
             raise ValidationError("Everything an audit uses must belong to the same organization.")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= Audit.MAX_SEED:
         raise ValidationError({"seed": f"The seed must be between 0 and {Audit.MAX_SEED}."})
-    unknown = sorted(set(probe_set.classes) - set(model_version.meta["classes"]))
+    # Probe sets name their classes in NFC (a zip made on a Mac decomposes accents); compare them so.
+    unknown = sorted({unicodedata.normalize("NFC", c) for c in probe_set.classes}
+                     - {unicodedata.normalize("NFC", c) for c in model_version.meta["classes"]})
     if unknown:
         raise ValidationError({"probe_set": f"Class folder(s) {', '.join(map(repr, unknown[:5]))} are not among "
                                             f"the classes of {model_version}."})
@@ -423,7 +435,8 @@ def _execute(audit: Audit) -> None:
     previous = audit_summary(audit.previous) if audit.previous else None
     with _scratch() as scratch, warm.take(settings.AUDIT_DEVICE) as sandbox:
         _give_inputs(sandbox, audit)
-        outcome = sandbox.run(scratch / "out", {"seed": audit.seed, "device": settings.AUDIT_DEVICE},
+        outcome = sandbox.run(scratch / "out", {"seed": audit.seed, "device": settings.AUDIT_DEVICE,
+                                                "sections": settings.AUDIT_SECTIONS},
                               previous=previous, progress=_progress_writer(audit))
         changes = changes_since(previous, outcome.findings_json) if previous else None
         _store_results(audit, outcome, changes)
