@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 
 from celery.signals import worker_process_init
@@ -10,20 +9,13 @@ from django.conf import settings
 
 from auditsvc.celery import app
 
-log = logging.getLogger(__name__)
-
 
 @worker_process_init.connect
 def start_a_waiting_sandbox(**kwargs) -> None:
-    """A worker process keeps a sandboxed child ready (torch imported) for its next audit."""
-    if not settings.AUDIT_WARM_SANDBOX:
-        return
-    from auditsvc.sandbox import SandboxUnavailable, warm
+    """A worker's first audit need not wait for a sandboxed child to import torch either."""
+    from auditsvc.audits.services import sandbox_prepare_next
 
-    try:
-        warm.prepare(settings.AUDIT_DEVICE)
-    except SandboxUnavailable as exc:  # the audit itself will fail with this reason
-        log.warning("%s", exc)
+    sandbox_prepare_next()
 
 
 @app.task(bind=True, acks_late=True, reject_on_worker_lost=True, queue="gpu",
@@ -31,10 +23,7 @@ def start_a_waiting_sandbox(**kwargs) -> None:
 def run_audit(self, audit_id: int) -> None:
     from auditsvc.audits.services import audit_run
 
-    try:
-        audit_run(audit_id, worker=self.request.hostname or socket.gethostname())
-    finally:
-        start_a_waiting_sandbox()
+    audit_run(audit_id, worker=self.request.hostname or socket.gethostname())
 
 
 @app.task

@@ -428,6 +428,18 @@ def audit_run(audit_id: int, worker: str = "") -> None:
             log.error("audit %s failed:\n%s", audit.pk, traceback.format_exc())
             audit_fail(audit, f"Internal error while auditing: {type(exc).__name__}: {exc}")
         raise
+    finally:
+        sandbox_prepare_next()
+
+
+def sandbox_prepare_next() -> None:
+    """A process that runs audits (a worker, run_queued_audits) keeps a sandboxed child ready, torch
+    imported, for its next one; each child serves one audit only."""
+    if settings.AUDIT_WARM_SANDBOX:
+        try:
+            warm.prepare(settings.AUDIT_DEVICE)
+        except SandboxUnavailable as exc:  # the next audit fails with this reason
+            log.warning("%s", exc)
 
 
 def _execute(audit: Audit) -> None:
