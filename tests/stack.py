@@ -48,7 +48,7 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.web_port}"
         self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "auditsvc.settings", "DJANGO_DEBUG": "1",
                     # long enough to be caught mid-way by the tests that kill a worker, short enough to be quick
-                    "AUDITSVC_SECTIONS": "summary,performance,filters,layer_outputs,saliency,occlusion",
+                    "AUDITSVC_SECTIONS": "summary,performance,shortcuts,looking,saliency",
                     "AUDITSVC_VAR": str(directory), "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
                     "AUDITSVC_STALE_AFTER": "5", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
                     "AUDITSVC_MAX_MODEL_MB": "64",   # test models are small; an oversized one stays cheap to send
