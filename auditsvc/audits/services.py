@@ -144,27 +144,37 @@ def model_version_create(*, organization: Organization, user, file, meta, releas
         raise ValidationError({"meta": str(exc)}) from None
     with _scratch() as scratch:
         path = _spool(file, scratch / f"model{suffix}", settings.MAX_MODEL_UPLOAD, "file")
-        kind = _checked_model(path, meta_data)
+        sha256 = file_sha256(path)
+        kind = _checked_model(path, meta_data, sha256)
         meta = ModelMeta.from_dict(meta_data)
         if ModelVersion.objects.filter(organization=organization, name=meta.name, version=meta.version).exists():
             raise ValidationError({"meta": f"{meta.name} {meta.version} is already registered; "
                                            "bump the version in model.json."})
         version = ModelVersion(organization=organization, name=meta.name, version=meta.version,
-                               release_tag=release_tag, meta=meta_data, format=kind, sha256=file_sha256(path),
+                               release_tag=release_tag, meta=meta_data, format=kind, sha256=sha256,
                                uploaded_by=user)
         return _save_with_file(version, "file", path, f"model{suffix}")
 
 
-def _checked_model(path: Path, meta: dict) -> str:
-    """The archive read as data here; loading it and one forward pass happen in the sandbox."""
+def _checked_model(path: Path, meta: dict, sha256: str) -> str:
+    """The archive read as data here; loading it and one forward pass happen in the sandbox. A model
+    whose bytes and model.json passed before (a pipeline uploading its release again) is not run again."""
+    key = f"{sha256}:{json.dumps(meta, sort_keys=True)}"
     try:
         kind = model_kind(path)
-        check_model(path, meta)
+        if key not in _PASSED_CHECKS:
+            check_model(path, meta)
     except BadInput as exc:
         raise ValidationError({"file": str(exc)}) from None
     except (SandboxError, SandboxUnavailable) as exc:
         raise ValidationError({"file": f"The model could not be checked: {exc}"}) from None
+    _PASSED_CHECKS[key] = kind
+    while len(_PASSED_CHECKS) > 256:
+        _PASSED_CHECKS.pop(next(iter(_PASSED_CHECKS)))
     return kind
+
+
+_PASSED_CHECKS: dict[str, str] = {}   # sha256 and model.json of models that loaded and ran, this process
 
 
 def probe_set_create(*, organization: Organization, user, name: str, file) -> ProbeSet:
