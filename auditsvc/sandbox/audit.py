@@ -46,9 +46,11 @@ class AuditOutcome:
 class ConfinedAudit:
     """One audit in one sandboxed child. Use as a context manager (or call close) to remove the job folder."""
 
-    def __init__(self, device: str = "cpu", confinement: Confinement | None = None, start: bool = True):
+    def __init__(self, device: str = "cpu", confinement: Confinement | None = None, start: bool = True,
+                 prime: bool = False):
+        """prime: the child runs a tiny audit of its own before it is ready, for one that waits for its job."""
         self.confinement = confinement or Confinement.from_env()
-        self.device = device
+        self.device, self.prime = device, prime
         self.job = Job(self.confinement)
         self.inputs: dict[str, Any] = {}
         self.child: Child | None = None
@@ -57,7 +59,8 @@ class ConfinedAudit:
 
     def start(self) -> "ConfinedAudit":
         if self.child is None:
-            self.child = Child(self.job, "audit", self.device)
+            program = ["-m", "auditsvc.sandbox.child", "audit"] + (["--prime"] if self.prime else [])
+            self.child = Child(self.job, "audit", self.device, program)
         return self
 
     def input_path(self, role: str, filename: str) -> Path:

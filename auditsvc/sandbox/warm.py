@@ -34,7 +34,7 @@ def prepare(device: str) -> None:
     device = sandbox_device(device)
     with _lock:
         if device not in _waiting:
-            _waiting[device] = ConfinedAudit(device=device)
+            _waiting[device] = ConfinedAudit(device=device, prime=True)
 
 
 @atexit.register
