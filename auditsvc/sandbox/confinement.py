@@ -141,13 +141,16 @@ class Confinement:
                 args += ["--ro-bind", path, path]
         for path in SYSTEM_FILES:
             args += ["--ro-bind-try", path, path]
-        python = _python_paths()
-        for folder in _ancestors([*python, *(mount.inside for mount in mounts)]):
-            args += ["--perms", "0755", "--dir", folder]   # bwrap would make them 0700: closed to the sandbox user
-        for path in python:
-            args += ["--ro-bind", path, path]
-        for mount in mounts:
-            args += ["--bind" if mount.writable else "--ro-bind", str(mount.host), mount.inside]
+        binds = [Mount(Path(path), path) for path in _python_paths()] + list(mounts)
+        targets = {mount.inside for mount in binds}
+        # Outer before inner: a checkout under /tmp is bound onto the private /tmp, not hidden by it.
+        # Folders above the mount points are made 0755 (bwrap would make them 0700, closed to the sandbox user).
+        steps = [(folder, ["--perms", "0755", "--dir", folder]) for folder in _ancestors(list(targets))
+                 if folder not in targets]
+        steps += [(mount.inside, ["--bind" if mount.writable else "--ro-bind", str(mount.host), mount.inside])
+                  for mount in binds]
+        for _, step in sorted(steps, key=lambda item: item[0].count("/")):
+            args += step
         if device == "cuda":
             for node in sorted(glob.glob("/dev/nvidia*")):
                 args += ["--dev-bind", node, node]
