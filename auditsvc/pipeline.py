@@ -15,12 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .battery.context import AuditOptions, Progress
-from .battery.dataset import ProbeSet
-from .battery.loading import load_model
-from .battery.meta import ModelMeta
-from .battery.results import AuditResult
-from .battery.runner import run_audit
+from .battery import AuditOptions, AuditResult, ModelMeta, Progress, audit, load_model, open_probe_set
 from .reports.render import write_report
 
 
@@ -32,7 +27,7 @@ class AuditFiles:
     findings: Path
 
 
-def audit_files(model: Path, dataset: Path, *, meta: ModelMeta | Path | None = None, reference: Path | None = None,
+def load_and_audit(model: Path, dataset: Path, *, meta: ModelMeta | Path | None = None, reference: Path | None = None,
                 reference_meta: ModelMeta | Path | None = None, options: AuditOptions | None = None,
                 progress: Progress | None = None, dataset_label: str | None = None) -> AuditResult:
     """Load and audit; raises BadInput (one line) before any work on bad input."""
@@ -40,9 +35,9 @@ def audit_files(model: Path, dataset: Path, *, meta: ModelMeta | Path | None = N
         warnings.simplefilter("ignore")
         loaded = load_model(Path(model), meta)
         loaded_reference = load_model(Path(reference), reference_meta) if reference else None
-        with ProbeSet(Path(dataset), loaded.meta.classes) as probe:
+        with open_probe_set(Path(dataset), loaded.meta.classes) as probe:
             probe.label = dataset_label or probe.label
-            return run_audit(loaded, probe, options, loaded_reference, progress)
+            return audit(loaded, probe, options, loaded_reference, progress)
 
 
 def write_outputs(result: AuditResult, out_dir: Path, changes: dict[str, Any] | None = None) -> AuditFiles:

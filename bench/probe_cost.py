@@ -19,14 +19,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from auditsvc.battery.context import AuditOptions  # noqa: E402
 from auditsvc.demo.build import ALIGNED, FLIPPED, build_demo, render_cells, write_probe  # noqa: E402
-from auditsvc.pipeline import audit_files  # noqa: E402
+from auditsvc.pipeline import load_and_audit  # noqa: E402
 
 SECTIONS = ["shortcuts", "looking"]
 
 
 def timed(model: Path, probe: Path) -> dict[str, float]:
     started = time.perf_counter()
-    result = audit_files(model, probe, options=AuditOptions(sections=SECTIONS))
+    result = load_and_audit(model, probe, options=AuditOptions(sections=SECTIONS))
     seconds = {s.name: s.seconds for s in result.sections}
     seconds["total (with loading)"] = time.perf_counter() - started
     seconds["verdict"] = result.verdict

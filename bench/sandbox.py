@@ -65,15 +65,15 @@ def in_process(directory: Path, warm: bool) -> float:
     before), or from the start of the process, imports included (the command line before the sandbox)."""
     started = time.perf_counter()
     from auditsvc.battery.context import AuditOptions
-    from auditsvc.battery.meta import load_meta
-    from auditsvc.pipeline import audit_files, write_outputs
+    from auditsvc.battery.model.meta import load_meta
+    from auditsvc.pipeline import load_and_audit, write_outputs
     from auditsvc.sandbox.child import _warm_up
 
     model = directory / "model" / "model.pt2"
     if warm:
         _warm_up("audit", prime=True)
         started = time.perf_counter()
-    result = audit_files(model, directory / "probe", meta=load_meta(model.with_name("model.json")),
+    result = load_and_audit(model, directory / "probe", meta=load_meta(model.with_name("model.json")),
                          options=AuditOptions(**OPTIONS))
     write_outputs(result, Path(tempfile.mkdtemp()))
     return time.perf_counter() - started

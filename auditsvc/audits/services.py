@@ -29,11 +29,7 @@ from django.core.mail import BadHeaderError, send_mail
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from auditsvc.battery.archive import file_sha256, model_kind
-from auditsvc.battery.dataset import ProbeSet as ProbeData
-from auditsvc.battery.errors import BadInput
-from auditsvc.battery.limits import MAX_META_BYTES
-from auditsvc.battery.meta import ModelMeta, parse_meta_json
+from auditsvc.battery import BadInput, ModelMeta, file_sha256, limits, model_kind, open_probe_set, parse_meta_json
 from auditsvc.reports.changes import changes_since
 from auditsvc.sandbox import SandboxError, SandboxUnavailable, check_model, warm
 from .models import ApiToken, Audit, Finding, Membership, ModelVersion, Organization, ProbeSet, Schedule
@@ -99,7 +95,7 @@ def parse_meta(meta) -> dict:
     if isinstance(meta, dict):
         data = meta
     else:
-        raw = meta.encode() if isinstance(meta, str) else _read_capped(meta, MAX_META_BYTES + 1)
+        raw = meta.encode() if isinstance(meta, str) else _read_capped(meta, limits.MAX_META_BYTES + 1)
         try:
             data = parse_meta_json(raw)   # size and nesting checked before the text is parsed
         except BadInput as exc:
@@ -187,7 +183,7 @@ def probe_set_create(*, organization: Organization, user, name: str, file) -> Pr
     with _scratch() as scratch:
         path = _spool(file, scratch / "probe.zip", settings.MAX_DATASET_UPLOAD, "file")
         try:
-            with ProbeData(path) as data:
+            with open_probe_set(path) as data:
                 probe = ProbeSet(organization=organization, name=name, sha256=data.sha256,
                                  images=len(data), classes=[data.classes[i] for i in data.present_classes],
                                  attributes=data.attribute_names, uploaded_by=user)

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .dataset import ProbeSet
-from .graph import ModelGraph
-from .loading import LoadedModel
+from .dataset import ProbeDataset
+from .model.graph import ModelGraph
+from .model.loading import LoadedModel
 
 Progress = Callable[[float, str], None]
 
@@ -50,7 +50,7 @@ class Outputs:
 class AuditContext:
     model: LoadedModel
     graph: ModelGraph
-    probe: ProbeSet
+    probe: ProbeDataset
     options: AuditOptions
     reference: LoadedModel | None = None
     progress: Progress = field(default=lambda fraction, stage: None)

@@ -43,7 +43,7 @@ from .limits import (MAX_ATTRIBUTE_COLUMNS, MAX_ATTRIBUTE_VALUE_CHARS, MAX_COLUM
                      MAX_COMPRESSION_RATIO, MAX_FILE_NAME_CHARS, MAX_FILES, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS,
                      MAX_IMAGES, MAX_MANIFEST_BYTES, MAX_MANIFEST_FIELD_CHARS, MAX_PATH_CHARS,
                      MAX_UNCOMPRESSED_BYTES, MAX_ZIP_DIRECTORY_BYTES)
-from .meta import InputSpec, forbidden_character
+from .model.meta import InputSpec, forbidden_character
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MANIFEST = "manifest.csv"
@@ -63,7 +63,12 @@ class ProbeImage:
     box: tuple[float, float, float, float] | None = None  # pixels of the original image
 
 
-class ProbeSet:
+def open_probe_set(source: Path, classes: Sequence[str] | None = None) -> "ProbeDataset":
+    """Open and validate a probe set (folder or zip); BadInput with one line when it is not one."""
+    return ProbeDataset(source, classes)
+
+
+class ProbeDataset:
     """An opened, validated probe set. Use as a context manager or call close()."""
 
     def __init__(self, source: Path, classes: Sequence[str] | None = None):
@@ -81,7 +86,7 @@ class ProbeSet:
     def __len__(self) -> int:
         return len(self.images)
 
-    def __enter__(self) -> "ProbeSet":
+    def __enter__(self) -> "ProbeDataset":
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -6,10 +6,45 @@ Nothing here renders or stores anything; reports and the service consume these.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 Severity = Literal["info", "warn", "fail"]
 SEVERITY_RANK = {"info": 0, "warn": 1, "fail": 2}
+
+
+class Verdict(StrEnum):
+    """An audit's verdict, ordered: PASS < WARN < FAIL. Its value is the findings.json string."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+
+    @property
+    def rank(self) -> int:
+        return list(Verdict).index(self)
+
+    @classmethod
+    def of(cls, value: str | None) -> "Verdict":
+        """The verdict named by a stored string; an unknown or missing one counts as PASS."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.PASS
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Verdict):
+            return NotImplemented
+        return self.rank < other.rank
+
+    def __le__(self, other: object) -> bool:
+        return self == other or self < other
+
+    def __gt__(self, other: object) -> bool:
+        return not self <= other
+
+    def __ge__(self, other: object) -> bool:
+        return not self < other
 CATEGORIES = ("shortcut", "bias", "representation", "health")
 
 
@@ -81,12 +116,12 @@ class SectionResult:
         return out | self.data
 
 
-def verdict_of(findings: list[Finding], sections: list[SectionResult] = ()) -> str:
+def verdict_of(findings: list[Finding], sections: list[SectionResult] = ()) -> Verdict:
     """The worst finding's severity; at least warn when a section failed (its results are missing)."""
-    worst = max((SEVERITY_RANK[f.severity] for f in findings), default=0)
+    worst = max((list(Verdict)[SEVERITY_RANK[f.severity]] for f in findings), default=Verdict.PASS)
     if any(s.status == "error" for s in sections):
-        worst = max(worst, SEVERITY_RANK["warn"])
-    return {0: "pass", 1: "warn", 2: "fail"}[worst]
+        worst = max(worst, Verdict.WARN)
+    return worst
 
 
 def incomplete_finding(sections: list[SectionResult]) -> Finding | None:
@@ -115,7 +150,7 @@ class AuditResult:
     model: dict[str, Any]        # name, version, sha256, format (+ classes, input for the report)
     dataset: dict[str, Any]      # sha256, images, classes (+ source, attributes)
     reference: dict[str, Any] | None
-    verdict: str
+    verdict: Verdict
     metrics: dict[str, Any]
     findings: list[Finding]
     sections: list[SectionResult]

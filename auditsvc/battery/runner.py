@@ -15,10 +15,10 @@ import auditsvc
 
 from . import registry
 from .context import AuditContext, AuditOptions, Progress
-from .dataset import ProbeSet
+from .dataset import ProbeDataset
 from .errors import BadInput
-from .graph import ModelGraph
-from .loading import LoadedModel
+from .model.graph import ModelGraph
+from .model.loading import LoadedModel
 from .results import CATEGORIES, SEVERITY_RANK, AuditResult, Finding, SectionResult, incomplete_finding, verdict_of
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def run_audit(model: LoadedModel, probe: ProbeSet, options: AuditOptions | None = None,
+def audit(model: LoadedModel, probe: ProbeDataset, options: AuditOptions | None = None,
               reference: LoadedModel | None = None, progress: Progress | None = None) -> AuditResult:
     options = options or AuditOptions()
     options.device = resolve_device(options.device)
@@ -96,7 +96,7 @@ def _model_info(model: LoadedModel) -> dict:
             "classes": list(meta.classes), "input": list(meta.input.size), "file": model.path.name}
 
 
-def _dataset_info(probe: ProbeSet) -> dict:
+def _dataset_info(probe: ProbeDataset) -> dict:
     return {"sha256": probe.sha256, "images": len(probe),
             "classes": [probe.classes[i] for i in probe.present_classes],
             "source": probe.label, "attributes": probe.attribute_names, "boxes": probe.has_boxes}

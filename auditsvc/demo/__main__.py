@@ -11,8 +11,8 @@ import time
 import warnings
 from pathlib import Path
 
-from ..battery.context import AuditOptions
-from ..pipeline import audit_files, write_outputs
+from ..battery import AuditOptions
+from ..pipeline import load_and_audit, write_outputs
 from .build import build_demo
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     references = {"shortcut": Path(built["paths"]["clean"]), "clean": None}
     for name in ("shortcut", "clean"):
         started = time.perf_counter()
-        result = audit_files(Path(built["paths"][name]), Path(probe), reference=references[name],
+        result = load_and_audit(Path(built["paths"][name]), Path(probe), reference=references[name],
                              options=AuditOptions(seed=args.seed))
         # Models this command built itself are trusted; uploaded ones only ever run in the sandbox.
         result.environment["isolation"] = "this process: the demo's own models, built on this machine"

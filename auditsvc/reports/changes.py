@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-VERDICT_RANK = {"pass": 0, "warn": 1, "fail": 2}
+from auditsvc.battery import Verdict
 
 
 def changes_since(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def changes_since(previous: dict[str, Any], current: dict[str, Any]) -> dict[str
         "new": [f"{after[c]} ({c})" for c in after if c not in before],
         "resolved": [f"{before[c]} ({c})" for c in before if c not in after],
         "metrics": metric_deltas(previous.get("metrics") or {}, current.get("metrics") or {}),
-        "worse": VERDICT_RANK.get(current.get("verdict"), 0) > VERDICT_RANK.get(previous.get("verdict"), 0),
+        "worse": Verdict.of(current.get("verdict")) > Verdict.of(previous.get("verdict")),
     }
 
 

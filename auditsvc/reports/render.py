@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 
 from .. import TEMPLATE_DIR
-from ..battery.results import AuditResult, Figure, Finding, Table, Text
+from ..battery import AuditResult, Figure, Finding, Table, Text
 
 TEMPLATES = TEMPLATE_DIR
 LIMITATIONS = [

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from auditsvc.battery.errors import BadInput
+from auditsvc.battery import BadInput
 
 from .confinement import Confinement
 from .runner import Child, Job, Progress, SandboxError

@@ -41,8 +41,7 @@ class Protocol:
 
 
 def check(request: dict[str, Any], progress: Callable) -> dict[str, Any]:
-    from auditsvc.battery.loading import load_model
-    from auditsvc.battery.meta import ModelMeta
+    from auditsvc.battery import ModelMeta, load_model
 
     model = request["model"]
     loaded = load_model(Path(model["path"]), ModelMeta.from_dict(model["meta"]))
@@ -50,14 +49,13 @@ def check(request: dict[str, Any], progress: Callable) -> dict[str, Any]:
 
 
 def audit(request: dict[str, Any], progress: Callable) -> dict[str, Any]:
-    from auditsvc.battery.context import AuditOptions
-    from auditsvc.battery.meta import ModelMeta
-    from auditsvc.pipeline import audit_files, write_outputs
+    from auditsvc.battery import AuditOptions, ModelMeta
+    from auditsvc.pipeline import load_and_audit, write_outputs
     from auditsvc.reports.changes import changes_since
 
     model, reference, dataset = request["model"], request.get("reference"), request["dataset"]
     _check_sections(request["options"].get("sections"))
-    result = audit_files(Path(model["path"]), Path(dataset["path"]), meta=ModelMeta.from_dict(model["meta"]),
+    result = load_and_audit(Path(model["path"]), Path(dataset["path"]), meta=ModelMeta.from_dict(model["meta"]),
                          reference=Path(reference["path"]) if reference else None,
                          reference_meta=ModelMeta.from_dict(reference["meta"]) if reference else None,
                          options=AuditOptions(**request["options"]), progress=progress,
@@ -70,13 +68,12 @@ def audit(request: dict[str, Any], progress: Callable) -> dict[str, Any]:
 
 
 def _check_sections(names: list[str] | None) -> None:
-    from auditsvc.battery import registry
-    from auditsvc.battery.errors import BadInput
+    from auditsvc.battery import BadInput, section_names
 
-    unknown = sorted(set(names or []) - set(registry.section_names()))
+    unknown = sorted(set(names or []) - set(section_names()))
     if unknown:
         raise BadInput(f"AUDITSVC_SECTIONS names unknown sections: {', '.join(unknown)}; known: "
-                       f"{', '.join(registry.section_names())}")
+                       f"{', '.join(section_names())}")
 
 
 ACTIONS = {"check": check, "audit": audit}
@@ -85,16 +82,17 @@ ACTIONS = {"check": check, "audit": audit}
 def _warm_up(action: str, prime: bool) -> None:
     """Import what the job needs before saying ready; a child that waits for its job (`--prime`) also
     pays the first-run costs then, so that its audit runs as fast as in a process that ran one before."""
-    import auditsvc.battery.loading  # noqa: F401
+    from auditsvc.battery import load_model  # noqa: F401
     if action == "audit":
         import matplotlib
 
         matplotlib.use("Agg")
-        import auditsvc.battery.registry as registry
-        import auditsvc.pipeline  # noqa: F401
         import weasyprint  # noqa: F401
 
-        registry.section_names()
+        import auditsvc.pipeline  # noqa: F401
+        from auditsvc.battery import section_names
+
+        section_names()
         if prime:
             _prime()
 
@@ -110,10 +108,9 @@ def _prime() -> None:
     import torch
     from PIL import Image
 
-    from auditsvc.battery.context import AuditOptions
-    from auditsvc.battery.meta import ModelMeta
+    from auditsvc.battery import AuditOptions, ModelMeta
     from auditsvc.demo.nets import export, tiny_resnet
-    from auditsvc.pipeline import audit_files, write_outputs
+    from auditsvc.pipeline import load_and_audit, write_outputs
 
     classes = ["a", "b"]
     with tempfile.TemporaryDirectory(prefix="prime-") as scratch:
@@ -126,7 +123,7 @@ def _prime() -> None:
                 Image.fromarray(pixels).save(root / "probe" / label / f"{index}.png")
         meta = ModelMeta.from_dict({"name": "prime", "version": "0", "classes": classes,
                                     "input": {"size": [3, 16, 16], "mean": [0.5] * 3, "std": [0.25] * 3}})
-        result = audit_files(root / "model.pt2", root / "probe", meta=meta, options=AuditOptions(samples=2))
+        result = load_and_audit(root / "model.pt2", root / "probe", meta=meta, options=AuditOptions(samples=2))
         write_outputs(result, root / "out")
 
 
@@ -141,7 +138,7 @@ def main() -> int:
         return EXIT_FAILED   # the parent went away before giving a job
     request = json.loads(line)
     out = Path(request["out"])
-    from auditsvc.battery.errors import BadInput
+    from auditsvc.battery import BadInput
 
     try:
         data = ACTIONS[request["action"]](request, protocol.progress)

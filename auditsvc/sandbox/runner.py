@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from auditsvc.battery.errors import BadInput
+from auditsvc.battery import BadInput
 
 from .confinement import Confinement, Mount
 

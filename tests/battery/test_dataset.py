@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from auditsvc.battery import dataset as dataset_module
-from auditsvc.battery.dataset import ProbeSet
+from auditsvc.battery.dataset import ProbeDataset
 from auditsvc.battery.errors import BadInput
-from auditsvc.battery.meta import InputSpec
+from auditsvc.battery.model.meta import InputSpec
 from tests.conftest import write_probe
 
 CLASSES = ("a", "b", "c")
@@ -29,7 +29,7 @@ def _zip(directory, path, prefix=""):
 
 def test_directory_with_manifest(tmp_path):
     root = write_probe(tmp_path / "probe", CLASSES, per_class=4)
-    with ProbeSet(root, CLASSES) as probe:
+    with ProbeDataset(root, CLASSES) as probe:
         assert len(probe) == 12
         assert list(probe.labels) == [0] * 4 + [1] * 4 + [2] * 4
         assert probe.attribute_names == ["site"]
@@ -43,10 +43,10 @@ def test_directory_with_manifest(tmp_path):
 
 def test_zip_matches_directory_including_a_wrapping_folder(tmp_path):
     root = write_probe(tmp_path / "probe", CLASSES, per_class=3)
-    with ProbeSet(root, CLASSES) as from_dir:
+    with ProbeDataset(root, CLASSES) as from_dir:
         expected = (from_dir.sha256, [i.path for i in from_dir.images], from_dir.tensors([1, 4], SPEC))
     for prefix in ("", "probe/"):
-        with ProbeSet(_zip(root, tmp_path / f"p{len(prefix)}.zip", prefix), CLASSES) as from_zip:
+        with ProbeDataset(_zip(root, tmp_path / f"p{len(prefix)}.zip", prefix), CLASSES) as from_zip:
             assert from_zip.sha256 == expected[0]
             assert [i.path for i in from_zip.images] == expected[1]
             assert (from_zip.tensors([1, 4], SPEC) == expected[2]).all()
@@ -54,7 +54,7 @@ def test_zip_matches_directory_including_a_wrapping_folder(tmp_path):
 
 def test_batches_cover_every_image_once_in_bounded_chunks(tmp_path):
     root = write_probe(tmp_path / "probe", CLASSES, per_class=5, manifest=False)
-    with ProbeSet(root, CLASSES) as probe:
+    with ProbeDataset(root, CLASSES) as probe:
         seen = []
         for indices, batch in probe.batches(SPEC, batch_size=4):
             assert len(indices) == len(batch) <= 4
@@ -66,14 +66,14 @@ def test_batches_cover_every_image_once_in_bounded_chunks(tmp_path):
 def test_grey_images_for_a_grey_model(tmp_path):
     root = write_probe(tmp_path / "probe", CLASSES, per_class=2, mode="L")
     grey = InputSpec(1, 28, 28, (0.5,), (0.5,))
-    with ProbeSet(root, CLASSES) as probe:
+    with ProbeDataset(root, CLASSES) as probe:
         assert probe.tensors([0, 1], grey).shape == (2, 1, 28, 28)
         assert probe.tensors([0], SPEC).shape == (1, 3, 16, 20)  # grey files for an RGB model
 
 
 def _error(source, classes=CLASSES) -> str:
     with pytest.raises(BadInput) as caught:
-        ProbeSet(source, classes).close()
+        ProbeDataset(source, classes).close()
     assert "\n" not in str(caught.value)
     return str(caught.value)
 
@@ -173,7 +173,7 @@ def test_bad_manifests(tmp_path, rows, expected):
 def test_manifest_may_cover_only_some_images_and_leave_boxes_empty(tmp_path):
     root = write_probe(tmp_path / "probe", CLASSES, per_class=2, manifest=False)
     (root / "manifest.csv").write_text("path,label,weather,x0,y0,x1,y1\na/000.png,a,sunny,,,,\nb/001.png,b,cloudy,1,1,5,5\n")
-    with ProbeSet(root, CLASSES) as probe:
+    with ProbeDataset(root, CLASSES) as probe:
         assert probe.attribute("weather") == ["sunny", "", "", "cloudy", "", ""]
         assert [i.box for i in probe.images][3] == (1.0, 1.0, 5.0, 5.0)
         assert np.isnan(probe.boxes(SPEC)[0]).all()
@@ -185,5 +185,5 @@ def test_image_that_fails_only_when_decoded(tmp_path):
     Image.new("RGB", (64, 64), "red").save(buffer, "JPEG")
     (root / "a" / "cut.jpg").write_bytes(buffer.getvalue()[:200])
     with pytest.raises(BadInput, match="cut.jpg"):
-        with ProbeSet(root, CLASSES) as probe:
+        with ProbeDataset(root, CLASSES) as probe:
             probe.tensors(range(len(probe)), SPEC)

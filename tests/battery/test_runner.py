@@ -8,10 +8,10 @@ from torch import nn
 
 from auditsvc.battery import registry
 from auditsvc.battery.context import AuditOptions
-from auditsvc.battery.dataset import ProbeSet
-from auditsvc.battery.loading import load_model
+from auditsvc.battery.dataset import ProbeDataset
+from auditsvc.battery.model.loading import load_model
 from auditsvc.battery.registry import section_names
-from auditsvc.battery.runner import run_audit
+from auditsvc.battery import audit
 from auditsvc.demo.nets import PlainNet, SeparableNet, tiny_resnet
 from tests.conftest import write_package, write_probe
 
@@ -40,8 +40,8 @@ def test_battery_runs_on(tmp_path, case):
                        mode="RGB" if channels == 3 else "L")
     stages = []
     model = load_model(path)
-    with ProbeSet(root, classes) as probe:
-        result = run_audit(model, probe, AuditOptions(**FAST), progress=lambda f, s: stages.append((f, s)))
+    with ProbeDataset(root, classes) as probe:
+        result = audit(model, probe, AuditOptions(**FAST), progress=lambda f, s: stages.append((f, s)))
     statuses = {s.name: (s.status, s.reason) for s in result.sections}
     assert all(status == "ok" for status, _ in statuses.values()), statuses
     assert stages[0][0] == 0.0 and stages[-1] == (1.0, "done")
@@ -61,8 +61,8 @@ def _crash(self, context):
 def test_an_audit_with_a_failed_section_is_not_a_pass(tiny_package, tiny_probe, monkeypatch):
     performance = type(registry.sections(["performance"])[0])
     monkeypatch.setattr(performance, "run", _crash)
-    with ProbeSet(tiny_probe, ["a", "b", "c"]) as probe:
-        result = run_audit(load_model(tiny_package), probe, AuditOptions(**FAST, sections=["summary", "performance"]))
+    with ProbeDataset(tiny_probe, ["a", "b", "c"]) as probe:
+        result = audit(load_model(tiny_package), probe, AuditOptions(**FAST, sections=["summary", "performance"]))
     document = json.loads(json.dumps(result.findings_json()))
     assert document["verdict"] == result.verdict == "warn"
     failed = document["sections"]["performance"]

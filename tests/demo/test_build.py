@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
-from auditsvc.battery.dataset import ProbeSet
-from auditsvc.battery.loading import load_model
+from auditsvc.battery.dataset import ProbeDataset
+from auditsvc.battery.model.loading import load_model
 from auditsvc.demo import build
 from auditsvc.demo.nets import PlainNet, export
 
@@ -13,7 +13,7 @@ from auditsvc.demo.nets import PlainNet, export
 def test_probe_set_opens_with_weather_and_boxes(tmp_path):
     scenes = build.render_cells(np.random.default_rng(0), dict.fromkeys(build.ALIGNED + build.FLIPPED, 2))
     build.write_probe(tmp_path / "probe", scenes)
-    with ProbeSet(tmp_path / "probe", build.CLASSES) as probe:
+    with ProbeDataset(tmp_path / "probe", build.CLASSES) as probe:
         assert len(probe) == 8
         assert probe.attribute_names == ["weather"]
         assert sorted(probe.attribute("weather")) == ["cloudy"] * 4 + ["sunny"] * 4

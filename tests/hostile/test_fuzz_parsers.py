@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from auditsvc.battery.dataset import ProbeSet, _parse_manifest
+from auditsvc.battery.dataset import ProbeDataset, _parse_manifest
 from auditsvc.battery.errors import BadInput
-from auditsvc.battery.meta import InputSpec, ModelMeta, load_meta, parse_meta_json
+from auditsvc.battery.model.meta import InputSpec, ModelMeta, load_meta, parse_meta_json
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -184,7 +184,7 @@ def test_zip_probe_set_ends_in_a_result_or_a_refusal(tmp_path_factory, members, 
         path.write_bytes(bytes(raw))
 
     def open_and_read():
-        with ProbeSet(path, ("a", "b")) as probe:
+        with ProbeDataset(path, ("a", "b")) as probe:
             batch = probe.pixels(range(len(probe)), SPEC)
             assert batch.shape == (len(probe), 8, 8, 3) and batch.dtype == np.uint8
             assert len(probe.sha256) == 64

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from auditsvc.battery.dataset import ProbeSet
+from auditsvc.battery.dataset import ProbeDataset
 from auditsvc.battery.errors import BadInput
-from auditsvc.battery.meta import InputSpec
+from auditsvc.battery.model.meta import InputSpec
 
 CLASSES = ("a", "b")
 
@@ -34,7 +34,7 @@ def probe_with(tmp_path, name: str, data: bytes):
 
 def pixels(tmp_path, name: str, data: bytes, channels: int = 1) -> np.ndarray:
     """The image as the model sees it before normalization, at its own size: uint8 (H, W, C)."""
-    with ProbeSet(probe_with(tmp_path, name, data), CLASSES) as probe:
+    with ProbeDataset(probe_with(tmp_path, name, data), CLASSES) as probe:
         image = probe.images[0]
         spec = InputSpec(channels, image.height, image.width, (0.5,) * channels, (0.25,) * channels)
         return probe.pixels([0], spec)[0]
@@ -146,4 +146,4 @@ def test_hostile_image_is_refused(tmp_path, name, data, expected):
 def test_out_of_range_float_is_refused_when_the_set_opens(tmp_path):
     """Before any work starts, not when its batch comes."""
     with pytest.raises(BadInput, match="a/x.tif is a floating-point image"):
-        ProbeSet(probe_with(tmp_path, "x.tif", float_tiff([0.5, 2.0])), CLASSES).close()
+        ProbeDataset(probe_with(tmp_path, "x.tif", float_tiff([0.5, 2.0])), CLASSES).close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from auditsvc.battery import dataset as dataset_module
-from auditsvc.battery.dataset import ProbeSet
+from auditsvc.battery.dataset import ProbeDataset
 from auditsvc.battery.errors import BadInput
 from tests.conftest import write_probe
 
@@ -26,7 +26,7 @@ def with_manifest(root, content: str | bytes):
 
 def refusal(root) -> str:
     with pytest.raises(BadInput) as caught:
-        ProbeSet(root, CLASSES).close()
+        ProbeDataset(root, CLASSES).close()
     message = str(caught.value)
     assert "\n" not in message and "Traceback" not in message
     return message
@@ -99,6 +99,6 @@ ACCEPTED = {
 
 @pytest.mark.parametrize("content, expected", ACCEPTED.values(), ids=ACCEPTED.keys())
 def test_accepted_manifest_is_read_correctly(probe, content, expected):
-    with ProbeSet(with_manifest(probe, content), CLASSES) as probe_set:
+    with ProbeDataset(with_manifest(probe, content), CLASSES) as probe_set:
         assert probe_set.attribute_names == ["site"]
         assert {image.path: image.attributes["site"] for image in probe_set.images if image.attributes} == expected

@@ -23,12 +23,12 @@ from auditsvc.audits import services
 from auditsvc.audits.models import Audit, Finding as StoredFinding, ModelVersion, ProbeSet as StoredProbeSet
 from auditsvc.battery import figures
 from auditsvc.battery.context import AuditOptions
-from auditsvc.battery.dataset import ProbeSet
-from auditsvc.battery.loading import load_model
+from auditsvc.battery.dataset import ProbeDataset
+from auditsvc.battery.model.loading import load_model
 from auditsvc.battery.registry import section_names
 from auditsvc.battery.results import (AuditResult, Figure, Finding, SectionResult, Table, Text, incomplete_finding,
                                       verdict_of)
-from auditsvc.battery.runner import run_audit
+from auditsvc.battery import audit
 from auditsvc.battery.sections.top_patches import Cell, mosaic
 from auditsvc.demo.nets import PlainNet
 from auditsvc.reports import render
@@ -167,8 +167,8 @@ def hostile_audit(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(figures, "to_png", drawn)
         fetched = _record_fetches(patch)
-        with ProbeSet(root, classes) as probe:
-            result = run_audit(load_model(model), probe, AuditOptions(samples=2, ig_steps=4, smoothgrad_samples=2,
+        with ProbeDataset(root, classes) as probe:
+            result = audit(load_model(model), probe, AuditOptions(samples=2, ig_steps=4, smoothgrad_samples=2,
                                                                       batch_size=16))
         paths = render.write_report(result, directory / "out")
     return {"result": result, "texts": drawn.texts, "fetched": fetched, "html": paths["html"].read_text()}

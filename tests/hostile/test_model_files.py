@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from auditsvc.battery.errors import BadInput
-from auditsvc.battery.loading import load_model
+from auditsvc.battery.model.loading import load_model
 from auditsvc.demo.nets import PlainNet
 from tests.conftest import write_meta, write_package
 

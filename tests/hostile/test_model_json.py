@@ -9,7 +9,7 @@ import pytest
 
 from auditsvc.battery.errors import BadInput
 from auditsvc.battery.limits import MAX_CLASSES, MAX_META_BYTES
-from auditsvc.battery.meta import ModelMeta, check_release_tag, load_meta
+from auditsvc.battery.model.meta import ModelMeta, check_release_tag, load_meta
 
 INPUT = {"size": [3, 32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 GOOD = {"name": "tiny", "version": "1.0", "classes": ["a", "b", "c"], "input": INPUT}

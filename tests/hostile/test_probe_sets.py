@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from auditsvc.battery import dataset as dataset_module
-from auditsvc.battery.dataset import ProbeSet
+from auditsvc.battery.dataset import ProbeDataset
 from auditsvc.battery.errors import BadInput
 
 CLASSES = ("a", "b")
@@ -82,7 +82,7 @@ def truncated(path, cut: int):
 
 def refusal(source, classes=CLASSES) -> str:
     with pytest.raises(BadInput) as caught:
-        ProbeSet(source, classes).close()
+        ProbeDataset(source, classes).close()
     message = str(caught.value)
     assert "\n" not in message and "Traceback" not in message
     return message
@@ -156,7 +156,7 @@ def test_too_many_entries(tmp_path, monkeypatch):
 def test_macosx_metadata_and_finder_files_are_ignored(tmp_path):
     members = {**GOOD, "__MACOSX/a/._0.png": b"\0\5\26\7", "a/.DS_Store": b"junk", "a/._1.png": b"junk",
                ".DS_Store": b"junk", "b/Thumbs.db": b"junk"}
-    with ProbeSet(make_zip(tmp_path / "p.zip", members), CLASSES) as probe:
+    with ProbeDataset(make_zip(tmp_path / "p.zip", members), CLASSES) as probe:
         assert [image.path for image in probe.images] == ["a/0.png", "a/1.png", "b/0.png"]
 
 
@@ -165,7 +165,7 @@ def test_names_without_the_utf8_flag(tmp_path):
     path = make_zip(tmp_path / "p.zip", {**GOOD, "a/cafXX.png": png(3), "b/QQ.png": png(4)})
     rename_raw(path, b"a/cafXX.png", "a/café.png".encode())
     rename_raw(path, b"b/QQ.png", b"b/\x82\xe9.png")   # cp437 bytes
-    with ProbeSet(path, CLASSES) as probe:
+    with ProbeDataset(path, CLASSES) as probe:
         names = [image.path for image in probe.images]
         assert "a/café.png" in names and "b/\u00e9\u0398.png" in names
         assert len(probe.sha256) == 64
@@ -174,13 +174,13 @@ def test_names_without_the_utf8_flag(tmp_path):
 def test_decomposed_class_folder_matches_the_composed_class_name(tmp_path):
     """macOS writes names decomposed (NFD); model.json is usually composed (NFC)."""
     path = make_zip(tmp_path / "p.zip", {"cafe\u0301/0.png": png(0), "the\u0301/0.png": png(1)})
-    with ProbeSet(path, ("caf\u00e9", "th\u00e9")) as probe:
+    with ProbeDataset(path, ("caf\u00e9", "th\u00e9")) as probe:
         assert list(probe.labels) == [0, 1]
 
 
 def test_a_wrapping_folder_next_to_finder_files(tmp_path):
     members = {"probe/" + name: data for name, data in GOOD.items()} | {".DS_Store": b"x", "__MACOSX/._probe": b"x"}
-    with ProbeSet(make_zip(tmp_path / "p.zip", members), CLASSES) as probe:
+    with ProbeDataset(make_zip(tmp_path / "p.zip", members), CLASSES) as probe:
         assert len(probe) == 3
 
 
@@ -255,7 +255,7 @@ def test_dataset_that_is_a_fifo_or_missing(tmp_path):
 def test_links_inside_the_set_still_work(tmp_path):
     root = write_dir(tmp_path / "probe")
     os.symlink(root / "a" / "0.png", root / "b" / "same.png")
-    with ProbeSet(root, CLASSES) as probe:
+    with ProbeDataset(root, CLASSES) as probe:
         assert [image.path for image in probe.images] == ["a/0.png", "a/1.png", "b/0.png", "b/same.png"]
 
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from auditsvc.battery.context import AuditOptions
-from auditsvc.battery.dataset import ProbeSet
-from auditsvc.battery.loading import load_model
+from auditsvc.battery.dataset import ProbeDataset
+from auditsvc.battery.model.loading import load_model
 from auditsvc.battery.results import Figure
-from auditsvc.battery.runner import run_audit
+from auditsvc.battery import audit
 from auditsvc.demo.nets import PlainNet
 from auditsvc.reports import render
 from auditsvc.reports.render import inline_only_fetcher, render_pdf, write_report
@@ -27,8 +27,8 @@ def report(tmp_path_factory):
     classes = [XSS, "plain", LINK]
     path = write_package(tmp / "model", PlainNet(3, widths=(4, 8)), classes, name="evil <b>model</b>")
     root = write_probe(tmp / "probe", [XSS, "plain"], per_class=4)
-    with ProbeSet(root, classes) as probe:
-        result = run_audit(load_model(path), probe, AuditOptions(samples=2, ig_steps=4, smoothgrad_samples=2))
+    with ProbeDataset(root, classes) as probe:
+        result = audit(load_model(path), probe, AuditOptions(samples=2, ig_steps=4, smoothgrad_samples=2))
     paths = write_report(result, tmp / "out")
     text = subprocess.run(["pdftotext", "-layout", str(paths["pdf"]), "-"], capture_output=True, text=True,
                           check=True).stdout

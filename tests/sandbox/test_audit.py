@@ -11,7 +11,7 @@ import tempfile
 import pytest
 
 from auditsvc.battery.errors import BadInput
-from auditsvc.battery.meta import load_meta
+from auditsvc.battery.model.meta import load_meta
 from auditsvc.sandbox import ConfinedAudit, SandboxError, check_model
 from auditsvc.sandbox.audit import _checked_outputs, _findings
 from tests.hostile.test_model_files import pickled_weight

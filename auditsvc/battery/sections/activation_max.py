@@ -8,11 +8,11 @@ import numpy as np
 
 from .. import figures
 from ..context import AuditContext
-from ..graph import ModelGraph
-from ..receptive_field import receptive_fields
+from ..model.graph import ModelGraph
+from ..model.receptive_field import receptive_fields
 from ..registry import Section, register
 from ..results import Figure, SectionResult, Table, Text
-from ..visualize import Settings, Target, feature_layers, image_step_cost, maximize, strongest_channels
+from ..methods.feature_visualization import Settings, Target, feature_layers, image_step_cost, maximize, strongest_channels
 from .top_patches import Cell, mosaic
 
 ALL_CLASSES_UP_TO = 16     # more classes than this: only the most often predicted ones

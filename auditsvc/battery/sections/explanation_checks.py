@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import attribution, faithfulness, figures
+from .. import figures
+from ..methods import attribution
+from ..methods import saliency_checks as faithfulness
 from ..context import AuditContext
-from ..graph import ModelGraph
+from ..model.graph import ModelGraph
 from ..registry import Section, register
 from ..results import Figure, Finding, SectionResult, Table, Text
 from .saliency import METHODS, RELU_METHODS, compute_maps

@@ -7,7 +7,7 @@ import torch
 
 from .. import figures
 from ..context import AuditContext
-from ..graph import Layer
+from ..model.graph import Layer
 from ..registry import Section, register
 from ..results import Figure, SectionResult
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import figures
 from ..context import AuditContext
-from ..probes import looking
+from ..probes import attribution_regions as looking
 from ..registry import Section, register
 from ..results import Figure, SectionResult, Table, Text
 

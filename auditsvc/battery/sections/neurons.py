@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from .. import figures
 from ..context import AuditContext
-from ..graph import Layer
+from ..model.graph import Layer
 from ..registry import Section, register
 from ..results import Figure, Finding, SectionResult, Table, Text
 from .similarity import representation_layers, spread

@@ -7,7 +7,8 @@ import time
 import numpy as np
 import torch
 
-from .. import attribution, figures
+from .. import figures
+from ..methods import attribution
 from ..context import AuditContext
 from ..registry import Section, register
 from ..results import Figure, SectionResult, Text

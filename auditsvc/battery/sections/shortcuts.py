@@ -10,9 +10,11 @@ import torch
 from .. import figures
 from ..context import AuditContext
 from ..dataset import normalize
-from ..probes import association, evidence, looking, properties, verdict
+from ..probes import association, evidence, properties
+from ..probes import attribution_regions as looking
+from ..probes import cue_verdict as verdict
 from ..probes.evidence import InterventionStats, PropertyStats
-from ..probes.verdict import CueVerdict
+from ..probes.cue_verdict import CueVerdict
 from ..registry import Section, register
 from ..results import Figure, Finding, SectionResult, Table, Text
 from .performance import wilson

@@ -10,10 +10,10 @@ from threadpoolctl import threadpool_limits
 
 from .. import figures
 from ..context import AuditContext
-from ..graph import Layer, ModelGraph
+from ..model.graph import Layer, ModelGraph
 from ..registry import Section, register
 from ..results import Figure, Finding, SectionResult, Table, Text
-from ..similarity import DATAPOINTS_PER_NEURON, Decomposition, debiased_cka, decompose, similarity_matrix
+from ..methods.representation_similarity import DATAPOINTS_PER_NEURON, Decomposition, debiased_cka, decompose, similarity_matrix
 
 HIDDEN_LAYERS = 10           # spread from the first activation to the last; plus penultimate and output
 MAX_IMAGES = 2048            # a larger probe set is subsampled (seeded) for the similarity measures

@@ -11,10 +11,10 @@ import torch
 
 from .. import figures
 from ..context import AuditContext
-from ..receptive_field import ReceptiveField, receptive_fields
+from ..model.receptive_field import ReceptiveField, receptive_fields
 from ..registry import Section, register
 from ..results import Figure, SectionResult
-from ..visualize import feature_layers, strongest_channels
+from ..methods.feature_visualization import feature_layers, strongest_channels
 
 LAYER_DEPTHS = (0.2, 0.6, 1.0)   # the same layers as activation maximization
 CHANNELS = 6

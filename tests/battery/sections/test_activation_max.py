@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 
 from auditsvc.battery.context import AuditOptions
-from auditsvc.battery.dataset import ProbeSet
-from auditsvc.battery.loading import load_model
+from auditsvc.battery.dataset import ProbeDataset
+from auditsvc.battery.model.loading import load_model
 from auditsvc.battery.results import Figure, Table
-from auditsvc.battery.runner import run_audit
+from auditsvc.battery import audit
 from auditsvc.battery.sections import activation_max
 from auditsvc.demo.nets import PlainNet
-from tests.battery.test_visualize import stripes, trained_on_stripes
+from tests.battery.methods.test_feature_visualization import stripes, trained_on_stripes
 from tests.conftest import write_package
 
 CLASSES = ["deg0", "deg60", "deg120"]
@@ -49,8 +49,8 @@ def stripes_package(tmp_path_factory):
 def run_section(package, seed: int = 0, reference=None):
     path, probe_root = package
     model = load_model(path)
-    with ProbeSet(probe_root, CLASSES) as probe:
-        result = run_audit(model, probe, AuditOptions(seed=seed, sections=["activation_max"]),
+    with ProbeDataset(probe_root, CLASSES) as probe:
+        result = audit(model, probe, AuditOptions(seed=seed, sections=["activation_max"]),
                            reference=load_model(reference) if reference else None)
     (section,) = result.sections
     return section

@@ -5,7 +5,7 @@ import pytest
 
 from auditsvc.battery.context import AuditOptions
 from auditsvc.battery.sections import embedding
-from auditsvc.pipeline import audit_files
+from auditsvc.pipeline import load_and_audit
 
 
 def synthetic(grouped_by: str, images: int = 120, seed: int = 0):
@@ -64,7 +64,7 @@ def test_a_stratified_subsample_keeps_class_shares():
 
 @pytest.mark.parametrize("model, expected", [("shortcut", True), ("clean", False)])
 def test_on_the_tank_demo_only_the_weather_model_groups_by_weather(tank_demo, model, expected):
-    result = audit_files(tank_demo[model], tank_demo["probe"], options=AuditOptions(sections=["embedding"]))
+    result = load_and_audit(tank_demo[model], tank_demo["probe"], options=AuditOptions(sections=["embedding"]))
     [section] = result.sections
     assert section.status == "ok"
     codes = [f.code for f in result.findings]

@@ -6,7 +6,7 @@ from auditsvc.battery.context import AuditOptions
 from auditsvc.battery.results import Figure, Table
 from auditsvc.battery.sections import explanation_checks
 from auditsvc.battery.sections.explanation_checks import MethodVerdict, cascade_depths
-from auditsvc.pipeline import audit_files
+from auditsvc.pipeline import load_and_audit
 
 
 def verdict(decisive: float, deletion: float | None, insertion: float | None) -> MethodVerdict:
@@ -36,7 +36,7 @@ def test_the_cascade_reaches_the_whole_model_and_decides_at_the_top_half():
 @pytest.fixture(scope="module")
 def checked(tiny_package, tiny_probe):
     options = AuditOptions(samples=4, ig_steps=4, smoothgrad_samples=2, sections=["saliency", "explanation_checks"])
-    return audit_files(tiny_package, tiny_probe, options=options)
+    return load_and_audit(tiny_package, tiny_probe, options=options)
 
 
 def test_every_method_is_checked_on_the_tiny_model(checked):
@@ -61,6 +61,6 @@ def test_the_checks_run_without_the_saliency_section(tiny_package, tiny_probe, m
     monkeypatch.setattr(explanation_checks, "DELETION_IMAGES", 2)
     monkeypatch.setattr(explanation_checks, "MIN_IMAGES", 2)
     options = AuditOptions(samples=2, ig_steps=4, smoothgrad_samples=2, sections=["explanation_checks"])
-    [section] = audit_files(tiny_package, tiny_probe, options=options).sections
+    [section] = load_and_audit(tiny_package, tiny_probe, options=options).sections
     assert section.status == "ok", section.reason
     assert section.data["images"]["deletion_insertion"] == 2

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from auditsvc.battery.context import AuditOptions
-from auditsvc.battery.dataset import ProbeSet
-from auditsvc.battery.graph import Layer
-from auditsvc.battery.loading import load_model
+from auditsvc.battery.dataset import ProbeDataset
+from auditsvc.battery.model.graph import Layer
+from auditsvc.battery.model.loading import load_model
 from auditsvc.battery.results import Figure, Table
-from auditsvc.battery.runner import run_audit
+from auditsvc.battery import audit as run_battery
 from auditsvc.battery.sections import neurons
 from auditsvc.demo.nets import PlainNet
 from tests.conftest import write_package, write_probe
@@ -36,8 +36,8 @@ def probe(tmp_path_factory):
 
 
 def audit(package, probe):
-    with ProbeSet(probe, CLASSES) as probe_set:
-        result = run_audit(load_model(package), probe_set, AuditOptions(sections=["neurons"], batch_size=8))
+    with ProbeDataset(probe, CLASSES) as probe_set:
+        result = run_battery(load_model(package), probe_set, AuditOptions(sections=["neurons"], batch_size=8))
     [section] = result.sections
     assert section.status == "ok", section.reason
     return section

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from auditsvc.battery.context import AuditOptions
-from auditsvc.pipeline import audit_files
+from auditsvc.pipeline import load_and_audit
 
 PROBES = AuditOptions(sections=["performance", "shortcuts"])
 
@@ -24,7 +24,7 @@ def probe_without_manifest(tank_demo, tmp_path_factory):
 
 
 def test_the_weather_model_fails_and_the_cue_is_named(tank_demo):
-    result = audit_files(tank_demo["shortcut"], tank_demo["probe"], options=PROBES)
+    result = load_and_audit(tank_demo["shortcut"], tank_demo["probe"], options=PROBES)
     [finding] = shortcut_findings(result)
     assert finding.severity == "fail" and result.verdict == "fail"
     assert "'weather'" in finding.title and "not the object" in finding.title
@@ -38,16 +38,16 @@ def test_the_weather_model_fails_and_the_cue_is_named(tank_demo):
 
 
 def test_the_clean_model_has_no_shortcut(tank_demo):
-    result = audit_files(tank_demo["clean"], tank_demo["probe"], options=PROBES)
+    result = load_and_audit(tank_demo["clean"], tank_demo["probe"], options=PROBES)
     assert shortcut_findings(result) == []
     assert not [f for f in result.findings if f.category == "bias"]  # the probe set is balanced
 
 
 def test_without_a_manifest_the_shortcut_is_still_caught(tank_demo, probe_without_manifest):
-    result = audit_files(tank_demo["shortcut"], probe_without_manifest, options=PROBES)
+    result = load_and_audit(tank_demo["shortcut"], probe_without_manifest, options=PROBES)
     [finding] = shortcut_findings(result)
     assert finding.severity == "fail" and ("lighting" in finding.title or "colour" in finding.title)
-    assert shortcut_findings(audit_files(tank_demo["clean"], probe_without_manifest, options=PROBES)) == []
+    assert shortcut_findings(load_and_audit(tank_demo["clean"], probe_without_manifest, options=PROBES)) == []
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +63,13 @@ def biased_probe(tmp_path_factory):
 
 
 def test_the_legend_a_perfect_score_on_a_biased_probe_set_still_fails(tank_demo, biased_probe):
-    result = audit_files(tank_demo["shortcut"], biased_probe, options=PROBES)
+    result = load_and_audit(tank_demo["shortcut"], biased_probe, options=PROBES)
     assert result.metrics["accuracy"] == 1.0
     [finding] = shortcut_findings(result)
     assert finding.severity == "fail"
 
 
 def test_a_good_model_on_a_biased_probe_set_gets_a_bias_finding(tank_demo, biased_probe):
-    result = audit_files(tank_demo["clean"], biased_probe, options=PROBES)
+    result = load_and_audit(tank_demo["clean"], biased_probe, options=PROBES)
     assert shortcut_findings(result) == []
     assert [f.category for f in result.findings if f.category == "bias"] == ["bias"]

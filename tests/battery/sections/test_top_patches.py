@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 
 from auditsvc.battery.context import AuditContext, AuditOptions
-from auditsvc.battery.dataset import ProbeSet
-from auditsvc.battery.graph import ModelGraph
-from auditsvc.battery.loading import load_model
-from auditsvc.battery.receptive_field import receptive_fields
+from auditsvc.battery.dataset import ProbeDataset
+from auditsvc.battery.model.graph import ModelGraph
+from auditsvc.battery.model.loading import load_model
+from auditsvc.battery.model.receptive_field import receptive_fields
 from auditsvc.battery.results import Figure
-from auditsvc.battery.runner import run_audit
+from auditsvc.battery import audit
 from auditsvc.battery.sections import top_patches
 from auditsvc.demo.nets import PlainNet
 from tests.conftest import write_package
@@ -53,7 +53,7 @@ def context(package):
     path, root = package
     model = load_model(path)
     graph = ModelGraph(model.program, model.meta.input.size)
-    with ProbeSet(root, CLASSES) as probe:
+    with ProbeDataset(root, CLASSES) as probe:
         yield AuditContext(model, graph, probe, AuditOptions(batch_size=4))  # several batches: the heap merges them
 
 
@@ -102,8 +102,8 @@ def test_crops_lie_inside_the_image_and_hold_the_maximally_activating_location(c
 
 def test_section_shows_one_figure_per_layer_with_windows_inside_the_image(package):
     path, root = package
-    with ProbeSet(root, CLASSES) as probe:
-        result = run_audit(load_model(path), probe, AuditOptions(sections=["top_patches"]))
+    with ProbeDataset(root, CLASSES) as probe:
+        result = audit(load_model(path), probe, AuditOptions(sections=["top_patches"]))
     (section,) = result.sections
     assert section.status == "ok", section.reason
     layers = section.data["layers"]

@@ -14,10 +14,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
-from auditsvc.battery.archive import model_kind
-from auditsvc.battery.errors import BadInput
-from auditsvc.battery.meta import load_meta
-from auditsvc.reports.changes import VERDICT_RANK
+from auditsvc.battery import BadInput, Verdict, load_meta, model_kind
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -66,7 +63,7 @@ class Command(BaseCommand):
         self.stdout.write(f"verdict: {verdict.upper()} ({len(outcome.findings_json['findings'])} findings)")
         for path in (outcome.html, outcome.pdf, outcome.findings):
             self.stdout.write(f"  {path}")
-        if options["fail_on"] and VERDICT_RANK[verdict] >= VERDICT_RANK[options["fail_on"]]:
+        if options["fail_on"] and Verdict.of(verdict) >= Verdict(options["fail_on"]):
             sys.exit(EXIT_VERDICT)
 
     def _exit(self, code: int, message: str) -> None:

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from auditsvc.battery.errors import BadInput
-from auditsvc.battery.archive import sniff_format
-from auditsvc.battery.loading import load_model
+from auditsvc.battery.model.archive import sniff_format
+from auditsvc.battery.model.loading import load_model
 from auditsvc.demo.nets import PlainNet, SeparableNet, tiny_resnet
 from tests.conftest import write_meta, write_package
 
@@ -142,7 +142,7 @@ def test_static_batch_dimension_is_explained(tmp_path):
 
 
 def test_oversized_model_file(tmp_path, monkeypatch):
-    from auditsvc.battery import archive
+    from auditsvc.battery.model import archive
 
     path = write_package(tmp_path, PlainNet(3, widths=(4,)), CLASSES)
     monkeypatch.setattr(archive, "MAX_MODEL_BYTES", 1024)

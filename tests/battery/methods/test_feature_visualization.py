@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from auditsvc.battery import visualize
-from auditsvc.battery.graph import ModelGraph
-from auditsvc.battery.meta import InputSpec
-from auditsvc.battery.visualize import FourierImage, Settings, Target, maximize
+from auditsvc.battery.methods import feature_visualization as visualize
+from auditsvc.battery.model.graph import ModelGraph
+from auditsvc.battery.model.meta import InputSpec
+from auditsvc.battery.methods.feature_visualization import FourierImage, Settings, Target, maximize
 from auditsvc.demo.nets import PlainNet, SeparableNet, export
 
 STRIPE_CLASSES = 3

@@ -17,8 +17,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BadInput
-from .limits import (MAX_ABS_MEAN, MAX_CLASS_NAME_CHARS, MAX_CLASSES, MAX_INPUT_SIDE, MAX_META_BYTES,
+from ..errors import BadInput
+from ..limits import (MAX_ABS_MEAN, MAX_CLASS_NAME_CHARS, MAX_CLASSES, MAX_INPUT_SIDE, MAX_META_BYTES,
                      MAX_META_DEPTH, MAX_META_INT_BITS, MAX_NAME_CHARS, MAX_RELEASE_TAG_CHARS, MAX_STD,
                      MAX_VERSION_CHARS, MIN_CLASSES, MIN_INPUT_SIDE, MIN_STD)
 

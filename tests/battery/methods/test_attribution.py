@@ -15,8 +15,8 @@ from captum.attr import (
 )
 from torch import nn
 
-from auditsvc.battery import attribution
-from auditsvc.battery.graph import ModelGraph
+from auditsvc.battery.methods import attribution
+from auditsvc.battery.model.graph import ModelGraph
 from auditsvc.demo.nets import export
 
 SIZE = (3, 24, 24)

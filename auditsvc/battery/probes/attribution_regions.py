@@ -17,7 +17,7 @@ from scipy.sparse.csgraph import laplacian
 from sklearn.cluster import SpectralClustering
 from sklearn.neighbors import kneighbors_graph
 
-from .. import attribution
+from ..methods import attribution
 from ..context import AuditContext
 from .interventions import region_mask
 

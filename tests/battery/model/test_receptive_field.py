@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from auditsvc.battery.graph import ModelGraph
-from auditsvc.battery.receptive_field import ReceptiveField, receptive_fields
+from auditsvc.battery.model.graph import ModelGraph
+from auditsvc.battery.model.receptive_field import ReceptiveField, receptive_fields
 from auditsvc.demo.nets import PlainNet, ResNet, SeparableNet, export, tiny_resnet
 
 

@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from auditsvc.battery.context import AuditOptions
-from auditsvc.battery.dataset import ProbeSet
-from auditsvc.battery.graph import ModelGraph
-from auditsvc.battery.loading import load_model
+from auditsvc.battery.dataset import ProbeDataset
+from auditsvc.battery.model.graph import ModelGraph
+from auditsvc.battery.model.loading import load_model
 from auditsvc.battery.results import Figure, Text
-from auditsvc.battery.runner import run_audit
+from auditsvc.battery import audit as run_battery
 from auditsvc.battery.sections import similarity as section
 from auditsvc.demo.nets import PlainNet, SeparableNet, export, tiny_resnet
 from tests.conftest import write_package, write_probe
@@ -30,8 +30,8 @@ def packages(tmp_path_factory):
 
 
 def audit(model, probe, reference=None):
-    with ProbeSet(probe, CLASSES) as probe_set:
-        result = run_audit(load_model(model), probe_set, AuditOptions(**OPTIONS),
+    with ProbeDataset(probe, CLASSES) as probe_set:
+        result = run_battery(load_model(model), probe_set, AuditOptions(**OPTIONS),
                            reference=load_model(reference) if reference else None)
     [similarity] = result.sections
     assert similarity.status == "ok", similarity.reason

@@ -25,8 +25,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import BadInput
-from .limits import MAX_MODEL_BYTES, MAX_MODEL_CONFIG_BYTES, MAX_MODEL_MEMBERS, MAX_MODEL_UNPACKED_BYTES
+from ..errors import BadInput
+from ..limits import MAX_MODEL_BYTES, MAX_MODEL_CONFIG_BYTES, MAX_MODEL_MEMBERS, MAX_MODEL_UNPACKED_BYTES
 
 FIXED_MEMBERS = {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id"}
 MODEL_JSON = re.compile(r"models/([A-Za-z0-9_.-]+)\.json")

@@ -1,7 +1,7 @@
 import numpy as np
 
 from auditsvc.battery.probes.evidence import InterventionStats, PropertyStats
-from auditsvc.battery.probes.verdict import Observations, decide, reliance, sensitivities
+from auditsvc.battery.probes.cue_verdict import Observations, decide, reliance, sensitivities
 
 
 def prop(name, cue, label_power=0.0, label_p=1.0, prediction_power=0.0, beyond_p=1.0, gap=0.0, gap_p=1.0):

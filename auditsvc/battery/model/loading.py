@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .archive import EXPORT_CALL, EXPORT_HOWTO, file_sha256, inspect_pt2, model_kind, write_loadable_copy
-from .errors import BadInput
+from ..errors import BadInput
 from .meta import ModelMeta, load_meta
 from .ops import refuse_unsafe_ops, refuse_unsafe_script_ops
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import torch
 
-from .errors import BadInput
+from ..errors import BadInput
 
 ALLOWED_NAMESPACES = {"aten", "prim"}
 DENIED_OPS = {

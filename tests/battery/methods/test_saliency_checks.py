@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from auditsvc.battery import attribution, faithfulness
-from auditsvc.battery.graph import ModelGraph
+from auditsvc.battery.methods import attribution
+from auditsvc.battery.methods import saliency_checks as faithfulness
+from auditsvc.battery.model.graph import ModelGraph
 from auditsvc.demo.nets import PlainNet, export
 
 SIZE = (1, 16, 16)

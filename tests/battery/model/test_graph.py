@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from auditsvc.battery.graph import ModelGraph, Tap
-from auditsvc.battery.loading import load_model
+from auditsvc.battery.model.graph import ModelGraph, Tap
+from auditsvc.battery.model.loading import load_model
 from auditsvc.demo.nets import PlainNet, SeparableNet, export, tiny_resnet
 from tests.conftest import write_package
 

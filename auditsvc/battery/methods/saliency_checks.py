@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from scipy import ndimage, stats
 from torch import fx
 
-from .fast import CONV, fold_batch_norm, get_attr
-from .graph import ModelGraph
+from ..model.fast import CONV, fold_batch_norm, get_attr
+from ..model.graph import ModelGraph
 
 WEIGHT_OPS = CONV | {torch.ops.aten.linear.default}
 

@@ -20,7 +20,7 @@ from captum.attr import (
     Saliency,
 )
 
-from .graph import ModelGraph
+from ..model.graph import ModelGraph
 
 
 def gradient(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

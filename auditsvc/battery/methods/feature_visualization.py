@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .graph import ModelGraph
-from .meta import InputSpec
+from ..model.graph import ModelGraph
+from ..model.meta import InputSpec
 
 # Square roots of the eigen-decomposed colour correlations of natural images (Lucid's constants).
 COLOUR_CORRELATION = torch.tensor([[0.26, 0.09, 0.02],

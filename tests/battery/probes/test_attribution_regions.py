@@ -1,6 +1,6 @@
 import numpy as np
 
-from auditsvc.battery.probes.looking import spray
+from auditsvc.battery.probes.attribution_regions import spray
 
 
 def test_spray_finds_two_strategies_by_the_eigengap():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from auditsvc.battery import similarity
-from auditsvc.battery.similarity import (cca, debiased_cka, decompose, few_datapoints, linear_cka, pwcca,
+from auditsvc.battery.methods import representation_similarity as similarity
+from auditsvc.battery.methods.representation_similarity import (cca, debiased_cka, decompose, few_datapoints, linear_cka, pwcca,
                                          similarity_matrix, svcca, to_datapoints)
 
 

@@ -1,0 +1,2 @@
+"""Interpretability methods as plain functions on graphs and tensors: attribution,
+feature visualization, representation similarity, saliency checks."""
