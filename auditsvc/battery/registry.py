@@ -1,7 +1,7 @@
 """One registry of battery sections. A section is a small class with a `run(context)`.
 
-Adding a method to the battery: write a module in `sections/`, subclass `Section`, decorate
-it with `@register`, and import the module in `sections/__init__.py`.
+Adding a method to the battery: write a module in `sections/`, subclass `Section` and decorate
+it with `@register`; the README's "Add a method" says the rest.
 """
 
 from __future__ import annotations

@@ -1,3 +1,8 @@
-"""Battery sections; importing this package registers them all."""
+"""Battery sections, one module each; importing this package imports every module in it, which
+registers its sections (`@register`). A new module here is found without being listed."""
 
-from . import activation_max, embedding, explanation_checks, filters, layer_outputs, looking, neurons, occlusion, performance, saliency, shortcuts, similarity, summary, top_patches  # noqa: F401
+from importlib import import_module
+from pkgutil import iter_modules
+
+for _module in iter_modules(__path__):
+    import_module(f"{__name__}.{_module.name}")
