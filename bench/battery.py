@@ -34,10 +34,7 @@ from captum.attr import (
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from auditsvc.battery.context import AuditOptions  # noqa: E402
-from auditsvc.battery.dataset import ProbeDataset  # noqa: E402
-from auditsvc.battery.model.loading import load_model  # noqa: E402
-from auditsvc.battery import audit  # noqa: E402
+from auditsvc.battery import AuditOptions, audit, load_model, open_probe_set  # noqa: E402
 from auditsvc.demo.nets import export, resnet18  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -124,7 +121,7 @@ def main() -> None:
                                occlusion_window=WINDOW, occlusion_stride=STRIDE, batch_size=32)
         started = time.perf_counter()
         loaded = load_model(model_path)
-        with ProbeDataset(probe_path, loaded.meta.classes) as probe:
+        with open_probe_set(probe_path, loaded.meta.classes) as probe:
             result = audit(loaded, probe, options)
             total = time.perf_counter() - started
             peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from auditsvc.battery.context import AuditOptions  # noqa: E402
+from auditsvc.battery import AuditOptions  # noqa: E402
 from auditsvc.demo.build import ALIGNED, FLIPPED, build_demo, render_cells, write_probe  # noqa: E402
 from auditsvc.pipeline import load_and_audit  # noqa: E402
 

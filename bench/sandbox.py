@@ -64,8 +64,7 @@ def in_process(directory: Path, warm: bool) -> float:
     """In this process: after the same warm-up a waiting sandboxed child does (a worker that ran audits
     before), or from the start of the process, imports included (the command line before the sandbox)."""
     started = time.perf_counter()
-    from auditsvc.battery.context import AuditOptions
-    from auditsvc.battery.model.meta import load_meta
+    from auditsvc.battery import AuditOptions, load_meta
     from auditsvc.pipeline import load_and_audit, write_outputs
     from auditsvc.sandbox.child import _warm_up
 
