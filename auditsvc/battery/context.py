@@ -2,14 +2,22 @@
 
 The forward pass over the whole probe set happens once (`outputs`), in batches under
 `torch.inference_mode`; sections read logits, probabilities and predictions from here.
+
+Whatever more than one section (or the runner) needs is a named property or method here, computed
+by whichever asks first: `metrics`, `grad_cam_layer`, `attribution_settings`, `sample_attributions`,
+`looking`, `representation_layers`, `feature_channels`, `pooled_activations(...)`. So sections run in
+any order, and what a section reads is visible from what it calls. A value that needs random numbers
+draws them from its own seeded generator (`generator(salt)`), never from the global RNG's state, so it
+is the same whichever section asks first. The computations live in `metrics`, `methods/` and
+`probes/`, imported where used, so importing `AuditOptions` stays light.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,6 +25,11 @@ import torch
 from .dataset import ProbeDataset
 from .model.graph import ModelGraph
 from .model.loading import LoadedModel
+
+if TYPE_CHECKING:
+    from .methods.attribution import AttributionSettings
+    from .methods.representation_layers import RepresentationLayers
+    from .probes.attribution_regions import Looking
 
 Progress = Callable[[float, str], None]
 
@@ -47,6 +60,19 @@ class Outputs:
 
 
 @dataclass
+class SampleAttributions:
+    """Every applicable saliency method's maps of the sample images, for their predicted class."""
+    indices: list[int]                # probe indices, as context.sample_indices
+    maps: dict[str, np.ndarray]       # method -> (n, H, W), in the order of attribution.METHODS
+    seconds: dict[str, float]         # method -> seconds its maps took
+
+    def of(self, indices: list[int]) -> dict[str, np.ndarray]:
+        """The maps of some of the sample images, in the order given."""
+        rows = [self.indices.index(i) for i in indices]
+        return {method: values[rows] for method, values in self.maps.items()}
+
+
+@dataclass
 class AuditContext:
     model: LoadedModel
     graph: ModelGraph
@@ -54,7 +80,9 @@ class AuditContext:
     options: AuditOptions
     reference: LoadedModel | None = None
     progress: Progress = field(default=lambda fraction, stage: None)
-    cache: dict[str, Any] = field(default_factory=dict)   # results one section shares with a later one
+    # pooled_activations' per-layer results, per graph ("model", "reference")
+    _pooled: dict[str, dict[str, np.ndarray]] = field(default_factory=lambda: {"model": {}, "reference": {}},
+                                                      init=False, repr=False)
 
     @property
     def spec(self):
@@ -110,13 +138,81 @@ class AuditContext:
         return ModelGraph(self.reference.program, self.reference.meta.input.size, self.device,
                           self.reference.module_types)
 
+    @cached_property
+    def metrics(self) -> dict[str, Any]:
+        """Accuracy per class and per attribute group, calibration: findings.json's "metrics"."""
+        from .metrics import probe_metrics
+
+        return probe_metrics(self.outputs.probabilities, self.outputs.predictions, self.labels, self.probe,
+                             self.classes)
+
+    @cached_property
+    def grad_cam_layer(self) -> str:
+        """Where Grad-CAM reads: the deepest layer that still has a spatial map."""
+        return self.graph.last_spatial_layer().name
+
+    @cached_property
+    def attribution_settings(self) -> "AttributionSettings":
+        """The saliency methods' settings from the options: SmoothGrad noise as a share of the input
+        range, integrated gradients from a black image."""
+        from .methods.attribution import AttributionSettings
+
+        spec = self.spec
+        black = torch.tensor([-m / s for m, s in zip(spec.mean, spec.std)], device=self.device).view(1, -1, 1, 1)
+        return AttributionSettings(
+            chunk=self.options.batch_size, grad_cam_layer=self.grad_cam_layer, baseline=black,
+            ig_steps=self.options.ig_steps, smoothgrad_samples=self.options.smoothgrad_samples,
+            smoothgrad_stdev=self.options.smoothgrad_noise * float(np.mean([1 / s for s in spec.std])),
+            noise=partial(self.generator, "smoothgrad"))
+
+    @cached_property
+    def sample_attributions(self) -> SampleAttributions:
+        """Every applicable saliency method on the sample images: the saliency section shows these maps,
+        the explanation checks test them."""
+        from .methods import attribution
+
+        inputs = self.sample_batch()
+        targets = torch.as_tensor(self.outputs.predictions[self.sample_indices], device=self.device)
+        maps, seconds = attribution.heatmaps(self.graph, inputs, targets, self.attribution_settings,
+                                             attribution.applicable(self.graph))
+        return SampleAttributions(list(self.sample_indices), maps, seconds)
+
+    @cached_property
+    def looking(self) -> "Looking":
+        """Gradient and Grad-CAM over every probe image: attribution per region, small maps for SpRAy."""
+        from .probes import attribution_regions
+
+        return attribution_regions.compute(self)
+
+    @cached_property
+    def representation_layers(self) -> "RepresentationLayers":
+        """The layers that describe the model's representation (similarity, neurons)."""
+        from .methods.representation_layers import representation_layers
+
+        return representation_layers(self.graph)
+
+    @cached_property
+    def reference_representation_layers(self) -> "RepresentationLayers | None":
+        """The same choice in the reference model, if there is one."""
+        from .methods.representation_layers import representation_layers
+
+        return None if self.reference_graph is None else representation_layers(self.reference_graph)
+
+    @cached_property
+    def feature_channels(self) -> dict[str, list[int]]:
+        """Layer -> the channels activation maximization and top patches show: in an early, a middle and the
+        deepest feature layer, those with the largest mean activation over the probe set."""
+        from .methods.feature_visualization import SHOWN_CHANNELS, SHOWN_DEPTHS, feature_layers, strongest_channels
+
+        pooled = self.pooled_activations(feature_layers(self.graph, SHOWN_DEPTHS))
+        return {layer: strongest_channels(values, SHOWN_CHANNELS) for layer, values in pooled.items()}
+
     def pooled_activations(self, names: list[str], graph: ModelGraph | None = None) -> dict[str, np.ndarray]:
         """(N, channels) per layer over the whole probe set: spatial maps averaged, one pass per batch.
 
-        Cached per graph and layer, so sections share the passes."""
+        Each layer of each graph is computed once, by whichever section asks first."""
         graph = graph or self.graph
-        key = "model" if graph is self.graph else "reference"
-        store = self.cache.setdefault(f"pooled:{key}", {})
+        store = self._pooled["model" if graph is self.graph else "reference"]
         missing = [n for n in names if n not in store]
         if missing:
             spec = self.spec if graph is self.graph else self.reference.meta.input

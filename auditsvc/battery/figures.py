@@ -1,9 +1,10 @@
-"""Figure helpers shared by sections: matplotlib (Agg) to PNG bytes, image grids, overlays."""
+"""Figure helpers shared by sections: matplotlib (Agg) to PNG bytes, image grids, overlays, mosaics, labels."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -105,3 +106,77 @@ def tile(maps: np.ndarray, columns: int | None = None, pad: int = 1) -> np.ndarr
         r, c = divmod(index, columns)
         mosaic[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = maps[index]
     return mosaic
+
+
+def pairs_per_row(cells: Sequence[list], labels: Sequence[str]) -> tuple[list[list], list[str]]:
+    """Two images' cells side by side in each row, and their labels in one row label (left first):
+    cells stay large enough to read."""
+    rows = [cells[i] + (cells[i + 1] if i + 1 < len(cells) else []) for i in range(0, len(cells), 2)]
+    row_labels = [labels[i] + ("\n" + labels[i + 1] if i + 1 < len(labels) else "") for i in range(0, len(labels), 2)]
+    return rows, row_labels
+
+
+def shorten(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """`text` cut to `limit` characters with an ellipsis; `keep_end` keeps its start and its end, where
+    names of one family differ."""
+    if len(text) <= limit:
+        return text
+    if keep_end:
+        return text[:limit // 2 - 1] + "…" + text[-(limit // 2):]
+    return text[: limit - 1] + "…"
+
+
+# --- mosaics: many small images with a note under each, drawn as one image ---------------------
+
+@dataclass
+class Cell:
+    image: np.ndarray                        # (h, w, 3) floats in [0, 1]
+    note: str                                # written under the cell (may hold a line break)
+    mark: tuple[float, float] | None = None  # (row, col) in the image's pixels to outline, if any
+
+
+MOSAIC_CELL = 64       # mosaic pixels per cell side
+MOSAIC_GAP = 6         # mosaic pixels between cells
+MOSAIC_FONT = 6        # points, for the notes
+
+
+def mosaic(cells: list[list[Cell]], row_labels: list[str] = (), mark_size: tuple[float, float] | None = None,
+           cell_inches: float = 0.8, label_inches: float = 0.9):
+    """One image of enlarged patches (rows x columns) with a note under each: a single axes, quick to draw
+    even with a hundred cells. `mark_size` (rows, cols) outlines a square of that size at each cell's mark."""
+    side, gap = MOSAIC_CELL, MOSAIC_GAP
+    rows, columns = len(cells), max((len(r) for r in cells), default=1)
+    width = min(PAGE_WIDTH_IN - (label_inches if row_labels else 0), columns * cell_inches)
+    points_per_pixel = width * 72 / (columns * (side + gap) - gap)
+    lines = max((c.note.count("\n") + 1 for row in cells for c in row), default=1)
+    note = int(np.ceil((lines * MOSAIC_FONT * 1.25 + 2) / points_per_pixel))
+    pitch_x, pitch_y = side + gap, side + note
+    canvas = np.ones((rows * pitch_y, columns * pitch_x - gap, 3), dtype=np.float32)
+    fig = plt.figure(figsize=(width, width * canvas.shape[0] / canvas.shape[1]))
+    ax = fig.add_axes((0, 0, 1, 1))
+    for r, row in enumerate(cells):
+        for k, cell in enumerate(row):
+            h, w = cell.image.shape[:2]
+            scale = side / max(h, w)
+            big = _enlarge(cell.image, max(1, round(h * scale)), max(1, round(w * scale)))
+            y0 = r * pitch_y + (side - big.shape[0]) // 2
+            x0 = k * pitch_x + (side - big.shape[1]) // 2
+            canvas[y0:y0 + big.shape[0], x0:x0 + big.shape[1]] = big
+            ax.text(k * pitch_x + side / 2, r * pitch_y + side + 1, cell.note, ha="center", va="top",
+                    fontsize=MOSAIC_FONT, linespacing=1.1)
+            if mark_size and cell.mark:
+                (my, mx), (sy, sx) = cell.mark, mark_size
+                ax.add_patch(plt.Rectangle((x0 + (mx - sx / 2 + 0.5) * scale - 0.5, y0 + (my - sy / 2 + 0.5) * scale - 0.5),
+                                           sx * scale, sy * scale, fill=False, edgecolor="red", linewidth=0.8))
+        if r < len(row_labels):
+            ax.text(-gap, r * pitch_y + side / 2, row_labels[r], ha="right", va="center", fontsize=7)
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    return fig
+
+
+def _enlarge(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize (pixels stay visible as blocks)."""
+    rows = np.minimum((np.arange(height) * image.shape[0] / height).astype(int), image.shape[0] - 1)
+    cols = np.minimum((np.arange(width) * image.shape[1] / width).astype(int), image.shape[1] - 1)
+    return image[rows][:, cols]

@@ -43,18 +43,19 @@ def audit(model: LoadedModel, probe: ProbeDataset, options: AuditOptions | None 
     graph = ModelGraph(model.program, model.meta.input.size, options.device, model.module_types)
     context = AuditContext(model, graph, probe, options, reference, report)
     sections = registry.sections(options.sections)
-    results: list[SectionResult] = []
-    for index, section in enumerate(sections):
+    done: dict[str, SectionResult] = {}
+    for index, section in enumerate(_run_order(sections)):
         report(index / len(sections), section.title)
-        results.append(_run_section(section, context))
+        done[section.name] = _run_section(section, context)
     report(1.0, "done")
+    results = [done[section.name] for section in sections]   # the report's order, whatever the run order
     findings = _findings(results)
     return AuditResult(
         model=_model_info(model),
         dataset=_dataset_info(probe),
         reference=_model_info(reference) if reference else None,
         verdict=verdict_of(findings, results),
-        metrics=context.cache.get("metrics", {"accuracy": None, "per_class": {}, "groups": {}}),
+        metrics=_metrics(context),
         findings=findings,
         sections=results,
         environment={"auditsvc": auditsvc.__version__, "torch": torch.__version__, "device": options.device,
@@ -62,6 +63,23 @@ def audit(model: LoadedModel, probe: ProbeDataset, options: AuditOptions | None 
         settings=options.as_dict(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def _run_order(sections: list[registry.Section]) -> list[registry.Section]:
+    """The order sections run in: the registry's. Sections share data only through the context, so any
+    order gives the same results; a test runs them backwards to show it."""
+    return sections
+
+
+def _metrics(context: AuditContext) -> dict:
+    """findings.json's metrics; when they cannot be computed, the audit still completes without them."""
+    try:
+        return context.metrics
+    except BadInput:
+        raise
+    except Exception:
+        log.error("metrics failed:\n%s", traceback.format_exc())
+        return {"accuracy": None, "per_class": {}, "groups": {}}
 
 
 def _findings(results: list[SectionResult]) -> list[Finding]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from auditsvc.battery import registry
+from auditsvc.battery import registry, runner
 from auditsvc.battery.context import AuditOptions
 from auditsvc.battery.dataset import ProbeDataset
 from auditsvc.battery.model.loading import load_model
@@ -71,3 +71,52 @@ def test_an_audit_with_a_failed_section_is_not_a_pass(tiny_package, tiny_probe, 
     assert first["code"] == "health.incomplete" and first["severity"] == "warn"
     assert first["title"] == "Incomplete audit: section performance failed"
     assert set(first) == {"code", "category", "severity", "title", "summary", "evidence"}   # schema 1 unchanged
+
+
+TIMINGS = {"seconds", "created", "method_seconds"}
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def _report_text(result) -> list:
+    """What the report says besides findings.json: every text, table and figure caption, in order."""
+    return [(s.name, type(b).__name__, getattr(b, "text", None), getattr(b, "caption", None), getattr(b, "rows", None))
+            for s in result.sections for b in s.blocks]
+
+
+def test_sections_give_the_same_findings_in_any_order(tiny_package, tiny_probe, monkeypatch):
+    """Sections share data only through the context, each shared value computed by whichever section asks
+    first from its own seeded generator: running them backwards changes nothing."""
+    def audited():
+        with ProbeDataset(tiny_probe, ["a", "b", "c"]) as probe:
+            return audit(load_model(tiny_package), probe, AuditOptions(**FAST))
+
+    forwards = audited()
+    ran = []
+
+    def backwards_order(sections):
+        ran[:] = sections[::-1]
+        return ran
+
+    monkeypatch.setattr(runner, "_run_order", backwards_order)
+    backwards = audited()
+    assert [s.name for s in ran] == section_names()[::-1]
+    assert [s.name for s in backwards.sections] == section_names()   # the report keeps the registry's order
+    first, second = (json.loads(json.dumps(r.findings_json())) for r in (forwards, backwards))
+    assert _without_timings(first) == _without_timings(second)
+    assert _report_text(forwards) == _report_text(backwards)
+
+
+def test_metrics_do_not_need_the_performance_section(tiny_package, tiny_probe):
+    with ProbeDataset(tiny_probe, ["a", "b", "c"]) as probe:
+        result = audit(load_model(tiny_package), probe, AuditOptions(**FAST, sections=["summary"]))
+    assert [s.name for s in result.sections] == ["summary"]
+    metrics = result.findings_json()["metrics"]
+    assert 0 <= metrics["accuracy"] <= 1 and set(metrics["per_class"]) == {"a", "b", "c"}
+    assert set(metrics["groups"]) == {"site"} and "ece" in metrics["calibration"]

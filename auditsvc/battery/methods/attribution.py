@@ -1,14 +1,24 @@
-"""Attribution methods on a ModelGraph, through Captum.
+"""Attribution methods on a ModelGraph, through Captum, and the one table of the saliency methods.
 
 Each function takes normalized inputs (n, C, H, W) and target class indices (n,) and
 returns attributions shaped like the input (Grad-CAM: (n, 1, H, W), upsampled). Captum does
 the standard methods on the graph's fast copy; guided backprop and deconvnet rewrite the
-graph's ReLUs, which also covers functional ReLUs that Captum's hooks never see. Work is
-chunked so memory stays bounded: `chunk` images per forward/backward pass.
+graph's ReLUs, which also covers functional ReLUs that Captum's hooks never see. Every hook or
+rewrite lives inside one `graph.rewrite(...)` block and is gone when the function returns. Work
+is chunked so memory stays bounded: `chunk` images per forward/backward pass.
+
+`METHODS` lists the saliency methods the battery shows and checks, each behind one signature
+`(graph, inputs, targets, AttributionSettings) -> attributions`.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from captum.attr import (
@@ -52,13 +62,26 @@ def _input_gradient(module, inputs: torch.Tensor, targets: torch.Tensor) -> torc
 
 def smoothgrad(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, *, samples: int,
                stdev: float, chunk: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mean |gradient| over noisy copies of each input (Smilkov et al. 2017)."""
-    if generator is not None:  # Captum draws its noise from the global RNG
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    """Mean |gradient| over noisy copies of each input (Smilkov et al. 2017).
+
+    Captum draws the noise from the global RNG. Given a `generator`, the global RNG is seeded from it
+    inside a fork: the noise depends on the generator alone, and the global RNG is left as it was."""
     per_pass = min(samples, max(1, chunk // len(inputs)))  # noise samples per forward/backward pass
-    return NoiseTunnel(Saliency(graph)).attribute(
-        inputs, nt_type="smoothgrad", nt_samples=samples, stdevs=stdev, nt_samples_batch_size=per_pass,
-        target=targets, abs=True)
+    with _global_rng_seeded_from(generator, inputs.device):
+        return NoiseTunnel(Saliency(graph)).attribute(
+            inputs, nt_type="smoothgrad", nt_samples=samples, stdevs=stdev, nt_samples_batch_size=per_pass,
+            target=targets, abs=True)
+
+
+@contextmanager
+def _global_rng_seeded_from(generator: torch.Generator | None, device: torch.device):
+    """The global RNG seeded from `generator` until the block ends, then as it was; no generator: untouched."""
+    if generator is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        yield
 
 
 def integrated_gradients(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, *, baseline: torch.Tensor,
@@ -92,3 +115,71 @@ def occlusion(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, *,
 def heatmap(attribution: torch.Tensor) -> torch.Tensor:
     """(n, C, H, W) -> (n, H, W): max |value| over channels, as in Simonyan et al."""
     return attribution.detach().abs().amax(dim=1)
+
+
+# --- the table of saliency methods ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class AttributionSettings:
+    """What the methods with settings read. The audit's settings are `AuditContext.attribution_settings`;
+    a check that needs cheaper ones replaces fields (`dataclasses.replace`)."""
+    chunk: int                           # images per forward/backward pass
+    grad_cam_layer: str
+    baseline: torch.Tensor               # integrated gradients' starting image, (1, C, 1, 1) normalized
+    ig_steps: int
+    smoothgrad_samples: int
+    smoothgrad_stdev: float              # noise std in normalized units
+    noise: Callable[[], torch.Generator]  # a fresh seeded generator per call: SmoothGrad's noise repeats
+
+
+@dataclass(frozen=True)
+class AttributionMethod:
+    name: str                # key in findings.json
+    label: str               # figure column heading (may hold a line break)
+    attribute: Callable[[ModelGraph, torch.Tensor, torch.Tensor, AttributionSettings], torch.Tensor]
+    rewrites_relus: bool = False   # defined by how gradients pass ReLUs: only for a model with ReLUs
+    sampled: bool = False          # averages over noise samples or path steps, whose number settings may lower
+
+    @property
+    def title(self) -> str:
+        return self.label.replace("\n", " ")
+
+    def applies_to(self, graph: ModelGraph) -> bool:
+        return bool(graph.relu_count) or not self.rewrites_relus
+
+    def heatmaps(self, graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor,
+                 settings: AttributionSettings) -> torch.Tensor:
+        """(n, H, W) maps on the CPU, `settings.chunk` images at a time."""
+        step = settings.chunk
+        return torch.cat([heatmap(self.attribute(graph, inputs[i:i + step], targets[i:i + step], settings)).cpu()
+                          for i in range(0, len(inputs), step)])
+
+
+METHODS: dict[str, AttributionMethod] = {method.name: method for method in (
+    AttributionMethod("gradient", "Gradient", lambda g, x, t, s: gradient(g, x, t)),
+    AttributionMethod("guided_backprop", "Guided\nbackprop", lambda g, x, t, s: guided_backprop(g, x, t),
+                      rewrites_relus=True),
+    AttributionMethod("deconvnet", "Deconvnet", lambda g, x, t, s: deconvnet(g, x, t), rewrites_relus=True),
+    AttributionMethod("smoothgrad", "SmoothGrad", lambda g, x, t, s: smoothgrad(
+        g, x, t, samples=s.smoothgrad_samples, stdev=s.smoothgrad_stdev, chunk=s.chunk, generator=s.noise()),
+        sampled=True),
+    AttributionMethod("integrated_gradients", "Integrated\ngradients", lambda g, x, t, s: integrated_gradients(
+        g, x, t, baseline=s.baseline, steps=s.ig_steps, chunk=s.chunk), sampled=True),
+    AttributionMethod("grad_cam", "Grad-CAM", lambda g, x, t, s: grad_cam(g, x, t, s.grad_cam_layer)),
+)}
+
+
+def applicable(graph: ModelGraph) -> list[str]:
+    """The methods that apply to this graph, in the table's order."""
+    return [name for name, method in METHODS.items() if method.applies_to(graph)]
+
+
+def heatmaps(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, settings: AttributionSettings,
+             methods: Iterable[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Each method's (n, H, W) maps of `inputs` for `targets`, and the seconds each took."""
+    maps, seconds = {}, {}
+    for name in methods:
+        started = time.perf_counter()
+        maps[name] = METHODS[name].heatmaps(graph, inputs, targets, settings).numpy()
+        seconds[name] = time.perf_counter() - started
+    return maps, seconds

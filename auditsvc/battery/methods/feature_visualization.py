@@ -240,6 +240,10 @@ def _identity(images: torch.Tensor) -> torch.Tensor:
     return torch.eye(2, 3, device=images.device).expand(len(images), 2, 3)
 
 
+SHOWN_DEPTHS = (0.2, 0.6, 1.0)   # early, middle and deepest layer with channels worth showing
+SHOWN_CHANNELS = 6              # per layer; activation maximization and top patches show the same ones
+
+
 def feature_layers(graph: ModelGraph, fractions: Sequence[float]) -> list[str]:
     """Layers with channels worth looking at, at the given relative depths (0 = first, 1 = deepest):
     the outputs of activation functions with a spatial map, else convolutions."""

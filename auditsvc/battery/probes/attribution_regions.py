@@ -39,8 +39,7 @@ class Looking:
 
 def compute(context: AuditContext) -> Looking:
     """Attribution for every probe image, in batches; keeps only small maps and region masses."""
-    graph, spec = context.graph, context.spec
-    layer = graph.last_spatial_layer().name
+    graph, spec, settings = context.graph, context.spec, context.attribution_settings
     predictions = context.outputs.predictions
     boxes = context.probe.boxes(spec)
     height, width = spec.height, spec.width
@@ -52,10 +51,8 @@ def compute(context: AuditContext) -> Looking:
     for indices, batch in context.probe.batches(spec, context.options.batch_size):
         batch = batch.to(context.device)
         targets = torch.as_tensor(predictions[indices], device=context.device)
-        maps = {"gradient": attribution.heatmap(attribution.gradient(graph, batch, targets)),
-                "grad_cam": attribution.grad_cam(graph, batch, targets, layer)[:, 0].detach().clamp(min=0)}
-        for method, values in maps.items():
-            values = values.float().cpu()
+        for method in methods:
+            values = attribution.METHODS[method].heatmaps(graph, batch, targets, settings).float()
             total = values.sum(dim=(1, 2)).clamp(min=1e-12)
             for region, mask in masks.items():
                 region_mass[method][region] += ((values * mask).sum(dim=(1, 2)) / total).tolist()
@@ -69,7 +66,7 @@ def compute(context: AuditContext) -> Looking:
     ratio = {m: {r: float(np.mean(region_mass[m][r]) / areas[r]) for r in REGIONS} for m in methods}
     box_area = np.array([np.nan if np.isnan(b).any() else (b[2] - b[0]) * (b[3] - b[1]) / (height * width)
                          for b in boxes])
-    return Looking(methods, small, ratio, box_share, box_area, layer)
+    return Looking(methods, small, ratio, box_share, box_area, settings.grad_cam_layer)
 
 
 @dataclass

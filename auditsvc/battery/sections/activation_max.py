@@ -8,17 +8,15 @@ import numpy as np
 
 from .. import figures
 from ..context import AuditContext
+from ..figures import Cell, mosaic
 from ..model.graph import ModelGraph
 from ..model.receptive_field import receptive_fields
 from ..registry import Section, register
 from ..results import Figure, SectionResult, Table, Text
-from ..methods.feature_visualization import Settings, Target, feature_layers, image_step_cost, maximize, strongest_channels
-from .top_patches import Cell, mosaic
+from ..methods.feature_visualization import SHOWN_CHANNELS, Settings, Target, image_step_cost, maximize
 
 ALL_CLASSES_UP_TO = 16     # more classes than this: only the most often predicted ones
 TOP_CLASSES = 12
-LAYER_DEPTHS = (0.2, 0.6, 1.0)   # early, middle and deepest layer with channels worth showing
-CHANNELS = 6
 CLASS_STEPS, CHANNEL_STEPS = 128, 64          # steps when the model is cheap enough
 MIN_CLASS_STEPS, MIN_CHANNEL_STEPS = 32, 24  # never fewer, however costly the model
 # What one optimization run may spend, in multiply-add equivalents (visualize.image_step_cost); the
@@ -114,11 +112,9 @@ def _reference_images(context: AuditContext, classes: list[int]):
 
 def _channel_images(context: AuditContext) -> dict:
     """{layer: (visualization, strongest probe activation per channel, steps)} for a few layers."""
-    layers = feature_layers(context.graph, LAYER_DEPTHS)
-    pooled = context.pooled_activations(layers) if layers else {}
+    pooled = context.pooled_activations(list(context.feature_channels))
     out = {}
-    for layer in layers:
-        channels = strongest_channels(pooled[layer], CHANNELS)
+    for layer, channels in context.feature_channels.items():
         steps = optimization_steps(context.graph, len(channels), CHANNEL_BUDGET, CHANNEL_STEPS,
                                     MIN_CHANNEL_STEPS)
         visualization = maximize(context.graph, context.spec, [Target(c, layer) for c in channels],
@@ -134,7 +130,7 @@ def _class_figure(context: AuditContext, classes: list[int], mine, reference, st
     probe_pixels = context.probe.pixels(best_probe, context.spec)
     groups = []
     for i, c in enumerate(classes):
-        name = _short(context.classes[c], 16)
+        name = figures.shorten(context.classes[c], 16)
         group = [(mine.images[i], f"{name}\nsynthetic p={mine.scores[i]:.2f}")]
         if reference is not None:
             group.append((reference.images[i], f"{name}\nreference p={reference.scores[i]:.2f}"))
@@ -176,11 +172,11 @@ def _channel_figure(context: AuditContext, channels: dict) -> Figure:
         cells.append([Cell(figures.as_rgb(image), f"channel {t.index}\n{_ratio(s, m)}")
                       for image, t, s, m in zip(visualization.images, visualization.targets, visualization.scores,
                                                 maxima)])
-        field = fields.get(layer)
-        labels.append(f"{_short(layer, 18)}\nfield {field.describe().split(',')[0]}" if field else _short(layer, 18))
-    fig = mosaic(cells, labels, cell_inches=(figures.PAGE_WIDTH_IN - 1.2) / CHANNELS, label_inches=1.2)
+        field, name = fields.get(layer), figures.shorten(layer, 18)
+        labels.append(f"{name}\nfield {field.describe().split(',')[0]}" if field else name)
+    fig = mosaic(cells, labels, cell_inches=(figures.PAGE_WIDTH_IN - 1.2) / SHOWN_CHANNELS, label_inches=1.2)
     caption = ("Rows: layers from early to deep (with the size of the input region one unit sees); columns: "
-               f"the {CHANNELS} channels with the largest mean activation on the probe set (the same channels "
+               f"the {SHOWN_CHANNELS} channels with the largest mean activation on the probe set (the same channels "
                "as in 'Top-activating patches'). Each image maximizes the channel's mean activation over the "
                "whole map, so it repeats the channel's preferred pattern. Under each: how far the image drives "
                "the channel, as a multiple of its strongest probe image. Early channels show colours and "
@@ -200,10 +196,6 @@ def _ratio(value: float, probe_max: float) -> str:
     if probe_max > 1e-6:
         return f"{value / probe_max:.1f}x probe max"
     return f"mean {value:.2g}"
-
-
-def _short(text: str, limit: int = 14) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _names(names: list[str]) -> str:

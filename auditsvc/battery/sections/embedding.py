@@ -36,6 +36,7 @@ ALPHA = 0.01               # permutation p-value for "better than chance"
 STRONG_SKILL = 0.5         # chance-corrected agreement that counts as "well"
 MARGIN = 0.2               # by how much the attribute must beat the label
 GREY = (0.72, 0.72, 0.72)
+LEGEND_CHARS = 18          # longer legend entries keep their start and end
 _TAB10 = [figures.plt.get_cmap("tab10")(i)[:3] for i in range(10)]
 # Ten colours each, without tab10's grey (kept for "other"); attributes start elsewhere in the
 # cycle than classes, so a reader never takes an attribute's colour for a class's.
@@ -301,7 +302,7 @@ def _scatter(ax, key, points: np.ndarray, values: list[str], colours: dict[str, 
         chosen = values_arr == value
         if chosen.any():
             ax.scatter(points[chosen, 0], points[chosen, 1], s=marker, color=colour, linewidths=0, alpha=0.85,
-                       label=_short(value))
+                       label=_legend_label(value))
     ax.set_xticks([])
     ax.set_yticks([])
     key.axis("off")
@@ -312,13 +313,12 @@ def _scatter(ax, key, points: np.ndarray, values: list[str], colours: dict[str, 
 
 def _legend_columns(colours: dict[str, tuple], width: float) -> int:
     """As many legend columns as fit in `width` inches at 6.5 pt (about 0.06 in a character)."""
-    longest = max([len(_short(v)) for v in colours] + [len("other (99 values)")])
+    longest = max([len(_legend_label(v)) for v in colours] + [len("other (99 values)")])
     return int(np.clip(width // (0.06 * longest + 0.4), 1, 3))
 
 
-def _short(text: str, limit: int = 18) -> str:
-    """Long names keep their start and end, where names of one family differ."""
-    return text if len(text) <= limit else text[:limit // 2 - 1] + "…" + text[-(limit // 2):]
+def _legend_label(value: str) -> str:
+    return figures.shorten(value, LEGEND_CHARS, keep_end=True)
 
 
 def _agreement_table(agreements: dict[str, Agreement], clusters: list[AttributeClusters]) -> Table:

@@ -12,20 +12,19 @@ in the saliency section, the same for the original and every randomized model.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import torch
 
 from .. import figures
+from ..context import AuditContext
 from ..methods import attribution
 from ..methods import saliency_checks as faithfulness
-from ..context import AuditContext
-from ..model.graph import ModelGraph
+from ..methods.attribution import METHODS, AttributionSettings
 from ..registry import Section, register
 from ..results import Figure, Finding, SectionResult, Table, Text
-from .saliency import METHODS, RELU_METHODS, compute_maps
 
 DELETION_IMAGES = 8
 RANDOMIZATION_IMAGES = 4
@@ -39,9 +38,8 @@ RANDOMIZATION_IG_STEPS = 8
 SIMILARITY_LIMIT = 0.5       # rank correlation above this with the top half of the model random: fails
 AUC_MARGIN = 0.05            # a map must beat the random ranking's area by this share of the curve's range
 BLUR_FRACTION = 1 / 20       # insertion canvas: Gaussian blur with sigma = this x the image side
-DETERMINISTIC = ("gradient", "guided_backprop", "deconvnet", "grad_cam")   # no samples, steps or noise
 BASELINES = {"deletion": "the mean-colour image", "insertion": "the blurred image"}
-NAMES = {m: label.replace("\n", " ") for m, label in METHODS.items()}
+NAMES = {name: method.title for name, method in METHODS.items()}
 
 
 @dataclass
@@ -128,7 +126,7 @@ def image_counts(context: AuditContext) -> tuple[int, int]:
     """Images for deletion/insertion and for randomization: as many as the compute budget allows,
     between MIN_IMAGES and the caps, never more than the sample images."""
     macs = max(1, faithfulness.forward_macs(context.graph))
-    methods = _methods(context.graph)
+    methods = attribution.applicable(context.graph)
     deletion_passes = (len(methods) + 1) * 2 * (STEPS - 1)   # every ranking and the random one, both curves
     # Gradient passes (about 3 forward passes each) per stage, for about four stages.
     randomization_passes = 4 * 3 * (len(methods) - 2 + RANDOMIZATION_SMOOTHGRAD_SAMPLES + RANDOMIZATION_IG_STEPS)
@@ -155,10 +153,6 @@ def _data(verdicts: list[MethodVerdict], randomization: Randomization, curves: C
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
-
-
-def _methods(graph: ModelGraph) -> list[str]:
-    return [m for m in METHODS if graph.relu_count or m not in RELU_METHODS]
 
 
 def _image_count(macs: int, passes_per_image: int, most: int) -> int:
@@ -192,7 +186,7 @@ class Curves:
 def deletion_insertion(context: AuditContext, indices: list[int], inputs: torch.Tensor,
                        targets: torch.Tensor) -> Curves:
     """Deletion (top pixels -> the mean colour) and insertion (top pixels revealed on a blurred copy) curves."""
-    maps = _saliency_maps(context, indices, inputs, targets)
+    maps = context.sample_attributions.of(indices)
     methods = list(maps)
     seed = context.options.seed
     pixels = inputs.shape[2] * inputs.shape[3]
@@ -211,20 +205,6 @@ def deletion_insertion(context: AuditContext, indices: list[int], inputs: torch.
         change = values[:, 0, 0] - values[:, 0, -1]   # the ends are the same for every ranking
         testable[kind] = (change if kind == "deletion" else -change) >= MIN_ROOM
     return Curves(methods, curves, testable)
-
-
-def _saliency_maps(context: AuditContext, indices: list[int], inputs: torch.Tensor,
-                   targets: torch.Tensor) -> dict[str, np.ndarray]:
-    """The saliency section's maps for these images when it ran, else computed here the same way."""
-    return _cached_maps(context, indices) or compute_maps(context, inputs, targets)[0]
-
-
-def _cached_maps(context: AuditContext, indices: list[int]) -> dict[str, np.ndarray] | None:
-    cached = context.cache.get("saliency_maps")
-    if cached is None or not set(indices) <= set(cached["indices"]):
-        return None
-    rows = [cached["indices"].index(i) for i in indices]
-    return {m: values[rows] for m, values in cached["maps"].items()}
 
 
 # --- model randomization -------------------------------------------------------------------
@@ -254,11 +234,12 @@ def randomization_check(context: AuditContext, indices: list[int], inputs: torch
     layers = faithfulness.weighted_layers(graph)
     depths, decisive = cascade_depths(len(layers))
     drawn = faithfulness.random_weights(graph, layers, context.generator("explanation_checks.randomize"))
-    # The saliency section's maps serve for the methods without settings; SmoothGrad and integrated
+    # The saliency maps serve for the methods without samples or steps; SmoothGrad and integrated
     # gradients are recomputed with the fewer samples and steps used on the randomized copies.
-    reused = {m: v for m, v in (_cached_maps(context, indices) or {}).items() if m in DETERMINISTIC}
-    computed = _maps_for(context, graph, inputs, targets, skip=set(reused))
-    original = {m: reused[m] if m in reused else computed[m] for m in _methods(graph)}
+    settings = _randomization_settings(context)
+    shown = context.sample_attributions.of(indices)
+    recomputed, _ = attribution.heatmaps(graph, inputs, targets, settings, [m for m in shown if METHODS[m].sampled])
+    original = shown | recomputed
     stages = ["original"] + [f"top {d} of {len(layers)}" if d < len(layers) else f"all {d}" for d in depths]
     similarity = {m: {"original": 1.0} for m in original}
     structural = {m: {"original": 1.0} for m in original}
@@ -266,7 +247,7 @@ def randomization_check(context: AuditContext, indices: list[int], inputs: torch
     for depth, stage in zip(depths, stages[1:]):
         chosen = layers[:depth]
         copy = faithfulness.randomized_graph(graph, {t: drawn[t] for l in chosen for t in (l.weight, l.bias) if t})
-        maps = _maps_for(context, copy, inputs, targets)
+        maps, _ = attribution.heatmaps(copy, inputs, targets, settings, list(original))
         for method, values in maps.items():
             similarity[method][stage] = float(np.mean([faithfulness.rank_correlation(a, b)
                                                        for a, b in zip(original[method], values)]))
@@ -277,33 +258,14 @@ def randomization_check(context: AuditContext, indices: list[int], inputs: torch
                          similarity, structural, example, len(inputs))
 
 
-def _maps_for(context: AuditContext, graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor,
-              skip: set[str] = frozenset()) -> dict[str, np.ndarray]:
-    """Every applicable method's (n, H, W) map on `graph`; SmoothGrad's noise is the same on every call."""
-    spec, options = context.spec, context.options
-    stdev = options.smoothgrad_noise * float(np.mean([1 / s for s in spec.std]))
-    black = torch.tensor([-m / s for m, s in zip(spec.mean, spec.std)], device=inputs.device).view(1, -1, 1, 1)
-    layer = graph.last_spatial_layer().name
-    chunk = options.batch_size
-    samples = min(options.smoothgrad_samples, RANDOMIZATION_SMOOTHGRAD_SAMPLES)
-    steps = min(options.ig_steps, RANDOMIZATION_IG_STEPS)
-    runs: dict[str, Callable] = {
-        "gradient": lambda x, t: attribution.gradient(graph, x, t),
-        "guided_backprop": lambda x, t: attribution.guided_backprop(graph, x, t),
-        "deconvnet": lambda x, t: attribution.deconvnet(graph, x, t),
-        "smoothgrad": lambda x, t: attribution.smoothgrad(
-            graph, x, t, samples=samples, stdev=stdev, chunk=chunk,
-            generator=context.generator("explanation_checks.smoothgrad")),
-        "integrated_gradients": lambda x, t: attribution.integrated_gradients(graph, x, t, baseline=black,
-                                                                              steps=steps, chunk=chunk),
-        "grad_cam": lambda x, t: attribution.grad_cam(graph, x, t, layer),
-    }
-    maps = {}
-    for method in [m for m in _methods(graph) if m not in skip]:
-        parts = [attribution.heatmap(runs[method](inputs[i:i + chunk], targets[i:i + chunk])).cpu()
-                 for i in range(0, len(inputs), chunk)]
-        maps[method] = torch.cat(parts).numpy()
-    return maps
+def _randomization_settings(context: AuditContext) -> AttributionSettings:
+    """Fewer SmoothGrad samples and integrated-gradient steps, the same for the original and every copy;
+    SmoothGrad's noise is the same on every call."""
+    options = context.options
+    return replace(context.attribution_settings,
+                   smoothgrad_samples=min(options.smoothgrad_samples, RANDOMIZATION_SMOOTHGRAD_SAMPLES),
+                   ig_steps=min(options.ig_steps, RANDOMIZATION_IG_STEPS),
+                   noise=partial(context.generator, "explanation_checks.smoothgrad"))
 
 
 # --- report --------------------------------------------------------------------------------

@@ -26,8 +26,7 @@ class WhereTheModelLooks(Section):
              "shortcut candidate). Explanations are evidence for a reviewer; they never decide a verdict.")
 
     def run(self, context: AuditContext) -> SectionResult:
-        seen = context.cache.get("looking") or looking.compute(context)
-        context.cache["looking"] = seen
+        seen = context.looking
         blocks = [_region_table(seen)]
         data = {"region_ratio": seen.region_ratio, "grad_cam_layer": seen.grad_cam_layer}
         if seen.box_area is not None and not np.isnan(seen.box_area).all():

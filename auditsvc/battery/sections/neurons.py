@@ -13,10 +13,10 @@ from threadpoolctl import threadpool_limits
 
 from .. import figures
 from ..context import AuditContext
+from ..methods.representation_layers import spread
 from ..model.graph import Layer
 from ..registry import Section, register
 from ..results import Figure, Finding, SectionResult, Table, Text
-from .similarity import representation_layers, spread
 
 SHOWN_LAYERS = 4             # heatmaps for this many hidden layers, plus the penultimate
 MAX_ROWS = 64                # wider layers are shown as bins of neighbouring (similar) neurons
@@ -67,7 +67,7 @@ class Neurons(Section):
              "layer wider than the task needs.")
 
     def run(self, context: AuditContext) -> SectionResult:
-        chosen = representation_layers(context.graph)
+        chosen = context.representation_layers
         layers = [*chosen.hidden]
         if chosen.penultimate is not None and chosen.penultimate.node not in {l.node for l in layers}:
             layers.append(chosen.penultimate)

@@ -14,8 +14,8 @@ from ..registry import Section, register
 from ..results import Figure, SectionResult
 
 FIGURE_IMAGES = 8
-MASK_KEEP = 0.25
-MIN_DROP = 0.02  # a region whose hiding costs less probability than this does not matter  # the grey mask leaves visible the top quarter of pixels by importance
+MASK_KEEP = 0.25  # the grey mask leaves visible the top quarter of pixels by importance
+MIN_DROP = 0.02   # a region whose hiding costs less probability than this does not matter
 
 
 def window_and_stride(context: AuditContext) -> tuple[int, int]:
@@ -50,7 +50,6 @@ class OcclusionSection(Section):
         seconds = time.perf_counter() - started
         original = context.outputs.probabilities[indices, context.outputs.predictions[indices]]
         occluded = np.clip(original[:, None, None] - drops, 0, 1)
-        context.cache["occlusion"] = {"indices": list(indices), "drops": drops, "window": window, "stride": stride}
         figure = _figure(context, occluded, drops, window, stride)
         return self.result(blocks=[figure], data={"window": window, "stride": stride, "images": len(indices),
                                                   "max_drop": round(float(drops.max()), 4),
@@ -72,9 +71,7 @@ def _figure(context: AuditContext, occluded: np.ndarray, drops: np.ndarray, wind
     cells = [[figures.as_rgb(pixels[i]), cmap(occluded[i])[:, :, :3], grey_mask(pixels[i], drops[i])]
              for i in range(len(pixels))]
     labels = [context.sample_label(i) for i in shown]
-    # Two images per row keeps the cells large enough to read.
-    rows = [cells[i] + (cells[i + 1] if i + 1 < len(cells) else []) for i in range(0, len(cells), 2)]
-    row_labels = [labels[i] + ("\n" + labels[i + 1] if i + 1 < len(labels) else "") for i in range(0, len(labels), 2)]
+    rows, row_labels = figures.pairs_per_row(cells, labels)
     fig = figures.image_grid(rows, row_labels=row_labels, col_labels=["image", "probability", "grey mask"] * 2,
                              label_width=1.3)
     caption = (f"A {window}x{window} grey window moved in steps of {stride} pixels. 'probability': the predicted "

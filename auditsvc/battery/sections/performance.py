@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import binomtest
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix
 
 from .. import figures
 from ..context import AuditContext
+from ..metrics import CALIBRATION_BINS
 from ..registry import Section, register
 from ..results import Figure, Finding, SectionResult, Table, Text
 
-CALIBRATION_BINS = 15
 MAX_CLASS_ROWS = 30
 MISCALIBRATED_ECE = 0.15
 
@@ -28,19 +28,9 @@ class Performance(Section):
         outputs, labels, classes = context.outputs, context.labels, context.classes
         predictions, confidence = outputs.predictions, outputs.probabilities.max(axis=1)
         correct = predictions == labels
-        present = context.probe.present_classes
-        precision, recall, f1, support = precision_recall_fscore_support(
-            labels, predictions, labels=present, zero_division=0)
-        per_class = {classes[c]: {"precision": round(float(p), 4), "recall": round(float(r), 4),
-                                  "f1": round(float(f), 4), "support": int(s)}
-                     for c, p, r, f, s in zip(present, precision, recall, f1, support)}
-        groups = group_accuracy(context, correct)
-        calibration = calibration_stats(confidence, correct, outputs.probabilities, labels)
-        worst = min((g["accuracy"] for values in groups.values() for g in values.values() if g["n"] >= 5),
-                    default=None)
-        metrics = {"accuracy": round(float(correct.mean()), 4), "per_class": per_class, "groups": groups,
-                   "worst_group_accuracy": worst, "calibration": calibration}
-        context.cache["metrics"] = metrics
+        metrics = context.metrics
+        per_class, groups, calibration = metrics["per_class"], metrics["groups"], metrics["calibration"]
+        worst = metrics["worst_group_accuracy"]
         blocks = [
             Table(["metric", "value"], [
                 ["accuracy", f"{correct.mean():.1%} ({correct.sum()} of {len(correct)})"],
@@ -48,7 +38,7 @@ class Performance(Section):
                 ["expected calibration error", f"{calibration['ece']:.3f}"],
                 ["mean confidence", f"{calibration['mean_confidence']:.1%}"],
             ], title="Key metrics"),
-            _confusion_figure(labels, predictions, classes, present),
+            _confusion_figure(labels, predictions, classes, context.probe.present_classes),
             _class_table(per_class),
             *_group_tables(groups),
             _reliability_figure(confidence, correct, calibration),
@@ -56,44 +46,6 @@ class Performance(Section):
         findings = health_findings(context, correct, per_class, calibration)
         return self.result(blocks=blocks, data={"accuracy": metrics["accuracy"], "ece": calibration["ece"]},
                            findings=findings)
-
-
-def wilson(successes: int, n: int) -> tuple[float, float]:
-    interval = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(interval.low), float(interval.high)
-
-
-def group_accuracy(context: AuditContext, correct: np.ndarray) -> dict[str, dict[str, dict]]:
-    groups: dict[str, dict[str, dict]] = {}
-    for attribute in context.probe.attribute_names:
-        values = np.array(context.probe.attribute(attribute))
-        table = {}
-        for value in sorted(set(values) - {""}):
-            members = values == value
-            n, hits = int(members.sum()), int(correct[members].sum())
-            low, high = wilson(hits, n)
-            table[value] = {"accuracy": round(hits / n, 4), "n": n, "ci": [round(low, 4), round(high, 4)]}
-        if len(table) > 1:
-            groups[attribute] = table
-    return groups
-
-
-def calibration_stats(confidence: np.ndarray, correct: np.ndarray, probabilities: np.ndarray,
-                      labels: np.ndarray) -> dict:
-    edges = np.linspace(0, 1, CALIBRATION_BINS + 1)
-    bins = np.clip(np.digitize(confidence, edges[1:-1]), 0, CALIBRATION_BINS - 1)
-    ece, table = 0.0, []
-    for b in range(CALIBRATION_BINS):
-        members = bins == b
-        if members.any():
-            gap = abs(correct[members].mean() - confidence[members].mean())
-            ece += members.mean() * gap
-            table.append([float(edges[b]), float(edges[b + 1]), int(members.sum()),
-                          float(confidence[members].mean()), float(correct[members].mean())])
-    onehot = np.eye(probabilities.shape[1])[labels]
-    brier = float(((probabilities - onehot) ** 2).sum(axis=1).mean())
-    return {"ece": round(float(ece), 4), "brier": round(brier, 4),
-            "mean_confidence": round(float(confidence.mean()), 4), "bins": table}
 
 
 def health_findings(context: AuditContext, correct: np.ndarray, per_class: dict, calibration: dict) -> list[Finding]:

@@ -10,14 +10,14 @@ import torch
 from .. import figures
 from ..context import AuditContext
 from ..dataset import normalize
+from ..metrics import wilson
 from ..probes import association, evidence, properties
-from ..probes import attribution_regions as looking
 from ..probes import cue_verdict as verdict
+from ..probes.attribution_regions import Looking
 from ..probes.evidence import InterventionStats, PropertyStats
 from ..probes.cue_verdict import CueVerdict
 from ..registry import Section, register
 from ..results import Figure, Finding, SectionResult, Table, Text
-from .performance import wilson
 
 ATTRIBUTE_LINK_POWER = 0.6
 LIGHTING = "the lighting and colour of the whole scene"
@@ -53,10 +53,7 @@ class ShortcutProbes(Section):
         observations = verdict.Observations(codes, labels, predictions, verdict.property_correlations(values),
                                             context.options.seed)
         cues = verdict.decide(stats, tests, links, observations)
-        seen = context.cache.get("looking") or looking.compute(context)
-        context.cache["looking"] = seen
-        findings = [to_finding(context, cue, values, tests, seen) for cue in cues]
-        context.cache["shortcut_values"] = values
+        findings = [to_finding(context, cue, values, tests, context.looking) for cue in cues]
         blocks = [_property_table(context, stats), _intervention_table(context, tests)]
         sensitive = verdict.sensitivities(tests, cues)
         if sensitive:
@@ -126,10 +123,10 @@ def finding_code(cue: CueVerdict) -> str:
 
 
 def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndarray],
-               tests: list[InterventionStats], seen: looking.Looking) -> Finding:
+               tests: list[InterventionStats], seen: Looking) -> Finding:
     classes = context.classes
     lead_words = cue.lead.words if cue.lead else "the background around the object"
-    name = f"'{cue.attribute}'" if cue.attribute else _short(lead_words)
+    name = f"'{cue.attribute}'" if cue.attribute else _first_clause(lead_words)
     families = {cue.cue, *(a.cue for a in cue.also)}
     light_and_colour = "brightness" in families and families & {"saturation", "colour"}
     if light_and_colour and cue.cue in ("brightness", "saturation", "colour"):
@@ -201,14 +198,15 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
     }
     blocks = _evidence_blocks(context, cue, causal, values)
     return Finding(finding_code(cue), cue.category, cue.severity, title, summary, evidence_json, blocks,
-                   headline=f"{_short(words).capitalize()}: " + "; ".join(headline) + ".")
+                   headline=f"{_first_clause(words).capitalize()}: " + "; ".join(headline) + ".")
 
 
-def _short(words: str) -> str:
+def _first_clause(words: str) -> str:
+    """'the top border (a frame), most clearly ...' -> 'the top border'."""
     return words.split(" (")[0].split(",")[0]
 
 
-def _attention(cue: CueVerdict, seen: looking.Looking) -> dict:
+def _attention(cue: CueVerdict, seen: Looking) -> dict:
     out = {}
     if cue.cue in ("border", "corner") or any(a.cue in ("border", "corner") for a in cue.also):
         out = {m: {r: round(v, 2) for r, v in seen.region_ratio[m].items()} for m in seen.methods}
@@ -235,9 +233,8 @@ def _pairs_figure(context: AuditContext, test: InterventionStats) -> Figure:
     classes = context.classes
     before, after = test.pairs
     cells = [[figures.as_rgb(b), figures.as_rgb(a)] for b, a in zip(before, after)]
-    rows = [cells[i] + (cells[i + 1] if i + 1 < len(cells) else []) for i in range(0, len(cells), 2)]
     labels = [f"{classes[b]} {p0:.2f} -> {classes[a]} {p1:.2f}" for _, b, a, p0, p1 in test.examples]
-    row_labels = [labels[i] + ("\n" + labels[i + 1] if i + 1 < len(labels) else "") for i in range(0, len(labels), 2)]
+    rows, row_labels = figures.pairs_per_row(cells, labels)
     fig = figures.image_grid(rows, row_labels=row_labels, col_labels=["original", "changed"] * 2,
                              cell_inches=1.35, label_width=1.9)
     caption = (f"Original and changed image ('{test.words}'), with the model's prediction and probability before "

@@ -10,12 +10,12 @@ from threadpoolctl import threadpool_limits
 
 from .. import figures
 from ..context import AuditContext
-from ..model.graph import Layer, ModelGraph
+from ..methods.representation_layers import RepresentationLayers
+from ..model.graph import Layer
 from ..registry import Section, register
 from ..results import Figure, Finding, SectionResult, Table, Text
 from ..methods.representation_similarity import DATAPOINTS_PER_NEURON, Decomposition, debiased_cka, decompose, similarity_matrix
 
-HIDDEN_LAYERS = 10           # spread from the first activation to the last; plus penultimate and output
 MAX_IMAGES = 2048            # a larger probe set is subsampled (seeded) for the similarity measures
 EARLY_OUTPUT_CKA = 0.5       # output this similar to the first layer: it follows global image statistics
 DIVERGENCE_CKA = 0.8         # matched layers below this linear CKA: the models represent the input differently
@@ -25,59 +25,6 @@ MIN_CLASS_IMAGES = 4         # debiased CKA needs at least four datapoints
 WITHIN_MEASURES = ("linear_cka", "svcca")
 REFERENCE_MEASURES = ("svcca", "pwcca", "linear_cka", "debiased_cka")
 MEASURE_TITLES = {"svcca": "SVCCA", "pwcca": "PWCCA", "linear_cka": "linear CKA", "debiased_cka": "debiased CKA"}
-ACTIVATION_TYPES = {"ReLU", "ReLU6", "LeakyReLU", "PReLU", "SiLU", "GELU", "Hardswish", "Mish", "ELU", "SELU",
-                    "CELU", "Hardtanh", "Tanh", "Softplus"}
-ACTIVATION_OPS = {"fn:relu", "fn:silu", "fn:gelu", "fn:hardswish", "fn:mish", "fn:leaky_relu", "fn:elu",
-                  "fn:hardtanh", "fn:tanh"}
-
-
-@dataclass
-class RepresentationLayers:
-    hidden: list[Layer]              # spatial activation outputs, early to deep
-    penultimate: Layer | None
-    output: Layer | None
-
-    @property
-    def all(self) -> list[Layer]:
-        chosen: list[Layer] = []
-        for layer in [*self.hidden, self.penultimate, self.output]:
-            if layer is not None and layer.node not in {c.node for c in chosen}:
-                chosen.append(layer)
-        return chosen
-
-    def role(self, layer: Layer) -> str:
-        if self.output is not None and layer.node == self.output.node:
-            return "output"
-        if self.penultimate is not None and layer.node == self.penultimate.node:
-            return "penultimate"
-        return "hidden"
-
-
-def is_activation(layer: Layer) -> bool:
-    return layer.type in ACTIVATION_TYPES or layer.type in ACTIVATION_OPS
-
-
-def spread(items: list, count: int) -> list:
-    """`count` items evenly spaced from the first to the last, in order."""
-    if len(items) <= count:
-        return list(items)
-    return [items[i] for i in sorted(set(np.linspace(0, len(items) - 1, count).round().astype(int)))]
-
-
-def representation_layers(graph: ModelGraph, hidden: int = HIDDEN_LAYERS) -> RepresentationLayers:
-    """Activation outputs with a spatial map (else convolutions, else any spatial layer), spread
-    early to deep, plus the penultimate layer and the output."""
-    spatial = [l for l in graph.leaf_layers() if l.is_spatial and l.shape[1] * l.shape[2] > 1]
-    candidates = [l for l in spatial if is_activation(l)] or [l for l in spatial if l.is_conv] or spatial
-    try:
-        penultimate = graph.penultimate_layer()
-    except ValueError:
-        penultimate = None
-    try:
-        output = graph.output_layer()
-    except StopIteration:
-        output = None
-    return RepresentationLayers(spread(candidates, hidden), penultimate, output)
 
 
 def image_subset(count: int, seed: int) -> np.ndarray:
@@ -102,7 +49,7 @@ class RepresentationSimilarity(Section):
              "on its own.")
 
     def run(self, context: AuditContext) -> SectionResult:
-        chosen = representation_layers(context.graph)
+        chosen = context.representation_layers
         layers = chosen.all
         if len(layers) < 2:
             return self.result(status="skipped", reason="fewer than two layers to compare")
@@ -112,7 +59,7 @@ class RepresentationSimilarity(Section):
         pooled = context.pooled_activations(names)
         finite = np.all([np.isfinite(v).all(axis=1) for v in pooled.values()], axis=0)
         if context.reference_graph is not None:  # the forward passes first, the linear algebra after
-            theirs = context.pooled_activations([l.name for l in representation_layers(context.reference_graph).all],
+            theirs = context.pooled_activations([l.name for l in context.reference_representation_layers.all],
                                                 graph=context.reference_graph)
             finite &= np.all([np.isfinite(v).all(axis=1) for v in theirs.values()], axis=0)
         rows = image_subset(len(context.probe), context.options.seed)
@@ -163,7 +110,7 @@ class Comparison:
 
 def _compare_with_reference(context: AuditContext, chosen: RepresentationLayers, model: dict[str, Decomposition],
                             rows: np.ndarray) -> Comparison:
-    reference_chosen = representation_layers(context.reference_graph)
+    reference_chosen = context.reference_representation_layers
     reference_layers = reference_chosen.all
     reference_names = [l.name for l in reference_layers]
     pooled = context.pooled_activations(reference_names, graph=context.reference_graph)

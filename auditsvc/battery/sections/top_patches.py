@@ -11,13 +11,11 @@ import torch
 
 from .. import figures
 from ..context import AuditContext
+from ..figures import Cell, mosaic
 from ..model.receptive_field import ReceptiveField, receptive_fields
 from ..registry import Section, register
 from ..results import Figure, SectionResult
-from ..methods.feature_visualization import feature_layers, strongest_channels
 
-LAYER_DEPTHS = (0.2, 0.6, 1.0)   # the same layers as activation maximization
-CHANNELS = 6
 TOP = 8
 
 
@@ -41,15 +39,13 @@ class TopPatches(Section):
              "a colour, the sky, or a position in the frame suggest it detects that instead.")
 
     def run(self, context: AuditContext) -> SectionResult:
-        layers = feature_layers(context.graph, LAYER_DEPTHS)
-        if not layers:
+        if not context.feature_channels:
             return self.result(status="skipped", reason="the model has no layer with a spatial output")
         fields = receptive_fields(context.graph)
-        layers = [layer for layer in layers if layer in fields]
-        if not layers:
+        channels = {layer: shown for layer, shown in context.feature_channels.items() if layer in fields}
+        if not channels:
             return self.result(status="skipped", reason="no receptive field could be read from the model graph")
-        pooled = context.pooled_activations(layers)
-        channels = {layer: strongest_channels(pooled[layer], CHANNELS) for layer in layers}
+        layers = list(channels)
         hits = top_hits(context, channels, TOP)
         needed = sorted({h.image for per_layer in hits.values() for per_channel in per_layer for h in per_channel})
         pixels = dict(zip(needed, context.probe.pixels(needed, context.spec))) if needed else {}
@@ -112,8 +108,8 @@ def _figure(context: AuditContext, layer: str, field: ReceptiveField, channels: 
         for hit in per_channel:
             crop, (top, left, _, _) = patch(pixels[hit.image], field, hit.row, hit.col)
             cy, cx = field.center(hit.row, hit.col)
-            label = context.classes[context.labels[hit.image]]
-            row.append(Cell(figures.as_rgb(crop), f"{hit.value:.2f} {_short(label)}", (cy - top, cx - left)))
+            label = figures.shorten(context.classes[context.labels[hit.image]], 10)
+            row.append(Cell(figures.as_rgb(crop), f"{hit.value:.2f} {label}", (cy - top, cx - left)))
         cells.append(row)
     fig = mosaic(cells, [f"channel {ch}" for ch in channels], field.jump if mark else None,
                  cell_inches=(figures.PAGE_WIDTH_IN - 0.9) / TOP)
@@ -130,64 +126,6 @@ def _figure(context: AuditContext, layer: str, field: ReceptiveField, channels: 
                "sky, texture, or the same corner of the frame means the channel responds to that, and the "
                "model can decide from it.")
     return Figure(figures.to_png(fig), caption, f"Top-activating patches of {layer}")
-
-
-@dataclass
-class Cell:
-    image: np.ndarray                        # (h, w, 3) floats in [0, 1]
-    note: str                                # written under the cell (may hold a line break)
-    mark: tuple[float, float] | None = None  # (row, col) in the image's pixels to outline, if any
-
-
-CELL = 64       # mosaic pixels per cell side
-GAP = 6         # mosaic pixels between cells
-FONT = 6        # points, for the notes
-
-
-def mosaic(cells: list[list[Cell]], row_labels: list[str] = (), mark_size: tuple[float, float] | None = None,
-           cell_inches: float = 0.8, label_inches: float = 0.9):
-    """One image of enlarged patches (rows x columns) with a note under each: a single axes, quick to draw
-    even with a hundred cells. `mark_size` (rows, cols) outlines a square of that size at each cell's mark."""
-    rows, columns = len(cells), max((len(r) for r in cells), default=1)
-    width = min(figures.PAGE_WIDTH_IN - (label_inches if row_labels else 0), columns * cell_inches)
-    points_per_pixel = width * 72 / (columns * (CELL + GAP) - GAP)
-    lines = max((c.note.count("\n") + 1 for row in cells for c in row), default=1)
-    note = int(np.ceil((lines * FONT * 1.25 + 2) / points_per_pixel))
-    pitch_x, pitch_y = CELL + GAP, CELL + note
-    canvas = np.ones((rows * pitch_y, columns * pitch_x - GAP, 3), dtype=np.float32)
-    fig = figures.plt.figure(figsize=(width, width * canvas.shape[0] / canvas.shape[1]))
-    ax = fig.add_axes((0, 0, 1, 1))
-    for r, row in enumerate(cells):
-        for k, cell in enumerate(row):
-            h, w = cell.image.shape[:2]
-            scale = CELL / max(h, w)
-            big = _enlarge(cell.image, max(1, round(h * scale)), max(1, round(w * scale)))
-            y0 = r * pitch_y + (CELL - big.shape[0]) // 2
-            x0 = k * pitch_x + (CELL - big.shape[1]) // 2
-            canvas[y0:y0 + big.shape[0], x0:x0 + big.shape[1]] = big
-            ax.text(k * pitch_x + CELL / 2, r * pitch_y + CELL + 1, cell.note, ha="center", va="top", fontsize=FONT,
-                    linespacing=1.1)
-            if mark_size and cell.mark:
-                (my, mx), (sy, sx) = cell.mark, mark_size
-                ax.add_patch(figures.plt.Rectangle((x0 + (mx - sx / 2 + 0.5) * scale - 0.5,
-                                                    y0 + (my - sy / 2 + 0.5) * scale - 0.5),
-                                                   sx * scale, sy * scale, fill=False, edgecolor="red", linewidth=0.8))
-        if r < len(row_labels):
-            ax.text(-GAP, r * pitch_y + CELL / 2, row_labels[r], ha="right", va="center", fontsize=7)
-    ax.imshow(canvas, interpolation="nearest")
-    ax.set_axis_off()
-    return fig
-
-
-def _enlarge(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize (pixels stay visible as blocks)."""
-    rows = np.minimum((np.arange(height) * image.shape[0] / height).astype(int), image.shape[0] - 1)
-    cols = np.minimum((np.arange(width) * image.shape[1] / width).astype(int), image.shape[1] - 1)
-    return image[rows][:, cols]
-
-
-def _short(text: str, limit: int = 10) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _hit_json(context: AuditContext, field: ReceptiveField, hit: Hit) -> dict:

@@ -109,6 +109,14 @@ def test_smoothgrad_is_reproducible_from_a_generator(models, batch):
     torch.testing.assert_close(runs[0], runs[1])
 
 
+def test_smoothgrad_from_a_generator_leaves_the_global_rng_as_it_was(models, batch):
+    _, _, graph = models
+    torch.manual_seed(11)
+    state = torch.get_rng_state()
+    attribution.smoothgrad(graph, *batch, samples=3, stdev=0.3, chunk=8, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_integrated_gradients(models, batch):
     modular, _, graph = models
     baseline = torch.full((1, *SIZE), -2.0)
@@ -135,3 +143,34 @@ def test_occlusion(models, batch):
         batch[0], sliding_window_shapes=(3, 6, 6), strides=(3, 3, 3), baselines=grey.expand_as(batch[0]),
         target=batch[1], perturbations_per_eval=1)
     close(ours, theirs, atol=1e-4)  # probabilities of differently batched passes: float32 noise
+
+
+# --- the table of methods ------------------------------------------------------------------
+
+def settings(graph: ModelGraph, chunk: int = 8) -> attribution.AttributionSettings:
+    return attribution.AttributionSettings(
+        chunk=chunk, grad_cam_layer="conv2", baseline=torch.full((1, 3, 1, 1), -2.0), ig_steps=4,
+        smoothgrad_samples=2, smoothgrad_stdev=0.3, noise=lambda: torch.Generator().manual_seed(3))
+
+
+def test_the_table_lists_six_methods_and_which_need_relus(models):
+    _, _, graph = models
+    assert list(attribution.METHODS) == ["gradient", "guided_backprop", "deconvnet", "smoothgrad",
+                                         "integrated_gradients", "grad_cam"]
+    assert [m for m, method in attribution.METHODS.items() if method.rewrites_relus] == ["guided_backprop",
+                                                                                          "deconvnet"]
+    assert [m for m, method in attribution.METHODS.items() if method.sampled] == ["smoothgrad",
+                                                                                   "integrated_gradients"]
+    assert attribution.applicable(graph) == list(attribution.METHODS)
+    assert attribution.METHODS["integrated_gradients"].title == "Integrated gradients"
+
+
+def test_the_table_runs_the_functions_chunk_by_chunk(models, batch):
+    _, _, graph = models
+    maps, seconds = attribution.heatmaps(graph, *batch, settings(graph, chunk=3), attribution.METHODS)
+    assert set(maps) == set(seconds) == set(attribution.METHODS)
+    assert all(m.shape == (4, *SIZE[1:]) for m in maps.values())
+    close(torch.from_numpy(maps["gradient"]), attribution.heatmap(attribution.gradient(graph, *batch)))
+    close(torch.from_numpy(maps["grad_cam"]), attribution.heatmap(attribution.grad_cam(graph, *batch, "conv2")))
+    again, _ = attribution.heatmaps(graph, *batch, settings(graph, chunk=3), ["smoothgrad"])
+    torch.testing.assert_close(again["smoothgrad"], maps["smoothgrad"])   # the same noise on every call

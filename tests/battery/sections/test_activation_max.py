@@ -14,6 +14,7 @@ from auditsvc.battery.dataset import ProbeDataset
 from auditsvc.battery.model.loading import load_model
 from auditsvc.battery.results import Figure, Table
 from auditsvc.battery import audit
+from auditsvc.battery.methods.feature_visualization import SHOWN_CHANNELS
 from auditsvc.battery.sections import activation_max
 from auditsvc.demo.nets import PlainNet
 from tests.battery.methods.test_feature_visualization import stripes, trained_on_stripes
@@ -77,7 +78,7 @@ def test_figures_table_and_channel_visualizations(section):
     channels = section.data["channels"]
     assert list(channels) == ["features.2", "features.6"]  # the two ReLUs, early to deep
     for per_layer in channels.values():
-        assert len(per_layer) == activation_max.CHANNELS
+        assert len(per_layer) == SHOWN_CHANNELS
         # Each channel image drives its channel about as far as the best probe image or further (the
         # stripes are close to ideal for the first layer's filters), and further in the deep layer.
         assert all(c["activation"] > 0.8 * c["probe_max"] for c in per_layer), per_layer

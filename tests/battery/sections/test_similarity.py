@@ -1,18 +1,16 @@
-"""The similarity section: layer choice, within-model heatmaps, the model against a reference."""
+"""The similarity section: within-model heatmaps, the model against a reference."""
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from auditsvc.battery.context import AuditOptions
 from auditsvc.battery.dataset import ProbeDataset
-from auditsvc.battery.model.graph import ModelGraph
 from auditsvc.battery.model.loading import load_model
 from auditsvc.battery.results import Figure, Text
 from auditsvc.battery import audit as run_battery
 from auditsvc.battery.sections import similarity as section
-from auditsvc.demo.nets import PlainNet, SeparableNet, export, tiny_resnet
+from auditsvc.demo.nets import PlainNet, tiny_resnet
 from tests.conftest import write_package, write_probe
 
 CLASSES = ["a", "b", "c"]
@@ -78,25 +76,6 @@ def test_a_reference_with_another_architecture_and_input_is_compared_by_depth_an
     assert result.data["few_datapoints"]  # 24 images against layers of 8 and 16 channels
     warning = next(b for b in result.blocks if isinstance(b, Text) and b.kind == "warning")
     assert "fewer than 5 images per neuron" in warning.text
-
-
-def test_layers_are_activations_spread_early_to_deep_then_penultimate_and_output():
-    graph = ModelGraph(export(tiny_resnet(3), (3, 32, 32)), (3, 32, 32))
-    chosen = section.representation_layers(graph, hidden=3)
-    assert all(layer.type == "fn:relu" for layer in chosen.hidden) and len(chosen.hidden) == 3
-    relus = [l.name for l in graph.layers if l.type == "fn:relu"]
-    assert chosen.hidden[0].name == relus[0] and chosen.hidden[-1].name == relus[-1]
-    assert [l.name for l in chosen.all[-2:]] == ["adaptive_avg_pool2d", "fc"]
-    separable = ModelGraph(export(SeparableNet(2, widths=(4, 8)), (3, 32, 32)), (3, 32, 32))
-    assert {l.type for l in section.representation_layers(separable).hidden} == {"Hardswish"}
-
-
-def test_without_activations_the_convolutions_are_compared():
-    plain = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, stride=2), nn.Flatten(),
-                          nn.LazyLinear(2))
-    plain(torch.zeros(1, 3, 16, 16))
-    graph = ModelGraph(export(plain, (3, 16, 16)), (3, 16, 16))
-    assert [l.type for l in section.representation_layers(graph).hidden] == ["Conv2d", "Conv2d"]
 
 
 def test_divergence_from_the_first_layer_is_an_informational_finding():

@@ -14,6 +14,7 @@ from auditsvc.battery.model.loading import load_model
 from auditsvc.battery.model.receptive_field import receptive_fields
 from auditsvc.battery.results import Figure
 from auditsvc.battery import audit
+from auditsvc.battery.methods.feature_visualization import SHOWN_CHANNELS
 from auditsvc.battery.sections import top_patches
 from auditsvc.demo.nets import PlainNet
 from tests.conftest import write_package
@@ -113,7 +114,7 @@ def test_section_shows_one_figure_per_layer_with_windows_inside_the_image(packag
     assert "receptive field 3x3 px" in figures[0].caption and "look for" in figures[0].caption.lower()
     for layer in layers.values():
         assert layer["receptive_field"]["size"][0] >= 3 and 0 <= layer["border_share"] <= 1
-        assert len(layer["channels"]) == top_patches.CHANNELS
+        assert len(layer["channels"]) == SHOWN_CHANNELS
         for channel in layer["channels"]:
             values = [hit["value"] for hit in channel["top"]]
             assert len(values) == top_patches.TOP and values == sorted(values, reverse=True)
