@@ -29,7 +29,7 @@ from auditsvc.battery.registry import section_names
 from auditsvc.battery.results import (AuditResult, Figure, Finding, SectionResult, Table, Text, incomplete_finding,
                                       verdict_of)
 from auditsvc.battery import audit
-from auditsvc.battery.sections.top_patches import Cell, mosaic
+from auditsvc.battery.figures import Cell, mosaic
 from auditsvc.demo.nets import PlainNet
 from auditsvc.reports import render
 from tests.conftest import write_package, write_probe
