@@ -19,15 +19,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def sent_tasks(settings, monkeypatch):
-    """A broker is configured; what is sent to it is recorded instead."""
-    settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    sent = []
-    monkeypatch.setattr(celery_app, "send_task", lambda name, args=None, **options: sent.append((name, args)))
-    return sent
-
-
-@pytest.fixture
 def schedule(users, stored):
     version, probe = stored
     return services.schedule_create(organization=users["acme"], user=users["alice"], model_version=version,

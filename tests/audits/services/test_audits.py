@@ -16,7 +16,6 @@ from auditsvc.audits.models import Audit, ModelVersion, ProbeSet
 from auditsvc.audits.services import audits as audit_services
 from auditsvc.audits.services import uploads as upload_services
 from auditsvc.battery import BadInput, ModelMeta
-from auditsvc.celery import app as celery_app
 from auditsvc.sandbox.audit import ConfinedAudit
 from tests.conftest import write_probe
 from tests.service_fixtures import uploads, zip_directory
@@ -26,15 +25,6 @@ pytestmark = pytest.mark.django_db
 
 def media_files(media):
     return [p for p in media.rglob("*") if p.is_file()] if media.exists() else []
-
-
-@pytest.fixture
-def sent_tasks(settings, monkeypatch):
-    """A broker is configured; the tasks sent to it are recorded instead."""
-    settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    sent = []
-    monkeypatch.setattr(celery_app, "send_task", lambda name, args=None, **options: sent.append((name, args)))
-    return sent
 
 
 @pytest.fixture
