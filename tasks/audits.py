@@ -1,4 +1,5 @@
-"""Audit tasks. Long audits run on the `gpu` queue so GPU workers scale on their own."""
+"""Audit tasks: take ids, call a service, return. Services reach them by name (send_task), never by
+import. Audits run on the `gpu` queue (CELERY_TASK_ROUTES) so GPU workers scale on their own."""
 
 from __future__ import annotations
 
@@ -7,35 +8,29 @@ import socket
 from celery.signals import worker_process_init
 from django.conf import settings
 
+from auditsvc.audits import services
 from auditsvc.celery import app
 
 
 @worker_process_init.connect
 def start_a_waiting_sandbox(**kwargs) -> None:
     """A worker's first audit need not wait for a sandboxed child to import torch either."""
-    from auditsvc.audits.services import sandbox_prepare_next
-
-    sandbox_prepare_next()
+    services.sandbox_prepare_next()
 
 
-@app.task(bind=True, acks_late=True, reject_on_worker_lost=True, queue="gpu",
+@app.task(name="tasks.audits.execute_audit", bind=True, acks_late=True, reject_on_worker_lost=True,
           soft_time_limit=settings.AUDIT_SOFT_TIME_LIMIT, time_limit=settings.AUDIT_TIME_LIMIT)
-def run_audit(self, audit_id: int) -> None:
-    from auditsvc.audits.services import audit_run
-
-    audit_run(audit_id, worker=self.request.hostname or socket.gethostname())
+def execute_audit(self, audit_id: int) -> None:
+    services.audit_execute(audit_id, worker=self.request.hostname or socket.gethostname())
 
 
-@app.task
+@app.task(name="tasks.audits.run_schedule")
 def run_schedule(schedule_id: int) -> int | None:
-    from auditsvc.audits.services import schedule_run
-
-    audit = schedule_run(schedule_id)
+    """A schedule's beat tick (its PeriodicTask names this task): a new audit, queued."""
+    audit = services.audit_create_for_schedule(schedule_id)
     return audit.pk if audit else None
 
 
-@app.task
+@app.task(name="tasks.audits.sweep_stale_audits")
 def sweep_stale_audits() -> list[int]:
-    from auditsvc.audits.services import audits_sweep
-
-    return audits_sweep()
+    return services.audits_sweep()

@@ -1,5 +1,5 @@
 """Fixtures for the service: a throwaway PostgreSQL server for the test database, organizations and
-members, uploads made from tiny models, private media."""
+members, uploads made from tiny models, private media, the tasks sent to a broker."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from auditsvc.audits import services
+from auditsvc.celery import app as celery_app
 from auditsvc.demo.nets import PlainNet
 from tests.conftest import write_package, write_probe
 
@@ -105,3 +106,12 @@ def stored(users, package_files, probe_bytes):
     probe = services.probe_set_create(organization=users["acme"], user=users["alice"], name="pets probe",
                                       file=files["dataset"])
     return version, probe
+
+
+@pytest.fixture
+def sent_tasks(settings, monkeypatch):
+    """A broker is configured; the tasks sent to it are recorded instead."""
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    sent = []
+    monkeypatch.setattr(celery_app, "send_task", lambda name, args=None, **options: sent.append((name, args)))
+    return sent

@@ -7,7 +7,7 @@ their files, hashes and contents cannot be edited, only their labels.
 
 from django.contrib import admin
 
-from .models import ApiToken, Audit, Finding, Membership, ModelVersion, Organization, ProbeSet, Schedule
+from .models import ApiToken, Audit, AuditFinding, Membership, ModelVersion, Organization, ProbeSet, Schedule
 
 
 class MembershipInline(admin.TabularInline):
@@ -42,7 +42,7 @@ class ReadOnlyAdmin(ViewOnly, admin.ModelAdmin):
 
 
 class FindingInline(ViewOnly, admin.TabularInline):
-    model = Finding
+    model = AuditFinding
     extra = 0
     fields = ("severity", "code", "title", "summary", "evidence")
     readonly_fields = fields
@@ -56,8 +56,8 @@ class AuditAdmin(ReadOnlyAdmin):
     inlines = [FindingInline]
 
 
-@admin.register(Finding)
-class FindingAdmin(ReadOnlyAdmin):
+@admin.register(AuditFinding)
+class AuditFindingAdmin(ReadOnlyAdmin):
     list_display = ("audit", "severity", "code", "title")
     list_filter = ("severity", "category")
 

@@ -92,14 +92,9 @@ def audits_create(request):
     form = ApiAuditForm(request.user, _organization(request), request.POST, request.FILES)
     if not form.is_valid():
         return _invalid({field: list(errors) for field, errors in form.errors.items()})
-    data = form.cleaned_data
     try:
-        audit = services.audit_submit(
-            organization=_organization(request), user=request.user, model_version=data["model_version"],
-            model=data["model"], meta=data["meta"], release_tag=data["release_tag"],
-            reference=data["reference_version"], reference_file=data["reference"],
-            reference_meta=data["reference_meta"], probe_set=data["probe_set"], dataset=data["dataset"],
-            dataset_name=data["dataset_name"], seed=data["seed"])
+        audit = services.audit_create_from_upload(organization=_organization(request), user=request.user,
+                                                  **form.cleaned_data)
     except ValidationError as error:
         return _invalid(_validation_fields(error))
     return JsonResponse(_audit_body(request, audit), status=201)
@@ -138,7 +133,7 @@ def model_versions(request):
 @allow("GET")
 def model_version_audits(request, pk: int):
     version = selectors.model_version_get(request.user, pk, _organization(request))
-    audits = selectors.audits_for(request.user, _organization(request)).filter(model_version=version)
+    audits = selectors.audits_of_version(request.user, version, _organization(request))
     return JsonResponse({"model_version": version.pk, "results": [_audit_body(request, a) for a in audits]})
 
 

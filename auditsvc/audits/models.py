@@ -47,20 +47,30 @@ def _safe_name(filename: str) -> str:
     return keep.lstrip(".")[:100] or "file"
 
 
-class ModelVersion(models.Model):
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="model_versions")
-    name = models.CharField(max_length=200)
-    version = models.CharField(max_length=100)
-    release_tag = models.CharField(max_length=200, blank=True)
+class Upload(models.Model):
+    """A validated upload of an organization: its file (kept private), the file's hash, who sent it, when."""
+
     file = models.FileField(upload_to=upload_path, max_length=300)
-    meta = models.JSONField()                  # model.json as validated
-    format = models.CharField(max_length=20)   # "torch.export" or "torchscript"
     sha256 = models.CharField(max_length=64)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        abstract = True
         ordering = ["-created"]
+
+
+class ModelVersion(Upload):
+    """A model file (torch.export or TorchScript) and its model.json."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="model_versions")
+    name = models.CharField(max_length=200)
+    version = models.CharField(max_length=100)
+    release_tag = models.CharField(max_length=200, blank=True)
+    meta = models.JSONField()                  # model.json as validated
+    format = models.CharField(max_length=20)   # "torch.export" or "torchscript"
+
+    class Meta(Upload.Meta):
         constraints = [models.UniqueConstraint(fields=["organization", "name", "version"],
                                                name="one_model_version_per_org")]
 
@@ -68,19 +78,14 @@ class ModelVersion(models.Model):
         return f"{self.name} {self.version}"
 
 
-class ProbeSet(models.Model):
+class ProbeSet(Upload):
+    """A zip in ImageFolder layout (one folder per class, an optional manifest.csv)."""
+
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="probe_sets")
     name = models.CharField(max_length=200)
-    file = models.FileField(upload_to=upload_path, max_length=300)   # a zip in ImageFolder layout
-    sha256 = models.CharField(max_length=64)
     images = models.PositiveIntegerField()
     classes = models.JSONField()
     attributes = models.JSONField(default=list)
-    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-created"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.images} images)"
@@ -88,7 +93,7 @@ class ProbeSet(models.Model):
 
 class Audit(models.Model):
     """A job row: status, progress and stage, timestamps, the result files. Status changes only
-    through services.audit_transition."""
+    through the audit services (services/audits.py)."""
 
     MAX_SEED = 2**32 - 1
 
@@ -137,7 +142,9 @@ class Audit(models.Model):
         return self.status in (self.Status.DONE, self.Status.FAILED)
 
 
-class Finding(models.Model):
+class AuditFinding(models.Model):
+    """One finding of a finished audit, as its findings.json lists it (the battery's `Finding`, stored)."""
+
     audit = models.ForeignKey(Audit, on_delete=models.CASCADE, related_name="findings")
     code = models.CharField(max_length=200)
     category = models.CharField(max_length=20)
@@ -148,6 +155,7 @@ class Finding(models.Model):
 
     class Meta:
         ordering = ["id"]
+        verbose_name = "finding"   # the admin's label, as before the rename
 
 
 class Schedule(models.Model):

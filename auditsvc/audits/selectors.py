@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
-from auditsvc.reports.changes import metric_deltas
+from auditsvc.reports.changes import finding_changes, metric_deltas
 
 from .models import ApiToken, Audit, ModelVersion, Organization, ProbeSet, Schedule
 
@@ -18,6 +18,16 @@ def organizations_for(user) -> QuerySet[Organization]:
     if not user.is_authenticated:
         return Organization.objects.none()
     return Organization.objects.filter(memberships__user=user).order_by("name")
+
+
+def organization_of(user, pk: int | None) -> Organization | None:
+    """The user's organization `pk`; None when there is none such, or the user is not a member."""
+    return organizations_for(user).filter(pk=pk).first() if pk is not None else None
+
+
+def organization_chosen(user, pk: int | None) -> Organization | None:
+    """The user's organization `pk`, else their first one (None for a user without any)."""
+    return organization_of(user, pk) or organizations_for(user).first()
 
 
 def _scoped(model, user, organization: Organization | None = None) -> QuerySet:
@@ -34,6 +44,16 @@ def audits_for(user, organization: Organization | None = None) -> QuerySet[Audit
 
 def audit_get(user, pk: int, organization: Organization | None = None) -> Audit:
     return get_object_or_404(audits_for(user, organization), pk=pk)
+
+
+def audits_of_version(user, version: ModelVersion, organization: Organization | None = None) -> QuerySet[Audit]:
+    return audits_for(user, organization).filter(model_version=version)
+
+
+def audits_to_compare_with(user, audit: Audit, limit: int = 20) -> list[Audit]:
+    """Other finished audits of the same model version."""
+    return list(audits_of_version(user, audit.model_version).filter(status=Audit.Status.DONE).exclude(
+        pk=audit.pk)[:limit])
 
 
 def model_versions_for(user, organization: Organization | None = None) -> QuerySet[ModelVersion]:
@@ -64,6 +84,10 @@ def tokens_for(user) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user=user, revoked=False).select_related("organization").order_by("-created")
 
 
+def token_get(user, pk: int) -> ApiToken:
+    return get_object_or_404(tokens_for(user), pk=pk)
+
+
 def audit_status(audit: Audit) -> dict:
     """The job row as plain data (API and the progress poller)."""
     return {
@@ -78,11 +102,15 @@ def audit_status(audit: Audit) -> dict:
     }
 
 
+def audit_summary(audit: Audit) -> dict:
+    """A finished audit as `changes_since` compares it (and as the next audit's report is given it)."""
+    return {"audit": audit.pk, "created": audit.created.isoformat(timespec="seconds"), "verdict": audit.verdict,
+            "metrics": audit.metrics,
+            "findings": [{"code": f.code, "title": f.title, "severity": f.severity} for f in audit.findings.all()]}
+
+
 def audit_comparison(older: Audit, newer: Audit) -> dict:
-    """New and resolved findings and metric deltas between two finished audits of one model version."""
-    before = {f.code: f for f in older.findings.all()}
-    after = {f.code: f for f in newer.findings.all()}
-    return {"older": older, "newer": newer,
-            "new": [after[c] for c in after if c not in before],
-            "resolved": [before[c] for c in before if c not in after],
-            "kept": [after[c] for c in after if c in before], "metrics": metric_deltas(older.metrics, newer.metrics)}
+    """New, resolved and kept findings and metric deltas between two finished audits of one model version."""
+    before, after = audit_summary(older), audit_summary(newer)
+    return {"older": older, "newer": newer, **finding_changes(before["findings"], after["findings"]),
+            "metrics": metric_deltas(older.metrics, newer.metrics)}

@@ -33,7 +33,7 @@ def body_limit() -> int:
     return 2 * settings.MAX_MODEL_UPLOAD + settings.MAX_DATASET_UPLOAD + 2 * MAX_META_UPLOAD + BODY_MARGIN
 
 
-def _mib(size: int) -> str:
+def mib(size: int) -> str:
     return f"{size / 2**20:.0f} MiB" if size >= 2**20 else f"{size} bytes"
 
 
@@ -54,7 +54,7 @@ class SizeLimitUploadHandler(FileUploadHandler):
         self.received += len(raw_data)
         if self.received > self.limit:
             self.request.upload_refusal = (self.field_name, f"{display_name(self.file_name)} is larger than the "
-                                                            f"{_mib(self.limit)} accepted for '{self.field_name}'.")
+                                                            f"{mib(self.limit)} accepted for '{self.field_name}'.")
             raise StopUpload(connection_reset=False)   # read and drop the rest, write nothing more
         return raw_data
 
@@ -80,7 +80,7 @@ class UploadLimitMiddleware:
         except ValueError:
             declared = 0
         if declared > body_limit():
-            return error_response(request, 413, f"The request is {_mib(declared)}; at most {_mib(body_limit())} "
+            return error_response(request, 413, f"The request is {mib(declared)}; at most {mib(body_limit())} "
                                                 "are accepted in one upload.")
         try:
             request.POST, request.FILES   # noqa: B018  (parse now, files through SizeLimitUploadHandler)

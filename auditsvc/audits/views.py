@@ -15,21 +15,30 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from . import selectors, services
 from .errors import NotReady
 from .forms import AuditForm, ModelVersionForm, ProbeSetForm, ScheduleForm, TokenForm, parse_id
-from .models import Audit
 
 REPORT_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
 
 
 def current_organization(request):
-    organizations = selectors.organizations_for(request.user)
-    chosen = organizations.filter(pk=request.session.get("organization")).first()
-    return chosen or organizations.first()
+    return selectors.organization_chosen(request.user, request.session.get("organization"))
 
 
 def _page(request, template: str, **context):
     context.setdefault("organization", current_organization(request))
     context.setdefault("organizations", list(selectors.organizations_for(request.user)))
     return render(request, template, context)
+
+
+def _submitted(request, form, call):
+    """`call(form.cleaned_data)` (a service) for a valid POST of `form`; None for a GET, or when the form or
+    the service refused the input (the errors are then on the form)."""
+    if request.method != "POST" or not form.is_valid():
+        return None
+    try:
+        return call(form.cleaned_data)
+    except ValidationError as error:
+        _apply_errors(form, error)
+        return None
 
 
 def _apply_errors(form, error: ValidationError) -> None:
@@ -39,6 +48,14 @@ def _apply_errors(form, error: ValidationError) -> None:
             form.add_error(field if field in form.fields else None, errors)
     else:
         form.add_error(None, error)
+
+
+def _created_here(request, form, service):
+    """`service(organization=<the current one>, user=..., **form.cleaned_data)` as `_submitted` calls it;
+    None when the user belongs to no organization."""
+    organization = current_organization(request)
+    return organization and _submitted(request, form, lambda data: service(organization=organization,
+                                                                           user=request.user, **data))
 
 
 def _no_organization(request):
@@ -57,8 +74,7 @@ def safe_next(request, fallback: str) -> str:
 @login_required
 @require_POST
 def organization_switch(request):
-    organization_id = parse_id(request.POST.get("organization"))
-    chosen = selectors.organizations_for(request.user).filter(pk=organization_id).first() if organization_id else None
+    chosen = selectors.organization_of(request.user, parse_id(request.POST.get("organization")))
     if chosen:
         request.session["organization"] = chosen.pk
     return HttpResponseRedirect(safe_next(request, "audit-list"))
@@ -80,16 +96,10 @@ def audit_new(request):
     if organization is None:
         return _no_organization(request)
     form = AuditForm(request.user, request.POST or None, initial=request.GET.dict())
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            audit = services.audit_create(organization=data["model_version"].organization, user=request.user,
-                                          model_version=data["model_version"], probe_set=data["probe_set"],
-                                          reference=data["reference"], seed=data["seed"])
-        except ValidationError as error:
-            _apply_errors(form, error)
-        else:
-            return redirect("audit-detail", audit.pk)
+    audit = _submitted(request, form, lambda data: services.audit_create(
+        organization=data["model_version"].organization, user=request.user, **data))
+    if audit:
+        return redirect("audit-detail", audit.pk)
     return _page(request, "portal/audit_new.html", form=form)
 
 
@@ -97,10 +107,8 @@ def audit_new(request):
 @require_GET
 def audit_detail(request, pk: int):
     audit = selectors.audit_get(request.user, pk)
-    others = selectors.audits_for(request.user).filter(model_version=audit.model_version,
-                                                       status=Audit.Status.DONE).exclude(pk=audit.pk)[:20]
     return _page(request, "portal/audit_detail.html", audit=audit, findings=list(audit.findings.all()),
-                 others=list(others))
+                 others=selectors.audits_to_compare_with(request.user, audit))
 
 
 @login_required
@@ -162,18 +170,11 @@ def audit_compare(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def model_list(request):
-    organization = current_organization(request)
     form = ModelVersionForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and organization and form.is_valid():
-        try:
-            version = services.model_version_create(organization=organization, user=request.user,
-                                                    file=form.cleaned_data["file"], meta=form.cleaned_data["meta"],
-                                                    release_tag=form.cleaned_data["release_tag"])
-        except ValidationError as error:
-            _apply_errors(form, error)
-        else:
-            messages.success(request, f"{version} registered.")
-            return redirect("model-list")
+    version = _created_here(request, form, services.model_version_create)
+    if version:
+        messages.success(request, f"{version} registered.")
+        return redirect("model-list")
     return _page(request, "portal/model_list.html", form=form,
                  versions=list(selectors.model_versions_for(request.user)))
 
@@ -181,17 +182,11 @@ def model_list(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def probe_set_list(request):
-    organization = current_organization(request)
     form = ProbeSetForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and organization and form.is_valid():
-        try:
-            probe = services.probe_set_create(organization=organization, user=request.user,
-                                              name=form.cleaned_data["name"], file=form.cleaned_data["file"])
-        except ValidationError as error:
-            _apply_errors(form, error)
-        else:
-            messages.success(request, f"Probe set {probe.name} stored: {probe.images} images.")
-            return redirect("probe-set-list")
+    probe = _created_here(request, form, services.probe_set_create)
+    if probe:
+        messages.success(request, f"Probe set {probe.name} stored: {probe.images} images.")
+        return redirect("probe-set-list")
     return _page(request, "portal/probe_set_list.html", form=form,
                  probe_sets=list(selectors.probe_sets_for(request.user)))
 
@@ -202,17 +197,10 @@ def probe_set_list(request):
 @require_http_methods(["GET", "POST"])
 def schedule_list(request):
     form = ScheduleForm(request.user, request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            services.schedule_create(organization=data["model_version"].organization, user=request.user,
-                                     model_version=data["model_version"], probe_set=data["probe_set"],
-                                     every_hours=data["every_hours"])
-        except ValidationError as error:
-            _apply_errors(form, error)
-        else:
-            messages.success(request, "Schedule created.")
-            return redirect("schedule-list")
+    if _submitted(request, form, lambda data: services.schedule_create(
+            organization=data["model_version"].organization, user=request.user, **data)):
+        messages.success(request, "Schedule created.")
+        return redirect("schedule-list")
     return _page(request, "portal/schedule_list.html", form=form,
                  schedules=list(selectors.schedules_for(request.user)))
 
@@ -227,7 +215,7 @@ def schedule_action(request, pk: int):
     elif action in ("enable", "disable"):
         services.schedule_set_enabled(schedule, action == "enable")
     elif action == "run":
-        audit = services.schedule_run(schedule.pk)
+        audit = services.audit_create_for_schedule(schedule.pk)
         if audit:
             return redirect("audit-detail", audit.pk)
     return redirect("schedule-list")
@@ -236,25 +224,16 @@ def schedule_action(request, pk: int):
 @login_required
 @require_http_methods(["GET", "POST"])
 def token_list(request):
-    organization = current_organization(request)
     form = TokenForm(request.POST or None)
-    key = None
-    if request.method == "POST" and organization and form.is_valid():
-        try:
-            _, key = services.api_token_create(user=request.user, organization=organization,
-                                               name=form.cleaned_data["name"])
-        except ValidationError as error:
-            _apply_errors(form, error)
-        else:
-            form = TokenForm()
+    created = _created_here(request, form, services.api_token_create)
+    key = created[1] if created else None   # shown once
+    if key:
+        form = TokenForm()
     return _page(request, "portal/token_list.html", form=form, key=key, tokens=list(selectors.tokens_for(request.user)))
 
 
 @login_required
 @require_POST
 def token_revoke(request, pk: int):
-    token = selectors.tokens_for(request.user).filter(pk=pk).first()
-    if token is None:
-        raise Http404("no such token")
-    services.api_token_revoke(token)
+    services.api_token_revoke(selectors.token_get(request.user, pk))
     return redirect("token-list")

@@ -11,19 +11,32 @@ from typing import Any
 
 from auditsvc.battery import Verdict
 
+from .formats import pct
+
 
 def changes_since(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
-    before = {f["code"]: f["title"] for f in previous.get("findings", [])}
-    after = {f["code"]: f["title"] for f in current.get("findings", [])}
+    findings = finding_changes(previous.get("findings", []), current.get("findings", []))
     return {
         "previous_audit": previous.get("audit"),
         "previous_created": previous.get("created"),
         "previous_verdict": previous.get("verdict"),
-        "new": [f"{after[c]} ({c})" for c in after if c not in before],
-        "resolved": [f"{before[c]} ({c})" for c in before if c not in after],
+        "new": [_named(f) for f in findings["new"]],
+        "resolved": [_named(f) for f in findings["resolved"]],
         "metrics": metric_deltas(previous.get("metrics") or {}, current.get("metrics") or {}),
         "worse": Verdict.of(current.get("verdict")) > Verdict.of(previous.get("verdict")),
     }
+
+
+def finding_changes(before: list[dict], after: list[dict]) -> dict[str, list[dict]]:
+    """The findings (dicts with a "code") that are new, resolved and kept, by code; the later one of a kept code."""
+    old = {f["code"]: f for f in before}
+    now = {f["code"]: f for f in after}
+    return {"new": [now[c] for c in now if c not in old], "resolved": [old[c] for c in old if c not in now],
+            "kept": [now[c] for c in now if c in old]}
+
+
+def _named(finding: dict) -> str:
+    return f"{finding['title']} ({finding['code']})"
 
 
 def metric_deltas(before: dict, after: dict) -> list[dict]:
@@ -32,7 +45,7 @@ def metric_deltas(before: dict, after: dict) -> list[dict]:
     for key, label in (("accuracy", "Accuracy"), ("worst_group_accuracy", "Worst-group accuracy")):
         old, new = before.get(key), after.get(key)
         if _number(old) and _number(new):
-            rows.append({"name": label, "before": f"{old:.1%}", "after": f"{new:.1%}", "delta": f"{new - old:+.1%}"})
+            rows.append({"name": label, "before": pct(old), "after": pct(new), "delta": f"{new - old:+.1%}"})
     old, new = (before.get("calibration") or {}).get("ece"), (after.get("calibration") or {}).get("ece")
     if _number(old) and _number(new):
         rows.append({"name": "Calibration error (ECE)", "before": f"{old:.3f}", "after": f"{new:.3f}",

@@ -17,6 +17,8 @@ import jinja2
 
 from .. import TEMPLATE_DIR
 from ..battery import AuditResult, Figure, Finding, Table, Text
+from .formats import FILTERS, pct
+from .jsonable import to_jsonable
 
 TEMPLATES = TEMPLATE_DIR
 LIMITATIONS = [
@@ -30,7 +32,7 @@ LIMITATIONS = [
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["pct"] = lambda value: "n/a" if value is None else f"{value:.1%}"
+    env.filters.update(FILTERS)
     return env
 
 
@@ -101,8 +103,8 @@ def report_data(result: AuditResult, changes: dict[str, Any] | None = None) -> d
         "created": result.created,
         "environment": result.environment,
         "key_metrics": [
-            ("Accuracy", _pct(metrics.get("accuracy"))),
-            ("Worst-group accuracy", _pct(metrics.get("worst_group_accuracy"))),
+            ("Accuracy", pct(metrics.get("accuracy"))),
+            ("Worst-group accuracy", pct(metrics.get("worst_group_accuracy"))),
             ("Expected calibration error", f"{calibration['ece']:.3f}" if "ece" in calibration else "n/a"),
             ("Probe images", str(result.dataset["images"])),
         ],
@@ -116,10 +118,6 @@ def report_data(result: AuditResult, changes: dict[str, Any] | None = None) -> d
         "limitations": LIMITATIONS,
         "changes": changes,
     }
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
 
 
 def render_html(data: dict[str, Any]) -> str:
@@ -148,13 +146,6 @@ def write_report(result: AuditResult, out_dir: Path, changes: dict[str, Any] | N
     paths = {"html": out_dir / "report.html", "pdf": out_dir / "report.pdf", "json": out_dir / "findings.json"}
     paths["html"].write_text(html, encoding="utf-8")
     paths["pdf"].write_bytes(render_pdf(html))
-    paths["json"].write_text(json.dumps(result.findings_json(), indent=2, default=_json_default), encoding="utf-8")
+    paths["json"].write_text(json.dumps(to_jsonable(result.findings_json()), indent=2, allow_nan=False),
+                             encoding="utf-8")
     return paths
-
-
-def _json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

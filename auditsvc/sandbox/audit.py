@@ -1,7 +1,7 @@
 """Audits and model checks run confined: what the command line, the workers and uploads call.
 
     audit = ConfinedAudit(device="cpu")         # starts the child: it imports torch meanwhile
-    audit.add_model(path, meta)                 # meta: model.json as a dict, already checked
+    audit.add_model(path, meta)                 # meta: model.json as a ModelMeta (or its dict)
     audit.add_dataset(path, label)
     outcome = audit.run(out_dir, options={...}) # report.html, report.pdf, findings.json in out_dir
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from auditsvc.battery import BadInput
+from auditsvc.battery import BadInput, ModelMeta
 
 from .confinement import Confinement
 from .runner import Child, Job, Progress, SandboxError
@@ -69,8 +69,9 @@ class ConfinedAudit:
         folder.mkdir(exist_ok=True)
         return folder / filename
 
-    def add_model(self, path: Path, meta: dict, role: str = "model") -> None:
-        self.inputs[role] = {"path": self.job.add_input(path, f"{role}/{Path(path).name}"), "meta": meta}
+    def add_model(self, path: Path, meta: ModelMeta | dict, role: str = "model") -> None:
+        inside = self.job.add_input(path, f"{role}/{Path(path).name}")
+        self.inputs[role] = {"path": inside, "meta": _plain_meta(meta)}
 
     def add_dataset(self, path: Path, label: str | None = None) -> None:
         self.inputs["dataset"] = {"path": self.job.add_input(path, f"dataset/{Path(path).name}"),
@@ -99,14 +100,19 @@ class ConfinedAudit:
         self.close()
 
 
-def check_model(path: Path, meta: dict, timeout: float = 600) -> dict[str, Any]:
+def check_model(path: Path, meta: ModelMeta | dict, timeout: float = 600) -> dict[str, Any]:
     """Load the model and run one forward pass on the declared input, confined. BadInput when it fails."""
     job = Job(Confinement.from_env())
     try:
         inside = job.add_input(path, f"model/{Path(path).name}")
-        return Child(job, "check").run({"model": {"path": inside, "meta": meta}}, timeout=timeout)
+        return Child(job, "check").run({"model": {"path": inside, "meta": _plain_meta(meta)}}, timeout=timeout)
     finally:
         job.remove()
+
+
+def _plain_meta(meta: ModelMeta | dict) -> dict:
+    """model.json as the child is given it (a line of JSON): the checked value's plain form."""
+    return (meta if isinstance(meta, ModelMeta) else ModelMeta.from_dict(meta)).as_dict()
 
 
 def _checked_outputs(out: Path) -> dict[str, Path]:

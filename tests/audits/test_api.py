@@ -26,7 +26,7 @@ def test_a_pipeline_audits_a_release(client, auth, package_files, probe_bytes, d
     body = created.json()
     assert body["status"] == "queued" and body["links"]["self"].endswith(f"/api/v1/audits/{body['id']}")
     assert "no worker is configured" in body["stage"]  # no REDIS_URL: the web process ran nothing
-    services.audit_run(body["id"])  # what a worker (or manage.py run_queued_audits) does
+    services.audit_execute(body["id"])  # what a worker (or manage.py run_queued_audits) does
     status = client.get(body["links"]["self"], **auth).json()
     assert status["status"] == "done" and status["progress"] == 1.0 and status["verdict"] in ("pass", "warn", "fail")
     findings = json.loads(client.get(status["links"]["findings"], **auth).getvalue())

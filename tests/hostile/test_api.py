@@ -18,6 +18,7 @@ from django.urls import reverse
 
 from auditsvc.audits import services
 from auditsvc.audits.models import ApiToken, Audit, Membership, ModelVersion, ProbeSet
+from auditsvc.audits.services import audits as audit_services
 from auditsvc.demo.nets import PlainNet
 from tests.conftest import write_probe
 from tests.service_fixtures import uploads, zip_directory
@@ -177,7 +178,7 @@ def test_a_crash_after_the_files_were_stored_answers_json_500_and_leaves_nothing
     def crash(**kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(services, "audit_create", crash)
+    monkeypatch.setattr(audit_services, "audit_create", crash)   # the last step of audit_create_from_upload
     client = Client(raise_request_exception=False)
     response = client.post(reverse("api-audits"), uploads(package_files, probe_bytes), **auth)
     body = refusal(response, 500, None, "went wrong")

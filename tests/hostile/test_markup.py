@@ -20,7 +20,8 @@ from matplotlib.text import Text as MatplotlibText
 from weasyprint.urls import URLFetcher
 
 from auditsvc.audits import services
-from auditsvc.audits.models import Audit, Finding as StoredFinding, ModelVersion, ProbeSet as StoredProbeSet
+from auditsvc.audits.models import Audit, AuditFinding, ModelVersion, ProbeSet as StoredProbeSet
+from auditsvc.audits.services import notifications
 from auditsvc.battery import figures
 from auditsvc.battery.context import AuditOptions
 from auditsvc.battery.dataset import ProbeDataset
@@ -341,9 +342,9 @@ def _stored_audit(owner, text: str) -> Audit:
     incomplete = incomplete_finding([SectionResult("neurons", "Neurons", status="error",
                                                    reason=f"ValueError: {text}")])
     shortcut = Finding("shortcut.cue", "shortcut", "warn", f"The model relies on {text}", f"Changing {text}.")
-    StoredFinding.objects.bulk_create([
-        StoredFinding(audit=audit, code=f.code, category=f.category, severity=f.severity, title=f.title,
-                      summary=f.summary, evidence=f.evidence) for f in (incomplete, shortcut)])
+    AuditFinding.objects.bulk_create([
+        AuditFinding(audit=audit, code=f.code, category=f.category, severity=f.severity, title=f.title,
+                     summary=f.summary, evidence=f.evidence) for f in (incomplete, shortcut)])
     return audit
 
 
@@ -403,5 +404,5 @@ def test_a_mail_that_cannot_be_sent_does_not_undo_the_audit(worse_audit, monkeyp
     def refuse(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(services, "send_mail", refuse)
+    monkeypatch.setattr(notifications, "send_mail", refuse)
     assert services.notify_worse_verdict(worse_audit) == 0

@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 from auditsvc.audits import selectors, services
-from auditsvc.audits.models import ApiToken, Audit, Finding, ModelVersion, ProbeSet
+from auditsvc.audits.models import ApiToken, Audit, AuditFinding, ModelVersion, ProbeSet
 
 pytestmark = pytest.mark.django_db
 
@@ -192,8 +192,9 @@ def staff(client, users, stored):
     version, probe = stored
     audit = Audit.objects.create(organization=users["acme"], model_version=version, probe_set=probe, verdict="fail",
                                  report_pdf="org-1/audit/x/report.pdf")
-    finding = Finding.objects.create(audit=audit, code="shortcut:brightness", category="shortcut", severity="fail",
-                                     title="Relies on brightness", summary="s", evidence={"flip_rate": 0.4})
+    finding = AuditFinding.objects.create(audit=audit, code="shortcut:brightness", category="shortcut",
+                                          severity="fail", title="Relies on brightness", summary="s",
+                                          evidence={"flip_rate": 0.4})
     return client, audit, finding
 
 
@@ -206,10 +207,11 @@ def test_the_admin_shows_audits_and_findings_but_cannot_change_them(staff):
     assert client.post(change, {"verdict": "pass", "report_pdf": ""}).status_code == 403
     assert client.get(reverse("admin:audits_audit_add")).status_code == 403
     assert client.post(reverse("admin:audits_audit_delete", args=[audit.pk]), {"post": "yes"}).status_code == 403
-    finding_change = reverse("admin:audits_finding_change", args=[finding.pk])
+    finding_change = reverse("admin:audits_auditfinding_change", args=[finding.pk])
     assert client.get(finding_change).status_code == 200
     assert client.post(finding_change, {"severity": "info", "evidence": "{}"}).status_code == 403
-    assert client.post(reverse("admin:audits_finding_delete", args=[finding.pk]), {"post": "yes"}).status_code == 403
+    finding_delete = reverse("admin:audits_auditfinding_delete", args=[finding.pk])
+    assert client.post(finding_delete, {"post": "yes"}).status_code == 403
     audit.refresh_from_db()
     finding.refresh_from_db()
     assert (audit.verdict, audit.report_pdf.name, finding.severity, finding.evidence) == (

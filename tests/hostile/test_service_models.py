@@ -47,7 +47,7 @@ def test_a_crafted_archive_already_stored_fails_its_audit_in_the_worker(case, us
     crafted = CRAFTED[case](good_model, tmp_path / "model.pt2", marker)
     version.file.save("model.pt2", ContentFile(crafted.read_bytes()), save=True)
     audit = Audit.objects.create(organization=users["acme"], model_version=version, probe_set=probe)
-    services.audit_run(audit.pk)
+    services.audit_execute(audit.pk)
     audit.refresh_from_db()
     assert audit.status == "failed" and "pickle" in audit.message, audit.message
     assert not marker.exists() and not audit.report_pdf

@@ -86,8 +86,7 @@ def _checked_inputs(options: dict) -> dict:
     if not options["dataset"].exists():
         raise BadInput(f"dataset {options['dataset']} not found")
     _check_out(options["out"])
-    return {"meta": meta.as_dict(), "reference_meta": reference_meta.as_dict() if reference_meta else None,
-            "seed": chosen_seed}
+    return {"meta": meta, "reference_meta": reference_meta, "seed": chosen_seed}
 
 
 def _check_out(out: Path) -> None:

@@ -38,7 +38,7 @@ class Command(BaseCommand):
                     continue
                 self.stderr.write(f"audit {audit.pk} of {audit.model_version}: running")
                 try:
-                    services.audit_run(audit.pk, worker=worker)
+                    services.audit_execute(audit.pk, worker=worker)
                 except Exception:  # recorded on the audit as failed; go on with the next
                     pass
                 audit.refresh_from_db()

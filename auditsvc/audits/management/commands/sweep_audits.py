@@ -2,12 +2,12 @@
 
 from django.core.management.base import BaseCommand
 
-from auditsvc.audits.services import audits_sweep
+from auditsvc.audits import services
 
 
 class Command(BaseCommand):
     help = "Re-queue or fail audits stuck in 'running' without a heartbeat."
 
     def handle(self, *args, **options):
-        handled = audits_sweep()
+        handled = services.audits_sweep()
         self.stdout.write(f"swept {len(handled)} audit(s): {handled}")

@@ -1,0 +1,267 @@
+"""An audit's life: created (from stored objects, or from one request's uploads), queued for a worker,
+started, executed in a sandbox, finished or failed, swept when its worker went silent.
+
+Its status changes in one place (`_set_status`, through `audit_transition` and `audit_claim_next`),
+along QUEUED -> RUNNING -> DONE | FAILED (RUNNING -> QUEUED when swept). Workers are reached by task
+name once the transaction commits; nothing here imports the tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import unicodedata
+from contextlib import contextmanager
+from datetime import timedelta
+
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.db import transaction
+from django.utils import timezone
+
+from auditsvc.battery import BadInput
+from auditsvc.celery import app as celery_app
+from auditsvc.reports.changes import changes_since
+from auditsvc.reports.jsonable import to_jsonable
+from auditsvc.sandbox import SandboxError, SandboxUnavailable
+
+from .. import selectors
+from ..models import Audit, AuditFinding, ModelVersion, Organization, ProbeSet, Schedule
+from .columns import one_line
+from .files import scratch
+from .notifications import notify_worse_verdict
+from .running import run_in_sandbox, sandbox_prepare_next
+from .uploads import model_version_from_upload, probe_set_create
+
+log = logging.getLogger(__name__)
+EXECUTE_AUDIT_TASK = "tasks.audits.execute_audit"
+NO_WORKER = ("waiting: no worker is configured (set REDIS_URL and start a worker, "
+             "or run `python manage.py run_queued_audits`)")
+_NEXT_STATUS = {
+    Audit.Status.QUEUED: {Audit.Status.RUNNING, Audit.Status.FAILED},
+    Audit.Status.RUNNING: {Audit.Status.RUNNING, Audit.Status.QUEUED, Audit.Status.DONE, Audit.Status.FAILED},
+    Audit.Status.DONE: set(),
+    Audit.Status.FAILED: set(),
+}
+
+
+# --- creating ----------------------------------------------------------------------------------
+
+def audit_create(*, organization: Organization, user, model_version: ModelVersion, probe_set: ProbeSet,
+                 reference: ModelVersion | None = None, seed: int = 0, schedule: Schedule | None = None) -> Audit:
+    """A queued audit of stored objects; its worker is asked for once the transaction commits."""
+    check_one_organization(organization, (model_version, probe_set, reference), "an audit")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= Audit.MAX_SEED:
+        raise ValidationError({"seed": f"The seed must be between 0 and {Audit.MAX_SEED}."})
+    _check_classes(model_version, probe_set)
+    previous = (Audit.objects.filter(model_version=model_version, probe_set=probe_set, status=Audit.Status.DONE)
+                .order_by("-finished").first())
+    audit = Audit.objects.create(organization=organization, model_version=model_version, probe_set=probe_set,
+                                 reference=reference, seed=seed, schedule=schedule, previous=previous,
+                                 requested_by=user, stage="" if workers_configured() else NO_WORKER)
+    _enqueue_on_commit(audit.pk)
+    return audit
+
+
+def audit_create_from_upload(*, organization: Organization, user, model_version: ModelVersion | None = None,
+                             model=None, meta=None, release_tag: str = "",
+                             reference_version: ModelVersion | None = None, reference=None, reference_meta=None,
+                             probe_set: ProbeSet | None = None, dataset=None, dataset_name: str = "",
+                             seed: int = 0) -> Audit:
+    """A pipeline's one request (the API), with its field names: stored objects or uploads for the model
+    (`model_version` or `model` + `meta`), the reference (`reference_version` or `reference` +
+    `reference_meta`) and the probe set (`probe_set` or `dataset`), then the audit. All or nothing: if
+    any step fails, the rows roll back and every file this call stored is deleted. The same model name,
+    version and bytes reuse the registered version."""
+    if model_version is None and model is None:
+        raise ValidationError({"model": "Upload the model file as 'model' or give 'model_version'."})
+    if probe_set is None and dataset is None:
+        raise ValidationError({"dataset": "Upload the probe set zip as 'dataset' or give 'probe_set'."})
+    stored: list = []
+    try:
+        with transaction.atomic():
+            if model_version is None:
+                with _fields_renamed(file="model"):
+                    model_version = model_version_from_upload(organization=organization, user=user, file=model,
+                                                              meta=meta, release_tag=release_tag, stored=stored)
+            if reference_version is None and reference is not None:
+                with _fields_renamed(file="reference", meta="reference_meta"):
+                    reference_version = model_version_from_upload(organization=organization, user=user,
+                                                                  file=reference, meta=reference_meta, stored=stored)
+            if probe_set is None:
+                with _fields_renamed(file="dataset", name="dataset_name"):
+                    probe_set = probe_set_create(organization=organization, user=user, name=dataset_name,
+                                                 file=dataset)
+                stored.append(probe_set)
+            return audit_create(organization=organization, user=user, model_version=model_version,
+                                probe_set=probe_set, reference=reference_version, seed=seed)
+    except BaseException:
+        for instance in stored:
+            instance.file.delete(save=False)
+        raise
+
+
+def check_one_organization(organization: Organization, items, user_of: str) -> None:
+    """Everything `user_of` (an audit, a schedule) uses belongs to `organization`."""
+    if any(item is not None and item.organization_id != organization.id for item in items):
+        raise ValidationError(f"Everything {user_of} uses must belong to the same organization.")
+
+
+def _check_classes(model_version: ModelVersion, probe_set: ProbeSet) -> None:
+    """Probe sets name their classes in NFC (a zip made on a Mac decomposes accents); compare them so."""
+    unknown = sorted({unicodedata.normalize("NFC", c) for c in probe_set.classes}
+                     - {unicodedata.normalize("NFC", c) for c in model_version.meta["classes"]})
+    if unknown:
+        raise ValidationError({"probe_set": f"Class folder(s) {', '.join(map(repr, unknown[:5]))} are not among "
+                                            f"the classes of {model_version}."})
+
+
+@contextmanager
+def _fields_renamed(**names):
+    """The upload services name their own fields ('file', 'name'); the API's request names them otherwise."""
+    try:
+        yield
+    except ValidationError as error:
+        if not hasattr(error, "error_dict"):
+            raise
+        raise ValidationError({names.get(field, field): errors for field, errors in error.error_dict.items()}) from None
+
+
+# --- queueing ----------------------------------------------------------------------------------
+
+def workers_configured() -> bool:
+    """Audits go to Celery workers only with a broker; the web process never runs one itself."""
+    return bool(settings.REDIS_URL)
+
+
+def _enqueue_on_commit(audit_id: int) -> None:
+    transaction.on_commit(lambda: _enqueue(audit_id))
+
+
+def _enqueue(audit_id: int) -> None:
+    if workers_configured():   # else it stays queued for `manage.py run_queued_audits`
+        celery_app.send_task(EXECUTE_AUDIT_TASK, args=[audit_id])
+
+
+def audit_claim_next(worker: str) -> Audit | None:
+    """The oldest queued audit, marked running for `worker` so that no other runner takes it (the
+    conditional update is the claim, on SQLite as on PostgreSQL); None when the queue is empty."""
+    for audit in Audit.objects.filter(status=Audit.Status.QUEUED).order_by("created", "pk")[:50]:
+        if _set_status(audit, Audit.Status.RUNNING, {"worker": worker[:200], "stage": "starting"}, claim=True):
+            return audit
+    return None
+
+
+def audits_sweep(now=None) -> list[int]:
+    """Audits whose worker went silent: queue them again (the task is idempotent) or, after the
+    last attempt, mark them failed with the reason. Nothing stays 'running' forever."""
+    now = now or timezone.now()
+    stale = Audit.objects.filter(status=Audit.Status.RUNNING,
+                                 heartbeat__lt=now - timedelta(seconds=settings.AUDIT_STALE_AFTER))
+    handled = []
+    for audit in stale:
+        if audit.attempts >= settings.AUDIT_MAX_ATTEMPTS:
+            audit_fail(audit, f"The worker running this audit stopped responding ({audit.worker or 'unknown'}); "
+                              f"gave up after {audit.attempts} attempts.")
+        else:
+            audit_transition(audit, Audit.Status.QUEUED, stage="queued again: the worker stopped responding")
+            _enqueue_on_commit(audit.pk)
+        handled.append(audit.pk)
+    return handled
+
+
+# --- status ------------------------------------------------------------------------------------
+
+def audit_transition(audit: Audit, status: str, **fields) -> Audit:
+    """Change the audit's status; `fields` are saved with it. ValueError for a change the life cycle forbids."""
+    _set_status(audit, status, fields)
+    return audit
+
+
+def audit_fail(audit: Audit, reason: str) -> Audit:
+    return audit_transition(audit, Audit.Status.FAILED, message=one_line(reason)[:1000])
+
+
+def _set_status(audit: Audit, status: str, fields: dict, claim: bool = False) -> bool:
+    """The one place an audit's status is written (with a heartbeat, and `finished` when it ends). With
+    `claim`, only if no one changed it since it was read; returns whether it was written."""
+    if status not in _NEXT_STATUS[audit.status]:
+        raise ValueError(f"audit {audit.pk}: {audit.status} -> {status} is not allowed")
+    now = timezone.now()
+    fields = {"status": status, "heartbeat": now, **fields}
+    if status in (Audit.Status.DONE, Audit.Status.FAILED):
+        fields.setdefault("finished", now)
+    rows = Audit.objects.filter(pk=audit.pk)
+    if claim:
+        rows = rows.filter(status=audit.status)
+    if not rows.update(**fields):
+        return False
+    for key, value in fields.items():
+        setattr(audit, key, value)
+    return True
+
+
+# --- executing ---------------------------------------------------------------------------------
+
+def audit_execute(audit_id: int, worker: str = "") -> None:
+    """Run one audit to the end (the body of the task `tasks.audits.execute_audit` and of
+    run_queued_audits). Safe to call again for the same audit: a finished audit is left alone, a
+    redelivered one starts over."""
+    audit = Audit.objects.select_related("model_version", "probe_set", "reference", "previous").get(pk=audit_id)
+    if audit.is_finished:
+        return
+    if audit.attempts >= settings.AUDIT_MAX_ATTEMPTS:
+        audit_fail(audit, f"The audit was interrupted {audit.attempts} times (worker lost or restarted); "
+                          "giving up. Start it again.")
+        return
+    audit_transition(audit, Audit.Status.RUNNING, attempts=audit.attempts + 1, started=timezone.now(),
+                     worker=worker[:200], progress=0.0, stage="starting", message="")
+    try:
+        changes = _run_and_store(audit)
+    except (BadInput, SandboxError, SandboxUnavailable) as exc:
+        audit_fail(audit, str(exc))
+        return
+    except (SoftTimeLimitExceeded, TimeLimitExceeded):
+        audit_fail(audit, f"The audit took longer than the {settings.AUDIT_SOFT_TIME_LIMIT // 60} minute limit.")
+        raise
+    except Exception as exc:
+        log.error("audit %s failed:\n%s", audit.pk, traceback.format_exc())
+        audit_fail(audit, f"Internal error while auditing: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        sandbox_prepare_next()
+    if changes and changes["worse"]:
+        notify_worse_verdict(audit)
+
+
+def _run_and_store(audit: Audit) -> dict | None:
+    """The sandboxed run and its results stored; returns what changed since the previous audit."""
+    previous = selectors.audit_summary(audit.previous) if audit.previous else None
+    with scratch() as folder:
+        outcome = run_in_sandbox(audit, folder / "out", previous)
+        changes = changes_since(previous, outcome.findings_json) if previous else None
+        _finish(audit, outcome, changes)
+    return changes
+
+
+def _finish(audit: Audit, outcome, changes: dict | None) -> None:
+    """The report files, the findings and the DONE status, together."""
+    report = to_jsonable(outcome.findings_json)
+    with transaction.atomic():
+        for field, path in (("report_html", outcome.html), ("report_pdf", outcome.pdf),
+                            ("findings_json", outcome.findings)):
+            with open(path, "rb") as handle:
+                getattr(audit, field).save(path.name, File(handle), save=False)
+        audit.findings.all().delete()
+        AuditFinding.objects.bulk_create([_finding(audit, f) for f in report["findings"]])
+        audit_transition(audit, Audit.Status.DONE, progress=1.0, stage="done", verdict=report["verdict"],
+                         metrics=report["metrics"], changes=to_jsonable(changes), report_html=audit.report_html.name,
+                         report_pdf=audit.report_pdf.name, findings_json=audit.findings_json.name)
+
+
+def _finding(audit: Audit, finding: dict) -> AuditFinding:
+    return AuditFinding(audit=audit, code=finding["code"][:200], category=finding["category"][:20],
+                        severity=finding["severity"], title=finding["title"][:500], summary=finding["summary"],
+                        evidence=finding.get("evidence", {}))
