@@ -182,7 +182,8 @@ class AuditContext:
         """Gradient and Grad-CAM over every probe image: attribution per region, small maps for SpRAy."""
         from .probes import attribution_regions
 
-        return attribution_regions.compute(self)
+        return attribution_regions.compute(self.graph, self.probe, self.spec, self.outputs.predictions,
+                                           self.attribution_settings, self.options.batch_size)
 
     @cached_property
     def representation_layers(self) -> "RepresentationLayers":

@@ -17,8 +17,10 @@ from scipy.sparse.csgraph import laplacian
 from sklearn.cluster import SpectralClustering
 from sklearn.neighbors import kneighbors_graph
 
+from ..dataset import ProbeDataset
 from ..methods import attribution
-from ..context import AuditContext
+from ..model.graph import ModelGraph
+from ..model.meta import InputSpec
 from .interventions import region_mask
 
 REGIONS = ("border", "corner_top_left", "corner_top_right", "corner_bottom_left", "corner_bottom_right")
@@ -37,20 +39,19 @@ class Looking:
     grad_cam_layer: str = ""
 
 
-def compute(context: AuditContext) -> Looking:
+def compute(graph: ModelGraph, probe: ProbeDataset, spec: InputSpec, predictions: np.ndarray,
+            settings: attribution.AttributionSettings, batch_size: int) -> Looking:
     """Attribution for every probe image, in batches; keeps only small maps and region masses."""
-    graph, spec, settings = context.graph, context.spec, context.attribution_settings
-    predictions = context.outputs.predictions
-    boxes = context.probe.boxes(spec)
+    boxes = probe.boxes(spec)
     height, width = spec.height, spec.width
     masks = {r: torch.from_numpy(region_mask(r, height, width)).float() for r in REGIONS}
     methods = ("gradient", "grad_cam")
-    small = {m: np.zeros((len(context.probe), SMALL, SMALL), np.float32) for m in methods}
+    small = {m: np.zeros((len(probe), SMALL, SMALL), np.float32) for m in methods}
     region_mass = {m: {r: [] for r in REGIONS} for m in methods}
-    box_share = {m: np.full(len(context.probe), np.nan) for m in methods}
-    for indices, batch in context.probe.batches(spec, context.options.batch_size):
-        batch = batch.to(context.device)
-        targets = torch.as_tensor(predictions[indices], device=context.device)
+    box_share = {m: np.full(len(probe), np.nan) for m in methods}
+    for indices, batch in probe.batches(spec, batch_size):
+        batch = batch.to(graph.device)
+        targets = torch.as_tensor(predictions[indices], device=graph.device)
         for method in methods:
             values = attribution.METHODS[method].heatmaps(graph, batch, targets, settings).float()
             total = values.sum(dim=(1, 2)).clamp(min=1e-12)
