@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -170,25 +173,27 @@ def audit_compare(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def model_list(request):
-    form = ModelVersionForm(request.POST or None, request.FILES or None)
-    version = _created_here(request, form, services.model_version_create)
-    if version:
-        messages.success(request, f"{version} registered.")
-        return redirect("model-list")
-    return _page(request, "portal/model_list.html", form=form,
-                 versions=list(selectors.model_versions_for(request.user)))
+    return _upload_page(request, ModelVersionForm, services.model_version_create, "model-list",
+                        lambda version: f"{version} registered.",
+                        versions=list(selectors.model_versions_for(request.user)))
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def probe_set_list(request):
-    form = ProbeSetForm(request.POST or None, request.FILES or None)
-    probe = _created_here(request, form, services.probe_set_create)
-    if probe:
-        messages.success(request, f"Probe set {probe.name} stored: {probe.images} images.")
-        return redirect("probe-set-list")
-    return _page(request, "portal/probe_set_list.html", form=form,
-                 probe_sets=list(selectors.probe_sets_for(request.user)))
+    return _upload_page(request, ProbeSetForm, services.probe_set_create, "probe-set-list",
+                        lambda probe: f"Probe set {probe.name} stored: {probe.images} images.",
+                        probe_sets=list(selectors.probe_sets_for(request.user)))
+
+
+def _upload_page(request, form_class, create, page: str, stored: Callable[[Any], str], **listing):
+    """The list of one kind of upload with its form; a stored upload is announced and the list shown again."""
+    form = form_class(request.POST or None, request.FILES or None)
+    upload = _created_here(request, form, create)
+    if upload:
+        messages.success(request, stored(upload))
+        return redirect(page)
+    return _page(request, f"portal/{page.replace('-', '_')}.html", form=form, **listing)
 
 
 # --- schedules and tokens ----------------------------------------------------------------------

@@ -640,12 +640,7 @@ def _header_columns(fields: list[str]) -> list[str]:
     for number, column in enumerate(columns, start=1):
         if not column:
             raise BadInput(f"{MANIFEST}: column {number} of the header has no name")
-        if len(column) > MAX_COLUMN_NAME_CHARS:
-            raise BadInput(f"{MANIFEST}: the column name {column[:40]!r}... is longer than "
-                           f"{MAX_COLUMN_NAME_CHARS} characters")
-        bad = forbidden_character(column)
-        if bad:
-            raise BadInput(f"{MANIFEST}: the column name {column!r} holds the control character {bad}")
+        _plain_text(column, MAX_COLUMN_NAME_CHARS, f"{MANIFEST}: the column name {column[:40]!r}")
     if len(set(columns)) != len(columns):
         raise BadInput(f"{MANIFEST} has duplicate column names")
     box_columns = [c for c in BOX_COLUMNS if c in columns]
@@ -658,13 +653,17 @@ def _header_columns(fields: list[str]) -> list[str]:
 
 
 def _attribute(value: str, column: str, where: str) -> str:
-    if len(value) > MAX_ATTRIBUTE_VALUE_CHARS:
-        raise BadInput(f"{where}: the {column!r} value is {len(value)} characters long; at most "
-                       f"{MAX_ATTRIBUTE_VALUE_CHARS} are allowed")
-    bad = forbidden_character(value)
+    return _plain_text(value, MAX_ATTRIBUTE_VALUE_CHARS, f"{where}: the {column!r} value {value[:40]!r}")
+
+
+def _plain_text(text: str, limit: int, what: str) -> str:
+    """A manifest's column name or value: at most `limit` characters, no control characters."""
+    if len(text) > limit:
+        raise BadInput(f"{what} is {len(text)} characters long, longer than {limit} characters")
+    bad = forbidden_character(text)
     if bad:
-        raise BadInput(f"{where}: the {column!r} value {value[:40]!r} holds the control character {bad}")
-    return value
+        raise BadInput(f"{what} holds the control character {bad}")
+    return text
 
 
 def _box(record: dict[str, str], where: str, size: tuple[int, int]) -> tuple[float, float, float, float] | None:

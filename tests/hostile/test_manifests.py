@@ -59,7 +59,7 @@ REFUSED = {
                              "51 attribute columns; at most 50"),
     "column-name-101-chars": ("path,label," + "c" * 101 + "\n", "longer than 100 characters"),
     "tab-in-column-name": ("path,label,si\tte\n", "holds the control character U+0009"),
-    "attribute-value-201-chars": (rows("a/000.png,a," + "v" * 201), "the 'site' value is 201 characters long"),
+    "attribute-value-201-chars": (rows("a/000.png,a," + "v" * 201), "the 'site' value 'vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv' is 201 characters long"),
     "escape-sequence-in-value": (rows("a/000.png,a,\x1b[2Jnorth"), "holds the control character U+001B"),
     "bidi-override-in-value": (rows("a/000.png,a,\u202ehtron"), "U+202E"),
     "path-traversal": (rows("../a/000.png,a,north"), "'../a/000.png' is not an image of the dataset"),
