@@ -63,9 +63,8 @@ def spatial_size(node: fx.Node, axes: dict[str, Axes]) -> tuple[int, int] | None
     if value is None:
         return None
     row, col = axes[node.name]
-    if not _known(value.shape[row], value.shape[col]):
-        return None
-    return int(value.shape[row]), int(value.shape[col])
+    sizes = _sizes([value.shape[row], value.shape[col]])
+    return None if sizes is None else (sizes[0], sizes[1])
 
 
 def channels_first(node: fx.Node, axes: dict[str, Axes]) -> tuple[int, ...] | None:
@@ -138,10 +137,9 @@ def _reshaped(before: torch.Tensor | None, after: torch.Tensor, found: Axes) -> 
         return None
     if 0 in found:
         return None
-    inner_before, inner_after = list(before.shape[1:]), list(after.shape[1:])
-    if not _known(*inner_before, *inner_after):
+    inner_before, inner_after = _sizes(before.shape[1:]), _sizes(after.shape[1:])
+    if inner_before is None or inner_after is None:
         return None
-    inner_before, inner_after = [int(s) for s in inner_before], [int(s) for s in inner_after]
     mapped = []
     for axis in found:
         size, prefix = inner_before[axis - 1], math.prod(inner_before[:axis - 1])
@@ -164,8 +162,13 @@ def _value(node) -> torch.Tensor | None:
     return value if isinstance(value, torch.Tensor) else None
 
 
-def _known(*sizes) -> bool:
-    return all(isinstance(s, int) for s in sizes)
+def _sizes(sizes) -> list[int] | None:
+    """Sizes as ints; a symbolic size (a TorchScript conversion leaves rows and columns symbolic) by the
+    value it had for the example input, which has the declared input size; None if it has none."""
+    try:
+        return [int(s) for s in sizes]
+    except Exception:  # an unbacked or otherwise unknowable size
+        return None
 
 
 def _same(a, b) -> bool:
