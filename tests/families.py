@@ -13,7 +13,8 @@ Each keeps what makes its family hard to read from a graph, at a size an audit r
   product) in residual blocks;
 - convnext: depthwise 7x7 convolutions, permute to channels-last, LayerNorm, Linear 4x, GELU, Linear,
   permute back, layer scale, residual;
-- resnext: bottlenecks with grouped (groups=4) 3x3 convolutions and residuals.
+- resnext: bottlenecks with grouped (groups=4) 3x3 convolutions and residuals;
+- vgg (model-side tests only): a flatten of a whole map before a linear head.
 
 The layouts follow torchvision's definitions of these families.
 """
@@ -368,6 +369,26 @@ class ResNeXt(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+# --- VGG ---------------------------------------------------------------------------------------
+
+class VGG(nn.Module):
+    """A flatten of a whole 4x4 map before the linear head (VGG, AlexNet): the fast copy's channels-last
+    map cannot be viewed as a vector."""
+
+    def __init__(self, num_classes: int = 2, in_channels: int = 3):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Linear(8 * 4 * 4, 16), nn.ReLU(inplace=True), nn.Dropout(),
+                                        nn.Linear(16, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        return self.classifier(x.view(x.size(0), -1))
+
+
 FAMILIES = {
     "squeezenet": SqueezeNet,
     "shufflenet": ShuffleNet,
@@ -377,13 +398,16 @@ FAMILIES = {
     "convnext": ConvNeXt,
     "resnext": ResNeXt,
 }
+MORE = {"vgg": VGG}   # model-side tests only
+
+
 
 
 def build(family: str, seed: int, num_classes: int = 2) -> nn.Module:
     """The family's tiny net with weights drawn from `seed`, in evaluation mode, BatchNorm statistics
     made non-trivial (as a trained net's are) so that folding them is tested for real."""
     torch.manual_seed(seed)
-    model = FAMILIES[family](num_classes)
+    model = (FAMILIES | MORE)[family](num_classes)
     generator = torch.Generator().manual_seed(seed + 1)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
