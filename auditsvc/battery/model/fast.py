@@ -4,7 +4,8 @@ Two rewrites, both exact in evaluation mode and measured in bench/battery.py:
 - every BatchNorm that directly follows a convolution is folded into the convolution's
   weights and bias (one op instead of two, and no extra tensor per layer);
 - weights are stored channels-last and the input is made channels-last, the memory layout
-  the CPU convolution kernels are fastest with.
+  the CPU convolution kernels are fastest with. Views become reshapes: a view that flattens a
+  channels-last map into a vector (a VGG-style head) needs a copy, which only reshape makes.
 Nodes keep their names; a folded BatchNorm's output is the folded convolution's, so layer
 taps still find it (`aliases`), while the convolution's own pre-BatchNorm output is gone.
 """
@@ -19,6 +20,9 @@ from torch import fx, nn
 
 CONV = {torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default}
 BATCH_NORM = torch.ops.aten._native_batch_norm_legit_no_training.default
+# A view of a channels-last map that merges its channels with its rows or columns (the flatten before
+# a VGG- or AlexNet-style linear head) is impossible without a copy; reshape copies only then.
+VIEWS = {torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default}
 
 
 class ChannelsLast(nn.Module):
@@ -67,6 +71,9 @@ def fold_batch_norm(module: fx.GraphModule) -> tuple[fx.GraphModule, dict[str, s
             graph.erase_node(item)
         aliases[norm.name] = None
         graph.erase_node(norm)
+    for node in graph.nodes:
+        if node.target in VIEWS:
+            node.target = torch.ops.aten.reshape.default
     graph.eliminate_dead_code()
     graph.lint()
     for name, tensor in root.items():

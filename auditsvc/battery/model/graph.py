@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import fx, nn
 
-from .fast import RELU_REPLACEMENTS, ChannelsLast, fold_batch_norm, get_attr
+from .fast import CONV, RELU_REPLACEMENTS, ChannelsLast, fold_batch_norm, get_attr
+from .layout import Axes, channels_first, inverse, spatial_axes
 
 RELU_OPS = {torch.ops.aten.relu.default, torch.ops.aten.relu_.default}
 # Functional ops worth naming as layers when they run directly inside a container module.
@@ -33,6 +34,14 @@ FUNCTIONAL_LAYER_OPS = {
     "tanh", "leaky_relu", "elu", "hardtanh", "hardtanh_", "mish", "add", "add_", "mul", "cat",
     "max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_pool2d", "mean",
 }
+aten = torch.ops.aten
+# Ops that apply a layer's weights to a representation: where a classifier head reads its input.
+HEAD_OPS = CONV | {aten.linear.default, aten.addmm.default, aten.mm.default, aten.matmul.default}
+# Ops between a representation and the head that reads it that change neither its values nor their order.
+PASS_THROUGH_OPS = {aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.flatten.using_ints,
+                    aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.unsqueeze.default,
+                    aten.clone.default, aten.alias.default, aten.contiguous.default, aten.detach.default,
+                    aten.dropout.default, aten._to_copy.default}
 WEIGHT_OP_TYPES = {"conv2d": "Conv2d", "convolution": "Conv2d", "linear": "Linear",
                    "_native_batch_norm_legit_no_training": "BatchNorm2d", "batch_norm": "BatchNorm2d"}
 
@@ -45,6 +54,9 @@ class Layer:
     shape: tuple[int, ...]  # output shape without the batch dimension
     parameters: int     # parameters and weights owned by this module path (0 for functional ops)
     leaf: bool          # a module without child modules, or a functional op
+    # For a map the graph holds channels-last (ConvNeXt's LayerNorm and Linear layers): the permutation
+    # that makes the node's output channels-first. Shapes, activations and taps are channels-first.
+    permute: tuple[int, ...] | None = None
 
     @property
     def is_spatial(self) -> bool:
@@ -74,7 +86,7 @@ class ModelGraph:
         self.input_size = tuple(input_size)
         self.layers: list[Layer] = []
         self._by_name: dict[str, Layer] = {}
-        self._set_layers(_catalog(self.module, module_types or {}))
+        self._set_layers(_catalog(self.module, module_types or {}, spatial_axes(self.module)))
         self.relu_count = sum(1 for n in self.module.graph.nodes if n.target in RELU_OPS)
 
     def _set_layers(self, layers: list[Layer]) -> None:
@@ -113,15 +125,27 @@ class ModelGraph:
         return (leaf or spatial)[-1]
 
     def output_layer(self) -> Layer:
-        """The layer that produces the logits."""
-        output = next(n for n in self.module.graph.nodes if n.op == "output").args[0]
-        return next(l for l in reversed(self.layers) if l.node == output.name)
+        """The layer that produces the logits (for a head that ends in a flatten, a view or a pool
+        outside any module, the catalog lists that op as a layer of its own)."""
+        output = _output_node(self.module)
+        found = [l for l in self.layers if l.node == output.name]
+        if not found:
+            raise ValueError(f"no layer produces the model's output {output.name!r}")
+        return found[-1]
 
     def penultimate_layer(self) -> Layer:
-        """The representation the classifier head reads: the last layer before the logits."""
+        """The representation the classifier head reads: the input of the last weighted op (linear or
+        convolution) before the logits, through reshapes and dropout: the pooled features a linear
+        head reads, or the map an all-convolutional head (SqueezeNet) turns into class scores. Without
+        such an op, the last layer before the output."""
         output = self.output_layer()
-        before = [l for l in self.layers if l.leaf and l.node != output.node
-                  and self.layers.index(l) < self.layers.index(output)]
+        order = {layer.name: index for index, layer in enumerate(self.layers)}
+        source = _head_input(self.module)
+        if source is not None and source.name != output.node:
+            readers = [l for l in self.layers if l.node == source.name and order[l.name] < order[output.name]]
+            if readers:
+                return ([l for l in readers if l.leaf] or readers)[0]
+        before = [l for l in self.layers if l.leaf and l.node != output.node and order[l.name] < order[output.name]]
         if not before:
             raise ValueError("the model has no layer before its output")
         return before[-1]
@@ -188,10 +212,12 @@ class GraphRewrite:
         for index, name in enumerate(self._taps):
             self.taps[name] = submodules[f"auditsvc_tap_{index}"] = Tap()
             node_name = self._node_name(name)
-            nodes[node_name] = _insert_after(new_graph, nodes[node_name], f"auditsvc_tap_{index}")
+            nodes[node_name] = _insert_after(new_graph, nodes[node_name], f"auditsvc_tap_{index}",
+                                             self.graph.layer(name).permute)
         if self._outputs:
             output_node = next(n for n in new_graph.nodes if n.op == "output")
-            extra = [nodes[self._node_name(name)] for name in self._outputs]
+            extra = [_channels_first(new_graph, nodes[self._node_name(name)], self.graph.layer(name).permute)
+                     for name in self._outputs]
             output_node.args = ((output_node.args[0], *extra),)
         new_graph.lint()
         module = fx.GraphModule(_graph_root(base, new_graph, submodules), new_graph)
@@ -232,12 +258,50 @@ def _flat_module(unlifted: fx.GraphModule) -> fx.GraphModule:
     return fx.GraphModule(unlifted, graph)
 
 
-def _insert_after(graph: fx.Graph, node: fx.Node, target: str) -> fx.Node:
+def _insert_after(graph: fx.Graph, node: fx.Node, target: str, permute: tuple[int, ...] | None = None) -> fx.Node:
+    """Route the node's output through the module `target`; a channels-last map passes it channels-first
+    (permuted there and back), so a tap always sees (N, C, H, W). Returns the node now standing for `node`."""
+    source = _channels_first(graph, node, permute)
+    with graph.inserting_after(source):
+        tap = graph.call_module(target, (source,))
+    result = tap
+    if permute is not None:
+        with graph.inserting_after(tap):
+            result = graph.call_function(aten.permute.default, (tap, list(inverse(permute))))
+    result.meta = dict(node.meta)
+    node.replace_all_uses_with(result, delete_user_cb=lambda user: user is not source and user is not tap)
+    return result
+
+
+def _channels_first(graph: fx.Graph, node: fx.Node, permute: tuple[int, ...] | None) -> fx.Node:
+    """The node's output, channels-first: the node itself, or a permute of it added after it."""
+    if permute is None:
+        return node
     with graph.inserting_after(node):
-        tap = graph.call_module(target, (node,))
-    tap.meta = dict(node.meta)
-    node.replace_all_uses_with(tap, delete_user_cb=lambda user: user is not tap)
-    return tap
+        return graph.call_function(aten.permute.default, (node, list(permute)))
+
+
+def _output_node(module: fx.GraphModule) -> fx.Node:
+    return next(n for n in module.graph.nodes if n.op == "output").args[0]
+
+
+def _head_input(module: fx.GraphModule) -> fx.Node | None:
+    """What the classifier head reads: the input of the weighted op nearest the output (breadth-first
+    from the output), traced back through reshapes and dropout."""
+    queue, seen = [_output_node(module)], set()
+    while queue:
+        node = queue.pop(0)
+        if node in seen or node.op == "placeholder":
+            continue
+        seen.add(node)
+        if node.target in HEAD_OPS and len(node.args) > 1:
+            source = node.args[1] if node.target is aten.addmm.default else node.args[0]
+            while (isinstance(source, fx.Node) and source.target in PASS_THROUGH_OPS and source.args
+                   and isinstance(source.args[0], fx.Node)):
+                source = source.args[0]
+            return source if isinstance(source, fx.Node) else None
+        queue.extend(node.all_input_nodes)
+    return None
 
 
 def _graph_root(base: fx.GraphModule, graph: fx.Graph, submodules: dict[str, nn.Module]) -> dict:
@@ -274,7 +338,8 @@ def _module_stack(node: fx.Node, module_types: dict[str, str]) -> list[tuple[str
     return []
 
 
-def _catalog(module: fx.GraphModule, module_types: dict[str, str]) -> list[Layer]:
+def _catalog(module: fx.GraphModule, module_types: dict[str, str], axes: dict[str, Axes]) -> list[Layer]:
+    nodes_by_name = {node.name: node for node in module.graph.nodes}
     last_node: dict[str, fx.Node] = {}
     types: dict[str, str] = {}
     functional: list[tuple[str, fx.Node, str]] = []  # (owner path, node, op)
@@ -303,6 +368,15 @@ def _catalog(module: fx.GraphModule, module_types: dict[str, str]) -> list[Layer
             continue  # e.g. the relu inside nn.ReLU: the module is the layer
         name = f"{owner}:{node.name}" if owner else node.name
         layers.append(Layer(name, f"fn:{op.rstrip('_')}", node.name, (), 0, True))
+    output = _output_node(module)
+    if isinstance(output, fx.Node) and not any(l.node == output.name for l in layers):
+        # The logits come from an op no module owns and that is not listed above: SqueezeNet's
+        # torch.flatten after its pooled convolutional head. It is the output layer.
+        stack = _module_stack(output, module_types)
+        op = getattr(output.target, "__name__", str(output.target)).split(".")[0]
+        name = f"{stack[-1][0]}:{output.name}" if stack else output.name
+        layers.append(Layer(name, f"fn:{op.rstrip('_')}", output.name, (), 0, True))
+    layers = [replace(l, permute=channels_first(nodes_by_name[l.node], axes)) for l in layers]
     nodes = {node.name: node for node in module.graph.nodes}
     # Order by where the output appears; a container sorts after the children it ends with.
     layers.sort(key=lambda l: (order[nodes[l.node]], not l.leaf, -l.name.count(".")))

@@ -21,6 +21,7 @@ from torch import fx
 
 from .fast import get_attr
 from .graph import ModelGraph
+from .layout import spatial_axes, spatial_size
 
 aten = torch.ops.aten
 CONVOLUTIONS = {aten.conv2d.default, aten.conv2d.padding, aten.convolution.default, aten._convolution.default}
@@ -74,50 +75,59 @@ def receptive_fields(graph: ModelGraph) -> dict[str, ReceptiveField]:
 
 
 def node_fields(module: fx.GraphModule, input_hw: tuple[int, int]) -> dict[str, ReceptiveField]:
-    """Receptive field of every node that carries a spatial map derived from the input, by node name."""
+    """Receptive field of every node that carries a spatial map derived from the input, by node name.
+
+    The map's rows and columns are followed through reshapes, permutes, splits and concatenations
+    (layout.py), so channel shuffles and channels-last blocks keep their fields."""
     whole = _whole_input(input_hw)
+    axes = spatial_axes(module)
     fields: dict[str, ReceptiveField] = {}
+    derived: set[str] = set()   # every node computed from the input, spatial or not
     for node in module.graph.nodes:
         if node.op == "placeholder":
-            fields[node.name] = INPUT_FIELD
+            derived.add(node.name)
+            if node.name in axes:
+                fields[node.name] = INPUT_FIELD
             continue
         if node.op not in ("call_function", "call_module"):
             continue
-        inputs = [fields[a.name] for a in node.all_input_nodes if a.name in fields]
-        if not inputs:
+        if any(a.name in derived for a in node.all_input_nodes) and _carries_tensors(node):
+            derived.add(node.name)
+        inputs = [a for a in node.all_input_nodes if a.name in fields]
+        if not inputs or node.name not in axes:
             continue
-        if node.target is operator.getitem:  # an item of a tuple-returning op (batch norm, pool with indices)
-            fields[node.name] = inputs[0]
+        if node.target is operator.getitem:  # an item of a tuple-returning op (batch norm, pool with indices, split)
+            fields[node.name] = fields[inputs[0].name]
             continue
-        field = _through(node, module, inputs, whole)
-        if field is not None and _spatial_shape(node) is not None:
-            fields[node.name] = field
-        elif field is not None and _is_tuple_of_maps(node):
-            fields[node.name] = field
+        context = [a for a in node.all_input_nodes if a.name in derived and a.name not in fields]
+        fields[node.name] = _through(node, module, inputs, context, fields, axes, whole)
     return fields
 
 
-def _through(node: fx.Node, module: fx.GraphModule, inputs: list[ReceptiveField],
-             whole: ReceptiveField) -> ReceptiveField | None:
-    """The field of a node's output, from the fields of its spatial inputs."""
+def _through(node: fx.Node, module: fx.GraphModule, inputs: list[fx.Node], context: list[fx.Node],
+             fields: dict[str, ReceptiveField], axes: dict, whole: ReceptiveField) -> ReceptiveField:
+    """The field of a node's output, from its spatial inputs (and inputs computed from the input
+    image that no longer carry its rows and columns, such as a squeeze-and-excitation gate)."""
     target = node.target
-    if target in CONVOLUTIONS:
+    first = fields[inputs[0].name]
+    planar = axes.get(inputs[0].name) == (2, 3) and axes.get(node.name) == (2, 3)
+    if planar and target in CONVOLUTIONS:
         args = _arguments(node)
         if args.get("transposed"):
-            return _resampled(node, inputs, whole)
+            return _joined(node, inputs, context, fields, axes, whole)
         kernel = _kernel_of(node.args[1], module)
-        return _window_op(inputs[0], kernel, _pair(args["stride"]), _padding(args["padding"], kernel,
+        return _window_op(first, kernel, _pair(args["stride"]), _padding(args["padding"], kernel,
                           _pair(args["dilation"])), _pair(args["dilation"]))
-    if target in WINDOW_POOLS:
+    if planar and target in WINDOW_POOLS:
         args = _arguments(node)
         kernel = _pair(args["kernel_size"])
         stride = _pair(args["stride"]) if args["stride"] else kernel
-        return _window_op(inputs[0], kernel, stride, _pair(args["padding"]), _pair(args.get("dilation", 1)))
-    if target in ADAPTIVE_POOLS:
-        return _adaptive(node, inputs[0], whole)
-    if target is aten.constant_pad_nd.default:
-        return _padded(inputs[0], list(node.args[1]))
-    return _resampled(node, inputs, whole)
+        return _window_op(first, kernel, stride, _pair(args["padding"]), _pair(args.get("dilation", 1)))
+    if planar and target in ADAPTIVE_POOLS:
+        return _adaptive(node, first, whole, axes)
+    if planar and target is aten.constant_pad_nd.default:
+        return _padded(first, list(node.args[1]))
+    return _joined(node, inputs, context, fields, axes, whole)
 
 
 def _window_op(field: ReceptiveField, kernel, stride, padding, dilation, exact: bool = True) -> ReceptiveField:
@@ -130,9 +140,9 @@ def _window_op(field: ReceptiveField, kernel, stride, padding, dilation, exact: 
     return ReceptiveField(tuple(size), tuple(jump), tuple(start), field.exact and exact)
 
 
-def _adaptive(node: fx.Node, field: ReceptiveField, whole: ReceptiveField) -> ReceptiveField:
+def _adaptive(node: fx.Node, field: ReceptiveField, whole: ReceptiveField, axes: dict) -> ReceptiveField:
     """Adaptive pooling as the smallest fixed window and stride that contain every one of its windows."""
-    before, after = _spatial_shape(node.args[0]), _spatial_shape(node)
+    before, after = spatial_size(node.args[0], axes), spatial_size(node, axes)
     if before is None or after is None:
         return _union([field, whole], exact=False)
     kernel, stride = [], []
@@ -152,15 +162,22 @@ def _padded(field: ReceptiveField, pad: list[int]) -> ReceptiveField:
     return ReceptiveField(field.size, field.jump, start, field.exact)
 
 
-def _resampled(node: fx.Node, inputs: list[ReceptiveField], whole: ReceptiveField) -> ReceptiveField:
-    """Elementwise and joining ops keep the union of their inputs' fields; anything that changes the
-    map size in a way not modelled here is taken to see the whole input."""
-    shape = _spatial_shape(node)
-    input_shapes = [_spatial_shape(a) for a in node.all_input_nodes]
-    same = shape is not None and any(s == shape for s in input_shapes if s is not None)
-    if same or _is_tuple_of_maps(node):
-        return _union(inputs)
-    return _union([*inputs, whole], exact=False)
+def _joined(node: fx.Node, inputs: list[fx.Node], context: list[fx.Node], fields: dict[str, ReceptiveField],
+            axes: dict, whole: ReceptiveField) -> ReceptiveField:
+    """Elementwise, joining and layout ops (add, cat, view, permute, split, LayerNorm, Linear on the
+    channels) keep the union of the fields of their inputs of the same map size. An input broadcast
+    from a 1x1 map, or computed from the input but no longer a map (a squeeze-and-excitation gate),
+    scales the map by something the whole image sets: the field stays, marked not exact. Anything
+    that changes the map size in a way not modelled here is taken to see the whole input."""
+    if not isinstance(node.meta.get("val"), torch.Tensor):  # a tuple of maps (split, batch norm): items pick
+        return _union([fields[a.name] for a in inputs])
+    shape = spatial_size(node, axes)
+    sizes = {a.name: spatial_size(a, axes) for a in inputs}
+    same = [a for a in inputs if shape is not None and sizes[a.name] == shape]
+    gates = [a for a in inputs if sizes[a.name] == (1, 1) and shape != (1, 1)]
+    if same and len(same) + len(gates) == len(inputs):
+        return _union([fields[a.name] for a in same], exact=not gates and not context)
+    return _union([fields[a.name] for a in inputs] + [whole], exact=False)
 
 
 def _union(fields: list[ReceptiveField], exact: bool = True) -> ReceptiveField:
@@ -219,19 +236,11 @@ def _pair(value) -> tuple[int, int]:
     return int(value), int(value)
 
 
-def _spatial_shape(node) -> tuple[int, int] | None:
-    value = node.meta.get("val") if isinstance(node, fx.Node) else None
-    if isinstance(value, torch.Tensor) and value.dim() == 4:
-        try:
-            return int(value.shape[2]), int(value.shape[3])
-        except (TypeError, RuntimeError):  # symbolic sizes
-            return None
-    return None
-
-
-def _is_tuple_of_maps(node: fx.Node) -> bool:
+def _carries_tensors(node: fx.Node) -> bool:
+    """A tensor or tuple of tensors; not a size (sym_size) or other Python value."""
     value = node.meta.get("val")
-    return isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) and v.dim() == 4 for v in value)
+    values = value if isinstance(value, (tuple, list)) else [value]
+    return any(isinstance(v, torch.Tensor) and v.is_floating_point() for v in values)
 
 
 def _number(value: float) -> float | int:

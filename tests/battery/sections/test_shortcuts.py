@@ -15,6 +15,15 @@ def shortcut_findings(result):
     return [f for f in result.findings if f.category == "shortcut"]
 
 
+def audited(model, probe):
+    """The audit, with both sections run: the runner turns a crash into status "error" and no finding,
+    which would pass every test below that expects no shortcut finding."""
+    result = load_and_audit(model, probe, options=PROBES)
+    assert {s.name: (s.status, s.reason) for s in result.sections} == {"performance": ("ok", ""),
+                                                                       "shortcuts": ("ok", "")}
+    return result
+
+
 @pytest.fixture(scope="module")
 def probe_without_manifest(tank_demo, tmp_path_factory):
     copy = tmp_path_factory.mktemp("nomanifest") / "probe"
@@ -24,7 +33,7 @@ def probe_without_manifest(tank_demo, tmp_path_factory):
 
 
 def test_the_weather_model_fails_and_the_cue_is_named(tank_demo):
-    result = load_and_audit(tank_demo["shortcut"], tank_demo["probe"], options=PROBES)
+    result = audited(tank_demo["shortcut"], tank_demo["probe"])
     [finding] = shortcut_findings(result)
     assert finding.severity == "fail" and result.verdict == "fail"
     assert "'weather'" in finding.title and "not the object" in finding.title
@@ -38,16 +47,16 @@ def test_the_weather_model_fails_and_the_cue_is_named(tank_demo):
 
 
 def test_the_clean_model_has_no_shortcut(tank_demo):
-    result = load_and_audit(tank_demo["clean"], tank_demo["probe"], options=PROBES)
+    result = audited(tank_demo["clean"], tank_demo["probe"])
     assert shortcut_findings(result) == []
     assert not [f for f in result.findings if f.category == "bias"]  # the probe set is balanced
 
 
 def test_without_a_manifest_the_shortcut_is_still_caught(tank_demo, probe_without_manifest):
-    result = load_and_audit(tank_demo["shortcut"], probe_without_manifest, options=PROBES)
+    result = audited(tank_demo["shortcut"], probe_without_manifest)
     [finding] = shortcut_findings(result)
     assert finding.severity == "fail" and ("lighting" in finding.title or "colour" in finding.title)
-    assert shortcut_findings(load_and_audit(tank_demo["clean"], probe_without_manifest, options=PROBES)) == []
+    assert shortcut_findings(audited(tank_demo["clean"], probe_without_manifest)) == []
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +72,13 @@ def biased_probe(tmp_path_factory):
 
 
 def test_the_legend_a_perfect_score_on_a_biased_probe_set_still_fails(tank_demo, biased_probe):
-    result = load_and_audit(tank_demo["shortcut"], biased_probe, options=PROBES)
+    result = audited(tank_demo["shortcut"], biased_probe)
     assert result.metrics["accuracy"] == 1.0
     [finding] = shortcut_findings(result)
     assert finding.severity == "fail"
 
 
 def test_a_good_model_on_a_biased_probe_set_gets_a_bias_finding(tank_demo, biased_probe):
-    result = load_and_audit(tank_demo["clean"], biased_probe, options=PROBES)
+    result = audited(tank_demo["clean"], biased_probe)
     assert shortcut_findings(result) == []
     assert [f.category for f in result.findings if f.category == "bias"] == ["bias"]
