@@ -69,6 +69,14 @@ def label_signal(p: PropertyStats) -> bool:
     return p.label_p < SIGNIFICANCE and p.label_power >= LABEL_POWER
 
 
+def part_of_object(p: PropertyStats) -> bool:
+    """The property predicts the labels on the whole image but not away from the object: it is the
+    object (its colour, its edges) that differs between the classes, not a bias of the probe set."""
+    if p.away_label_power is None or not label_signal(p):
+        return False
+    return not (p.away_label_p < SIGNIFICANCE and p.away_label_power >= LABEL_POWER)
+
+
 def prediction_signal(p: PropertyStats) -> bool:
     return p.beyond_label_p < SIGNIFICANCE and p.prediction_power - p.label_power >= BEYOND_LABEL_POWER
 
@@ -156,7 +164,7 @@ def _family(family: str, properties: list[PropertyStats], interventions: list[In
             links: dict[str, str]) -> CueVerdict | None:
     members = [p for p in properties if p.cue == family]
     causal = sorted((i for i in interventions if i.cue == family and causal_signal(i)), key=lambda i: -i.excess)
-    labels = [p for p in members if label_signal(p)]
+    labels = [p for p in members if label_signal(p) and not part_of_object(p)]
     predictions = [p for p in members if prediction_signal(p)]
     # A group gap (accuracy differs with the property within a label) is data-side evidence that a causal
     # signal can confirm; alone it may be a hard subset of images, so it never warns by itself.

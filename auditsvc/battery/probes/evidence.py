@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 from scipy.stats import binomtest, fisher_exact
 
 from . import association, interventions
@@ -39,6 +40,8 @@ class PropertyStats:
     spread: float               # 90th minus 10th percentile (numbers) or number of categories
     agreement_gap: float = 0.0  # accuracy where its half agrees with the label minus where not (numbers)
     agreement_p: float = 1.0    # permutation test of that gap within labels (Holm-adjusted)
+    away_label_power: float | None = None   # label_power measured away from the object (None: not measured)
+    away_label_p: float = 1.0   # its permutation test (Holm-adjusted)
 
     def to_json(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
@@ -114,6 +117,57 @@ def property_stats(values: dict[str, np.ndarray], attributes: dict[str, list[str
         for row, value in zip(rows, adjusted):
             setattr(row, attr, value)
     return rows
+
+
+def measure_away_from_object(stats: list[PropertyStats], away: dict[str, np.ndarray], labels: np.ndarray,
+                             seed: int, permutations: int = 2000) -> None:
+    """Adds to each property how well it predicts the labels when measured away from the object.
+
+    Images where too little is left around the object (NaN) are left out of that property's test."""
+    classes = int(labels.max()) + 1
+    measured = [row for row in stats if row.name in away]
+    p_values = []
+    for index, row in enumerate(measured):
+        column = away[row.name]
+        present = np.isfinite(column)
+        if present.sum() < 2 * MIN_TREATED or np.ptp(column[present]) == 0:
+            row.away_label_power, p = 0.0, 1.0
+        else:
+            codes = association.bin_codes(column[present], classes)
+            _, p = association.permutation_test(codes, labels[present], permutations=permutations,
+                                                seed=seed + 104729 + index)
+            row.away_label_power = association.predictive_power(column[present], labels[present], seed)
+        p_values.append(p)
+    for row, adjusted in zip(measured, association.holm(p_values)):
+        row.away_label_p = adjusted
+
+
+def surroundings(boxes: np.ndarray, evidence_maps: np.ndarray | None, height: int, width: int,
+                 margin: float = 0.06, evidence_share: float = 0.25) -> tuple[np.ndarray, str]:
+    """(N, H, W) masks of what lies away from the object, and how the object was found.
+
+    The object is its manifest box where there is one; elsewhere the quarter of the image where the
+    model's class evidence (a coarse attribution map per image) is strongest. Both are widened by a
+    margin so that the object's own edges stay out of what is measured around it."""
+    grow = max(1, round(margin * min(height, width)))
+    masks = np.ones((len(boxes), height, width), bool)
+    from_boxes = from_maps = 0
+    for index, box in enumerate(boxes):
+        if not np.isnan(box).any():
+            x0, y0, x1, y1 = box
+            masks[index, max(0, int(y0) - grow):int(np.ceil(y1)) + grow, max(0, int(x0) - grow):int(np.ceil(x1)) + grow] = False
+            from_boxes += 1
+        elif evidence_maps is not None:
+            full = ndimage.zoom(evidence_maps[index], (height / evidence_maps.shape[1], width / evidence_maps.shape[2]),
+                                order=1)
+            strong = (full >= np.quantile(full, 1 - evidence_share)) & (full > 0.1 * full.max())
+            masks[index] = ~ndimage.binary_dilation(strong, iterations=grow)
+            from_maps += 1
+    method = ("outside the object boxes of the manifest" if from_boxes and not from_maps else
+              "outside the quarter of each image where the model's Grad-CAM evidence is strongest" if from_maps and not from_boxes else
+              "outside the manifest's object boxes, or where there is none, the quarter of the image where the "
+              "model's Grad-CAM evidence is strongest" if from_boxes else "")
+    return masks, method
 
 
 def group_gap(groups: np.ndarray, labels: np.ndarray, correct: np.ndarray, minimum: int = 5) -> tuple[float, float]:
