@@ -6,9 +6,10 @@ reached through a `predict(pixels) -> (predictions, probabilities)` function.
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
@@ -71,6 +72,8 @@ class InterventionStats:
     target: float | None = None  # property value the treated images were moved to
     examples: list[tuple[int, int, int, float, float]] = field(default_factory=list)  # idx, before, after, p0, p1
     pairs: tuple[np.ndarray, np.ndarray] | None = None  # original and changed pixels of the examples
+    placement: dict[str, float | None] = field(default_factory=dict)  # flip rate of the change on "object" / "surroundings" alone
+    place: str = ""             # where the cue sits: "object", "surroundings", "both"; "" when not located
 
     @property
     def excess(self) -> float:
@@ -204,15 +207,15 @@ class ProbeData:
     predict: Predict
     seed: int
     example_count: int = 4
+    only: Callable[[np.ndarray], np.ndarray] | None = None   # treated indices -> (n, H, W): where a change may act
 
 
 def run_interventions(data: ProbeData) -> list[InterventionStats]:
-    rng = np.random.default_rng(data.seed)
     results = []
     for intervention in interventions.INTERVENTIONS:
         if intervention.cue in interventions.COLOUR_CUES and not data.colour:
             continue
-        results.append(_run_one(intervention, data, rng))
+        results.append(_run_one(intervention, data, _rng(data.seed, intervention.name)))
     harmless = [r for r in results if r.status == "ok" and interventions.BY_NAME[r.name].harmless]
     floor = max([r.flip_rate for r in harmless] + [FLOOR_MINIMUM])
     tested = [r for r in results if r.status == "ok" and not interventions.BY_NAME[r.name].harmless]
@@ -241,6 +244,42 @@ def direction_agrees(test: InterventionStats, values: dict[str, np.ndarray], pre
     rate_low = float((predictions[~high] == test.top_class).mean())
     towards_high = interventions.BY_NAME[test.name].direction in ("up", "swap")  # else "down", "swap_down"
     return (rate_high - rate_low if towards_high else rate_low - rate_high) >= margin
+
+
+# --- where the cue sits ----------------------------------------------------------------------
+PLACE_RATIO = 2.0      # one part's change flips this many times more answers than the other's
+PLACE_MINIMUM = 0.05   # above the floor of harmless changes, or the parts alone do not move the model
+
+
+def locate(test: InterventionStats, data: ProbeData, objects: np.ndarray) -> None:
+    """Repeats a change that moved the model on the object alone and on its surroundings alone (the
+    same images, the same dose), and says where the cue sits. `objects`: (N, H, W) bool per image.
+
+    A region change (a stamp, a frame, a swapped background) already names its place."""
+    intervention = interventions.BY_NAME[test.name]
+    if test.status != "ok" or intervention.region in (*interventions.REGIONS, "background", "object"):
+        return
+    whole = replace(data, boxes=np.full_like(data.boxes, np.nan))   # the change may now touch the object too
+    for place, mask in (("object", objects), ("surroundings", ~objects)):
+        part = replace(whole, only=lambda indices, mask=mask: mask[indices], example_count=0)
+        rerun = _run_one(intervention, part, _rng(data.seed, test.name))
+        test.placement[place] = rerun.flip_rate if rerun.status == "ok" else None
+    test.place = place_of(test.placement.get("object"), test.placement.get("surroundings"), test.floor)
+
+
+def place_of(on_object: float | None, around: float | None, floor: float) -> str:
+    if on_object is None or around is None or max(on_object, around) < floor + PLACE_MINIMUM:
+        return ""
+    if around >= PLACE_RATIO * on_object:
+        return "surroundings"
+    if on_object >= PLACE_RATIO * around:
+        return "object"
+    return "both"
+
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    """One generator per change, so that a change can be repeated on the same images."""
+    return np.random.default_rng([seed % 2**32, zlib.crc32(name.encode())])
 
 
 def _sample(indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -364,6 +403,8 @@ def _measure(stats: InterventionStats, data: ProbeData, treated: np.ndarray, cha
     """Flips of the treated images; `donor_classes`: the prediction of what each one received."""
     if len(treated) < MIN_TREATED:
         return _untestable(stats)
+    if data.only is not None:
+        changed = np.where(data.only(treated)[..., None], changed, data.load(treated))
     after, after_probability = data.predict(changed)
     before, labels = data.predictions[treated], data.labels[treated]
     flipped = after != before
@@ -383,5 +424,5 @@ def _measure(stats: InterventionStats, data: ProbeData, treated: np.ndarray, cha
     chosen = order[: data.example_count]
     stats.examples = [(int(treated[i]), int(before[i]), int(after[i]), float(data.probabilities[treated[i]]),
                        float(after_probability[i])) for i in chosen]
-    stats.pairs = (data.load(treated[chosen]), changed[chosen])
+    stats.pairs = (data.load(treated[chosen]), changed[chosen]) if len(chosen) else None
     return stats
