@@ -167,7 +167,12 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         sentences.append(f"'{t.words}' changed {t.flip_rate:.0%} of predictions ({t.flips} of {t.treated}; "
                          f"harmless changes: {t.floor:.0%}), {towards}")
         if cue.reliance:
-            sentences.append(f"adding the cue and taking it away change on average {cue.reliance:.0%} of predictions")
+            sentences.append(f"adding the cue and taking it away change on average {cue.reliance:.0%} "
+                             f"(+- {1.96 * cue.reliance_error:.0%}, 95%) of predictions")
+    if verdict.reliance_undecided(cue):
+        sentences.append(f"reliance {cue.reliance:.2f} +- {1.96 * cue.reliance_error:.2f}: below the "
+                         f"{verdict.RELIANCE:.2f} line, but the probe set is too small to exclude it; a larger probe "
+                         "set would decide")
     if cue.lead and cue.prediction_signal:
         headline.append(f"predicts the answers with power {cue.lead.prediction_power:.2f}, the labels "
                         f"{cue.lead.label_power:.2f}")
@@ -208,6 +213,7 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         "group_gap": lead.group_gap if lead else None,
         "agreement_gap": cue.sided.agreement_gap if cue.sided else None,
         "reliance": cue.reliance,
+        "reliance_error": cue.reliance_error,
         "strongest_change": strongest.name if strongest else None,
         "flip_rate": strongest.flip_rate if strongest else None,
         "noise_floor": strongest.floor if strongest else None,
