@@ -301,9 +301,12 @@ def rates(rows: list[dict]) -> dict:
     others = [r for r in rows if not r["relies"]]
     detected = [r for r in rows if r["detected"]]
     on_biased = [r for r in others if r["probe"] != "decorrelated"]
+    # On a decorrelated probe set no nuisance goes with the label by construction: any bias finding is false.
+    nuisance_free = [r for r in rows if r["probe"] == "decorrelated"]
     return {"audits": len(rows), "rely": len(relying),
             "detection": _share(relying, "detected"), "false_alarm": _share(others, "detected"),
-            "right_cue": _share(detected, "right_cue"), "bias_finding": _share(on_biased, "bias_finding")}
+            "right_cue": _share(detected, "right_cue"), "bias_finding": _share(on_biased, "bias_finding"),
+            "bias_false_alarm": _share(nuisance_free, "bias_finding")}
 
 
 def _share(rows: list[dict], key: str) -> tuple[int, int]:
@@ -318,14 +321,14 @@ def format_share(share: tuple[int, int]) -> str:
 def print_table(title: str, groups: Iterable[tuple[str, list[dict]]]) -> None:
     print(f"\n{title}")
     header = (f"{'':16} {'audits':>6} {'rely':>5}  {'detection (rely)':>17}  {'false alarm (not)':>17}  "
-              f"{'right cue (det.)':>17}  {'bias finding':>17}")
+              f"{'right cue (det.)':>17}  {'bias finding':>17}  {'bias false alarm':>17}")
     print(header)
     print("-" * len(header))
     for name, rows in groups:
         r = rates(rows)
         print(f"{name:16} {r['audits']:>6} {r['rely']:>5}  {format_share(r['detection']):>17}  "
               f"{format_share(r['false_alarm']):>17}  {format_share(r['right_cue']):>17}  "
-              f"{format_share(r['bias_finding']):>17}")
+              f"{format_share(r['bias_finding']):>17}  {format_share(r['bias_false_alarm']):>17}")
 
 
 def print_ground_truth(rows: list[dict]) -> None:
@@ -346,7 +349,8 @@ def print_ground_truth(rows: list[dict]) -> None:
 def print_report(rows: list[dict]) -> None:
     print_ground_truth(rows)
     print_table("per probe set; rates over audits: detection among models that rely, false alarms among the others,\n"
-                "right cue among detections, bias findings among models that do not rely, on biased probe sets",
+                "right cue among detections, bias findings among models that do not rely, on biased probe sets;\n"
+                "bias false alarms: bias findings on decorrelated probe sets (no nuisance goes with the label there)",
                 [*((kind, [r for r in rows if r["probe"] == kind]) for kind in PROBE_ALIGNMENT), ("overall", rows)])
     print_table("per cue", [(cue, [r for r in rows if r["cue"] == cue]) for cue in cues.CUES
                             if any(r["cue"] == cue for r in rows)])

@@ -62,11 +62,20 @@ class CueVerdict:
     attribute: str | None = None     # manifest attribute the cue tracks
     sided: PropertyStats | None = None   # the property whose siding with the label the accuracy follows most
     reliance: float = 0.0            # see reliance(): flip rates of adding and of removing the cue, averaged
+    reliance_error: float = 0.0      # its standard error (binomial, over the treated images)
     also: list["CueVerdict"] = field(default_factory=list)   # proxies of the same cue, folded in
 
 
 def label_signal(p: PropertyStats) -> bool:
     return p.label_p < SIGNIFICANCE and p.label_power >= LABEL_POWER
+
+
+def part_of_object(p: PropertyStats) -> bool:
+    """The property predicts the labels on the whole image but not away from the object: it is the
+    object (its colour, its edges) that differs between the classes, not a bias of the probe set."""
+    if p.away_label_power is None or not label_signal(p):
+        return False
+    return not (p.away_label_p < SIGNIFICANCE and p.away_label_power >= LABEL_POWER)
 
 
 def prediction_signal(p: PropertyStats) -> bool:
@@ -128,6 +137,21 @@ def reliance(family: list[InterventionStats]) -> tuple[float, list[InterventionS
     return estimate, sorted((i for _, i in best.values()), key=lambda i: -i.excess)
 
 
+def reliance_error(family: list[InterventionStats]) -> float:
+    """Standard error of reliance(): the chosen changes' flip rates are binomial over their treated images."""
+    testable = {raises(i) for i in family if i.status == "ok" and BY_NAME[i.name].decides}
+    _, supporting = reliance(family)
+    if not testable or not supporting:
+        return 0.0
+    variance = sum(i.flip_rate * (1 - i.flip_rate) / max(i.treated, 1) for i in supporting)
+    return float(np.sqrt(variance) / len(testable))
+
+
+def reliance_undecided(v: "CueVerdict") -> bool:
+    """Below the line, but within its 95% interval of it: the probes cannot exclude reliance."""
+    return v.reliance < RELIANCE <= v.reliance + 1.96 * v.reliance_error
+
+
 @dataclass
 class Observations:
     """The probe images' data the folding of proxies needs."""
@@ -156,7 +180,7 @@ def _family(family: str, properties: list[PropertyStats], interventions: list[In
             links: dict[str, str]) -> CueVerdict | None:
     members = [p for p in properties if p.cue == family]
     causal = sorted((i for i in interventions if i.cue == family and causal_signal(i)), key=lambda i: -i.excess)
-    labels = [p for p in members if label_signal(p)]
+    labels = [p for p in members if label_signal(p) and not part_of_object(p)]
     predictions = [p for p in members if prediction_signal(p)]
     # A group gap (accuracy differs with the property within a label) is data-side evidence that a causal
     # signal can confirm; alone it may be a hard subset of images, so it never warns by itself.
@@ -171,7 +195,8 @@ def _family(family: str, properties: list[PropertyStats], interventions: list[In
     sided = [p for p in members if sides_with_label(p)]
     verdict = CueVerdict(family, "shortcut", "warn", lead, agreeing, bool(labels), bool(predictions), bool(groups),
                          links.get(lead.name) if lead else None,
-                         max(sided, key=lambda p: p.agreement_gap) if sided else None, round(estimate, 4))
+                         max(sided, key=lambda p: p.agreement_gap) if sided else None, round(estimate, 4),
+                         round(reliance_error([i for i in interventions if i.cue == family]), 4))
     if agreeing and data_side:
         verdict.severity = "fail"
     elif predictions and not (tested and estimate == 0.0):

@@ -6,11 +6,13 @@ reached through a `predict(pixels) -> (predictions, probabilities)` function.
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy import ndimage
 from scipy.stats import binomtest, fisher_exact
 
 from . import association, interventions
@@ -39,6 +41,8 @@ class PropertyStats:
     spread: float               # 90th minus 10th percentile (numbers) or number of categories
     agreement_gap: float = 0.0  # accuracy where its half agrees with the label minus where not (numbers)
     agreement_p: float = 1.0    # permutation test of that gap within labels (Holm-adjusted)
+    away_label_power: float | None = None   # label_power measured away from the object (None: not measured)
+    away_label_p: float = 1.0   # its permutation test (Holm-adjusted)
 
     def to_json(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
@@ -68,6 +72,8 @@ class InterventionStats:
     target: float | None = None  # property value the treated images were moved to
     examples: list[tuple[int, int, int, float, float]] = field(default_factory=list)  # idx, before, after, p0, p1
     pairs: tuple[np.ndarray, np.ndarray] | None = None  # original and changed pixels of the examples
+    placement: dict[str, float | None] = field(default_factory=dict)  # flip rate of the change on "object" / "surroundings" alone
+    place: str = ""             # where the cue sits: "object", "surroundings", "both"; "" when not located
 
     @property
     def excess(self) -> float:
@@ -116,6 +122,57 @@ def property_stats(values: dict[str, np.ndarray], attributes: dict[str, list[str
     return rows
 
 
+def measure_away_from_object(stats: list[PropertyStats], away: dict[str, np.ndarray], labels: np.ndarray,
+                             seed: int, permutations: int = 2000) -> None:
+    """Adds to each property how well it predicts the labels when measured away from the object.
+
+    Images where too little is left around the object (NaN) are left out of that property's test."""
+    classes = int(labels.max()) + 1
+    measured = [row for row in stats if row.name in away]
+    p_values = []
+    for index, row in enumerate(measured):
+        column = away[row.name]
+        present = np.isfinite(column)
+        if present.sum() < 2 * MIN_TREATED or np.ptp(column[present]) == 0:
+            row.away_label_power, p = 0.0, 1.0
+        else:
+            codes = association.bin_codes(column[present], classes)
+            _, p = association.permutation_test(codes, labels[present], permutations=permutations,
+                                                seed=seed + 104729 + index)
+            row.away_label_power = association.predictive_power(column[present], labels[present], seed)
+        p_values.append(p)
+    for row, adjusted in zip(measured, association.holm(p_values)):
+        row.away_label_p = adjusted
+
+
+def surroundings(boxes: np.ndarray, evidence_maps: np.ndarray | None, height: int, width: int,
+                 margin: float = 0.06, evidence_share: float = 0.25) -> tuple[np.ndarray, str]:
+    """(N, H, W) masks of what lies away from the object, and how the object was found.
+
+    The object is its manifest box where there is one; elsewhere the quarter of the image where the
+    model's class evidence (a coarse attribution map per image) is strongest. Both are widened by a
+    margin so that the object's own edges stay out of what is measured around it."""
+    grow = max(1, round(margin * min(height, width)))
+    masks = np.ones((len(boxes), height, width), bool)
+    from_boxes = from_maps = 0
+    for index, box in enumerate(boxes):
+        if not np.isnan(box).any():
+            x0, y0, x1, y1 = box
+            masks[index, max(0, int(y0) - grow):int(np.ceil(y1)) + grow, max(0, int(x0) - grow):int(np.ceil(x1)) + grow] = False
+            from_boxes += 1
+        elif evidence_maps is not None:
+            full = ndimage.zoom(evidence_maps[index], (height / evidence_maps.shape[1], width / evidence_maps.shape[2]),
+                                order=1)
+            strong = (full >= np.quantile(full, 1 - evidence_share)) & (full > 0.1 * full.max())
+            masks[index] = ~ndimage.binary_dilation(strong, iterations=grow)
+            from_maps += 1
+    method = ("outside the object boxes of the manifest" if from_boxes and not from_maps else
+              "outside the quarter of each image where the model's Grad-CAM evidence is strongest" if from_maps and not from_boxes else
+              "outside the manifest's object boxes, or where there is none, the quarter of the image where the "
+              "model's Grad-CAM evidence is strongest" if from_boxes else "")
+    return masks, method
+
+
 def group_gap(groups: np.ndarray, labels: np.ndarray, correct: np.ndarray, minimum: int = 5) -> tuple[float, float]:
     """Largest accuracy difference between two groups of the same label, and its Fisher test p-value."""
     best_gap, best_p = 0.0, 1.0
@@ -150,15 +207,15 @@ class ProbeData:
     predict: Predict
     seed: int
     example_count: int = 4
+    only: Callable[[np.ndarray], np.ndarray] | None = None   # treated indices -> (n, H, W): where a change may act
 
 
 def run_interventions(data: ProbeData) -> list[InterventionStats]:
-    rng = np.random.default_rng(data.seed)
     results = []
     for intervention in interventions.INTERVENTIONS:
         if intervention.cue in interventions.COLOUR_CUES and not data.colour:
             continue
-        results.append(_run_one(intervention, data, rng))
+        results.append(_run_one(intervention, data, _rng(data.seed, intervention.name)))
     harmless = [r for r in results if r.status == "ok" and interventions.BY_NAME[r.name].harmless]
     floor = max([r.flip_rate for r in harmless] + [FLOOR_MINIMUM])
     tested = [r for r in results if r.status == "ok" and not interventions.BY_NAME[r.name].harmless]
@@ -187,6 +244,42 @@ def direction_agrees(test: InterventionStats, values: dict[str, np.ndarray], pre
     rate_low = float((predictions[~high] == test.top_class).mean())
     towards_high = interventions.BY_NAME[test.name].direction in ("up", "swap")  # else "down", "swap_down"
     return (rate_high - rate_low if towards_high else rate_low - rate_high) >= margin
+
+
+# --- where the cue sits ----------------------------------------------------------------------
+PLACE_RATIO = 2.0      # one part's change flips this many times more answers than the other's
+PLACE_MINIMUM = 0.05   # above the floor of harmless changes, or the parts alone do not move the model
+
+
+def locate(test: InterventionStats, data: ProbeData, objects: np.ndarray) -> None:
+    """Repeats a change that moved the model on the object alone and on its surroundings alone (the
+    same images, the same dose), and says where the cue sits. `objects`: (N, H, W) bool per image.
+
+    A region change (a stamp, a frame, a swapped background) already names its place."""
+    intervention = interventions.BY_NAME[test.name]
+    if test.status != "ok" or intervention.region in (*interventions.REGIONS, "background", "object"):
+        return
+    whole = replace(data, boxes=np.full_like(data.boxes, np.nan))   # the change may now touch the object too
+    for place, mask in (("object", objects), ("surroundings", ~objects)):
+        part = replace(whole, only=lambda indices, mask=mask: mask[indices], example_count=0)
+        rerun = _run_one(intervention, part, _rng(data.seed, test.name))
+        test.placement[place] = rerun.flip_rate if rerun.status == "ok" else None
+    test.place = place_of(test.placement.get("object"), test.placement.get("surroundings"), test.floor)
+
+
+def place_of(on_object: float | None, around: float | None, floor: float) -> str:
+    if on_object is None or around is None or max(on_object, around) < floor + PLACE_MINIMUM:
+        return ""
+    if around >= PLACE_RATIO * on_object:
+        return "surroundings"
+    if on_object >= PLACE_RATIO * around:
+        return "object"
+    return "both"
+
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    """One generator per change, so that a change can be repeated on the same images."""
+    return np.random.default_rng([seed % 2**32, zlib.crc32(name.encode())])
 
 
 def _sample(indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -310,6 +403,8 @@ def _measure(stats: InterventionStats, data: ProbeData, treated: np.ndarray, cha
     """Flips of the treated images; `donor_classes`: the prediction of what each one received."""
     if len(treated) < MIN_TREATED:
         return _untestable(stats)
+    if data.only is not None:
+        changed = np.where(data.only(treated)[..., None], changed, data.load(treated))
     after, after_probability = data.predict(changed)
     before, labels = data.predictions[treated], data.labels[treated]
     flipped = after != before
@@ -329,5 +424,5 @@ def _measure(stats: InterventionStats, data: ProbeData, treated: np.ndarray, cha
     chosen = order[: data.example_count]
     stats.examples = [(int(treated[i]), int(before[i]), int(after[i]), float(data.probabilities[treated[i]]),
                        float(after_probability[i])) for i in chosen]
-    stats.pairs = (data.load(treated[chosen]), changed[chosen])
+    stats.pairs = (data.load(treated[chosen]), changed[chosen]) if len(chosen) else None
     return stats

@@ -21,6 +21,10 @@ from ..results import Figure, Finding, SectionResult, Table, Text
 
 ATTRIBUTE_LINK_POWER = 0.6
 LIGHTING = "the lighting and colour of the whole scene"
+# How a cue family is named once the probes have found whether it sits on the object or around it.
+PLACED_NOUNS = {"brightness": "brightness", "contrast": "contrast", "colour": "colour", "saturation": "colour",
+                "sharpness": "sharpness", "noise": "grain", "detail": "fine texture", "texture": "texture",
+                "compression": "compression artefacts"}
 DETAIL = "the fine detail of the image"
 CUE_IMAGES = 6
 
@@ -42,8 +46,12 @@ class ShortcutProbes(Section):
         predictions = outputs.predictions
         attributes = {name: context.probe.attribute(name) for name in context.probe.attribute_names}
         stats = evidence.property_stats(values, attributes, labels, predictions, context.options.seed)
+        boxes = context.probe.boxes(context.spec)
+        around, around_method = evidence.surroundings(boxes, context.looking.maps.get("grad_cam"),
+                                                      context.spec.height, context.spec.width)
+        evidence.measure_away_from_object(stats, measure_all(context, around), labels, context.options.seed)
         data = evidence.ProbeData(values, labels, predictions, outputs.probabilities.max(axis=1),
-                                  context.probe.boxes(context.spec), context.spec.channels == 3,
+                                  boxes, context.spec.channels == 3,
                                   lambda idx: context.probe.pixels(list(idx), context.spec),
                                   predictor(context), context.options.seed)
         tests = evidence.run_interventions(data)
@@ -53,8 +61,11 @@ class ShortcutProbes(Section):
         observations = verdict.Observations(codes, labels, predictions, verdict.property_correlations(values),
                                             context.options.seed)
         cues = verdict.decide(stats, tests, links, observations)
+        for cue in cues:
+            for test in cue.causal[:1]:
+                evidence.locate(test, data, ~around)
         findings = [to_finding(context, cue, values, tests, context.looking) for cue in cues]
-        blocks = [_property_table(context, stats), _intervention_table(context, tests)]
+        blocks = [_property_table(context, stats, around_method), _intervention_table(context, tests)]
         sensitive = verdict.sensitivities(tests, cues)
         if sensitive:
             blocks.append(Text("Sensitivities that are not shortcuts: " + "; ".join(
@@ -73,12 +84,14 @@ class ShortcutProbes(Section):
         return self.result(blocks=blocks, findings=findings, data=data_out)
 
 
-def measure_all(context: AuditContext) -> dict[str, np.ndarray]:
-    """Every property for every probe image, one batch of pixels at a time."""
+def measure_all(context: AuditContext, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every property for every probe image, one batch of pixels at a time; with `keep` (N, H, W),
+    measured only on the pixels it keeps."""
     parts: list[dict[str, np.ndarray]] = []
     for start in range(0, len(context.probe), context.options.batch_size):
         indices = list(range(start, min(start + context.options.batch_size, len(context.probe))))
-        parts.append(properties.measure(context.probe.pixels(indices, context.spec)))
+        pixels = context.probe.pixels(indices, context.spec)
+        parts.append(properties.measure(pixels) if keep is None else properties.measure_away(pixels, keep[indices]))
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
@@ -135,6 +148,10 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
     elif cue.cue == "detail":
         name = name if cue.attribute else DETAIL
         lead_words = f"{DETAIL} (blur and noise change it), most clearly {lead_words}"
+    place = cue.causal[0].place if cue.causal else ""
+    if place in ("object", "surroundings") and not cue.attribute and cue.cue in PLACED_NOUNS:
+        name = f"the {'object' if place == 'object' else 'background'}'s {PLACED_NOUNS[cue.cue]}"
+        lead_words = f"{name} (changing it there alone moves the predictions), most clearly {lead_words}"
     words = lead_words + (f", which tracks the manifest attribute '{cue.attribute}'" if cue.attribute
                           and not cue.cue.startswith("attribute:") else "")
     causal = sorted([t for c in [cue, *cue.also] for t in c.causal], key=lambda t: -t.excess)
@@ -147,7 +164,12 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         sentences.append(f"'{t.words}' changed {t.flip_rate:.0%} of predictions ({t.flips} of {t.treated}; "
                          f"harmless changes: {t.floor:.0%}), {towards}")
         if cue.reliance:
-            sentences.append(f"adding the cue and taking it away change on average {cue.reliance:.0%} of predictions")
+            sentences.append(f"adding the cue and taking it away change on average {cue.reliance:.0%} "
+                             f"(+- {1.96 * cue.reliance_error:.0%}, 95%) of predictions")
+    if verdict.reliance_undecided(cue):
+        sentences.append(f"reliance {cue.reliance:.2f} +- {1.96 * cue.reliance_error:.2f}: below the "
+                         f"{verdict.RELIANCE:.2f} line, but the probe set is too small to exclude it; a larger probe "
+                         "set would decide")
     if cue.lead and cue.prediction_signal:
         headline.append(f"predicts the answers with power {cue.lead.prediction_power:.2f}, the labels "
                         f"{cue.lead.label_power:.2f}")
@@ -188,11 +210,14 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         "group_gap": lead.group_gap if lead else None,
         "agreement_gap": cue.sided.agreement_gap if cue.sided else None,
         "reliance": cue.reliance,
+        "reliance_error": cue.reliance_error,
         "strongest_change": strongest.name if strongest else None,
         "flip_rate": strongest.flip_rate if strongest else None,
         "noise_floor": strongest.floor if strongest else None,
         "change_p": strongest.p_adjusted if strongest else None,
         "object_kept_rate": masked.kept_rate if masked else None,
+        "place": place or None,
+        "placement": strongest.placement if strongest else {},
         "interventions": [t.to_json() for t in causal],
         "attention": _attention(cue, seen),
     }
@@ -292,17 +317,27 @@ def _group_table(context: AuditContext, lead: PropertyStats, values: dict[str, n
 
 # --- section tables ------------------------------------------------------------------------
 
-def _property_table(context: AuditContext, stats: list[PropertyStats]) -> Table:
+def _property_table(context: AuditContext, stats: list[PropertyStats], around_method: str) -> Table:
     ranked = sorted(stats, key=lambda s: -max(s.label_power, s.prediction_power))[:14]
-    rows = [[s.name, f"{s.label_power:.2f}", _p(s.label_p), f"{s.prediction_power:.2f}", _p(s.beyond_label_p),
-             f"{s.group_gap:.0%}", "-" if s.categorical else f"{s.agreement_gap:.0%}"] for s in ranked]
+    rows = [[s.name, f"{s.label_power:.2f}", _p(s.label_p), _away(s), f"{s.prediction_power:.2f}",
+             _p(s.beyond_label_p), f"{s.group_gap:.0%}", "-" if s.categorical else f"{s.agreement_gap:.0%}"]
+            for s in ranked]
     caption = ("Power: how well the property alone predicts the labels or the model's predictions, cross-validated; "
                "0 is the naive baseline, 1 perfect. 'beyond labels': permutation test of whether it predicts the "
                "predictions within each true class. p-values are Holm-adjusted over all properties. Gap: largest "
                "accuracy difference between property tertiles (or attribute values) within a class. Sides: accuracy "
-               "where the property's half (above or below its median) sides with the label minus where it does not.")
-    return Table(["property", "label power", "p", "prediction power", "p beyond labels", "gap", "sides"], rows, caption,
-                 "Which properties predict labels and predictions")
+               "where the property's half (above or below its median) sides with the label minus where it does not. "
+               + (f"Away from object: label power of the property measured only {around_method}; a property that "
+                  "predicts the labels on the whole image but not there is part of the object (its colour, its "
+                  "edges), not a bias of the probe set." if around_method else ""))
+    return Table(["property", "label power", "p", "away from object", "prediction power", "p beyond labels", "gap",
+                  "sides"], rows, caption, "Which properties predict labels and predictions")
+
+
+def _away(s: PropertyStats) -> str:
+    if s.away_label_power is None:
+        return "-"
+    return "part of the object" if verdict.part_of_object(s) else f"{s.away_label_power:.2f}"
 
 
 def _intervention_table(context: AuditContext, tests: list[InterventionStats],

@@ -3,7 +3,7 @@
 import numpy as np
 
 from auditsvc.battery.probes import properties
-from auditsvc.battery.probes.evidence import ProbeData, matched_dose, run_interventions
+from auditsvc.battery.probes.evidence import ProbeData, locate, matched_dose, place_of, run_interventions
 
 
 def grey_images(levels: np.ndarray, size: int = 16) -> np.ndarray:
@@ -107,3 +107,32 @@ def test_a_model_that_answers_one_class_only_leaves_the_changes_untestable():
     tests = {t.name: t for t in run_interventions(data)}
     assert tests["brighter"].status == tests["swap_border"].status == "untestable"
     assert tests["shift_1px"].status == "ok"
+
+
+def follows_the_surroundings(pixels: np.ndarray):
+    """Answers by the brightness outside the middle of the image."""
+    around = pixels.astype(float).copy()
+    around[:, 4:12, 4:12] = np.nan
+    return (np.nanmean(around, axis=(1, 2, 3)) / 255 > 0.5).astype(int), np.ones(len(pixels))
+
+
+def test_the_cue_is_placed_where_changing_it_alone_moves_the_model():
+    rng = np.random.default_rng(0)
+    levels, labels = rng.uniform(0.3, 0.7, 120), rng.integers(0, 2, 120)
+    images = grey_images(levels)
+    middle = np.zeros((len(images), 16, 16), bool)
+    middle[:, 4:12, 4:12] = True
+    for predict, place in ((follows_the_object, "object"), (follows_the_surroundings, "surroundings")):
+        data = probe(images, labels, predict)
+        brighter = {t.name: t for t in run_interventions(data)}["brighter"]
+        locate(brighter, data, middle)
+        assert brighter.place == place, brighter.placement
+        other = "surroundings" if place == "object" else "object"
+        assert brighter.placement[place] > 0.9 and brighter.placement[other] < 0.1
+
+
+def test_place_needs_a_clear_difference_above_the_floor():
+    assert place_of(0.5, 0.5, 0.01) == "both"
+    assert place_of(0.03, 0.01, 0.01) == ""
+    assert place_of(0.1, 0.6, 0.01) == "surroundings"
+    assert place_of(None, 0.6, 0.01) == ""

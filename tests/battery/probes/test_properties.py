@@ -50,6 +50,30 @@ def test_blur_noise_and_jpeg_move_their_properties(images):
     assert _mean(np.stack(compressed), "blockiness") > _mean(images, "blockiness") + 0.2
 
 
+def _shapes_with_noise(sigma: float, shape: str, rng: np.random.Generator, count: int = 8) -> np.ndarray:
+    """Grey scenes: a bright object with sharp edges on a flat background, plus Gaussian noise."""
+    yy, xx = np.mgrid[:48, :48]
+    images = []
+    for _ in range(count):
+        cy, cx, radius = rng.integers(14, 34), rng.integers(14, 34), rng.integers(7, 12)
+        inside = (np.hypot(yy - cy, xx - cx) < radius) if shape == "disc" else \
+            (np.abs(yy - cy) < radius) & (np.abs(xx - cx) < radius) & ((yy + xx) % 8 < 4)
+        grey = 0.3 + 0.4 * inside + rng.normal(0, sigma, (48, 48))
+        images.append(np.repeat(np.clip(grey, 0, 1)[..., None], 3, axis=2))
+    return (np.stack(images) * 255).round().astype(np.uint8)
+
+
+def test_noise_reads_the_sensor_noise_not_the_edges_of_the_object():
+    rng = np.random.default_rng(3)
+    plain = _shapes_with_noise(0.03, "disc", rng)
+    striped = _shapes_with_noise(0.03, "striped square", rng)  # far more edge per image, same noise
+    noisier = _shapes_with_noise(0.06, "disc", rng)
+    plain_sigma, striped_sigma = measure(plain, ["noise"])["noise"], measure(striped, ["noise"])["noise"]
+    assert np.allclose(plain_sigma, 0.03, rtol=0.2) and np.allclose(striped_sigma, 0.03, rtol=0.2)  # 8-bit steps
+    assert abs(striped_sigma.mean() / plain_sigma.mean() - 1) < 0.1
+    assert measure(noisier, ["noise"])["noise"].min() > 1.6 * plain_sigma.max()
+
+
 def test_a_corner_patch_and_a_frame_are_seen_where_they_are(images):
     patched = images.copy()
     patched[:, :6, :6] = (255, 0, 0)

@@ -1,0 +1,97 @@
+"""A shortcut on the background's texture is named where it sits, and the object's own outline
+is not called a bias of the probe set."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from auditsvc.battery import AuditOptions, audit, load_model, open_probe_set
+from tests.conftest import write_package
+
+SIDE = 32
+CLASSES = ["disc", "square"]
+
+
+class BackgroundTexture(nn.Module):
+    """Answers 'square' when the surroundings of the middle half carry fine texture, whatever the object."""
+
+    def __init__(self):
+        super().__init__()
+        self.edges = nn.Conv2d(3, 1, 3, padding=1, bias=False)
+        laplacian = torch.tensor([[0.0, -1, 0], [-1, 4, -1], [0, -1, 0]]) / 3
+        self.edges.weight.data = laplacian.expand(1, 3, 3, 3).clone()
+        outside = torch.ones(1, 1, SIDE, SIDE)
+        outside[..., SIDE // 4:-SIDE // 4, SIDE // 4:-SIDE // 4] = 0
+        self.register_buffer("outside", outside)
+        self.head = nn.Linear(1, 2)
+        self.head.weight.data = torch.tensor([[-10.0], [10.0]])
+        self.head.bias.data = torch.tensor([10.0, -10.0])   # the line at a mean texture of 1
+
+    def forward(self, x):
+        texture = (self.edges(x).abs() * self.outside).mean(dim=(2, 3))
+        return self.head(texture)
+
+
+def scene(label: int, textured: bool, rng: np.random.Generator) -> np.ndarray:
+    yy, xx = np.mgrid[:SIDE, :SIDE]
+    grey = rng.uniform(0.35, 0.55) + rng.normal(0, 0.01, (SIDE, SIDE))
+    if textured:
+        grey = grey + 0.12 * np.where((xx + yy) % 2 == 0, 1, -1)
+    centre = SIDE / 2
+    inside = (np.hypot(yy - centre, xx - centre) < 6) if label == 0 else \
+        ((np.abs(yy - centre) < 6) & (np.abs(xx - centre) < 6))
+    grey = np.where(inside, 0.85, grey)
+    return (np.repeat(np.clip(grey, 0, 1)[..., None], 3, axis=2) * 255).round().astype(np.uint8)
+
+
+def write_scenes(root, per_class: int, aligned: float, seed: int):
+    """Squares mostly on textured ground, discs mostly on smooth ground; boxes in the manifest."""
+    rng = np.random.default_rng(seed)
+    rows = ["path,label,x0,y0,x1,y1"]
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            textured = (label == 1) == (rng.random() < aligned)
+            Image.fromarray(scene(label, textured, rng)).save(root / name / f"{index:03d}.png")
+            rows.append(f"{name}/{index:03d}.png,{name},9,9,23,23")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def texture_audit(tmp_path_factory):
+    root = tmp_path_factory.mktemp("texture")
+    model = write_package(root / "model", BackgroundTexture(), CLASSES, size=(3, SIDE, SIDE))
+    probe = write_scenes(root / "probe", per_class=60, aligned=0.8, seed=0)
+    loaded = load_model(model)
+    with open_probe_set(probe, loaded.meta.classes) as probe_set:
+        return audit(loaded, probe_set, AuditOptions(sections=["summary", "performance", "shortcuts"], seed=0))
+
+
+def test_a_background_texture_shortcut_is_named_as_the_backgrounds(texture_audit):
+    section = next(s for s in texture_audit.sections if s.name == "shortcuts")
+    assert section.status == "ok", section.reason
+    shortcuts = [f for f in texture_audit.findings if f.category == "shortcut"]
+    assert shortcuts, [f.code for f in texture_audit.findings]
+    lead = shortcuts[0]
+    assert lead.evidence["place"] == "surroundings", lead.evidence["placement"]
+    assert "the background's" in lead.title, lead.title
+    placement = lead.evidence["placement"]
+    assert placement["surroundings"] > 0.5 and placement["object"] < 0.1
+
+
+def test_the_objects_outline_is_not_a_probe_set_bias(tmp_path):
+    """Discs and squares on grounds drawn alike: the outline shows in the image's properties, but it
+    is the object, so no bias finding; the property table says so."""
+    model = write_package(tmp_path / "model", BackgroundTexture(), CLASSES, size=(3, SIDE, SIDE))
+    probe = write_scenes(tmp_path / "probe", per_class=60, aligned=0.5, seed=1)
+    loaded = load_model(model)
+    with open_probe_set(probe, loaded.meta.classes) as probe_set:
+        result = audit(loaded, probe_set, AuditOptions(sections=["shortcuts"], seed=0))
+    section = result.sections[0]
+    assert section.status == "ok", section.reason
+    assert [f.code for f in result.findings if f.category == "bias"] == []
+    table = next(b for b in section.blocks if getattr(b, "title", "") == "Which properties predict labels and predictions")
+    assert any(row[3] == "part of the object" for row in table.rows), table.rows
