@@ -3,7 +3,10 @@
 `ModelGraph` wraps the functional (no in-place ops) graph of an ExportedProgram as a plain
 `torch.fx.GraphModule` that takes a batch and returns logits. Layers are named by module
 path from the export (`layer1.0.conv1`); a functional op that runs directly inside a
-container module is a layer of its own, named `<container>:<node>` (`layer1.0:relu_3`).
+container module is a layer of its own, named `<container>:<node>` (`layer1.0:relu_3`), and so
+is the op that returns the logits when no module owns it (SqueezeNet's final flatten). A map the
+graph holds channels-last (ConvNeXt's LayerNorm and Linear layers between two permutes) is a
+layer with channels-first shape and activations, like every other map (see layout.py).
 
 Internals are reached by rewriting a copy of the graph, never by hoping for `nn.ReLU`
 modules: `GraphRewrite` adds extra outputs (activations), swaps every ReLU node for a

@@ -5,8 +5,11 @@ A unit of a spatial layer sees a window of the input: `size` pixels wide, centre
 order, each convolution or pooling node widens the field by (kernel - 1) * dilation input
 jumps, multiplies the jump by its stride and shifts the centre by its padding; elementwise ops
 (BatchNorm, activations) keep it; a node with several spatial inputs (residual add, cat) takes
-the union of their fields. An op that resamples in a way we do not model covers the whole input
-and marks the field as not exact.
+the union of their fields. The rows and columns are followed through views, permutes, transposes,
+splits and concatenations (layout.py): a channel shuffle or a channels-last block keeps its field.
+A map scaled by something the whole image sets (a squeeze-and-excitation gate) keeps its field,
+marked not exact. An op that resamples in a way we do not model covers the whole input and marks
+the field as not exact.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 it reads lies in the top-left corner, so the shares are known by hand."""
 
 import pytest
-import torch
 
 from auditsvc.battery.results import Table
 from tests.battery.sections.support import CornerNet, run, section
