@@ -50,7 +50,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",   # the admin's static files, without a separate server
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "auditsvc.audits.uploads.UploadLimitMiddleware",   # reads POST bodies first: 413 for oversized uploads
+    "auditsvc.audits.upload_limits.UploadLimitMiddleware",   # reads POST bodies first: 413 for oversized uploads
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -137,7 +137,7 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024**2
 # The first handler stops a file at the largest accepted upload (the rest of the body is read and
 # dropped, nothing more is written) and the request is answered 413 with the file's name.
 FILE_UPLOAD_HANDLERS = [
-    "auditsvc.audits.uploads.SizeLimitUploadHandler",
+    "auditsvc.audits.upload_limits.SizeLimitUploadHandler",
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]

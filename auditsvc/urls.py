@@ -36,7 +36,7 @@ urlpatterns = [
 ]
 
 # No traceback ever reaches a client: JSON under /api/, a plain page elsewhere.
-handler400 = "auditsvc.audits.errors.bad_request"
-handler403 = "auditsvc.audits.errors.permission_denied"
-handler404 = "auditsvc.audits.errors.page_not_found"
-handler500 = "auditsvc.audits.errors.server_error"
+handler400 = "auditsvc.audits.http_errors.bad_request"
+handler403 = "auditsvc.audits.http_errors.permission_denied"
+handler404 = "auditsvc.audits.http_errors.page_not_found"
+handler500 = "auditsvc.audits.http_errors.server_error"

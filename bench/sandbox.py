@@ -98,7 +98,7 @@ def confined(directory: Path, mode: str, warm: bool) -> dict:
 def bubblewrap_start_up(repeats: int = 20) -> float:
     """The confinement alone: `true` run through the sandbox minus run through prlimit only, median."""
     from auditsvc.sandbox import Confinement, Limits
-    from auditsvc.sandbox.runner import Job
+    from auditsvc.sandbox.supervisor import Job
 
     timings = {}
     for mode in ("bubblewrap", "unconfined"):

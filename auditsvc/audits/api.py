@@ -17,8 +17,8 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from . import selectors, services
-from .errors import json_error as api_error
-from .errors import not_found_message
+from .http_errors import json_error as api_error
+from .http_errors import not_found_message
 from .forms import ApiAuditForm
 from .models import Audit
 from .openapi import document

@@ -16,7 +16,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import selectors, services
-from .errors import NotReady
+from .http_errors import NotReady
 from .forms import AuditForm, ModelVersionForm, ProbeSetForm, ScheduleForm, TokenForm, parse_id
 
 REPORT_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import threading
 
-from .audit import ConfinedAudit
+from .confined_audit import ConfinedAudit
 from .confinement import sandbox_device
 
 _waiting: dict[str, ConfinedAudit] = {}

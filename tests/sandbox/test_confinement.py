@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from auditsvc.sandbox import Confinement, Limits
-from auditsvc.sandbox.runner import Job
+from auditsvc.sandbox.supervisor import Job
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (.ci/run installs it)")
 

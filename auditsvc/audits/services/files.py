@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, transaction
 
-from ..uploads import display_name, mib
+from ..upload_limits import display_name, mib
 from .columns import check_columns
 
 

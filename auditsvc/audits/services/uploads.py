@@ -16,7 +16,7 @@ from auditsvc.battery import BadInput, ModelMeta, file_sha256, limits, model_kin
 from auditsvc.sandbox import SandboxError, SandboxUnavailable, check_model
 
 from ..models import ModelVersion, Organization, ProbeSet
-from ..uploads import display_name
+from ..upload_limits import display_name
 from .columns import check_text, json_problem
 from .files import read_capped, save_with_file, scratch, spool, upload_sha256
 

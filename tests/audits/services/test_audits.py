@@ -16,7 +16,7 @@ from auditsvc.audits.models import Audit, ModelVersion, ProbeSet
 from auditsvc.audits.services import audits as audit_services
 from auditsvc.audits.services import uploads as upload_services
 from auditsvc.battery import BadInput, ModelMeta
-from auditsvc.sandbox.audit import ConfinedAudit
+from auditsvc.sandbox.confined_audit import ConfinedAudit
 from tests.conftest import write_probe
 from tests.service_fixtures import uploads, zip_directory
 

@@ -13,7 +13,7 @@ import pytest
 from auditsvc.battery.errors import BadInput
 from auditsvc.battery.model.meta import load_meta
 from auditsvc.sandbox import ConfinedAudit, SandboxError, check_model
-from auditsvc.sandbox.audit import _checked_outputs, _findings
+from auditsvc.sandbox.confined_audit import _checked_outputs, _findings
 from tests.hostile.test_model_files import pickled_weight
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")

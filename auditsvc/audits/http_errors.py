@@ -1,7 +1,7 @@
 """Error answers: JSON `{"error": ..., "fields": {...}}` under /api/, a plain page elsewhere.
 
 The 400, 403, 404 and 500 handlers (auditsvc/urls.py) never show a traceback; Django logs it.
-The API answers its 404s and unreadable bodies itself (api.py, uploads.py), so that it speaks
+The API answers its 404s and unreadable bodies itself (api.py, upload_limits.py), so that it speaks
 JSON with DEBUG on too. Nothing here touches the database or templates.
 """
 

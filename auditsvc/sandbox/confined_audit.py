@@ -22,7 +22,7 @@ from typing import Any
 from auditsvc.battery import BadInput, ModelMeta
 
 from .confinement import Confinement
-from .runner import Child, Job, Progress, SandboxError
+from .supervisor import Child, Job, Progress, SandboxError
 
 REPORT_FILES = {"html": "report.html", "pdf": "report.pdf", "json": "findings.json"}
 MAX_REPORT_BYTES = 1 << 30

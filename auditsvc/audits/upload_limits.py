@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 
-from .errors import UNREADABLE_BODY, bad_request_message, error_response
+from .http_errors import UNREADABLE_BODY, bad_request_message, error_response
 
 BODY_MARGIN = 16 * 1024**2   # form fields and multipart framing on top of the files
 MAX_META_UPLOAD = 16 * 1024**2   # model.json (battery/meta.py holds it to its own, finer limits)

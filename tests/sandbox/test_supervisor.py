@@ -11,7 +11,7 @@ import pytest
 
 from auditsvc.battery.errors import BadInput
 from auditsvc.sandbox import Confinement, Limits, SandboxError
-from auditsvc.sandbox.runner import Child, Job
+from auditsvc.sandbox.supervisor import Child, Job
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
