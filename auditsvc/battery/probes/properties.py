@@ -144,15 +144,19 @@ def _ring_distance(rgb: np.ndarray, inner: np.ndarray, ring: np.ndarray) -> np.n
     return colour + texture
 
 
-def _border_distinctness(rgb: np.ndarray) -> np.ndarray:
-    height, width = rgb.shape[1:3]
+def _border_and_ring(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image's border band and the ring just inside it, as (H, W) masks."""
     band = max(1, round(BORDER_FRACTION * min(height, width)))
     border = np.zeros((height, width), bool)
     border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
     ring = np.zeros_like(border)
     ring[band:3 * band, band:-band], ring[-3 * band:-band, band:-band] = True, True
     ring[band:-band, band:3 * band], ring[band:-band, -3 * band:-band] = True, True
-    return _ring_distance(rgb, border, ring)
+    return border, ring
+
+
+def _border_distinctness(rgb: np.ndarray) -> np.ndarray:
+    return _ring_distance(rgb, *_border_and_ring(*rgb.shape[1:3]))
 
 
 def _corner_distinctness(rgb: np.ndarray) -> dict[str, np.ndarray]:
@@ -337,14 +341,7 @@ def _masked_ring_distance(rgb: np.ndarray, weights: np.ndarray, inner: np.ndarra
 
 
 def _masked_border(rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    height, width = rgb.shape[1:3]
-    band = max(1, round(BORDER_FRACTION * min(height, width)))
-    border = np.zeros((height, width), bool)
-    border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
-    ring = np.zeros_like(border)
-    ring[band:3 * band, band:-band], ring[-3 * band:-band, band:-band] = True, True
-    ring[band:-band, band:3 * band], ring[band:-band, -3 * band:-band] = True, True
-    return _masked_ring_distance(rgb, weights, border, ring)
+    return _masked_ring_distance(rgb, weights, *_border_and_ring(*rgb.shape[1:3]))
 
 
 def _masked_corner(name: str):
