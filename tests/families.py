@@ -28,14 +28,14 @@ from torch import nn
 INPUT = (3, 32, 32)
 
 
-# --- SqueezeNet -------------------------------------------------------------------------------
-
 def projection(in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
     """The residual branch's 1x1 projection where the block changes shape, else None (identity)."""
     if stride == 1 and in_channels == out_channels:
         return None
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
 
+
+# --- SqueezeNet -------------------------------------------------------------------------------
 
 class Fire(nn.Module):
     def __init__(self, in_channels: int, squeeze: int, expand: int):
