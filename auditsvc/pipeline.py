@@ -27,9 +27,10 @@ class AuditFiles:
     findings: Path
 
 
-def load_and_audit(model: Path, dataset: Path, *, meta: ModelMeta | Path | None = None, reference: Path | None = None,
-                reference_meta: ModelMeta | Path | None = None, options: AuditOptions | None = None,
-                progress: Progress | None = None, dataset_label: str | None = None) -> AuditResult:
+def load_and_audit(model: Path, dataset: Path, *, meta: ModelMeta | Path | None = None,
+                   reference: Path | None = None, reference_meta: ModelMeta | Path | None = None,
+                   options: AuditOptions | None = None, progress: Progress | None = None,
+                   dataset_label: str | None = None) -> AuditResult:
     """Load and audit; raises BadInput (one line) before any work on bad input."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

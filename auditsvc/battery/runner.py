@@ -33,7 +33,7 @@ def resolve_device(device: str) -> str:
 
 
 def audit(model: LoadedModel, probe: ProbeDataset, options: AuditOptions | None = None,
-              reference: LoadedModel | None = None, progress: Progress | None = None) -> AuditResult:
+          reference: LoadedModel | None = None, progress: Progress | None = None) -> AuditResult:
     options = options or AuditOptions()
     options.device = resolve_device(options.device)
     torch.manual_seed(options.seed)

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("shortcut", "clean"):
         started = time.perf_counter()
         result = load_and_audit(Path(built["paths"][name]), Path(probe), reference=references[name],
-                             options=AuditOptions(seed=args.seed))
+                                options=AuditOptions(seed=args.seed))
         # Models this command built itself are trusted; uploaded ones only ever run in the sandbox.
         result.environment["isolation"] = "this process: the demo's own models, built on this machine"
         files = write_outputs(result, args.out / "reports" / name)

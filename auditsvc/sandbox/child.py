@@ -56,10 +56,10 @@ def audit(request: dict[str, Any], progress: Callable) -> dict[str, Any]:
     model, reference, dataset = request["model"], request.get("reference"), request["dataset"]
     _check_sections(request["options"].get("sections"))
     result = load_and_audit(Path(model["path"]), Path(dataset["path"]), meta=ModelMeta.from_dict(model["meta"]),
-                         reference=Path(reference["path"]) if reference else None,
-                         reference_meta=ModelMeta.from_dict(reference["meta"]) if reference else None,
-                         options=AuditOptions(**request["options"]), progress=progress,
-                         dataset_label=dataset.get("label"))
+                            reference=Path(reference["path"]) if reference else None,
+                            reference_meta=ModelMeta.from_dict(reference["meta"]) if reference else None,
+                            options=AuditOptions(**request["options"]), progress=progress,
+                            dataset_label=dataset.get("label"))
     result.environment["isolation"] = request["isolation"]
     previous = request.get("previous")
     changes = changes_since(previous, result.findings_json()) if previous else None

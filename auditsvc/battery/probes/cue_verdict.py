@@ -126,7 +126,7 @@ def reliance(family: list[InterventionStats]) -> tuple[float, list[InterventionS
     A model that merely fails on degraded images (blurred, washed out) answers one way only and
     scores half its effect. Where the probes can move the cue one way only, that way counts alone.
     Returns the estimate and the changes it rests on."""
-    testable = {raises(i) for i in family if i.status == "ok" and BY_NAME[i.name].decides}
+    testable = testable_ways(family)
     best = {}
     for i in family:
         if directed(i) and i.flip_rate > best.get(raises(i), (0.0, None))[0]:
@@ -137,14 +137,18 @@ def reliance(family: list[InterventionStats]) -> tuple[float, list[InterventionS
     return estimate, sorted((i for _, i in best.values()), key=lambda i: -i.excess)
 
 
-def reliance_error(family: list[InterventionStats]) -> float:
-    """Standard error of reliance(): the chosen changes' flip rates are binomial over their treated images."""
-    testable = {raises(i) for i in family if i.status == "ok" and BY_NAME[i.name].decides}
-    _, supporting = reliance(family)
-    if not testable or not supporting:
+def testable_ways(family: list[InterventionStats]) -> set[bool]:
+    """The ways the probes could move the cue: adding it (True), taking it away (False)."""
+    return {raises(i) for i in family if i.status == "ok" and BY_NAME[i.name].decides}
+
+
+def reliance_error(supporting: list[InterventionStats], ways: int) -> float:
+    """Standard error of reliance() from the changes it rests on (binomial flip rates over their treated
+    images) and the number of ways it averages over."""
+    if not ways or not supporting:
         return 0.0
     variance = sum(i.flip_rate * (1 - i.flip_rate) / max(i.treated, 1) for i in supporting)
-    return float(np.sqrt(variance) / len(testable))
+    return float(np.sqrt(variance) / ways)
 
 
 def reliance_undecided(v: "CueVerdict") -> bool:
@@ -186,17 +190,19 @@ def _family(family: str, properties: list[PropertyStats], interventions: list[In
     # signal can confirm; alone it may be a hard subset of images, so it never warns by itself.
     groups = [p for p in members if group_signal(p)]
     data_side = bool(labels or predictions or groups)
-    estimate, supporting = reliance([i for i in interventions if i.cue == family])
+    changes = [i for i in interventions if i.cue == family]
+    estimate, supporting = reliance(changes)
     # Answers that go with the cue while changing it moves none of them: the association is in
     # which images the model gets wrong, not something it relies on.
-    tested = any(i.cue == family and i.status == "ok" and BY_NAME[i.name].decides for i in interventions)
+    ways = len(testable_ways(changes))
+    tested = ways > 0
     agreeing = supporting if estimate >= RELIANCE else []
     lead = _lead(members, causal)
     sided = [p for p in members if sides_with_label(p)]
     verdict = CueVerdict(family, "shortcut", "warn", lead, agreeing, bool(labels), bool(predictions), bool(groups),
                          links.get(lead.name) if lead else None,
                          max(sided, key=lambda p: p.agreement_gap) if sided else None, round(estimate, 4),
-                         round(reliance_error([i for i in interventions if i.cue == family]), 4))
+                         round(reliance_error(supporting, ways), 4))
     if agreeing and data_side:
         verdict.severity = "fail"
     elif predictions and not (tested and estimate == 0.0):

@@ -76,27 +76,9 @@ def _band(grey: np.ndarray, side: str) -> np.ndarray:
     return region.mean(axis=(1, 2))
 
 
-def _channel(rgb: np.ndarray, index: int, share: bool) -> np.ndarray:
-    means = rgb.mean(axis=(1, 2))
-    return means[:, index] / (means.sum(axis=1) + 1e-6) if share else means[:, index]
-
-
 def _sharpness(grey: np.ndarray) -> np.ndarray:
     laplacian = np.stack([ndimage.laplace(g) for g in grey])
     return np.log1p(1e4 * laplacian[:, 1:-1, 1:-1].var(axis=(1, 2)))
-
-
-def _hue_saturation(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    high, low = rgb.max(axis=3), rgb.min(axis=3)
-    chroma = high - low
-    saturation = np.where(high > 0, chroma / np.maximum(high, 1e-6), 0)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    # Hue as an angle from the opponent-colour axes; averaged as a vector weighted by chroma.
-    alpha = r - 0.5 * (g + b)
-    beta = np.sqrt(3) / 2 * (g - b)
-    weight = chroma + 1e-9
-    angle = np.arctan2((beta * weight).sum(axis=(1, 2)), (alpha * weight).sum(axis=(1, 2)))
-    return np.degrees(angle) % 360, saturation.mean(axis=(1, 2))
 
 
 def _entropy(grey: np.ndarray) -> float:
@@ -117,9 +99,7 @@ def _noise_sigma(grey: np.ndarray) -> np.ndarray:
     """Noise from the finest diagonal wavelet band (Haar), by its median absolute deviation (Donoho
     and Johnstone 1994). An object's edges touch few of these coefficients, so the median reads the
     sensor noise and not the object; a high-pass energy would read the edges."""
-    height, width = grey.shape[1] // 2 * 2, grey.shape[2] // 2 * 2
-    even = grey[:, :height, :width]
-    diagonal = (even[:, 0::2, 0::2] - even[:, 0::2, 1::2] - even[:, 1::2, 0::2] + even[:, 1::2, 1::2]) / 2
+    *_, diagonal, _ = _haar_blocks(grey, _everywhere(grey))
     return np.median(np.abs(diagonal), axis=(1, 2)) / 0.6745
 
 
@@ -185,14 +165,14 @@ _MEASURES = {
     "left_brightness": lambda rgb, grey: _band(grey, "left"),
     "right_brightness": lambda rgb, grey: _band(grey, "right"),
     "contrast": lambda rgb, grey: grey.std(axis=(1, 2)),
-    "red": lambda rgb, grey: _channel(rgb, 0, False),
-    "green": lambda rgb, grey: _channel(rgb, 1, False),
-    "blue": lambda rgb, grey: _channel(rgb, 2, False),
-    "red_share": lambda rgb, grey: _channel(rgb, 0, True),
-    "green_share": lambda rgb, grey: _channel(rgb, 1, True),
-    "blue_share": lambda rgb, grey: _channel(rgb, 2, True),
-    "hue": lambda rgb, grey: _hue_saturation(rgb)[0],
-    "saturation": lambda rgb, grey: _hue_saturation(rgb)[1],
+    "red": lambda rgb, grey: _masked_channel(rgb, _everywhere(grey), 0, False),
+    "green": lambda rgb, grey: _masked_channel(rgb, _everywhere(grey), 1, False),
+    "blue": lambda rgb, grey: _masked_channel(rgb, _everywhere(grey), 2, False),
+    "red_share": lambda rgb, grey: _masked_channel(rgb, _everywhere(grey), 0, True),
+    "green_share": lambda rgb, grey: _masked_channel(rgb, _everywhere(grey), 1, True),
+    "blue_share": lambda rgb, grey: _masked_channel(rgb, _everywhere(grey), 2, True),
+    "hue": lambda rgb, grey: _masked_hue_saturation(rgb, _everywhere(grey))[0],
+    "saturation": lambda rgb, grey: _masked_hue_saturation(rgb, _everywhere(grey))[1],
     "sharpness": lambda rgb, grey: _sharpness(grey),
     "entropy": lambda rgb, grey: np.array([_entropy(g) for g in grey]),
     "high_frequency": lambda rgb, grey: _high_frequency(grey),
@@ -224,6 +204,11 @@ def measure_away(pixels: np.ndarray, keep: np.ndarray, names: list[str] | None =
         else:
             out[name] = _MASKED[name](rgb, grey, weights)
     return out
+
+
+def _everywhere(grey: np.ndarray) -> np.ndarray:
+    """Weights that keep every pixel: the whole-image measure is the masked one over all of it."""
+    return np.ones(grey.shape)
 
 
 def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -268,6 +253,7 @@ def _masked_hue_saturation(rgb: np.ndarray, weights: np.ndarray) -> tuple[np.nda
     chroma = high - low
     saturation = np.where(high > 0, chroma / np.maximum(high, 1e-6), 0)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    # Hue as an angle from the opponent-colour axes; averaged as a vector weighted by chroma.
     weight = (chroma + 1e-9) * weights
     alpha, beta = r - 0.5 * (g + b), np.sqrt(3) / 2 * (g - b)
     angle = np.arctan2((beta * weight).sum(axis=(1, 2)), (alpha * weight).sum(axis=(1, 2)))

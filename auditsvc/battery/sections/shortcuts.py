@@ -41,15 +41,15 @@ class ShortcutProbes(Section):
              "one property at a time show whether the model's answers depend on it.")
 
     def run(self, context: AuditContext) -> SectionResult:
-        values = measure_all(context)
+        boxes = context.probe.boxes(context.spec)
+        around, around_method = evidence.surroundings(boxes, context.looking.maps.get("grad_cam"),
+                                                      context.spec.height, context.spec.width)
+        values, away = measure_all(context, around)
         outputs, labels = context.outputs, context.labels
         predictions = outputs.predictions
         attributes = {name: context.probe.attribute(name) for name in context.probe.attribute_names}
         stats = evidence.property_stats(values, attributes, labels, predictions, context.options.seed)
-        boxes = context.probe.boxes(context.spec)
-        around, around_method = evidence.surroundings(boxes, context.looking.maps.get("grad_cam"),
-                                                      context.spec.height, context.spec.width)
-        evidence.measure_away_from_object(stats, measure_all(context, around), labels, context.options.seed)
+        evidence.measure_away_from_object(stats, away, labels, context.options.seed)
         data = evidence.ProbeData(values, labels, predictions, outputs.probabilities.max(axis=1),
                                   boxes, context.spec.channels == 3,
                                   lambda idx: context.probe.pixels(list(idx), context.spec),
@@ -84,15 +84,17 @@ class ShortcutProbes(Section):
         return self.result(blocks=blocks, findings=findings, data=data_out)
 
 
-def measure_all(context: AuditContext, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Every property for every probe image, one batch of pixels at a time; with `keep` (N, H, W),
-    measured only on the pixels it keeps."""
-    parts: list[dict[str, np.ndarray]] = []
+def measure_all(context: AuditContext, around: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Every property for every probe image, on the whole image and on the pixels `around` (N, H, W)
+    keeps; one read of the probe set, a batch of pixels at a time."""
+    whole: list[dict[str, np.ndarray]] = []
+    away: list[dict[str, np.ndarray]] = []
     for start in range(0, len(context.probe), context.options.batch_size):
         indices = list(range(start, min(start + context.options.batch_size, len(context.probe))))
         pixels = context.probe.pixels(indices, context.spec)
-        parts.append(properties.measure(pixels) if keep is None else properties.measure_away(pixels, keep[indices]))
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        whole.append(properties.measure(pixels))
+        away.append(properties.measure_away(pixels, around[indices]))
+    return tuple({name: np.concatenate([p[name] for p in parts]) for name in parts[0]} for parts in (whole, away))
 
 
 def predictor(context: AuditContext):

@@ -167,12 +167,12 @@ def test_accuracy_that_follows_whether_the_cue_sides_with_the_label_confirms_a_c
 
 
 def test_reliance_comes_with_its_error_and_near_the_line_is_undecided():
-    from auditsvc.battery.probes.cue_verdict import CueVerdict, reliance_error, reliance_undecided
+    from auditsvc.battery.probes.cue_verdict import CueVerdict, reliance_error, reliance_undecided, testable_ways
 
     family = [change("darker", "brightness", "brightness", 0.18, 1e-6, agrees=True, treated=60),
               change("brighter", "brightness", "brightness", 0.16, 1e-6, agrees=True, treated=60)]
     family[1] = InterventionStats(**{**vars(family[1]), "name": "brighter"})
-    error = reliance_error(family)
+    error = reliance_error(reliance(family)[1], len(testable_ways(family)))
     assert 0.02 < error < 0.1   # sqrt(.18*.82/60 + .16*.84/60) / 2 = 0.034
     near = CueVerdict("brightness", "shortcut", "warn", None, reliance=0.17, reliance_error=error)
     far = CueVerdict("brightness", "shortcut", "warn", None, reliance=0.02, reliance_error=0.01)
