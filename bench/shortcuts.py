@@ -1,7 +1,8 @@
 """Benchmark: does the shortcut detector find planted shortcuts, name the right cue, and stay quiet otherwise?
 
-For every cue x architecture x seed (a "case") it trains, on the synthetic circle/square task
-of auditsvc/demo/cues.py:
+For every task family x cue x architecture x seed (a "case") it trains, on a synthetic task of
+auditsvc/demo/cues.py (circle or square, "shapes"; ring or cross with textured fills on textured
+backgrounds, "glyphs"):
 - a shortcut model: the cue on every square and no circle (alignment 1.0);
 - a partial-shortcut model: alignment 0.85;
 - a clean control: cue and class independent (alignment 0.5);
@@ -10,14 +11,18 @@ it relies when accuracy on cue-aligned and cue-flipped images differs by 20 poin
 Then it audits the models through the command line (the shortcut sections of the battery,
 AUDITSVC_SECTIONS) on probe sets without a manifest (the cue must be discovered, not named):
 decorrelated (0.5), biased (1.0) and partial (0.85), and scores the findings: detection among
-relying models, false alarms among the others, the named cue.
+relying models, false alarms among the others, the named cue and, for cues planted in one
+place (the background's texture or colour, the object's colour), the place the finding names.
+On a decorrelated probe set no nuisance goes with the label by construction, so any "biased
+probe set" finding there is a false alarm; in the glyph family the classes differ only in the
+object's outline, so every property that predicts the label there is the object's own.
 
 Models, probe sets and audits are cached in --out; a re-run redoes only what is missing.
 After a change of the detector, --reaudit re-runs every audit and keeps the models;
 --report-only scores the audits finished so far.
 
-    .venv/bin/python bench/shortcuts.py [--quick] [--cues corner blur ...] [--archs plain ...]
-        [--seeds 0 1] [--jobs 2] [--out build/bench_shortcuts] [--reaudit] [--report-only]
+    .venv/bin/python bench/shortcuts.py [--quick] [--families shapes glyphs] [--cues corner blur ...]
+        [--archs plain ...] [--seeds 0 1] [--jobs 2] [--out build/bench_shortcuts] [--reaudit] [--report-only]
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from auditsvc.demo import cues  # noqa: E402
 
-BENCH_VERSION = "1"          # bump when a change would give different models or probe sets
+BENCH_VERSION = "2"          # bump when a change would give different models or probe sets
 MEAN, STD = 0.45, 0.25
 TRAIN_IMAGES = 2000
 EPOCHS = 12
@@ -64,9 +69,10 @@ AUDITS = [("shortcut", "decorrelated"), ("shortcut", "biased"), ("clean", "decor
 # name for sharpness and noise together, when its probes cannot tell them apart.
 ACCEPTED_CUES = {"brightness": {"brightness"}, "colour": {"colour", "saturation"}, "corner": {"corner"},
                  "border": {"border"}, "blur": {"sharpness", "detail"}, "noise": {"noise", "detail"},
-                 "jpeg": {"compression"}}
+                 "jpeg": {"compression"}, "background_texture": {"sharpness", "noise", "detail", "texture"},
+                 "background_colour": {"colour", "saturation"}, "object_colour": {"colour", "saturation"}}
 ARCHS = ("plain", "resnet", "separable")
-QUICK = {"cues": ["corner", "blur"], "archs": ["plain"], "seeds": [0]}
+QUICK = {"families": ["shapes"], "cues": ["corner", "blur"], "archs": ["plain"], "seeds": [0]}
 
 
 def build_net(arch: str):
@@ -74,7 +80,7 @@ def build_net(arch: str):
 
     from auditsvc.demo.nets import PlainNet, SeparableNet, tiny_resnet
 
-    classes = len(cues.CLASSES)
+    classes = 2
     if arch == "plain":
         return PlainNet(classes, widths=(8, 16, 32))
     if arch == "resnet":
@@ -86,13 +92,14 @@ def build_net(arch: str):
 
 @dataclass(frozen=True)
 class Case:
+    family: str
     cue: str
     arch: str
     seed: int
 
     @property
     def id(self) -> str:
-        return f"{self.cue}-{self.arch}-s{self.seed}"
+        return f"{self.family}-{self.cue}-{self.arch}-s{self.seed}"
 
 
 class Layout:
@@ -104,8 +111,8 @@ class Layout:
     def model(self, case: Case, kind: str) -> Path:
         return self.root / "models" / case.id / kind
 
-    def probe(self, cue: str, seed: int, kind: str) -> Path:
-        return self.root / "probes" / f"{cue}-s{seed}" / kind
+    def probe(self, case: Case, kind: str) -> Path:
+        return self.root / "probes" / f"{case.family}-{case.cue}-s{case.seed}" / kind
 
     def audit(self, case: Case, model_kind: str, probe_kind: str) -> Path:
         return self.root / "audits" / case.id / f"{model_kind}-on-{probe_kind}"
@@ -139,21 +146,23 @@ def file_sha256(path: Path) -> str:
 
 # --- probe sets ----------------------------------------------------------------------------------
 
-def write_probe(root: Path, cue: str, seed: int, kind: str, stamp: str) -> None:
+def write_probe(root: Path, case: Case, kind: str, stamp: str) -> None:
     """ImageFolder layout circle/0001.png, square/0001.png; no manifest: the cue goes unnamed."""
+    family, cue, seed = case.family, case.cue, case.seed
     if (read_json(root / "probe_info.json") or {}).get("fingerprint") == stamp:
         return
     if root.exists():
         shutil.rmtree(root)  # a probe set of other code or settings must not leave images behind
-    images, labels, present = cues.make_split(cues.split_rng(seed, "probe", cue, kind), PROBE_IMAGES, cue,
-                                              PROBE_ALIGNMENT[kind])
-    counters = dict.fromkeys(cues.CLASSES, 0)
+    images, labels, present = cues.make_split(cues.split_rng(seed, "probe", family, cue, kind), PROBE_IMAGES, cue,
+                                              PROBE_ALIGNMENT[kind], family=family)
+    classes = cues.FAMILIES[family].classes
+    counters = dict.fromkeys(classes, 0)
     for image, label in zip(images, labels):
-        name = cues.CLASSES[label]
+        name = classes[label]
         counters[name] += 1
         (root / name).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(root / name / f"{counters[name]:04d}.png")
-    info = {"fingerprint": stamp, "cue": cue, "seed": seed, "alignment": PROBE_ALIGNMENT[kind],
+    info = {"fingerprint": stamp, "family": family, "cue": cue, "seed": seed, "alignment": PROBE_ALIGNMENT[kind],
             "images": len(labels), "cue_present": int(present.sum())}
     (root / "probe_info.json").write_text(json.dumps(info, indent=2) + "\n")
 
@@ -175,16 +184,15 @@ def train_one(case: Case, kind: str, directory: str, stamp: str) -> dict:
     torch.set_num_threads(1)  # --jobs trainings share the cores
     warnings.simplefilter("ignore")
     started = time.perf_counter()
-    images, labels, _ = cues.make_split(cues.split_rng(case.seed, "train", case.cue, kind), TRAIN_IMAGES, case.cue,
-                                        MODEL_ALIGNMENT[kind])
+    images, labels, _ = cues.make_split(cues.split_rng(case.seed, "train", case.family, case.cue, kind), TRAIN_IMAGES,
+                                        case.cue, MODEL_ALIGNMENT[kind], family=case.family)
     torch.manual_seed(case.seed)
     model = training.train(build_net(case.arch), images, labels, mean=MEAN, std=STD, epochs=EPOCHS,
                            lr=LEARNING_RATE, batch_size=BATCH_SIZE, seed=case.seed)
     program = export(model, (3, cues.SIZE, cues.SIZE))
-    name = f"shapes-{case.id}-{kind}"
-    training.write_model(Path(directory), program,
-                         training.model_meta(name, cues.CLASSES, (3, cues.SIZE, cues.SIZE), MEAN, STD))
-    truth = cues.reliance(program, case.cue, MEAN, STD, seed=case.seed)
+    training.write_model(Path(directory), program, training.model_meta(
+        f"{case.id}-{kind}", cues.FAMILIES[case.family].classes, (3, cues.SIZE, cues.SIZE), MEAN, STD))
+    truth = cues.reliance(program, case.cue, MEAN, STD, seed=case.seed, family=case.family)
     info = {"fingerprint": stamp, "case": case.id, "kind": kind, "alignment": MODEL_ALIGNMENT[kind],
             "reliance": truth, "train_seconds": round(time.perf_counter() - started, 1)}
     (Path(directory) / "info.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -273,7 +281,8 @@ def score(job: AuditJob) -> dict:
     """One row: the ground truth of the model and what the audit found."""
     truth = read_json(job.model / "info.json")["reliance"]
     record = read_json(job.out / "audit.json") or {}
-    row = {"case": job.case.id, "cue": job.case.cue, "arch": job.case.arch, "seed": job.case.seed,
+    row = {"case": job.case.id, "family": job.case.family, "cue": job.case.cue, "arch": job.case.arch,
+           "seed": job.case.seed,
            "model": job.model_kind, "probe": job.probe_kind, "gap": truth["gap"], "aligned": truth["aligned"],
            "flipped": truth["flipped"], "model_accuracy": truth["accuracy"], "relies": truth["relies"],
            "audit_ok": record.get("returncode") == 0, "audit_seconds": record.get("seconds"),
@@ -285,11 +294,17 @@ def score(job: AuditJob) -> dict:
     bias = [f for f in findings["findings"] if f["category"] == "bias"]
     accepted = ACCEPTED_CUES[job.case.cue]
     top_cue = shortcut[0]["evidence"].get("cue") if shortcut else None
+    top_place = shortcut[0]["evidence"].get("place") if shortcut else None
+    planted_place = cues.CUES[job.case.cue].place
     bias_cue = bias[0]["evidence"].get("cue") if bias else None
     return row | {
         "verdict": findings["verdict"], "probe_accuracy": findings["metrics"].get("accuracy"),
         "detected": bool(shortcut), "severity": shortcut[0]["severity"] if shortcut else None,
         "top_cue": top_cue, "right_cue": top_cue in accepted if shortcut else None,
+        "title": shortcut[0]["title"] if shortcut else None, "place": top_place,
+        "right_place": top_place == planted_place if shortcut and planted_place else None,
+        "right_cue_and_place": (top_cue in accepted and (not planted_place or top_place == planted_place))
+        if shortcut else None,
         "top_also": (shortcut[0]["evidence"].get("also") or []) if shortcut else [],
         "bias_finding": bool(bias), "bias_cue": bias_cue, "bias_right_cue": bias_cue in accepted if bias else None,
         "codes": [f["code"] for f in findings["findings"]]}
@@ -303,9 +318,11 @@ def rates(rows: list[dict]) -> dict:
     on_biased = [r for r in others if r["probe"] != "decorrelated"]
     # On a decorrelated probe set no nuisance goes with the label by construction: any bias finding is false.
     nuisance_free = [r for r in rows if r["probe"] == "decorrelated"]
+    placed = [r for r in detected if r["right_place"] is not None]
     return {"audits": len(rows), "rely": len(relying),
             "detection": _share(relying, "detected"), "false_alarm": _share(others, "detected"),
-            "right_cue": _share(detected, "right_cue"), "bias_finding": _share(on_biased, "bias_finding"),
+            "right_cue": _share(detected, "right_cue_and_place"), "right_place": _share(placed, "right_place"),
+            "bias_finding": _share(on_biased, "bias_finding"),
             "bias_false_alarm": _share(nuisance_free, "bias_finding")}
 
 
@@ -320,38 +337,45 @@ def format_share(share: tuple[int, int]) -> str:
 
 def print_table(title: str, groups: Iterable[tuple[str, list[dict]]]) -> None:
     print(f"\n{title}")
-    header = (f"{'':16} {'audits':>6} {'rely':>5}  {'detection (rely)':>17}  {'false alarm (not)':>17}  "
-              f"{'right cue (det.)':>17}  {'bias finding':>17}  {'bias false alarm':>17}")
+    header = (f"{'':18} {'audits':>6} {'rely':>5}  {'detection (rely)':>17}  {'false alarm (not)':>17}  "
+              f"{'right cue+place':>17}  {'place (placed)':>17}  {'bias finding':>17}  {'bias false alarm':>17}")
     print(header)
     print("-" * len(header))
     for name, rows in groups:
         r = rates(rows)
-        print(f"{name:16} {r['audits']:>6} {r['rely']:>5}  {format_share(r['detection']):>17}  "
+        print(f"{name:18} {r['audits']:>6} {r['rely']:>5}  {format_share(r['detection']):>17}  "
               f"{format_share(r['false_alarm']):>17}  {format_share(r['right_cue']):>17}  "
+              f"{format_share(r['right_place']):>17}  "
               f"{format_share(r['bias_finding']):>17}  {format_share(r['bias_false_alarm']):>17}")
 
 
 def print_ground_truth(rows: list[dict]) -> None:
     print("\nground truth: reliance gap (accuracy cue-aligned - cue-flipped) per model, min / mean / max")
     models = {(r["case"], r["model"]): r for r in rows}.values()
-    print(f"{'cue':12}" + "".join(f"{kind:>26}" for kind in MODEL_ALIGNMENT) + f"{'clean acc.':>12}")
-    for cue in sorted({r["cue"] for r in models}, key=list(cues.CUES).index):
-        cells = []
+    print(f"{'family / cue':28}" + "".join(f"{kind:>26}" for kind in MODEL_ALIGNMENT) + f"{'clean acc.':>12}")
+    pairs = sorted({(r["family"], r["cue"]) for r in models},
+                   key=lambda pair: (list(cues.FAMILIES).index(pair[0]), list(cues.CUES).index(pair[1])))
+    for family, cue in pairs:
+        cells, mine = [], [r for r in models if r["family"] == family and r["cue"] == cue]
         for kind in MODEL_ALIGNMENT:
-            gaps = [r["gap"] for r in models if r["cue"] == cue and r["model"] == kind]
+            gaps = [r["gap"] for r in mine if r["model"] == kind]
             relying = sum(abs(g) >= cues.RELIANCE_GAP for g in gaps)
             cells.append(f"{min(gaps):+.2f} {np.mean(gaps):+.2f} {max(gaps):+.2f} ({relying}/{len(gaps)})"
                          if gaps else "-")
-        clean = [r["model_accuracy"] for r in models if r["cue"] == cue and r["model"] == "clean"]
-        print(f"{cue:12}" + "".join(f"{c:>26}" for c in cells) + (f"{np.mean(clean):>12.1%}" if clean else ""))
+        clean = [r["model_accuracy"] for r in mine if r["model"] == "clean"]
+        print(f"{family + ' / ' + cue:28}" + "".join(f"{c:>26}" for c in cells)
+              + (f"{np.mean(clean):>12.1%}" if clean else ""))
 
 
 def print_report(rows: list[dict]) -> None:
     print_ground_truth(rows)
     print_table("per probe set; rates over audits: detection among models that rely, false alarms among the others,\n"
-                "right cue among detections, bias findings among models that do not rely, on biased probe sets;\n"
+                "right cue (and place, for cues planted in one place) among detections; place among detections of\n"
+                "cues planted in one place; bias findings among models that do not rely, on biased probe sets;\n"
                 "bias false alarms: bias findings on decorrelated probe sets (no nuisance goes with the label there)",
                 [*((kind, [r for r in rows if r["probe"] == kind]) for kind in PROBE_ALIGNMENT), ("overall", rows)])
+    print_table("per task family", [(family, [r for r in rows if r["family"] == family]) for family in cues.FAMILIES
+                                    if any(r["family"] == family for r in rows)])
     print_table("per cue", [(cue, [r for r in rows if r["cue"] == cue]) for cue in cues.CUES
                             if any(r["cue"] == cue for r in rows)])
     print_table("per model kind", [(kind, [r for r in rows if r["model"] == kind]) for kind in MODEL_ALIGNMENT])
@@ -360,20 +384,21 @@ def print_report(rows: list[dict]) -> None:
     ok = [r for r in rows if r["audit_ok"]]
     misses = [r for r in ok if r["relies"] and not r["detected"]]
     alarms = [r for r in ok if not r["relies"] and r["detected"]]
-    wrong = [r for r in ok if r["detected"] and not r["right_cue"]]
+    wrong = [r for r in ok if r["detected"] and not r["right_cue_and_place"]]
     for title, listed in (("misses (relies, no shortcut finding)", misses),
                           ("false alarms (shortcut finding, does not rely)", alarms),
                           ("wrong cue named", wrong)):
         print(f"\n{title}: {len(listed)}")
         for r in listed:
             also = f" (also {', '.join(r['top_also'])})" if r["top_also"] else ""
-            print(f"  {r['case']:24} {r['model']:8} on {r['probe']:12} gap {r['gap']:+.2f}  "
-                  f"top cue {r['top_cue']}{also}  codes {', '.join(r['codes']) or '-'}")
+            place = f" in the {r['place']}" if r.get("place") else ""
+            print(f"  {r['case']:34} {r['model']:8} on {r['probe']:12} gap {r['gap']:+.2f}  "
+                  f"top cue {r['top_cue']}{place}{also}  codes {', '.join(r['codes']) or '-'}")
     failed = [r for r in rows if not r["audit_ok"]]
     if failed:
         print(f"\nfailed audits: {len(failed)}")
         for r in failed:
-            print(f"  {r['case']:24} {r['model']:8} on {r['probe']:12} {r['audit_error']}")
+            print(f"  {r['case']:34} {r['model']:8} on {r['probe']:12} {r['audit_error']}")
 
 
 def write_results(out: Path, rows: list[dict]) -> None:
@@ -389,12 +414,14 @@ def write_results(out: Path, rows: list[dict]) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", choices=list(cues.FAMILIES), help="default: all")
     parser.add_argument("--cues", nargs="+", choices=list(cues.CUES), help="default: all")
     parser.add_argument("--archs", nargs="+", choices=ARCHS, help="default: all")
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench_shortcuts")
     parser.add_argument("--jobs", type=int, default=2, help="models trained / audits run at a time")
-    parser.add_argument("--quick", action="store_true", help="corner and blur, PlainNet, seed 0 (unless given)")
+    parser.add_argument("--quick", action="store_true",
+                        help="shapes, corner and blur, PlainNet, seed 0 (unless given)")
     parser.add_argument("--reaudit", action="store_true", help="re-run every audit; keep the trained models")
     parser.add_argument("--report-only", action="store_true",
                         help="score the audits finished so far (while a run is going); train and audit nothing")
@@ -402,7 +429,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-partial-decorrelated", action="store_true",
                         help="skip auditing partial models on the decorrelated probe set")
     args = parser.parse_args(argv)
-    defaults = QUICK if args.quick else {"cues": list(cues.CUES), "archs": list(ARCHS), "seeds": [0, 1]}
+    defaults = QUICK if args.quick else {"families": list(cues.FAMILIES), "cues": list(cues.CUES),
+                                         "archs": list(ARCHS), "seeds": [0, 1]}
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -414,12 +442,14 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     log = lambda message: print(message, flush=True)  # noqa: E731
     layout, detector = Layout(args.out.resolve()), detector_fingerprint()
-    cases = [Case(cue, arch, seed) for cue in args.cues for arch in args.archs for seed in args.seeds]
+    cases = [Case(family, cue, arch, seed) for family in args.families for cue in args.cues
+             for arch in args.archs for seed in args.seeds]
     audits = [pair for pair in AUDITS if not (args.no_partial_decorrelated and pair == ("partial", "decorrelated"))]
     jobs = [AuditJob(case, model_kind, probe_kind, layout.model(case, model_kind),
-                     layout.probe(case.cue, case.seed, probe_kind), layout.audit(case, model_kind, probe_kind))
+                     layout.probe(case, probe_kind), layout.audit(case, model_kind, probe_kind))
             for case in cases for model_kind, probe_kind in audits]
-    log(f"{len(cases)} cases ({len(args.cues)} cues x {len(args.archs)} architectures x {len(args.seeds)} seeds), "
+    log(f"{len(cases)} cases ({len(args.families)} families x {len(args.cues)} cues x {len(args.archs)} "
+        f"architectures x {len(args.seeds)} seeds), "
         f"{len(jobs)} audits, in {layout.root}")
     if args.report_only:
         rows = [score(job) for job in jobs if finished(job)]
@@ -443,10 +473,9 @@ def prepare(args: argparse.Namespace, cases: list[Case], probe_kinds: set[str], 
             log: Callable[[str], None]) -> None:
     """The probe sets and the trained models, where missing or made by other code or settings."""
     stamp = fingerprint()
-    for cue in args.cues:
-        for seed in args.seeds:
-            for kind in sorted(probe_kinds):
-                write_probe(layout.probe(cue, seed, kind), cue, seed, kind, stamp)
+    for case in {Case(c.family, c.cue, "", c.seed) for c in cases}:
+        for kind in sorted(probe_kinds):
+            write_probe(layout.probe(case, kind), case, kind, stamp)
     models = [(case, kind) for case in cases for kind in MODEL_ALIGNMENT]
     train_missing([(c, k) for c, k in models if not model_is_fresh(layout.model(c, k), stamp)], layout, stamp,
                   args.jobs, log)

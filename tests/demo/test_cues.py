@@ -1,4 +1,4 @@
-"""The synthetic shape task and its planted cues; no model is trained here."""
+"""The synthetic shape tasks and their planted cues; no model is trained here."""
 
 import numpy as np
 import pytest
@@ -11,6 +11,10 @@ def _base_images(count: int = 6, size: int = cues.SIZE) -> list[np.ndarray]:
     return [cues.render_base(np.random.default_rng(i), i % 2, size) for i in range(count)]
 
 
+def _scenes(count: int = 6, family: str = "shapes") -> list[tuple[np.ndarray, np.ndarray]]:
+    return [cues.render_scene(np.random.default_rng(i), i % 2, cues.SIZE, family) for i in range(count)]
+
+
 def test_base_images_are_deterministic_rgb_uint8():
     first, again = _base_images(), _base_images()
     for a, b in zip(first, again):
@@ -20,22 +24,24 @@ def test_base_images_are_deterministic_rgb_uint8():
     assert cues.render_base(np.random.default_rng(0), 1, 48).shape == (48, 48, 3)
 
 
+@pytest.mark.parametrize("family", list(cues.FAMILIES))
 @pytest.mark.parametrize("name", list(cues.CUES))
-def test_every_cue_changes_every_image_and_keeps_its_format(name):
+def test_every_cue_changes_every_image_and_keeps_its_format(name, family):
     apply = cues.CUES[name].apply
-    for image in _base_images():
+    for image, mask in _scenes(family=family):
         before = image.copy()
-        changed = apply(image, np.random.default_rng(0))
+        changed = apply(image, np.random.default_rng(0), mask)
         assert np.array_equal(image, before), "the cue must not change its input in place"
         assert changed.shape == image.shape and changed.dtype == np.uint8
         assert np.abs(changed.astype(int) - image).mean() > 1.0
-        assert np.array_equal(changed, apply(image, np.random.default_rng(0)))
+        assert np.array_equal(changed, apply(image, np.random.default_rng(0), mask))
 
 
 def test_cues_change_what_they_say():
-    images = np.stack(_base_images(8)).astype(float)
-    changed = {name: np.stack([cue.apply(image.astype(np.uint8), np.random.default_rng(0))
-                               for image in images]).astype(float) for name, cue in cues.CUES.items()}
+    scenes = _scenes(8)
+    images = np.stack([image for image, _ in scenes]).astype(float)
+    changed = {name: np.stack([cue.apply(image, np.random.default_rng(0), mask)
+                               for image, mask in scenes]).astype(float) for name, cue in cues.CUES.items()}
     assert (changed["brightness"].mean(axis=(1, 2, 3)) > images.mean(axis=(1, 2, 3)) * 1.2).all()
     ratio = lambda x: x[..., 0].mean(axis=(1, 2)) / x[..., 2].mean(axis=(1, 2))  # noqa: E731
     assert (ratio(changed["colour"]) > ratio(images) * 1.4).all()
@@ -46,6 +52,32 @@ def test_cues_change_what_they_say():
     assert (detail(changed["blur"]) < detail(images) * 0.7).all()
     assert (detail(changed["noise"]) > detail(images) * 1.5).all()
     assert np.abs(changed["jpeg"].mean() - images.mean()) < 3
+
+
+@pytest.mark.parametrize("family", list(cues.FAMILIES))
+@pytest.mark.parametrize("name", [name for name, cue in cues.CUES.items() if cue.place])
+def test_a_placed_cue_leaves_the_other_place_alone(name, family):
+    cue = cues.CUES[name]
+    for image, mask in _scenes(family=family):
+        changed = cue.apply(image, np.random.default_rng(0), mask).astype(int)
+        inside, outside = mask == 1, mask == 0
+        kept, touched = (outside, inside) if cue.place == "object" else (inside, outside)
+        assert np.array_equal(changed[kept], image[kept])
+        assert np.abs(changed[touched] - image[touched]).mean() > 3
+
+
+def test_glyph_classes_differ_only_in_outline():
+    """Ring and cross share fills, backgrounds and sizes: their colour statistics match; their outlines do not."""
+    rings, crosses = ([cues.render_scene(np.random.default_rng(1000 * label + i), label, family="glyphs")
+                       for i in range(150)] for label in (0, 1))
+    for statistic in (lambda image, mask: image[mask > 0.5].mean(), lambda image, mask: image[mask < 0.5].mean(),
+                      lambda image, mask: image.std()):
+        a, b = ([statistic(*scene) for scene in group] for group in (rings, crosses))
+        assert abs(np.mean(a) - np.mean(b)) < 3 * np.hypot(np.std(a), np.std(b)) / np.sqrt(150)
+    assert min(m.sum() for _, m in rings + crosses) > 40
+    ring_centres = [mask[tuple(np.round(np.argwhere(mask > 0.5).mean(axis=0)).astype(int))] for _, mask in rings]
+    cross_centres = [mask[tuple(np.round(np.argwhere(mask > 0.5).mean(axis=0)).astype(int))] for _, mask in crosses]
+    assert np.mean(ring_centres) < 0.1 and np.mean(cross_centres) > 0.9, "a ring is hollow, a cross is not"
 
 
 def test_make_split_shapes_and_determinism():
@@ -64,7 +96,7 @@ def test_make_split_shapes_and_determinism():
                                                                           (0.85, 17, 3)])
 def test_make_split_alignment(alignment, squares_with_cue, circles_with_cue):
     _, labels, present = cues.make_split(cues.split_rng(0, "alignment"), 40, "border", alignment, size=16)
-    square = labels == cues.SQUARE
+    square = labels == cues.CUED
     assert square.sum() == 20
     assert present[square].sum() == squares_with_cue and present[~square].sum() == circles_with_cue
     assert 0 < square[:20].sum() < 20, "classes are shuffled"
@@ -83,9 +115,10 @@ class _AlwaysSquare(torch.nn.Module):
         return torch.tensor([[0.0, 1.0]]).expand(len(x), 2)
 
 
-def test_reliance_tells_a_cue_follower_from_a_model_that_ignores_it():
-    follower = cues.reliance(_BrightMeansSquare(), "brightness", 0.0, 1.0, seed=0, n=120)
+@pytest.mark.parametrize("family", list(cues.FAMILIES))
+def test_reliance_tells_a_cue_follower_from_a_model_that_ignores_it(family):
+    follower = cues.reliance(_BrightMeansSquare(), "brightness", 0.0, 1.0, seed=0, n=120, family=family)
     assert follower["gap"] >= cues.RELIANCE_GAP and follower["relies"]
     assert follower["aligned"] > follower["flipped"]
-    constant = cues.reliance(_AlwaysSquare(), "brightness", 0.0, 1.0, seed=0, n=120)
+    constant = cues.reliance(_AlwaysSquare(), "brightness", 0.0, 1.0, seed=0, n=120, family=family)
     assert constant["accuracy"] == 0.5 and not constant["relies"]

@@ -156,6 +156,15 @@ def reliance_undecided(v: "CueVerdict") -> bool:
     return v.reliance < RELIANCE <= v.reliance + 1.96 * v.reliance_error
 
 
+def images_to_decide(v: "CueVerdict", probe_images: int) -> int:
+    """About how many probe images would shrink the 95% interval of an undecided reliance clear of the
+    line, if the estimate stayed where it is (the error falls with the square root of the images)."""
+    if not reliance_undecided(v):
+        return 0
+    shrink = 1.96 * v.reliance_error / max(RELIANCE - v.reliance, 1e-3)
+    return int(np.ceil(probe_images * shrink ** 2))
+
+
 @dataclass
 class Observations:
     """The probe images' data the folding of proxies needs."""

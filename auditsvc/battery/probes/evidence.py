@@ -145,32 +145,59 @@ def measure_away_from_object(stats: list[PropertyStats], away: dict[str, np.ndar
         row.away_label_p = adjusted
 
 
-def surroundings(boxes: np.ndarray, evidence_maps: np.ndarray | None, height: int, width: int,
-                 margin: float = 0.06, evidence_share: float = 0.25) -> tuple[np.ndarray, str]:
-    """(N, H, W) masks of what lies away from the object, and how the object was found.
+def surroundings(boxes: np.ndarray, pixels: np.ndarray, margin: float = 0.06,
+                 object_share: float = 0.25) -> np.ndarray:
+    """(N, H, W) masks of what lies away from the object in uint8 `pixels` (N, H, W, C).
 
-    The object is its manifest box where there is one; elsewhere the quarter of the image where the
-    model's class evidence (a coarse attribution map per image) is strongest. Both are widened by a
-    margin so that the object's own edges stay out of what is measured around it."""
+    The object is its manifest box where there is one; elsewhere the quarter of the image least like
+    the image's border (foreground()). Both are widened by a margin so that the object's own edges
+    stay out of what is measured around it. The model's own attribution would be circular here: a
+    model that reads the background points at the background, which would then pass for the object."""
+    _, height, width = pixels.shape[:3]
     grow = max(1, round(margin * min(height, width)))
     masks = np.ones((len(boxes), height, width), bool)
-    from_boxes = from_maps = 0
     for index, box in enumerate(boxes):
         if not np.isnan(box).any():
             x0, y0, x1, y1 = box
             masks[index, max(0, int(y0) - grow):int(np.ceil(y1)) + grow, max(0, int(x0) - grow):int(np.ceil(x1)) + grow] = False
-            from_boxes += 1
-        elif evidence_maps is not None:
-            full = ndimage.zoom(evidence_maps[index], (height / evidence_maps.shape[1], width / evidence_maps.shape[2]),
-                                order=1)
-            strong = (full >= np.quantile(full, 1 - evidence_share)) & (full > 0.1 * full.max())
-            masks[index] = ~ndimage.binary_dilation(strong, iterations=grow)
-            from_maps += 1
-    method = ("outside the object boxes of the manifest" if from_boxes and not from_maps else
-              "outside the quarter of each image where the model's Grad-CAM evidence is strongest" if from_maps and not from_boxes else
-              "outside the manifest's object boxes, or where there is none, the quarter of the image where the "
-              "model's Grad-CAM evidence is strongest" if from_boxes else "")
-    return masks, method
+        else:
+            masks[index] = ~ndimage.binary_dilation(foreground(pixels[index], object_share), iterations=grow)
+    return masks
+
+
+def surroundings_method(boxes: np.ndarray) -> str:
+    boxed = ~np.isnan(boxes).any(axis=1)
+    if boxed.all():
+        return "outside the object boxes of the manifest"
+    unboxed = ("the quarter of each image that stands out most from the image's border (colour distance to "
+               "the border's colours: where the object is, found without the model)")
+    return f"outside the manifest's object boxes, or where there is none, {unboxed}" if boxed.any() else \
+        f"outside {unboxed}"
+
+
+FOREGROUND_SIDE = 64     # the foreground estimate works at most at this resolution
+BORDER_COLOURS = 256     # border pixels compared against
+
+
+def foreground(image: np.ndarray, share: float = 0.25) -> np.ndarray:
+    """(H, W) bool: the `share` of pixels least like the image's border colours (distance to the nearest
+    one, after light smoothing against texture): the boundary prior of salient-object detection, which
+    finds an object that contrasts with what surrounds it without asking the model."""
+    height, width = image.shape[:2]
+    scale = min(1.0, FOREGROUND_SIDE / max(height, width))
+    small = ndimage.zoom(image.astype(np.float64) / 255, (scale, scale, 1), order=1) if scale < 1 else \
+        image.astype(np.float64) / 255
+    small = ndimage.gaussian_filter(small, (1.0, 1.0, 0))
+    band = max(1, round(min(small.shape[:2]) / 16))
+    edge = np.ones(small.shape[:2], bool)
+    edge[band:-band, band:-band] = False
+    colours = small[edge]
+    colours = colours[np.linspace(0, len(colours) - 1, min(len(colours), BORDER_COLOURS)).astype(int)]
+    flat = small.reshape(-1, small.shape[2])
+    distance = np.sqrt(((flat[:, None, :] - colours[None]) ** 2).sum(axis=2)).min(axis=1).reshape(small.shape[:2])
+    if scale < 1:
+        distance = ndimage.zoom(distance, (height / distance.shape[0], width / distance.shape[1]), order=1)
+    return (distance >= np.quantile(distance, 1 - share)) & (distance > 0.1 * distance.max())
 
 
 def group_gap(groups: np.ndarray, labels: np.ndarray, correct: np.ndarray, minimum: int = 5) -> tuple[float, float]:
@@ -247,34 +274,56 @@ def direction_agrees(test: InterventionStats, values: dict[str, np.ndarray], pre
 
 
 # --- where the cue sits ----------------------------------------------------------------------
-PLACE_RATIO = 2.0      # one part's change flips this many times more answers than the other's
-PLACE_MINIMUM = 0.05   # above the floor of harmless changes, or the parts alone do not move the model
+PLACE_SIGNIFICANCE = 0.05   # one part's change flips more answers than the other's beyond chance (Fisher, one-sided)
+PLACE_MINIMUM = 0.05        # above the floor of harmless changes, or a part alone does not move the model
+LOCATED_CHANGES = 3         # a cue's strongest changes that are repeated per part; their counts are pooled
 
 
-def locate(test: InterventionStats, data: ProbeData, objects: np.ndarray) -> None:
-    """Repeats a change that moved the model on the object alone and on its surroundings alone (the
-    same images, the same dose), and says where the cue sits. `objects`: (N, H, W) bool per image.
+def locate(tests: list[InterventionStats], data: ProbeData, objects: np.ndarray) -> str:
+    """Repeats a cue's strongest changes on the object alone and on its surroundings alone (the same
+    images, the same doses) and says where the cue sits, from the flips of all of them together.
+    `objects`: (N, H, W) bool per image. Sets each repeated change's placement and place.
 
-    A region change (a stamp, a frame, a swapped background) already names its place."""
-    intervention = interventions.BY_NAME[test.name]
-    if test.status != "ok" or intervention.region in (*interventions.REGIONS, "background", "object"):
-        return
+    A region change (a stamp, a frame, a swapped background) already names its place and is not repeated."""
     whole = replace(data, boxes=np.full_like(data.boxes, np.nan))   # the change may now touch the object too
-    for place, mask in (("object", objects), ("surroundings", ~objects)):
-        part = replace(whole, only=lambda indices, mask=mask: mask[indices], example_count=0)
-        rerun = _run_one(intervention, part, _rng(data.seed, test.name))
-        test.placement[place] = rerun.flip_rate if rerun.status == "ok" else None
-    test.place = place_of(test.placement.get("object"), test.placement.get("surroundings"), test.floor)
-
-
-def place_of(on_object: float | None, around: float | None, floor: float) -> str:
-    if on_object is None or around is None or max(on_object, around) < floor + PLACE_MINIMUM:
+    counts = {"object": [0, 0], "surroundings": [0, 0]}
+    located = []
+    for test in tests:
+        intervention = interventions.BY_NAME[test.name]
+        if test.status != "ok" or intervention.region in (*interventions.REGIONS, "background", "object"):
+            continue
+        for place, mask in (("object", objects), ("surroundings", ~objects)):
+            part = replace(whole, only=lambda indices, mask=mask: mask[indices], example_count=0)
+            rerun = _run_one(intervention, part, _rng(data.seed, test.name))
+            test.placement[place] = rerun.flip_rate if rerun.status == "ok" else None
+            if rerun.status == "ok":
+                counts[place][0] += rerun.flips
+                counts[place][1] += rerun.treated
+        located.append(test)
+        if len(located) == LOCATED_CHANGES:
+            break
+    if not located:
         return ""
-    if around >= PLACE_RATIO * on_object:
+    place = place_of(tuple(counts["object"]), tuple(counts["surroundings"]), max(t.floor for t in located))
+    for test in located:
+        test.place = place
+    return place
+
+
+def place_of(on_object: tuple[int, int], around: tuple[int, int], floor: float) -> str:
+    """Where a cue sits, from (flips, treated) of its changes on the object alone and around it alone:
+    the part whose change flips significantly more answers; "both" when each alone moves the model
+    beyond the floor and neither more than the other; "" when the parts alone say nothing."""
+    if not on_object[1] or not around[1]:
+        return ""
+    rates = {"object": on_object[0] / on_object[1], "surroundings": around[0] / around[1]}
+    table = [[around[0], around[1] - around[0]], [on_object[0], on_object[1] - on_object[0]]]
+    if fisher_exact(table, alternative="greater").pvalue < PLACE_SIGNIFICANCE and \
+            rates["surroundings"] >= floor + PLACE_MINIMUM:
         return "surroundings"
-    if on_object >= PLACE_RATIO * around:
+    if fisher_exact(table, alternative="less").pvalue < PLACE_SIGNIFICANCE and rates["object"] >= floor + PLACE_MINIMUM:
         return "object"
-    return "both"
+    return "both" if min(rates.values()) >= floor + PLACE_MINIMUM else ""
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:

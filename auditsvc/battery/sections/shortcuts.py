@@ -42,9 +42,8 @@ class ShortcutProbes(Section):
 
     def run(self, context: AuditContext) -> SectionResult:
         boxes = context.probe.boxes(context.spec)
-        around, around_method = evidence.surroundings(boxes, context.looking.maps.get("grad_cam"),
-                                                      context.spec.height, context.spec.width)
-        values, away = measure_all(context, around)
+        values, away, around = measure_all(context, boxes)
+        around_method = evidence.surroundings_method(boxes)
         outputs, labels = context.outputs, context.labels
         predictions = outputs.predictions
         attributes = {name: context.probe.attribute(name) for name in context.probe.attribute_names}
@@ -62,8 +61,7 @@ class ShortcutProbes(Section):
                                             context.options.seed)
         cues = verdict.decide(stats, tests, links, observations)
         for cue in cues:
-            for test in cue.causal[:1]:
-                evidence.locate(test, data, ~around)
+            evidence.locate(cue.causal, data, ~around)
         findings = [to_finding(context, cue, values, tests, context.looking) for cue in cues]
         blocks = [_property_table(context, stats, around_method), _intervention_table(context, tests)]
         sensitive = verdict.sensitivities(tests, cues)
@@ -84,17 +82,22 @@ class ShortcutProbes(Section):
         return self.result(blocks=blocks, findings=findings, data=data_out)
 
 
-def measure_all(context: AuditContext, around: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Every property for every probe image, on the whole image and on the pixels `around` (N, H, W)
-    keeps; one read of the probe set, a batch of pixels at a time."""
+def measure_all(context: AuditContext, boxes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                                                                    np.ndarray]:
+    """Every property for every probe image, on the whole image and away from the object, and the
+    masks of what lies away from it (N, H, W); one read of the probe set, a batch of pixels at a time."""
     whole: list[dict[str, np.ndarray]] = []
     away: list[dict[str, np.ndarray]] = []
+    around: list[np.ndarray] = []
     for start in range(0, len(context.probe), context.options.batch_size):
         indices = list(range(start, min(start + context.options.batch_size, len(context.probe))))
         pixels = context.probe.pixels(indices, context.spec)
+        around.append(evidence.surroundings(boxes[indices], pixels))
         whole.append(properties.measure(pixels))
-        away.append(properties.measure_away(pixels, around[indices]))
-    return tuple({name: np.concatenate([p[name] for p in parts]) for name in parts[0]} for parts in (whole, away))
+        away.append(properties.measure_away(pixels, around[-1]))
+    whole_values, away_values = ({name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+                                 for parts in (whole, away))
+    return whole_values, away_values, np.concatenate(around)
 
 
 def predictor(context: AuditContext):
@@ -153,7 +156,7 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
     place = cue.causal[0].place if cue.causal else ""
     if place in ("object", "surroundings") and not cue.attribute and cue.cue in PLACED_NOUNS:
         name = f"the {'object' if place == 'object' else 'background'}'s {PLACED_NOUNS[cue.cue]}"
-        lead_words = f"{name} (changing it there alone moves the predictions), most clearly {lead_words}"
+        lead_words = f"{name} (changing it there alone moves the predictions most), most clearly {lead_words}"
     words = lead_words + (f", which tracks the manifest attribute '{cue.attribute}'" if cue.attribute
                           and not cue.cue.startswith("attribute:") else "")
     causal = sorted([t for c in [cue, *cue.also] for t in c.causal], key=lambda t: -t.excess)
@@ -168,10 +171,14 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         if cue.reliance:
             sentences.append(f"adding the cue and taking it away change on average {cue.reliance:.0%} "
                              f"(+- {1.96 * cue.reliance_error:.0%}, 95%) of predictions")
+    placed = _placement_sentence(cue.causal[0] if cue.causal else None)
+    if placed:
+        sentences.append(placed)
     if verdict.reliance_undecided(cue):
+        needed = verdict.images_to_decide(cue, len(context.labels))
         sentences.append(f"reliance {cue.reliance:.2f} +- {1.96 * cue.reliance_error:.2f}: below the "
-                         f"{verdict.RELIANCE:.2f} line, but the probe set is too small to exclude it; a larger probe "
-                         "set would decide")
+                         f"{verdict.RELIANCE:.2f} line, but the probe set is too small to exclude it; about "
+                         f"{needed} probe images (this set has {len(context.labels)}) would decide")
     if cue.lead and cue.prediction_signal:
         headline.append(f"predicts the answers with power {cue.lead.prediction_power:.2f}, the labels "
                         f"{cue.lead.label_power:.2f}")
@@ -213,6 +220,7 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         "agreement_gap": cue.sided.agreement_gap if cue.sided else None,
         "reliance": cue.reliance,
         "reliance_error": cue.reliance_error,
+        "reliance_images_to_decide": verdict.images_to_decide(cue, len(context.labels)) or None,
         "strongest_change": strongest.name if strongest else None,
         "flip_rate": strongest.flip_rate if strongest else None,
         "noise_floor": strongest.floor if strongest else None,
@@ -226,6 +234,17 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
     blocks = _evidence_blocks(context, cue, causal, values)
     return Finding(finding_code(cue), cue.category, cue.severity, title, summary, evidence_json, blocks,
                    headline=f"{_first_clause(words).capitalize()}: " + "; ".join(headline) + ".")
+
+
+def _placement_sentence(test: InterventionStats | None) -> str:
+    rates = test.placement if test else {}
+    if rates.get("object") is None or rates.get("surroundings") is None:
+        return ""
+    conclusion = {"object": "the cue sits on the object", "surroundings": "the cue sits around the object",
+                  "both": "the model reads the cue on the object and around it"
+                  }.get(test.place, "neither part alone tells where the cue sits")
+    return (f"'{test.words}' on the object alone changed {rates['object']:.0%} of predictions, on its surroundings "
+            f"alone {rates['surroundings']:.0%}: {conclusion}")
 
 
 def _first_clause(words: str) -> str:

@@ -177,3 +177,16 @@ def test_reliance_comes_with_its_error_and_near_the_line_is_undecided():
     near = CueVerdict("brightness", "shortcut", "warn", None, reliance=0.17, reliance_error=error)
     far = CueVerdict("brightness", "shortcut", "warn", None, reliance=0.02, reliance_error=0.01)
     assert reliance_undecided(near) and not reliance_undecided(far)
+
+
+def test_an_undecided_reliance_says_how_many_probe_images_would_decide():
+    from auditsvc.battery.probes.cue_verdict import CueVerdict, images_to_decide
+
+    near = CueVerdict("brightness", "shortcut", "warn", None, reliance=0.17, reliance_error=0.034)
+    needed = images_to_decide(near, 120)
+    # The interval is 1.96 * 0.034 = 0.067 wide, 0.03 is needed: (0.067 / 0.03) ** 2 = 4.9 times the images.
+    assert 550 < needed < 650
+    halfway = CueVerdict("brightness", "shortcut", "warn", None, reliance=0.17, reliance_error=0.034 / np.sqrt(needed / 120))
+    assert 1.96 * halfway.reliance_error <= 0.0301
+    assert images_to_decide(CueVerdict("brightness", "shortcut", "warn", None, reliance=0.02, reliance_error=0.01),
+                            120) == 0

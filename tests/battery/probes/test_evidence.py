@@ -125,14 +125,30 @@ def test_the_cue_is_placed_where_changing_it_alone_moves_the_model():
     for predict, place in ((follows_the_object, "object"), (follows_the_surroundings, "surroundings")):
         data = probe(images, labels, predict)
         brighter = {t.name: t for t in run_interventions(data)}["brighter"]
-        locate(brighter, data, middle)
+        assert locate([brighter], data, middle) == place
         assert brighter.place == place, brighter.placement
         other = "surroundings" if place == "object" else "object"
         assert brighter.placement[place] > 0.9 and brighter.placement[other] < 0.1
 
 
-def test_place_needs_a_clear_difference_above_the_floor():
-    assert place_of(0.5, 0.5, 0.01) == "both"
-    assert place_of(0.03, 0.01, 0.01) == ""
-    assert place_of(0.1, 0.6, 0.01) == "surroundings"
-    assert place_of(None, 0.6, 0.01) == ""
+def test_place_needs_a_significant_difference_above_the_floor():
+    assert place_of((50, 100), (50, 100), 0.01) == "both"
+    assert place_of((3, 100), (1, 100), 0.01) == "", "neither part alone moves the model beyond the floor"
+    assert place_of((10, 100), (60, 100), 0.01) == "surroundings"
+    assert place_of((60, 100), (10, 100), 0.01) == "object"
+    assert place_of((0, 10), (3, 10), 0.01) == "", "too few images to tell the parts apart, one below the floor"
+    assert place_of((20, 100), (30, 100), 0.01) == "both", "not significantly more in either part"
+    assert place_of((0, 0), (30, 100), 0.01) == ""
+
+
+def test_place_pools_the_cues_strongest_changes():
+    """Each change alone is too weak to tell the parts apart; together they are not."""
+    rng = np.random.default_rng(1)
+    levels, labels = rng.uniform(0.3, 0.7, 60), rng.integers(0, 2, 60)
+    images = grey_images(levels)
+    middle = np.zeros((len(images), 16, 16), bool)
+    middle[:, 4:12, 4:12] = True
+    data = probe(images, labels, follows_the_surroundings)
+    tests = [t for t in run_interventions(data) if t.name in ("brighter", "darker", "more_contrast")]
+    assert locate(tests, data, middle) == "surroundings"
+    assert all(t.place == "surroundings" for t in tests if t.placement)

@@ -5,7 +5,8 @@ import pytest
 
 from auditsvc.battery.probes import association
 from auditsvc.battery.probes.cue_verdict import Observations, decide, part_of_object
-from auditsvc.battery.probes.evidence import measure_away_from_object, property_stats, surroundings
+from auditsvc.battery.probes.evidence import (foreground, measure_away_from_object, property_stats, surroundings,
+                                              surroundings_method)
 from auditsvc.battery.probes.properties import measure, measure_away
 
 SIDE = 48
@@ -36,19 +37,21 @@ def scenes(count: int, rng: np.random.Generator, noisier_background_for: int | N
 def verdicts(pixels, labels, boxes):
     values = measure(pixels)
     stats = property_stats(values, {}, labels, labels.copy(), seed=0, permutations=500)
-    keep, method = surroundings(boxes, None, SIDE, SIDE)
+    keep = surroundings(boxes, pixels)
     measure_away_from_object(stats, measure_away(pixels, keep), labels, seed=0, permutations=500)
     codes = {name: association.bin_codes(v, 2) for name, v in values.items()}
-    return stats, decide(stats, [], {}, Observations(codes, labels, labels.copy(), {}, 0)), method
+    return stats, decide(stats, [], {}, Observations(codes, labels, labels.copy(), {}, 0)), surroundings_method(boxes)
 
 
-def test_the_objects_outline_predicts_the_labels_but_is_not_called_a_bias():
+@pytest.mark.parametrize("with_boxes", [True, False])
+def test_the_objects_outline_predicts_the_labels_but_is_not_called_a_bias(with_boxes):
     pixels, labels, boxes = scenes(160, np.random.default_rng(0))
+    boxes = boxes if with_boxes else np.full_like(boxes, np.nan)
     stats, found, method = verdicts(pixels, labels, boxes)
     objects = [s.name for s in stats if part_of_object(s)]
     assert objects, "the outline should show in some property of the whole image"
     assert [v for v in found if v.category == "bias"] == []
-    assert method == "outside the object boxes of the manifest"
+    assert ("boxes" in method) == with_boxes
 
 
 def test_a_noisier_background_for_one_class_is_still_a_bias():
@@ -60,15 +63,30 @@ def test_a_noisier_background_for_one_class_is_still_a_bias():
     assert biases & {"noise", "detail"}   # noise and sharpness together are named as the image's detail
 
 
-def test_without_boxes_the_object_is_where_the_evidence_is():
-    maps = np.zeros((2, 16, 16))
-    maps[0, 2:6, 2:6] = 1.0
-    maps[1, 10:14, 8:12] = 1.0
-    keep, method = surroundings(np.full((2, 4), np.nan), maps, SIDE, SIDE)
-    assert "Grad-CAM" in method
-    assert not keep[0, 10, 10] and keep[0, 40, 40]
-    assert not keep[1, 36, 30] and keep[1, 5, 5]
-    assert 0.5 < keep.mean() < 0.85
+def test_without_boxes_the_object_is_what_stands_out_from_the_border():
+    """Found from the pixels, not the model: textured and striped surroundings stay surroundings."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:SIDE, :SIDE]
+    image = 0.4 + 0.08 * np.sign(np.sin(xx * 1.3 + yy * 0.4))[..., None] * np.array([1.0, 0.5, 0.2])
+    image = image + rng.normal(0, 0.01, image.shape)
+    disc = np.hypot(yy - 30, xx - 18) < 8
+    image[disc] = (0.9, 0.2, 0.3)
+    pixels = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)[None]
+    found = foreground(pixels[0])
+    assert (found & disc).sum() / disc.sum() > 0.9, "the disc is found"
+    assert (found & ~disc).sum() < 0.35 * found.sum(), "little of the striped ground is taken for it"
+    keep = surroundings(np.full((1, 4), np.nan), pixels)
+    assert not keep[0, 30, 18] and keep[0, 5, 40]
+    assert "border" in surroundings_method(np.full((1, 4), np.nan))
+    assert surroundings_method(np.array([[1.0, 1, 5, 5]])) == "outside the object boxes of the manifest"
+
+
+def test_a_large_image_is_estimated_at_a_small_size_and_keeps_its_shape():
+    image = np.full((300, 200, 3), 90, np.uint8)
+    image[100:180, 60:140] = (250, 40, 40)
+    found = foreground(image)
+    assert found.shape == (300, 200)
+    assert found[140, 100] and not found[20, 20]
 
 
 @pytest.mark.parametrize("name", ["noise", "brightness", "high_frequency"])
