@@ -41,6 +41,7 @@ FLIP_EXCESS = 0.15         # flip rate above the noise floor for a large effect 
 # Reliance estimate (see reliance()) for a causal signal: it estimates the ground truth's accuracy gap
 # between cue-aligned and cue-flipped images (bench/shortcuts.py), whose line is 0.20.
 RELIANCE = 0.20
+UNOBSERVED_POWER = 0.5   # stands in for the power of a cue no property measures (a swapped background)
 DIRECTION_SHARE = 0.6      # share of flips that go to one class (or to the donor image's class)
 KEPT_CONTEXT = 0.5         # correct predictions that survive covering the object
 PROXY_CORRELATION = 0.5    # two cues whose properties correlate this much are one cue
@@ -64,6 +65,7 @@ class CueVerdict:
     reliance: float = 0.0            # see reliance(): flip rates of adding and of removing the cue, averaged
     reliance_error: float = 0.0      # its standard error (binomial, over the treated images)
     also: list["CueVerdict"] = field(default_factory=list)   # proxies of the same cue, folded in
+    on_object: bool = False          # found by changing the object's own property (object_verdicts())
 
 
 def label_signal(p: PropertyStats) -> bool:
@@ -165,6 +167,38 @@ def images_to_decide(v: "CueVerdict", probe_images: int) -> int:
     return int(np.ceil(probe_images * shrink ** 2))
 
 
+# Changing the object's own colour keeps its outline; blurring it or adding noise to it alone can erase
+# what defines the class, so a flip there would not show a shortcut. Only these are tested on the object.
+OBJECT_TESTED_CUES = ("colour", "saturation")
+
+
+def object_cues(properties: list[PropertyStats], found: list["CueVerdict"]) -> set[str]:
+    """Colour families in which the classes' objects themselves differ (part_of_object()), and that
+    no finding explains yet: does the model tell the classes apart by that colour?"""
+    explained = {c.cue for v in found for c in [v, *v.also]}
+    return {p.cue for p in properties if p.cue in OBJECT_TESTED_CUES and part_of_object(p)} - explained
+
+
+def object_verdicts(properties: list[PropertyStats], object_tests: list[InterventionStats]) -> list["CueVerdict"]:
+    """A warning per family whose change on the object alone, by as much as the objects differ between
+    the answers, moves the answers as a relied-on cue does (reliance() at or above the line). The
+    colour may be what defines the classes; the reviewer decides, so it warns and does not fail."""
+    verdicts = []
+    for family in sorted({i.cue for i in object_tests if i.cue in OBJECT_TESTED_CUES}):
+        changes = [i for i in object_tests if i.cue == family]
+        estimate, supporting = reliance(changes)
+        members = [p for p in properties if p.cue == family and part_of_object(p)]
+        if estimate < RELIANCE or not members:
+            continue
+        for change in supporting:
+            change.place = "object"
+        verdicts.append(CueVerdict(family, "shortcut", "warn", max(members, key=lambda p: p.label_power), supporting,
+                                   label_signal=True, reliance=round(estimate, 4),
+                                   reliance_error=round(reliance_error(supporting, len(testable_ways(changes))), 4),
+                                   on_object=True))
+    return verdicts
+
+
 @dataclass
 class Observations:
     """The probe images' data the folding of proxies needs."""
@@ -234,10 +268,15 @@ def _lead(members: list[PropertyStats], causal: list[InterventionStats]) -> Prop
 
 
 def strength(v: CueVerdict) -> tuple:
+    """Which of two cues names the shortcut better: the one the answers both turn on (reliance) and
+    follow on the probe images as they are (the lead property's power). A change can move answers
+    through more than its own cue (compressing an image also smooths its texture); the probe images
+    say which property the answers really go with."""
     rank = {("shortcut", "fail"): 3, ("shortcut", "warn"): 2, ("bias", "warn"): 1}[(v.category, v.severity)]
     power = max(v.lead.prediction_power, v.lead.label_power) if v.lead else 0.0
     excess = max((i.excess for i in v.causal), default=0.0)
-    return (rank, round(v.reliance, 1), round(power, 2), excess)
+    followed = v.reliance * (power if v.lead else UNOBSERVED_POWER)
+    return (rank, round(followed, 2), round(v.reliance, 1), round(power, 2), excess)
 
 
 def _fold(verdicts: list[CueVerdict], observations: Observations) -> list[CueVerdict]:

@@ -234,13 +234,16 @@ class ProbeData:
     predict: Predict
     seed: int
     example_count: int = 4
-    only: Callable[[np.ndarray], np.ndarray] | None = None   # treated indices -> (n, H, W): where a change may act
+    part: np.ndarray | None = None   # (N, H, W): where a change may act, and where its property is measured
 
 
-def run_interventions(data: ProbeData) -> list[InterventionStats]:
+def run_interventions(data: ProbeData, cues: set[str] | None = None) -> list[InterventionStats]:
+    """Every change (or those of `cues`, with the harmless ones that set the floor) on the probe set."""
     results = []
     for intervention in interventions.INTERVENTIONS:
         if intervention.cue in interventions.COLOUR_CUES and not data.colour:
+            continue
+        if cues is not None and not (intervention.harmless or intervention.cue in cues):
             continue
         results.append(_run_one(intervention, data, _rng(data.seed, intervention.name)))
     harmless = [r for r in results if r.status == "ok" and interventions.BY_NAME[r.name].harmless]
@@ -279,13 +282,20 @@ PLACE_MINIMUM = 0.05        # above the floor of harmless changes, or a part alo
 LOCATED_CHANGES = 3         # a cue's strongest changes that are repeated per part; their counts are pooled
 
 
-def locate(tests: list[InterventionStats], data: ProbeData, objects: np.ndarray) -> str:
-    """Repeats a cue's strongest changes on the object alone and on its surroundings alone (the same
-    images, the same doses) and says where the cue sits, from the flips of all of them together.
+def on_part(data: ProbeData, part: np.ndarray, values: dict[str, np.ndarray], example_count: int = 0) -> ProbeData:
+    """The probe data for changes that act on `part` (N, H, W) only, with its properties measured there."""
+    return replace(data, values=values, part=part, boxes=np.full_like(data.boxes, np.nan), example_count=example_count)
+
+
+def locate(tests: list[InterventionStats], data: ProbeData, objects: np.ndarray,
+           part_values: dict[str, dict[str, np.ndarray]]) -> str:
+    """Repeats a cue's strongest changes on the object alone and on its surroundings alone and says
+    where the cue sits, from the flips of all of them together. Each part is changed as far as that
+    part differs between the model's answers (its property measured there: `part_values["object"]`,
+    `part_values["surroundings"]`), so a part the answers do not depend on gets a small dose.
     `objects`: (N, H, W) bool per image. Sets each repeated change's placement and place.
 
     A region change (a stamp, a frame, a swapped background) already names its place and is not repeated."""
-    whole = replace(data, boxes=np.full_like(data.boxes, np.nan))   # the change may now touch the object too
     counts = {"object": [0, 0], "surroundings": [0, 0]}
     located = []
     for test in tests:
@@ -293,8 +303,7 @@ def locate(tests: list[InterventionStats], data: ProbeData, objects: np.ndarray)
         if test.status != "ok" or intervention.region in (*interventions.REGIONS, "background", "object"):
             continue
         for place, mask in (("object", objects), ("surroundings", ~objects)):
-            part = replace(whole, only=lambda indices, mask=mask: mask[indices], example_count=0)
-            rerun = _run_one(intervention, part, _rng(data.seed, test.name))
+            rerun = _run_one(intervention, on_part(data, mask, part_values[place]), _rng(data.seed, test.name))
             test.placement[place] = rerun.flip_rate if rerun.status == "ok" else None
             if rerun.status == "ok":
                 counts[place][0] += rerun.flips
@@ -350,7 +359,9 @@ def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> 
     if intervention.region in ("background", "object"):
         return _run_box(intervention, stats, data, rng)
     values = data.values[intervention.property]
-    low, median, high = np.quantile(values, [0.1, 0.5, 0.9])
+    if np.isnan(values).all():
+        return _untestable(stats)
+    low, median, high = np.nanquantile(values, [0.1, 0.5, 0.9])
     if high - low <= 1e-9:
         return _untestable(stats)
     if intervention.region in interventions.REGIONS:
@@ -365,18 +376,24 @@ def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> 
     if len(treated) < MIN_TREATED:
         return _untestable(stats)
     pixels = data.load(treated)
-    keep = _objects(data.boxes[treated], pixels)
+    within = data.part[treated] if data.part is not None else None
+    keep = ~within if within is not None else _objects(data.boxes[treated], pixels)
     if intervention.region in ("chroma", "luminance"):
-        # Both follow how the images answered as the target class differ from the others.
-        towards = data.load(_pool(np.flatnonzero(data.predictions == target_class), rng))
-        away = data.load(_pool(np.flatnonzero(data.predictions != target_class), rng))
+        # Both follow how the images answered as the target class differ from the others (in the part).
+        towards, away = (_pool(np.flatnonzero(side), rng) for side in (data.predictions == target_class,
+                                                                        data.predictions != target_class))
+        groups = [data.load(group) for group in (towards, away)]
+        groups += [data.part[group] if data.part is not None else None for group in (towards, away)]
         if intervention.region == "chroma":
-            dosed = interventions.dosed_balance(intervention, towards, away)
-            changed, _ = interventions.apply_to_target(interventions.keeping(dosed, keep), pixels, stats.target)
+            dosed = interventions.dosed_balance(intervention, *groups)
+            changed, _ = interventions.apply_to_target(interventions.keeping(dosed, keep), pixels, stats.target,
+                                                       within=within)
         else:
-            changed = interventions.keep_pixels(interventions.lighting_shift(pixels, towards, away), pixels, keep)
+            changed = interventions.keep_pixels(interventions.lighting_shift(pixels, *groups, within=within),
+                                                pixels, keep)
         return _measure(stats, data, treated, changed, np.full(len(treated), target_class))
-    changed, _ = interventions.apply_to_target(interventions.keeping(intervention, keep), pixels, stats.target)
+    changed, _ = interventions.apply_to_target(interventions.keeping(intervention, keep), pixels, stats.target,
+                                               within=within)
     return _measure(stats, data, treated, changed)
 
 
@@ -402,8 +419,9 @@ def matched_dose(values: np.ndarray, predictions: np.ndarray, up: bool) -> tuple
     how much the model's answers turn on the cue, where an extreme dose would also catch models
     that merely fail on images unlike any they were trained on. A model whose predictions do not
     follow the property gets a dose near zero."""
-    medians = {int(c): float(np.median(values[predictions == c])) for c in np.unique(predictions)
-               if (predictions == c).sum() >= MIN_TREATED}
+    measured = ~np.isnan(values)
+    medians = {int(c): float(np.median(values[measured & (predictions == c)])) for c in np.unique(predictions)
+               if (measured & (predictions == c)).sum() >= MIN_TREATED}
     if len(medians) < 2:
         return None
     target_class = (max if up else min)(medians, key=medians.get)
@@ -452,8 +470,8 @@ def _measure(stats: InterventionStats, data: ProbeData, treated: np.ndarray, cha
     """Flips of the treated images; `donor_classes`: the prediction of what each one received."""
     if len(treated) < MIN_TREATED:
         return _untestable(stats)
-    if data.only is not None:
-        changed = np.where(data.only(treated)[..., None], changed, data.load(treated))
+    if data.part is not None:
+        changed = np.where(data.part[treated][..., None], changed, data.load(treated))
     after, after_probability = data.predict(changed)
     before, labels = data.predictions[treated], data.labels[treated]
     flipped = after != before

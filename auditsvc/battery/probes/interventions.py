@@ -182,19 +182,20 @@ def to_pixels(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
 
 
-def apply_to_target(intervention: Intervention, pixels: np.ndarray, target: float,
-                    refinements: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def apply_to_target(intervention: Intervention, pixels: np.ndarray, target: float, refinements: int = 4,
+                    within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Move each image's property to `target` with the weakest strength that gets there.
 
     The ladder brackets each image's strength; bisection then narrows the bracket, so the dose
     overshoots the target by at most 1/16 of one ladder step. Returns the changed pixels and the
-    strength used per image (the strongest step when none reaches the target)."""
+    strength used per image (the strongest step when none reaches the target). `within` (n, H, W):
+    the property is measured on those pixels only (the part of the image the change may act on)."""
     base = to_float(pixels)
     weaker = np.full(len(pixels), intervention.identity)
     stronger = np.full(len(pixels), intervention.ladder[-1])
     done = np.zeros(len(pixels), bool)
     for step in intervention.ladder:
-        reached = _reaches(intervention, base, np.full(len(pixels), step), target) & ~done
+        reached = _reaches(intervention, base, np.full(len(pixels), step), target, within) & ~done
         stronger[reached] = step
         done |= reached
         weaker[~done] = step
@@ -202,15 +203,18 @@ def apply_to_target(intervention: Intervention, pixels: np.ndarray, target: floa
             break
     for _ in range(refinements if done.any() else 0):
         middle = np.where(done, (weaker + stronger) / 2, stronger)
-        reached = _reaches(intervention, base, middle, target)
+        reached = _reaches(intervention, base, middle, target, within)
         stronger = np.where(done & reached, middle, stronger)
         weaker = np.where(done & ~reached, middle, weaker)
     return to_pixels(intervention.transform(base, stronger)), stronger
 
 
-def _reaches(intervention: Intervention, base: np.ndarray, strength: np.ndarray, target: float) -> np.ndarray:
-    value = properties.measure(to_pixels(intervention.transform(base, strength)),
-                               [intervention.property])[intervention.property]
+def _reaches(intervention: Intervention, base: np.ndarray, strength: np.ndarray, target: float,
+             within: np.ndarray | None = None) -> np.ndarray:
+    changed = to_pixels(intervention.transform(base, strength))
+    name = intervention.property
+    value = (properties.measure(changed, [name]) if within is None else
+             properties.measure_away(changed, within, [name]))[name]
     return (value >= target) if intervention.direction == "up" else (value <= target)
 
 
@@ -271,21 +275,28 @@ def _luminance(pixels: np.ndarray) -> np.ndarray:
     return to_float(pixels) @ _basis(pixels)[0]
 
 
-def luminance_statistics(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per image, the mean and spread of the luminance."""
+def luminance_statistics(pixels: np.ndarray, part: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the mean and spread of the luminance (over the `part` (n, H, W) of each image)."""
     luminance = _luminance(pixels)
-    return luminance.mean(axis=(1, 2)), luminance.std(axis=(1, 2))
+    weights = np.ones(luminance.shape) if part is None else part.astype(np.float64)
+    total = np.maximum(weights.sum(axis=(1, 2)), 1e-9)
+    mean = (luminance * weights).sum(axis=(1, 2)) / total
+    variance = (((luminance - mean[:, None, None]) ** 2) * weights).sum(axis=(1, 2)) / total
+    return mean, np.sqrt(variance)
 
 
-def lighting_shift(pixels: np.ndarray, towards: np.ndarray, away: np.ndarray) -> np.ndarray:
+def lighting_shift(pixels: np.ndarray, towards: np.ndarray, away: np.ndarray, towards_part: np.ndarray | None = None,
+                   away_part: np.ndarray | None = None, within: np.ndarray | None = None) -> np.ndarray:
     """Shift the mean and scale the spread of the luminance (Reinhard et al. 2001) by as much as
     the typical image of `towards` differs from the typical image of `away`. Each image keeps
-    its own colours and light; only what separates the two groups is added."""
+    its own colours and light; only what separates the two groups is added. With parts (n, H, W
+    masks per group, and `within` for `pixels`) the statistics are those of the parts."""
     basis = _basis(pixels)
     image = to_float(pixels) @ basis.T
-    (to_mean, to_std), (from_mean, from_std) = luminance_statistics(towards), luminance_statistics(away)
+    (to_mean, to_std), (from_mean, from_std) = (luminance_statistics(towards, towards_part),
+                                                luminance_statistics(away, away_part))
     source = image[..., 0]
-    mean = source.mean(axis=(1, 2), keepdims=True)
+    mean = luminance_statistics(pixels, within)[0][:, None, None]
     ratio = np.median(to_std) / max(float(np.median(from_std)), 1e-6)
     image[..., 0] = (source - mean) * ratio + mean + np.median(to_mean) - np.median(from_mean)
     return to_pixels(image @ basis)
@@ -294,12 +305,14 @@ def lighting_shift(pixels: np.ndarray, towards: np.ndarray, away: np.ndarray) ->
 BALANCE_LADDER = (0.25, 0.5, 0.75, 1.0)
 
 
-def white_balance(towards: np.ndarray, away: np.ndarray) -> Transform:
+def white_balance(towards: np.ndarray, away: np.ndarray, towards_part: np.ndarray | None = None,
+                  away_part: np.ndarray | None = None) -> Transform:
     """A white-balance (von Kries) change in the direction in which the typical channel levels of
-    `towards` differ from those of `away`, the way another light tints a whole image, dark and
-    bright parts in proportion. Strength 1 is their whole difference; the overall level is kept."""
-    levels_from = np.median(to_float(away).mean(axis=(1, 2)), axis=0)
-    levels_to = np.median(to_float(towards).mean(axis=(1, 2)), axis=0)
+    `towards` differ from those of `away` (over their parts, (n, H, W) masks, where given), the
+    way another light tints a whole image, dark and bright parts in proportion. Strength 1 is
+    their whole difference; the overall level is kept."""
+    levels_from = np.median(_channel_levels(away, away_part), axis=0)
+    levels_to = np.median(_channel_levels(towards, towards_part), axis=0)
     log_gains = np.log(np.maximum(levels_to, 1e-3) / np.maximum(levels_from, 1e-3))
 
     def apply(x, s):
@@ -309,11 +322,22 @@ def white_balance(towards: np.ndarray, away: np.ndarray) -> Transform:
     return apply
 
 
-def dosed_balance(intervention: Intervention, towards: np.ndarray, away: np.ndarray) -> Intervention:
+def _channel_levels(pixels: np.ndarray, part: np.ndarray | None) -> np.ndarray:
+    """(n, C): each image's mean level per channel, over its part where given."""
+    image = to_float(pixels)
+    if part is None:
+        return image.mean(axis=(1, 2))
+    weights = part.astype(np.float64)[..., None]
+    return (image * weights).sum(axis=(1, 2)) / np.maximum(weights.sum(axis=(1, 2)), 1e-9)
+
+
+def dosed_balance(intervention: Intervention, towards: np.ndarray, away: np.ndarray,
+                  towards_part: np.ndarray | None = None, away_part: np.ndarray | None = None) -> Intervention:
     """A colour-balance intervention as a dosed change: the white balance that separates the two
     groups, applied to each image only as far as its colour share needs to reach the target (a
     whole-group difference also holds the groups' different content: sky, foliage, objects)."""
-    return replace(intervention, transform=white_balance(towards, away), ladder=BALANCE_LADDER, identity=0.0,
+    return replace(intervention, transform=white_balance(towards, away, towards_part, away_part),
+                   ladder=BALANCE_LADDER, identity=0.0,
                    direction="up" if intervention.direction == "swap" else "down")
 
 

@@ -42,7 +42,7 @@ class ShortcutProbes(Section):
 
     def run(self, context: AuditContext) -> SectionResult:
         boxes = context.probe.boxes(context.spec)
-        values, away, around = measure_all(context, boxes)
+        values, away, on_object, around = measure_all(context, boxes)
         around_method = evidence.surroundings_method(boxes)
         outputs, labels = context.outputs, context.labels
         predictions = outputs.predictions
@@ -60,8 +60,12 @@ class ShortcutProbes(Section):
         observations = verdict.Observations(codes, labels, predictions, verdict.property_correlations(values),
                                             context.options.seed)
         cues = verdict.decide(stats, tests, links, observations)
-        for cue in cues:
-            evidence.locate(cue.causal, data, ~around)
+        object_families = verdict.object_cues(stats, cues)
+        if object_families:
+            on_object_data = evidence.on_part(data, ~around, on_object, data.example_count)
+            cues += verdict.object_verdicts(stats, evidence.run_interventions(on_object_data, object_families))
+        for cue in (c for c in cues if not c.on_object):
+            evidence.locate(cue.causal, data, ~around, {"object": on_object, "surroundings": away})
         findings = [to_finding(context, cue, values, tests, context.looking) for cue in cues]
         blocks = [_property_table(context, stats, around_method), _intervention_table(context, tests)]
         sensitive = verdict.sensitivities(tests, cues)
@@ -83,11 +87,12 @@ class ShortcutProbes(Section):
 
 
 def measure_all(context: AuditContext, boxes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
-                                                                    np.ndarray]:
-    """Every property for every probe image, on the whole image and away from the object, and the
-    masks of what lies away from it (N, H, W); one read of the probe set, a batch of pixels at a time."""
+                                                                    dict[str, np.ndarray], np.ndarray]:
+    """Every property for every probe image, on the whole image, away from the object and on it, and
+    the masks of what lies away from it (N, H, W); one read of the probe set, a batch at a time."""
     whole: list[dict[str, np.ndarray]] = []
     away: list[dict[str, np.ndarray]] = []
+    on_object: list[dict[str, np.ndarray]] = []
     around: list[np.ndarray] = []
     for start in range(0, len(context.probe), context.options.batch_size):
         indices = list(range(start, min(start + context.options.batch_size, len(context.probe))))
@@ -95,9 +100,10 @@ def measure_all(context: AuditContext, boxes: np.ndarray) -> tuple[dict[str, np.
         around.append(evidence.surroundings(boxes[indices], pixels))
         whole.append(properties.measure(pixels))
         away.append(properties.measure_away(pixels, around[-1]))
-    whole_values, away_values = ({name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-                                 for parts in (whole, away))
-    return whole_values, away_values, np.concatenate(around)
+        on_object.append(properties.measure_away(pixels, ~around[-1]))
+    whole_values, away_values, object_values = ({name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+                                                for parts in (whole, away, on_object))
+    return whole_values, away_values, object_values, np.concatenate(around)
 
 
 def predictor(context: AuditContext):
@@ -174,6 +180,11 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
     placed = _placement_sentence(cue.causal[0] if cue.causal else None)
     if placed:
         sentences.append(placed)
+    if cue.on_object:
+        sentences.append("the change acted on the object alone, by as much as the objects differ between the "
+                         "model's answers, and the objects of the classes differ in it in this probe set while "
+                         "their surroundings do not: the model tells the classes apart by the object's "
+                         f"{PLACED_NOUNS[cue.cue]}; if that does not define the classes, it is a shortcut")
     if verdict.reliance_undecided(cue):
         needed = verdict.images_to_decide(cue, len(context.labels))
         sentences.append(f"reliance {cue.reliance:.2f} +- {1.96 * cue.reliance_error:.2f}: below the "
@@ -195,7 +206,7 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
                          f"(p = {cue.sided.agreement_p:.2g})")
     masked = next((t for t in tests if t.name == "mask_object" and t.status == "ok"), None)
     not_object = ""
-    if masked and cue.category == "shortcut" and masked.kept_rate >= verdict.KEPT_CONTEXT:
+    if masked and cue.category == "shortcut" and not cue.on_object and masked.kept_rate >= verdict.KEPT_CONTEXT:
         not_object = ", not the object"
         sentences.append(f"with the object covered, {masked.kept_rate:.0%} of correct predictions stay the same")
     if cue.category == "shortcut":
@@ -266,7 +277,8 @@ def _evidence_blocks(context: AuditContext, cue: CueVerdict, causal: list[Interv
                      values: dict[str, np.ndarray]) -> list:
     blocks = []
     if causal:
-        blocks.append(_pairs_figure(context, causal[0]))
+        if causal[0].pairs is not None:
+            blocks.append(_pairs_figure(context, causal[0]))
         blocks.append(_intervention_table(context, causal[:6], "Changes of this cue that move the predictions"))
     if cue.lead and not cue.lead.categorical and cue.lead.name in values:
         blocks.append(_extremes_figure(context, cue.lead, values[cue.lead.name]))

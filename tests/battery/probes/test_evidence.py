@@ -116,6 +116,40 @@ def follows_the_surroundings(pixels: np.ndarray):
     return (np.nanmean(around, axis=(1, 2, 3)) / 255 > 0.5).astype(int), np.ones(len(pixels))
 
 
+def part_values(images: np.ndarray, objects: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    return {"object": properties.measure_away(images, objects), "surroundings": properties.measure_away(images, ~objects)}
+
+
+def two_coloured(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A middle square and its surroundings, each of its own random colour; and where the square is."""
+    images = np.empty((count, 16, 16, 3))
+    images[:] = rng.uniform(0.15, 0.85, (count, 1, 1, 3))
+    images[:, 4:12, 4:12] = rng.uniform(0.15, 0.85, (count, 1, 1, 3))
+    images += rng.normal(0, 0.01, images.shape)
+    middle = np.zeros((count, 16, 16), bool)
+    middle[:, 4:12, 4:12] = True
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8), middle
+
+
+def red_object(pixels: np.ndarray):
+    """Answers 1 when the middle square is redder than it is blue, whatever the surroundings."""
+    middle = pixels[:, 4:12, 4:12].astype(float).mean(axis=(1, 2))
+    return (middle[:, 0] > middle[:, 2]).astype(int), np.ones(len(pixels))
+
+
+def test_a_colour_cue_on_the_object_is_placed_there_by_a_dose_of_its_own():
+    """The whole image's colour balance hardly tells the answers apart (the surroundings are random):
+    changed on the object by as much as the objects differ between the answers, it does."""
+    images, middle = two_coloured(160, np.random.default_rng(5))
+    data = probe(images, np.random.default_rng(6).integers(0, 2, 160), red_object)
+    tests = [t for t in run_interventions(data) if t.cue == "colour" and t.status == "ok"]
+    tests.sort(key=lambda t: -t.flip_rate)
+    assert locate(tests, data, middle, part_values(images, middle)) == "object"
+    located = [t for t in tests if t.placement]
+    assert max(t.placement["object"] for t in located) > 0.5
+    assert max(t.placement["surroundings"] for t in located) < 0.1
+
+
 def test_the_cue_is_placed_where_changing_it_alone_moves_the_model():
     rng = np.random.default_rng(0)
     levels, labels = rng.uniform(0.3, 0.7, 120), rng.integers(0, 2, 120)
@@ -125,7 +159,7 @@ def test_the_cue_is_placed_where_changing_it_alone_moves_the_model():
     for predict, place in ((follows_the_object, "object"), (follows_the_surroundings, "surroundings")):
         data = probe(images, labels, predict)
         brighter = {t.name: t for t in run_interventions(data)}["brighter"]
-        assert locate([brighter], data, middle) == place
+        assert locate([brighter], data, middle, part_values(images, middle)) == place
         assert brighter.place == place, brighter.placement
         other = "surroundings" if place == "object" else "object"
         assert brighter.placement[place] > 0.9 and brighter.placement[other] < 0.1
@@ -150,5 +184,5 @@ def test_place_pools_the_cues_strongest_changes():
     middle[:, 4:12, 4:12] = True
     data = probe(images, labels, follows_the_surroundings)
     tests = [t for t in run_interventions(data) if t.name in ("brighter", "darker", "more_contrast")]
-    assert locate(tests, data, middle) == "surroundings"
+    assert locate(tests, data, middle, part_values(images, middle)) == "surroundings"
     assert all(t.place == "surroundings" for t in tests if t.placement)

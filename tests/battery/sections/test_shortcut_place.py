@@ -95,3 +95,86 @@ def test_the_objects_outline_is_not_a_probe_set_bias(tmp_path):
     assert [f.code for f in result.findings if f.category == "bias"] == []
     table = next(b for b in section.blocks if getattr(b, "title", "") == "Which properties predict labels and predictions")
     assert any(row[3] == "part of the object" for row in table.rows), table.rows
+
+
+class _Seeing(nn.Module):
+    """A 1x1 convolution that passes the image on: a spatial layer for the attribution methods."""
+
+    def __init__(self):
+        super().__init__()
+        self.see = nn.Conv2d(3, 3, 1)
+        self.see.weight.data = torch.eye(3)[..., None, None].clone()
+        self.see.bias.data.zero_()
+
+
+class ObjectRedness(_Seeing):
+    """Answers 'square' when the middle of the image is redder than it is blue, whatever its outline."""
+
+    def forward(self, x):
+        x = torch.relu(self.see(x) + 10) - 10
+        middle = x[..., SIDE // 2 - 4:SIDE // 2 + 4, SIDE // 2 - 4:SIDE // 2 + 4].mean(dim=(2, 3))
+        score = 8 * (middle[:, 0] - middle[:, 2])
+        return torch.stack([-score, score], dim=1)
+
+
+class Outline(_Seeing):
+    """Answers 'square' when the object reaches the corners of its box (a disc does not), whatever its colour."""
+
+    def forward(self, x):
+        grey = (torch.relu(self.see(x) + 10) - 10).mean(dim=1)
+        ground = grey[:, :4, :4].mean(dim=(1, 2))
+        corner = grey[:, SIDE // 2 - 5, SIDE // 2 - 5]
+        score = 20 * ((corner - ground).abs() - 0.1)
+        return torch.stack([-score, score], dim=1)
+
+
+def coloured_scene(label: int, rng: np.random.Generator) -> np.ndarray:
+    """A disc or a square of a random object colour, reddish for squares and bluish for discs, on a
+    random grey-ish ground drawn alike for both classes."""
+    yy, xx = np.mgrid[:SIDE, :SIDE]
+    ground = rng.uniform(0.3, 0.6) + rng.normal(0, 0.01, (SIDE, SIDE, 3))
+    centre = SIDE / 2
+    inside = (np.hypot(yy - centre + 0.5, xx - centre + 0.5) < 6) if label == 0 else \
+        ((np.abs(yy - centre + 0.5) < 6) & (np.abs(xx - centre + 0.5) < 6))
+    base = rng.uniform(0.3, 0.6)
+    tint = rng.uniform(0.15, 0.3) * (1 if label == 1 else -1)
+    colour = np.clip(np.array([base + tint, base, base - tint]) + 0.3, 0, 1)
+    image = np.where(inside[..., None], colour, ground)
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def coloured_probe(tmp_path_factory):
+    root = tmp_path_factory.mktemp("coloured")
+    rng = np.random.default_rng(3)
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir()
+        for index in range(60):
+            Image.fromarray(coloured_scene(label, rng)).save(root / name / f"{index:03d}.png")
+    return root
+
+
+def _shortcut_audit(tmp_path, model, probe):
+    package = write_package(tmp_path / "model", model, CLASSES, size=(3, SIDE, SIDE))
+    loaded = load_model(package)
+    with open_probe_set(probe, loaded.meta.classes) as probe_set:
+        return audit(loaded, probe_set, AuditOptions(sections=["shortcuts"], seed=0))
+
+
+def test_a_model_that_tells_the_classes_apart_by_the_objects_colour_is_warned_about(tmp_path, coloured_probe):
+    """Squares are red and discs blue in this probe set, no box: the colour is the object's own, so no
+    bias; the model reads the colour, not the outline, and changing the object's colour alone shows it."""
+    result = _shortcut_audit(tmp_path, ObjectRedness(), coloured_probe)
+    assert result.sections[0].status == "ok", result.sections[0].reason
+    assert [f.code for f in result.findings if f.category == "bias"] == []
+    [finding] = [f for f in result.findings if f.category == "shortcut"]
+    assert finding.code.startswith("shortcut.colour") and finding.severity == "warn"
+    assert finding.evidence["place"] == "object" and "the object's colour" in finding.title
+    assert finding.evidence["reliance"] >= 0.5
+    assert "by the object's colour" in finding.summary
+
+
+def test_a_model_that_reads_the_outline_is_not_warned_about_the_objects_colour(tmp_path, coloured_probe):
+    result = _shortcut_audit(tmp_path, Outline(), coloured_probe)
+    assert result.sections[0].status == "ok", result.sections[0].reason
+    assert [f.code for f in result.findings if f.category in ("shortcut", "bias")] == []
