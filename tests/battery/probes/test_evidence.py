@@ -126,9 +126,7 @@ def two_coloured(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     images[:] = rng.uniform(0.15, 0.85, (count, 1, 1, 3))
     images[:, 4:12, 4:12] = rng.uniform(0.15, 0.85, (count, 1, 1, 3))
     images += rng.normal(0, 0.01, images.shape)
-    middle = np.zeros((count, 16, 16), bool)
-    middle[:, 4:12, 4:12] = True
-    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8), middle
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8), middle_square(count)
 
 
 def red_object(pixels: np.ndarray):
@@ -150,12 +148,21 @@ def test_a_colour_cue_on_the_object_is_placed_there_by_a_dose_of_its_own():
     assert max(t.placement["surroundings"] for t in located) < 0.1
 
 
-def test_the_cue_is_placed_where_changing_it_alone_moves_the_model():
-    rng = np.random.default_rng(0)
-    levels, labels = rng.uniform(0.3, 0.7, 120), rng.integers(0, 2, 120)
-    images = grey_images(levels)
-    middle = np.zeros((len(images), 16, 16), bool)
+def grey_scenes(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grey images of random levels, random labels, and the middle square as each image's object."""
+    rng = np.random.default_rng(seed)
+    levels, labels = rng.uniform(0.3, 0.7, count), rng.integers(0, 2, count)
+    return grey_images(levels), labels, middle_square(count)
+
+
+def middle_square(count: int) -> np.ndarray:
+    middle = np.zeros((count, 16, 16), bool)
     middle[:, 4:12, 4:12] = True
+    return middle
+
+
+def test_the_cue_is_placed_where_changing_it_alone_moves_the_model():
+    images, labels, middle = grey_scenes(120, seed=0)
     for predict, place in ((follows_the_object, "object"), (follows_the_surroundings, "surroundings")):
         data = probe(images, labels, predict)
         brighter = {t.name: t for t in run_interventions(data)}["brighter"]
@@ -176,12 +183,8 @@ def test_place_needs_a_significant_difference_above_the_floor():
 
 
 def test_place_pools_the_cues_strongest_changes():
-    """Each change alone is too weak to tell the parts apart; together they are not."""
-    rng = np.random.default_rng(1)
-    levels, labels = rng.uniform(0.3, 0.7, 60), rng.integers(0, 2, 60)
-    images = grey_images(levels)
-    middle = np.zeros((len(images), 16, 16), bool)
-    middle[:, 4:12, 4:12] = True
+    """The place comes from the flips of several changes together, and every located change carries it."""
+    images, labels, middle = grey_scenes(60, seed=1)
     data = probe(images, labels, follows_the_surroundings)
     tests = [t for t in run_interventions(data) if t.name in ("brighter", "darker", "more_contrast")]
     assert locate(tests, data, middle, part_values(images, middle)) == "surroundings"
