@@ -32,6 +32,7 @@ from .evidence import InterventionStats, PropertyStats
 UNNAMED_CUES = {"none", "channel"}   # harmless changes; channel levels (brightness and colour at once)
 SIGNIFICANCE = 0.01
 LABEL_POWER = 0.3          # a property that predicts labels this well is a data-side cue
+AWAY_SHARE = 0.5           # away from the object it keeps this share of that power, or it is the object's
 BEYOND_LABEL_POWER = 0.2   # predictions follow the property this much better than labels do
 GROUP_GAP = 0.2
 # Accuracy where a property sides with the label minus where not (PropertyStats.agreement_gap): half the
@@ -74,10 +75,14 @@ def label_signal(p: PropertyStats) -> bool:
 
 def part_of_object(p: PropertyStats) -> bool:
     """The property predicts the labels on the whole image but not away from the object: it is the
-    object (its colour, its edges) that differs between the classes, not a bias of the probe set."""
+    object (its colour, its edges) that differs between the classes, not a bias of the probe set.
+
+    "Not away from it" is a loss of the association, not a fall below the data-side line: measured on
+    fewer pixels a whole-image cast predicts a little less (0.33 -> 0.26), and that is still a bias."""
     if p.away_label_power is None or not label_signal(p):
         return False
-    return not (p.away_label_p < SIGNIFICANCE and p.away_label_power >= LABEL_POWER)
+    survives = p.away_label_p < SIGNIFICANCE and p.away_label_power >= AWAY_SHARE * p.label_power
+    return not survives
 
 
 def prediction_signal(p: PropertyStats) -> bool:

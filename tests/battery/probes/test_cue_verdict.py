@@ -190,3 +190,17 @@ def test_an_undecided_reliance_says_how_many_probe_images_would_decide():
     assert 1.96 * halfway.reliance_error <= 0.0301
     assert images_to_decide(CueVerdict("brightness", "shortcut", "warn", None, reliance=0.02, reliance_error=0.01),
                             120) == 0
+
+
+def test_a_property_is_the_objects_when_its_association_is_lost_away_from_it_not_just_weaker():
+    from auditsvc.battery.probes.cue_verdict import part_of_object
+
+    cast = prop("red_share", "colour", label_power=0.33, label_p=0.0006)
+    cast.away_label_power, cast.away_label_p = 0.26, 0.0006      # a bit weaker on fewer pixels: still a bias
+    assert not part_of_object(cast)
+    outline = prop("high_frequency", "sharpness", label_power=0.6, label_p=0.0006)
+    outline.away_label_power, outline.away_label_p = 0.05, 0.4   # gone away from the object
+    assert part_of_object(outline)
+    faint = prop("hue", "colour", label_power=0.6, label_p=0.0006)
+    faint.away_label_power, faint.away_label_p = 0.2, 0.001      # significant, but a third of the power
+    assert part_of_object(faint)
