@@ -158,7 +158,10 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         lead_words = f"{DETAIL} (blur and noise change it), most clearly {lead_words}"
     place = cue.causal[0].place if cue.causal else ""
     if place in ("object", "surroundings") and not cue.attribute and cue.cue in PLACED_NOUNS:
-        name = f"the {'object' if place == 'object' else 'background'}'s {PLACED_NOUNS[cue.cue]}"
+        part = "object" if place == "object" else "background"
+        name = f"the {part}'s {PLACED_NOUNS[cue.cue]}"
+        if _other_part_moves(cue.causal[0]):
+            name = f"the {PLACED_NOUNS[cue.cue]}, mostly the {part}'s"
         lead_words = f"{name} (changing it there alone moves the predictions most), most clearly {lead_words}"
     words = lead_words + (f", which tracks the manifest attribute '{cue.attribute}'" if cue.attribute
                           and not cue.cue.startswith("attribute:") else "")
@@ -242,6 +245,13 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
     blocks = _evidence_blocks(context, cue, causal, values)
     return Finding(finding_code(cue), cue.category, cue.severity, title, summary, evidence_json, blocks,
                    headline=f"{_first_clause(words).capitalize()}: " + "; ".join(headline) + ".")
+
+
+def _other_part_moves(test: InterventionStats) -> bool:
+    """Does the part a cue was not placed in also move the answers, changed alone, beyond the floor?"""
+    other = {"object": "surroundings", "surroundings": "object"}.get(test.place)
+    rate = test.placement.get(other) if other else None
+    return rate is not None and rate >= test.floor + evidence.PLACE_MINIMUM
 
 
 def _placement_sentence(test: InterventionStats | None) -> str:
