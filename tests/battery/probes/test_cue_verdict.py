@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from auditsvc.battery.probes.evidence import InterventionStats, PropertyStats
 from auditsvc.battery.probes.cue_verdict import Observations, decide, reliance, sensitivities
@@ -190,3 +191,13 @@ def test_an_undecided_reliance_says_how_many_probe_images_would_decide():
     assert 1.96 * halfway.reliance_error <= 0.0301
     assert images_to_decide(CueVerdict("brightness", "shortcut", "warn", None, reliance=0.02, reliance_error=0.01),
                             120) == 0
+
+
+def test_grain_that_hides_compression_counts_only_beside_compression_that_moves_the_answers():
+    """A clean model fragile to grain flips one way when grain is added; compressing moves nothing."""
+    grain = change("restore_grain", "compression", "blockiness", 0.61, 1e-6, agrees=True)
+    still = change("jpeg", "compression", "blockiness", 0.02, 1.0, agrees=False)
+    assert reliance([grain, still]) == (0.0, [])
+    compressed = change("jpeg", "compression", "blockiness", 0.5, 1e-6, agrees=True)
+    estimate, supporting = reliance([grain, compressed])
+    assert estimate == pytest.approx((0.61 + 0.5) / 2) and {i.name for i in supporting} == {"jpeg", "restore_grain"}
