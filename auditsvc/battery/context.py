@@ -114,16 +114,26 @@ class AuditContext:
 
     @cached_property
     def sample_indices(self) -> list[int]:
-        """Images for per-image figures: spread over classes, correct and wrong ones, seeded."""
+        """Images for per-image figures: spread over classes, and within a class over the manifest
+        attributes' values (examples all of one weather would look like a weather shortcut), mostly
+        correct ones with a wrong one second where there is one; seeded."""
         rng = np.random.default_rng(self.options.seed)
         predictions = self.outputs.predictions
+        attributes = [self.probe.attribute(name) for name in self.probe.attribute_names]
         per_class: list[list[int]] = []
         for label in rng.permutation(self.probe.present_classes):
-            members = np.flatnonzero(self.labels == label)
-            right = list(rng.permutation(members[predictions[members] == label]))
-            wrong = list(rng.permutation(members[predictions[members] != label]))
-            # Mostly correct images, with a wrong one second where there is one.
-            per_class.append(right[:1] + wrong[:1] + right[1:] + wrong[1:])
+            strata: dict[tuple, list[int]] = {}
+            for index in rng.permutation(np.flatnonzero(self.labels == label)):
+                strata.setdefault(tuple(values[index] for values in attributes), []).append(int(index))
+            groups = [sorted(members, key=lambda i: predictions[i] != label) for members in strata.values()]
+            ordered = [group[row] for row in range(max(map(len, groups))) for group in groups if row < len(group)]
+            stratum_of = {i: key for key, members in strata.items() for i in members}
+            wrongs = [i for i in ordered if predictions[i] != label]
+            if wrongs and ordered[0] not in wrongs:   # second: a wrong one, of another stratum where there is one
+                wrong = next((i for i in wrongs if stratum_of[i] != stratum_of[ordered[0]]), wrongs[0])
+                ordered.remove(wrong)
+                ordered.insert(1, wrong)
+            per_class.append(ordered)
         chosen: list[int] = []
         while len(chosen) < min(self.options.samples, len(self.probe)):
             for members in per_class:

@@ -1,5 +1,5 @@
-"""Performance metrics of a model on the probe set: accuracy per class and per manifest attribute
-group (with Wilson intervals), and calibration. Plain functions of the outputs and the labels; the
+"""Performance metrics of a model on the probe set: accuracy per class, per manifest attribute
+group and per class x attribute cell (with Wilson intervals), and calibration. Plain functions of the outputs and the labels; the
 audit context computes them once (`AuditContext.metrics`) for findings.json and the performance section.
 """
 
@@ -15,19 +15,20 @@ if TYPE_CHECKING:
     from .dataset import ProbeDataset
 
 CALIBRATION_BINS = 15
-MIN_GROUP_IMAGES = 5   # smaller attribute groups do not count for the worst group accuracy
+MIN_GROUP_IMAGES = 5   # smaller cells do not count for the worst group accuracy
 
 
 def probe_metrics(probabilities: np.ndarray, predictions: np.ndarray, labels: np.ndarray,
                   probe: "ProbeDataset", classes: tuple[str, ...]) -> dict:
-    """The "metrics" of findings.json: accuracy, per class, per attribute group, worst group, calibration."""
+    """The "metrics" of findings.json: accuracy, per class, per attribute group, per class x attribute
+    cell, the worst cell, calibration."""
     correct = predictions == labels
-    groups = group_accuracy(probe, correct)
-    worst = min((g["accuracy"] for values in groups.values() for g in values.values() if g["n"] >= MIN_GROUP_IMAGES),
-                default=None)
+    cells = group_cells(probe, labels, correct, classes)
+    worst = worst_group(cells)
     return {"accuracy": round(float(correct.mean()), 4),
             "per_class": per_class_scores(predictions, labels, probe.present_classes, classes),
-            "groups": groups, "worst_group_accuracy": worst,
+            "groups": group_accuracy(probe, correct), "group_cells": cells,
+            "worst_group": worst, "worst_group_accuracy": worst["accuracy"] if worst else None,
             "calibration": calibration_stats(probabilities.max(axis=1), correct, probabilities, labels)}
 
 
@@ -60,6 +61,39 @@ def group_accuracy(probe: "ProbeDataset", correct: np.ndarray) -> dict[str, dict
         if len(table) > 1:
             groups[attribute] = table
     return groups
+
+
+def group_cells(probe: "ProbeDataset", labels: np.ndarray, correct: np.ndarray,
+                classes: tuple[str, ...]) -> dict[str, dict[str, dict[str, dict]]]:
+    """attribute -> class -> value -> accuracy, image count and Wilson interval.
+
+    The groups that show a shortcut are cells of class x attribute: on a probe set balanced over
+    class x weather, a model that answers by the weather is right in every cell where the weather
+    agrees with the class and wrong in every other, while each weather value alone averages the two."""
+    cells: dict[str, dict[str, dict[str, dict]]] = {}
+    for attribute in probe.attribute_names:
+        values = np.array(probe.attribute(attribute))
+        if len(set(values) - {""}) < 2:
+            continue
+        cells[attribute] = {}
+        for label in np.unique(labels):
+            in_class = labels == label
+            row = {}
+            for value in sorted(set(values[in_class]) - {""}):
+                members = in_class & (values == value)
+                n, hits = int(members.sum()), int(correct[members].sum())
+                low, high = wilson(hits, n)
+                row[value] = {"accuracy": round(hits / n, 4), "n": n, "ci": [round(low, 4), round(high, 4)]}
+            cells[attribute][classes[label]] = row
+    return cells
+
+
+def worst_group(cells: dict[str, dict[str, dict[str, dict]]]) -> dict | None:
+    """The class x attribute cell of least accuracy among those of MIN_GROUP_IMAGES images or more."""
+    candidates = [{"attribute": attribute, "class": name, "value": value, "accuracy": cell["accuracy"], "n": cell["n"]}
+                  for attribute, by_class in cells.items() for name, row in by_class.items()
+                  for value, cell in row.items() if cell["n"] >= MIN_GROUP_IMAGES]
+    return min(candidates, key=lambda cell: (cell["accuracy"], -cell["n"]), default=None)
 
 
 def calibration_stats(confidence: np.ndarray, correct: np.ndarray, probabilities: np.ndarray,

@@ -45,7 +45,7 @@ class Verdict(StrEnum):
 
     def __ge__(self, other: object) -> bool:
         return not self < other
-CATEGORIES = ("shortcut", "bias", "representation", "health")
+CATEGORIES = ("shortcut", "bias", "robustness", "representation", "health")
 
 
 @dataclass

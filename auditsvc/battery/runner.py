@@ -60,9 +60,21 @@ def audit(model: LoadedModel, probe: ProbeDataset, options: AuditOptions | None 
         sections=results,
         environment={"auditsvc": auditsvc.__version__, "torch": torch.__version__, "device": options.device,
                      "seed": options.seed, "python": platform.python_version()},
-        settings=options.as_dict(),
+        settings=_settings(options, done),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def _settings(options: AuditOptions, done: dict[str, SectionResult]) -> dict:
+    """The options as used: where one was left to the battery, the value the section chose."""
+    settings = options.as_dict()
+    occlusion = done.get("occlusion")
+    for key in ("window", "stride"):
+        if settings[f"occlusion_{key}"] is None and occlusion and occlusion.status == "ok":
+            settings[f"occlusion_{key}"] = f"{occlusion.data[key]} (automatic)"
+    if settings["sections"] is None:
+        settings["sections"] = "all"
+    return {key: "automatic" if value is None else value for key, value in settings.items()}
 
 
 def _run_order(sections: list[registry.Section]) -> list[registry.Section]:

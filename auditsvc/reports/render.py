@@ -84,6 +84,13 @@ def _short(value) -> str:
     return str(value)[:80]
 
 
+def _worst_group(metrics: dict) -> str:
+    worst = metrics.get("worst_group")
+    if not worst:
+        return pct(metrics.get("worst_group_accuracy"))
+    return f"{pct(worst['accuracy'])} ({worst['class']}, {worst['attribute']} = {worst['value']})"
+
+
 def _finding(index: int, finding: Finding) -> dict[str, Any]:
     return {"anchor": f"finding-{index + 1}", "code": finding.code, "category": finding.category,
             "severity": finding.severity, "title": finding.title, "summary": finding.summary,
@@ -104,7 +111,7 @@ def report_data(result: AuditResult, changes: dict[str, Any] | None = None) -> d
         "environment": result.environment,
         "key_metrics": [
             ("Accuracy", pct(metrics.get("accuracy"))),
-            ("Worst-group accuracy", pct(metrics.get("worst_group_accuracy"))),
+            ("Worst-group accuracy", _worst_group(metrics)),
             ("Expected calibration error", f"{calibration['ece']:.3f}" if "ece" in calibration else "n/a"),
             ("Probe images", str(result.dataset["images"])),
         ],

@@ -90,3 +90,16 @@ def test_metrics(contexts):
     assert metrics["accuracy"] == round(float(correct.mean()), 4)
     assert sum(c["support"] for c in metrics["per_class"].values()) == len(context.probe)
     assert {value: group["n"] for value, group in metrics["groups"]["site"].items()} == {"north": 9, "south": 9}
+
+
+def test_sample_images_spread_over_classes_and_attribute_values(contexts):
+    context = contexts[0]
+    chosen = AuditContext(context.model, context.graph, context.probe,
+                          AuditOptions(**{**OPTIONS, "samples": 6})).sample_indices
+    site = np.array(context.probe.attribute("site"))
+    assert len(set(chosen)) == 6
+    for label in range(3):
+        mine = [i for i in chosen if context.labels[i] == label]
+        assert len(mine) == 2 and set(site[mine]) == {"north", "south"}, (label, site[mine])
+    assert chosen == AuditContext(context.model, context.graph, context.probe,
+                                  AuditOptions(**{**OPTIONS, "samples": 6})).sample_indices

@@ -120,3 +120,16 @@ def test_metrics_do_not_need_the_performance_section(tiny_package, tiny_probe):
     metrics = result.findings_json()["metrics"]
     assert 0 <= metrics["accuracy"] <= 1 and set(metrics["per_class"]) == {"a", "b", "c"}
     assert set(metrics["groups"]) == {"site"} and "ece" in metrics["calibration"]
+
+
+def test_settings_say_what_was_used_not_none(tiny_package, tiny_probe):
+    model = load_model(tiny_package)
+    with ProbeDataset(tiny_probe, ["a", "b", "c"]) as probe:
+        result = audit(model, probe, AuditOptions(sections=["occlusion"], samples=2))
+    occlusion = next(s for s in result.sections if s.name == "occlusion")
+    assert result.settings["occlusion_window"] == f"{occlusion.data['window']} (automatic)"
+    assert result.settings["occlusion_stride"] == f"{occlusion.data['stride']} (automatic)"
+    assert None not in result.settings.values() and result.settings["sections"] == ["occlusion"]
+    with ProbeDataset(tiny_probe, ["a", "b", "c"]) as probe:
+        fixed = audit(model, probe, AuditOptions(sections=["summary"], occlusion_window=6))
+    assert fixed.settings["occlusion_window"] == 6 and fixed.settings["occlusion_stride"] == "automatic"

@@ -132,11 +132,17 @@ def reliance(family: list[InterventionStats]) -> tuple[float, list[InterventionS
     caused: an answer near the boundary that a one-pixel shift flips is also one the cue decides.
     A model that merely fails on degraded images (blurred, washed out) answers one way only and
     scores half its effect. Where the probes can move the cue one way only, that way counts alone.
+    A proxy change (fine grain for undoing compression) also moves the answers of a model that is
+    merely fragile to it: it counts only beside a directed change the other way.
     Returns the estimate and the changes it rests on."""
     testable = testable_ways(family)
     best = {}
     for i in family:
-        if directed(i) and i.flip_rate > best.get(raises(i), (0.0, None))[0]:
+        if directed(i) and not BY_NAME[i.name].proxy and i.flip_rate > best.get(raises(i), (0.0, None))[0]:
+            best[raises(i)] = (i.flip_rate, i)
+    for i in family:
+        if directed(i) and BY_NAME[i.name].proxy and (not raises(i)) in best and \
+                i.flip_rate > best.get(raises(i), (0.0, None))[0]:
             best[raises(i)] = (i.flip_rate, i)
     if not testable:
         return 0.0, []

@@ -40,6 +40,8 @@ class Intervention:
     #                             "luminance": the colour balance / light shifted as the model's answers differ
     harmless: bool = False
     decides: bool = True        # False: a synthetic change shown as a sensitivity, never as evidence of a cue
+    proxy: bool = False         # stands in for a change that cannot be made (undoing compression): evidence only
+    #                             beside a change the other way (see cue_verdict.reliance)
 
 
 def _each(strength, x: np.ndarray) -> np.ndarray:
@@ -155,7 +157,7 @@ INTERVENTIONS = [
     Intervention("jpeg", "compression", "compress as JPEG", "blockiness", "up", (80, 60, 40, 25, 15, 8), _jpeg, 100.0),
     # Compression cannot be undone; fine grain hides its blocks and smoothness, the nearest way back.
     Intervention("restore_grain", "compression", "add fine grain (hides compression)", "blockiness", "down",
-                 (0.01, 0.02, 0.04, 0.06), _noise),
+                 (0.01, 0.02, 0.04, 0.06), _noise, proxy=True),
     Intervention("swap_border", "border", "give the typical border of the images where it stands out most",
                  "border", "swap", region="border"),
     Intervention("plain_border", "border", "take away what the images where the border stands out most share there",

@@ -60,6 +60,13 @@ class ActivationMax(Section):
         blocks += [_class_figure(context, classes, mine, reference, steps), _class_table(context, classes, mine)]
         if channels:
             blocks.append(_channel_figure(context, channels))
+            failed, shown = _failed_channels(channels)
+            if failed:
+                blocks.append(Text(
+                    f"{failed} of {shown} channel visualizations drive their channel less than the channel's strongest "
+                    "probe image does (marked 'failed'): the optimization did not find the channel's preferred "
+                    "pattern there, often because the channel is off for most inputs and its gradient vanishes. "
+                    "Those images do not show what the channel encodes.", "note"))
         data = _data(context, classes, mine, reference, channels) | {
             "class_steps": steps, "all_reached": not missed,
             "method_seconds": {"classes": round(class_seconds, 3), "channels": round(channel_seconds, 3)}}
@@ -194,8 +201,18 @@ def _figure(fig, caption: str, title: str) -> Figure:
 
 def _ratio(value: float, probe_max: float) -> str:
     if probe_max > 1e-6:
-        return f"{value / probe_max:.1f}x probe max"
+        return f"{value / probe_max:.1f}x probe max" + (" (failed)" if _failed(value, probe_max) else "")
     return f"mean {value:.2g}"
+
+
+def _failed(value: float, probe_max: float) -> bool:
+    """A visualization that drives its channel less than a real probe image does has not found its pattern."""
+    return probe_max > 1e-6 and value < probe_max
+
+
+def _failed_channels(channels: dict) -> tuple[int, int]:
+    pairs = [(s, m) for visualization, maxima, _ in channels.values() for s, m in zip(visualization.scores, maxima)]
+    return sum(_failed(float(s), float(m)) for s, m in pairs), len(pairs)
 
 
 def _names(names: list[str]) -> str:

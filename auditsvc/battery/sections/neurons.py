@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.cluster import hierarchy
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import squareform
 from threadpoolctl import threadpool_limits
 
@@ -28,6 +29,8 @@ MAX_LEAF_ORDERING = 2048     # wider layers keep the plain dendrogram order
 MIN_IMAGES = 8               # fewer images: correlations are too noisy to call neurons redundant
 MOSTLY = 0.5                 # share of a layer's neurons that makes a warning
 SOME_REDUNDANT = 0.25        # share of redundant neurons worth an informational finding
+COLLAPSED_SIGNALS = 4        # a mostly redundant layer left with at most this many distinct signals
+COLLAPSED_SHARE = 0.05       # (or this share of its channels) has collapsed rather than being too wide
 SHIFT_RANGE = 1.5            # colour scale of the class shifts, in standard deviations
 
 
@@ -42,6 +45,7 @@ class LayerNeurons:
     dead_measured: bool
     redundant: np.ndarray        # (neurons,) bool
     redundancy_measured: bool
+    distinct: int | None = None  # live channels left once near-copies are counted once (groups of near-copies)
 
     @property
     def neurons(self) -> int:
@@ -156,6 +160,10 @@ def _analyse(layer: Layer, means: np.ndarray, maps: MapStatistics, labels: np.nd
         near = np.abs(np.nan_to_num(maps.correlation)) >= REDUNDANT_CORRELATION
         np.fill_diagonal(near, False)
         redundant = near.any(axis=1) & ~dead
+        live = np.flatnonzero(~dead)
+        distinct = int(connected_components(near[np.ix_(live, live)], directed=False)[0]) if len(live) else 0
+    else:
+        distinct = int((~dead).sum())
     # Clustering follows the rows shown: the channels' mean activations over the images.
     varying = np.flatnonzero(~dead & (deviation > 1e-8 * max(float(np.abs(means).max()), 1e-12)))
     clusters = np.zeros(len(dead), dtype=int)
@@ -166,7 +174,8 @@ def _analyse(layer: Layer, means: np.ndarray, maps: MapStatistics, labels: np.nd
         order = varying[leaf_order]
     rest = np.setdiff1d(np.arange(len(dead)), np.concatenate([varying, np.flatnonzero(dead)]))
     order = np.concatenate([order, rest, np.flatnonzero(dead)]).astype(int)
-    return LayerNeurons(layer, class_means, class_shift, order, clusters, dead, dead_measured, redundant, measured)
+    return LayerNeurons(layer, class_means, class_shift, order, clusters, dead, dead_measured, redundant, measured,
+                        distinct)
 
 
 def _cluster(correlation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -310,14 +319,23 @@ def _redundant_finding(results: list[LayerNeurons]) -> Finding | None:
     severity = "warn" if warned else "info"
     layers = ", ".join(f"{r.layer.name} ({int(r.redundant.sum())} of {r.neurons})" for r in notable)
     more = f" and {len(notable) - 1} more layer(s)" if len(notable) > 1 else ""
+    collapsed = [r for r in warned
+                 if r.distinct is not None and r.distinct <= max(COLLAPSED_SIGNALS, COLLAPSED_SHARE * r.neurons)]
+    meaning = ("Such a layer carries less information than its width suggests; it could be narrower."
+               if not collapsed else
+               f"In {', '.join(f'{r.layer.name} ({r.neurons} channels, about {r.distinct} distinct)' for r in collapsed)} "
+               "the channels reduce to a few distinct signals once near-copies are counted once: the representation "
+               "has collapsed to a few directions. A model that decides from one or two global properties of the "
+               "image (as a shortcut does) rather than many features of the object looks like this; read it with the "
+               "shortcut findings.")
     return Finding(
         "representation.redundant_neurons", "representation", severity,
-        f"Redundant neurons in {worst.layer.name}{more}",
+        f"{'Collapsed representation' if collapsed else 'Redundant neurons'} in {worst.layer.name}{more}",
         f"Channels whose output is a near-copy of another channel's (|correlation| at least {REDUNDANT_CORRELATION} "
-        f"over every position of every probe image): {layers}. Such a layer carries less information than its "
-        "width suggests; it could be narrower."
+        f"over every position of every probe image): {layers}. {meaning}"
         + ("" if warned else " No layer with spatial maps is mostly redundant, so this is for information."),
         {"layer": worst.layer.name, "redundant": int(worst.redundant.sum()), "channels": worst.neurons,
+         "distinct": worst.distinct, "collapsed": [r.layer.name for r in collapsed],
          "correlation": REDUNDANT_CORRELATION,
          "layers": [{"layer": r.layer.name, "redundant": int(r.redundant.sum()), "channels": r.neurons}
                     for r in notable]},

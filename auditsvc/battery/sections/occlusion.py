@@ -11,7 +11,7 @@ from .. import figures
 from ..methods import attribution
 from ..context import AuditContext
 from ..registry import Section, register
-from ..results import Figure, SectionResult
+from ..results import Figure, SectionResult, Text
 
 FIGURE_IMAGES = 8
 MASK_KEEP = 0.25  # the grey mask leaves visible the top quarter of pixels by importance
@@ -50,8 +50,14 @@ class OcclusionSection(Section):
         seconds = time.perf_counter() - started
         original = context.outputs.probabilities[indices, context.outputs.predictions[indices]]
         occluded = np.clip(original[:, None, None] - drops, 0, 1)
-        figure = _figure(context, occluded, drops, window, stride)
-        return self.result(blocks=[figure], data={"window": window, "stride": stride, "images": len(indices),
+        shown = drops[:FIGURE_IMAGES]
+        block = _figure(context, occluded, drops, window, stride) if shown.max() >= MIN_DROP else Text(
+            f"Hiding any {window}x{window} region of the {len(shown)} sample images lowers the predicted class's "
+            f"probability by at most {max(float(shown.max()), 0.0):.4f}: no single region matters to these answers, "
+            "as when the model decides from something spread over the whole image (the lighting, a colour cast, a "
+            "texture) or its probabilities are saturated. The heatmaps would be uniformly green and are not drawn.",
+            "note")
+        return self.result(blocks=[block], data={"window": window, "stride": stride, "images": len(indices),
                                                   "max_drop": round(float(drops.max()), 4),
                                                   "method_seconds": {"occlusion": round(seconds, 3)}})
 

@@ -30,17 +30,17 @@ class Performance(Section):
         correct = predictions == labels
         metrics = context.metrics
         per_class, groups, calibration = metrics["per_class"], metrics["groups"], metrics["calibration"]
-        worst = metrics["worst_group_accuracy"]
         blocks = [
             Table(["metric", "value"], [
                 ["accuracy", f"{correct.mean():.1%} ({correct.sum()} of {len(correct)})"],
-                ["worst attribute group", f"{worst:.1%}" if worst is not None else "no manifest attributes"],
+                ["worst group (class x attribute)", worst_group_words(metrics["worst_group"])],
                 ["expected calibration error", f"{calibration['ece']:.3f}"],
                 ["mean confidence", f"{calibration['mean_confidence']:.1%}"],
             ], title="Key metrics"),
             _confusion_figure(labels, predictions, classes, context.probe.present_classes),
             _class_table(per_class),
             *_group_tables(groups),
+            *_cell_tables(metrics["group_cells"]),
             _reliability_figure(confidence, correct, calibration),
         ]
         findings = health_findings(context, correct, per_class, calibration)
@@ -129,6 +129,35 @@ def _group_tables(groups: dict) -> list:
                             "Accuracy within each value of a manifest attribute. Large gaps between values "
                             "mean the model works for some conditions and not others.",
                             f"Accuracy by {attribute}"))
+    return tables
+
+
+def worst_group_words(worst: dict | None) -> str:
+    if worst is None:
+        return "no manifest attributes"
+    return (f"{worst['accuracy']:.1%} ({worst['class']} with {worst['attribute']} = {worst['value']}, "
+            f"{worst['n']} images)")
+
+
+MAX_CELL_COLUMNS = 8
+
+
+def _cell_tables(cells: dict) -> list:
+    tables = []
+    for attribute, by_class in cells.items():
+        lowest = {}
+        for row in by_class.values():
+            for value, cell in row.items():
+                lowest[value] = min(lowest.get(value, 1.0), cell["accuracy"])
+        values = sorted(sorted(lowest, key=lowest.get)[:MAX_CELL_COLUMNS])
+        rows = [[name, *(f"{row[v]['accuracy']:.0%} ({row[v]['n']})" if v in row else "-" for v in values)]
+                for name, row in by_class.items()]
+        tables.append(Table(["class", *(f"{attribute} = {v}" for v in values)], rows,
+                            f"Accuracy (images) in each cell of true class x {attribute}. A model that answers by "
+                            f"{attribute} is right where it agrees with the class and wrong where it does not, which "
+                            "the per-value accuracy above averages away."
+                            + (f" The {MAX_CELL_COLUMNS} values with the lowest cells of {len(lowest)}."
+                               if len(lowest) > MAX_CELL_COLUMNS else ""), f"Accuracy by class and {attribute}"))
     return tables
 
 

@@ -68,13 +68,10 @@ class ShortcutProbes(Section):
             evidence.locate(cue.causal, data, ~around, {"object": on_object, "surroundings": away})
         findings = [to_finding(context, cue, values, tests, context.looking) for cue in cues]
         blocks = [_property_table(context, stats, around_method), _intervention_table(context, tests)]
-        sensitive = verdict.sensitivities(tests, cues)
-        if sensitive:
-            blocks.append(Text("Sensitivities that are not shortcuts: " + "; ".join(
-                f"'{t.words}' changes {t.flip_rate:.0%} of predictions, mostly to '{context.classes[t.top_class]}'"
-                for t in sensitive) + ". The probe images as they are do not show predictions following these "
-                "properties, so the changes more likely hide what the model needs (robustness) than reveal a cue "
-                "it relies on.", "note"))
+        for finding, test in robustness_findings(context.classes, verdict.sensitivities(tests, cues)):
+            if test.pairs is not None:
+                finding.blocks.append(_pairs_figure(context, test, "A harmless-looking change moves the answers"))
+            findings.append(finding)
         if not findings:
             blocks.insert(0, Text("No cue found: no measured property both predicts the model's answers and changes "
                                   "them when changed alone, and none predicts the labels of this probe set.", "note"))
@@ -161,7 +158,10 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         lead_words = f"{DETAIL} (blur and noise change it), most clearly {lead_words}"
     place = cue.causal[0].place if cue.causal else ""
     if place in ("object", "surroundings") and not cue.attribute and cue.cue in PLACED_NOUNS:
-        name = f"the {'object' if place == 'object' else 'background'}'s {PLACED_NOUNS[cue.cue]}"
+        part = "object" if place == "object" else "background"
+        name = f"the {part}'s {PLACED_NOUNS[cue.cue]}"
+        if _other_part_moves(cue.causal[0]):
+            name = f"the {PLACED_NOUNS[cue.cue]}, mostly the {part}'s"
         lead_words = f"{name} (changing it there alone moves the predictions most), most clearly {lead_words}"
     words = lead_words + (f", which tracks the manifest attribute '{cue.attribute}'" if cue.attribute
                           and not cue.cue.startswith("attribute:") else "")
@@ -247,6 +247,13 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
                    headline=f"{_first_clause(words).capitalize()}: " + "; ".join(headline) + ".")
 
 
+def _other_part_moves(test: InterventionStats) -> bool:
+    """Does the part a cue was not placed in also move the answers, changed alone, beyond the floor?"""
+    other = {"object": "surroundings", "surroundings": "object"}.get(test.place)
+    rate = test.placement.get(other) if other else None
+    return rate is not None and rate >= test.floor + evidence.PLACE_MINIMUM
+
+
 def _placement_sentence(test: InterventionStats | None) -> str:
     rates = test.placement if test else {}
     if rates.get("object") is None or rates.get("surroundings") is None:
@@ -287,7 +294,43 @@ def _evidence_blocks(context: AuditContext, cue: CueVerdict, causal: list[Interv
     return blocks
 
 
-def _pairs_figure(context: AuditContext, test: InterventionStats) -> Figure:
+# Changes of the whole image's light, colour, sharpness, grain or compression keep what it shows;
+# a stamp, a frame or another background are cue tests, not robustness.
+ROBUSTNESS_CHANGES = {"brightness": "brightness", "contrast": "contrast", "saturation": "colour saturation",
+                      "colour": "colour balance", "sharpness": "blur and sharpening", "noise": "pixel noise",
+                      "compression": "compression and grain"}
+
+
+def robustness_findings(classes: tuple[str, ...], sensitive: list[InterventionStats]
+                        ) -> list[tuple[Finding, InterventionStats]]:
+    """A warning per kind of change that moves many answers one way although the probe images as they
+    are show no shortcut on it: the model is fragile there. With the change that moved most."""
+    strongest: dict[str, InterventionStats] = {}
+    for test in sorted(sensitive, key=lambda t: -t.flip_rate):
+        if test.cue in ROBUSTNESS_CHANGES:
+            strongest.setdefault(test.cue, test)
+    out = []
+    for family, t in strongest.items():
+        towards = classes[t.top_class] if t.top_class is not None else "another class"
+        title = f"Not robust to {ROBUSTNESS_CHANGES[family]}: '{t.words}' changes {t.flip_rate:.0%} of predictions"
+        summary = (f"'{t.words}' changed {t.flip_rate:.0%} of predictions ({t.flips} of {t.treated} images; harmless "
+                   f"changes: {t.floor:.0%}), {t.top_share:.0%} of them to '{towards}'; accuracy on those images went "
+                   f"from {t.accuracy_before:.0%} to {t.accuracy_after:.0%}. The probe images as they are do not show "
+                   "the answers following this property, so it is not a shortcut: the change more likely hides what "
+                   f"the model needs. Images with more {ROBUSTNESS_CHANGES[family]} than this probe set has (another "
+                   "camera, compression, lighting) may be misclassified; test on such images or augment against it.")
+        evidence_json = {"change": t.name, "flip_rate": round(t.flip_rate, 4), "noise_floor": round(t.floor, 4),
+                         "flips": t.flips, "treated": t.treated, "towards": towards, "towards_share": round(t.top_share, 4),
+                         "accuracy_before": round(t.accuracy_before, 4), "accuracy_after": round(t.accuracy_after, 4),
+                         "change_p": t.p_adjusted}
+        out.append((Finding(f"robustness.{family}", "robustness", "warn", title, summary, evidence_json, [],
+                            headline=f"'{t.words}' flips {t.flip_rate:.0%} of predictions (harmless: {t.floor:.0%}), "
+                                     f"mostly to '{towards}'."), t))
+    return out
+
+
+def _pairs_figure(context: AuditContext, test: InterventionStats,
+                  title: str = "Change only the cue: the prediction follows") -> Figure:
     classes = context.classes
     before, after = test.pairs
     cells = [[figures.as_rgb(b), figures.as_rgb(a)] for b, a in zip(before, after)]
@@ -299,7 +342,7 @@ def _pairs_figure(context: AuditContext, test: InterventionStats) -> Figure:
                f"-> after (left pair first). Over {test.treated} changed images, {test.flip_rate:.0%} of predictions "
                f"changed, against {test.floor:.0%} for a harmless one-pixel shift (Holm-adjusted p = "
                f"{test.p_adjusted:.2g}).")
-    return Figure(figures.to_png(fig), caption, "Change only the cue: the prediction follows", width="85%")
+    return Figure(figures.to_png(fig), caption, title, width="85%")
 
 
 def _extremes_figure(context: AuditContext, lead: PropertyStats, column: np.ndarray) -> Figure:

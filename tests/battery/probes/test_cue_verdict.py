@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from auditsvc.battery.probes.evidence import InterventionStats, PropertyStats
 from auditsvc.battery.probes.cue_verdict import Observations, decide, reliance, sensitivities
@@ -204,3 +205,13 @@ def test_a_property_is_the_objects_when_its_association_is_lost_away_from_it_not
     faint = prop("hue", "colour", label_power=0.6, label_p=0.0006)
     faint.away_label_power, faint.away_label_p = 0.2, 0.001      # significant, but a third of the power
     assert part_of_object(faint)
+
+
+def test_grain_that_hides_compression_counts_only_beside_compression_that_moves_the_answers():
+    """A clean model fragile to grain flips one way when grain is added; compressing moves nothing."""
+    grain = change("restore_grain", "compression", "blockiness", 0.61, 1e-6, agrees=True)
+    still = change("jpeg", "compression", "blockiness", 0.02, 1.0, agrees=False)
+    assert reliance([grain, still]) == (0.0, [])
+    compressed = change("jpeg", "compression", "blockiness", 0.5, 1e-6, agrees=True)
+    estimate, supporting = reliance([grain, compressed])
+    assert estimate == pytest.approx((0.61 + 0.5) / 2) and {i.name for i in supporting} == {"jpeg", "restore_grain"}

@@ -12,7 +12,7 @@ from PIL import Image
 from auditsvc.battery.context import AuditOptions
 from auditsvc.battery.dataset import ProbeDataset
 from auditsvc.battery.model.loading import load_model
-from auditsvc.battery.results import Figure, Table
+from auditsvc.battery.results import Figure, Table, Text
 from auditsvc.battery import audit
 from auditsvc.battery.methods.feature_visualization import SHOWN_CHANNELS
 from auditsvc.battery.sections import activation_max
@@ -116,3 +116,19 @@ def test_costly_models_get_fewer_steps(monkeypatch):
     middle = steps_at(5e7, 4)
     assert 32 < middle < 128 and middle % 8 == 0
     assert steps_at(7e8, 10) == 32              # a ResNet-18 at 128 px: the floor
+
+
+def test_a_channel_image_weaker_than_a_probe_image_is_marked_failed(section):
+    from auditsvc.battery.sections.activation_max import _failed_channels, _ratio
+
+    assert _ratio(0.05, 1.0) == "0.1x probe max (failed)" and _ratio(2.0, 1.0) == "2.0x probe max"
+    per_layer = section.data["channels"]
+    failed = sum(c["activation"] < c["probe_max"] for layer in per_layer.values() for c in layer)
+    notes = [b for b in section.blocks if isinstance(b, Text) and "channel visualizations drive" in b.text]
+    assert len(notes) == (1 if failed else 0)
+    if failed:
+        assert notes[0].text.startswith(f"{failed} of {2 * SHOWN_CHANNELS} ")
+
+    class Visualization:
+        scores = [0.5, 3.0]
+    assert _failed_channels({"layer": (Visualization, [1.0, 1.0], 10)}) == (1, 2)

@@ -81,6 +81,7 @@ def test_analysis_orders_similar_neurons_together_and_dead_ones_last():
     result = neurons._analyse(layer, means, maps(np.abs(means), correlation), labels, [0, 1])
     assert result.dead.tolist() == [False, False, False, True, False]
     assert result.redundant.tolist() == [True, True, True, False, True]
+    assert result.distinct == 2   # 0 and 2 are one signal, 1 and 4 another; 3 is dead
     order = result.order.tolist()
     assert order[-1] == 3
     assert abs(order.index(0) - order.index(2)) == 1 and abs(order.index(1) - order.index(4)) == 1
@@ -119,3 +120,16 @@ def test_wide_layers_are_shown_as_at_most_64_rows():
     values, strip, labels = neurons._rows(result)
     assert values.shape == (neurons.MAX_ROWS, 3) and strip.shape == (neurons.MAX_ROWS, 1, 3)
     assert len(labels) == neurons.MAX_ROWS and labels[0].endswith("+3")  # 200 channels in 64 bins
+
+
+def test_a_wide_layer_of_a_few_distinct_signals_is_called_collapsed():
+    conv = Layer("features.6", "ReLU", "relu", (128, 8, 8), 0, True)
+
+    def result(distinct):
+        return neurons.LayerNeurons(conv, np.zeros((128, 2)), np.zeros((128, 2)), np.arange(128), np.ones(128, int),
+                                    np.zeros(128, bool), True, np.ones(128, bool), True, distinct)
+    collapsed = neurons._redundant_finding([result(2)])
+    assert collapsed.title.startswith("Collapsed representation") and "about 2 distinct" in collapsed.summary
+    assert collapsed.evidence["distinct"] == 2 and collapsed.evidence["collapsed"] == ["features.6"]
+    wide = neurons._redundant_finding([result(40)])
+    assert wide.title.startswith("Redundant neurons") and "could be narrower" in wide.summary

@@ -57,3 +57,23 @@ def test_default_window_is_an_eighth_of_the_side_and_the_stride_half_of_it(files
     _, package, probe = files
     occlusion = section(run(package, probe, ["occlusion"], samples=1), "occlusion")
     assert (occlusion.data["window"], occlusion.data["stride"], occlusion.data["images"]) == (4, 2, 1)
+
+
+class Sure(torch.nn.Module):
+    """Always answers 'b' with a saturated probability: no window moves it."""
+
+    def __init__(self):
+        super().__init__()
+        self.see = torch.nn.Conv2d(3, 1, 1)
+
+    def forward(self, x):
+        return torch.stack([self.see(x).mean(dim=(1, 2, 3)) * 0 - 50, self.see(x).mean(dim=(1, 2, 3)) * 0 + 50], dim=1)
+
+
+def test_where_nothing_moves_it_says_so_in_words_instead_of_uniform_heatmaps(files, tmp_path):
+    _, _, probe = files
+    package = write_package(tmp_path / "model", Sure(), CLASSES)
+    occlusion = section(run(package, probe, ["occlusion"], samples=4), "occlusion")
+    [note] = occlusion.blocks
+    assert not isinstance(note, Figure) and "no single region matters" in note.text
+    assert occlusion.data["max_drop"] < 0.02

@@ -10,7 +10,7 @@ from tests.battery.sections.support import probe_inputs, run, section
 from tests.conftest import write_package, write_probe
 
 CLASSES = ["a", "b", "c"]
-PER_CLASS = 8
+PER_CLASS = 10
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,20 @@ def test_groups_and_calibration(audited):
     assert calibration["ece"] == pytest.approx(ece, abs=1e-4)
     assert sum(row[2] for row in calibration["bins"]) == len(labels)
     assert calibration["mean_confidence"] == pytest.approx(confidence.mean(), abs=1e-4)
+
+
+def test_the_worst_group_is_a_class_by_attribute_cell_and_the_report_names_it(audited):
+    result, probabilities, labels = audited
+    correct = probabilities.argmax(axis=1) == labels
+    north = np.tile(np.arange(PER_CLASS) % 2 == 1, 3)
+    cells = [(name, site, correct[(labels == k) & (north if site == "north" else ~north)])
+             for k, name in enumerate(CLASSES) for site in ("north", "south")]
+    name, site, members = min(cells, key=lambda cell: (cell[2].mean(), -len(cell[2])))
+    worst = result.metrics["worst_group"]
+    assert worst["accuracy"] == round(float(members.mean()), 4) == result.metrics["worst_group_accuracy"]
+    assert result.metrics["group_cells"]["site"][worst["class"]][worst["value"]]["accuracy"] == worst["accuracy"]
+    performance = section(result, "performance")
+    key = next(b for b in performance.blocks if getattr(b, "title", "") == "Key metrics")
+    assert f"{worst['class']} with site = {worst['value']}" in dict(key.rows)["worst group (class x attribute)"]
+    table = next(b for b in performance.blocks if getattr(b, "title", "") == "Accuracy by class and site")
+    assert [row[0] for row in table.rows] == CLASSES

@@ -178,3 +178,14 @@ def test_a_model_that_reads_the_outline_is_not_warned_about_the_objects_colour(t
     result = _shortcut_audit(tmp_path, Outline(), coloured_probe)
     assert result.sections[0].status == "ok", result.sections[0].reason
     assert [f.code for f in result.findings if f.category in ("shortcut", "bias")] == []
+
+
+def test_a_cue_read_in_both_parts_but_mostly_in_one_is_named_so():
+    from auditsvc.battery.probes.evidence import InterventionStats
+    from auditsvc.battery.sections.shortcuts import _other_part_moves
+
+    cast = InterventionStats("red_balance_of_others", "colour", "shift", "red_share", "ok", floor=0.04,
+                             placement={"object": 0.17, "surroundings": 0.45}, place="surroundings")
+    assert _other_part_moves(cast)       # -> "the colour, mostly the background's"
+    cast.placement["object"] = 0.05
+    assert not _other_part_moves(cast)   # -> "the background's colour"
