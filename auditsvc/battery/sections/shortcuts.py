@@ -68,7 +68,8 @@ class ShortcutProbes(Section):
             evidence.locate(cue.causal, data, ~around, {"object": on_object, "surroundings": away})
         findings = [to_finding(context, cue, values, tests, context.looking) for cue in cues]
         blocks = [_property_table(context, stats, around_method), _intervention_table(context, tests)]
-        for finding, test in robustness_findings(context.classes, verdict.sensitivities(tests, cues)):
+        sensitive = verdict.sensitivities(tests, cues)
+        for finding, test in robustness_findings(context.classes, sensitive):
             if test.pairs is not None:
                 finding.blocks.append(_pairs_figure(context, test, "A harmless-looking change moves the answers"))
             findings.append(finding)
