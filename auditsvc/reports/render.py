@@ -84,11 +84,11 @@ def _short(value) -> str:
     return str(value)[:80]
 
 
-def _worst_group(metrics: dict) -> str:
+def _worst_group_label(metrics: dict) -> str:
     worst = metrics.get("worst_group")
     if not worst:
-        return pct(metrics.get("worst_group_accuracy"))
-    return f"{pct(worst['accuracy'])} ({worst['class']}, {worst['attribute']} = {worst['value']})"
+        return "Worst-group accuracy"
+    return f"Worst-group accuracy: {worst['class']}, {worst['attribute']} = {worst['value']}"
 
 
 def _finding(index: int, finding: Finding) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def report_data(result: AuditResult, changes: dict[str, Any] | None = None) -> d
         "environment": result.environment,
         "key_metrics": [
             ("Accuracy", pct(metrics.get("accuracy"))),
-            ("Worst-group accuracy", _worst_group(metrics)),
+            (_worst_group_label(metrics), pct(metrics.get("worst_group_accuracy"))),
             ("Expected calibration error", f"{calibration['ece']:.3f}" if "ece" in calibration else "n/a"),
             ("Probe images", str(result.dataset["images"])),
         ],

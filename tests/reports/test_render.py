@@ -99,3 +99,9 @@ def test_pdf_fetches_nothing_but_inline_images(tmp_path):
 def test_a_figure_width_is_a_percentage_or_refused(width):
     with pytest.raises(ValueError, match="percentage"):
         render._block(Figure(b"", "caption", width=width))
+
+
+def test_the_worst_group_label_names_the_cell():
+    assert render._worst_group_label({}) == "Worst-group accuracy"
+    worst = {"attribute": "weather", "class": "no_tank", "value": "cloudy", "accuracy": 0.0, "n": 50}
+    assert render._worst_group_label({"worst_group": worst}) == "Worst-group accuracy: no_tank, weather = cloudy"

@@ -319,8 +319,9 @@ def _redundant_finding(results: list[LayerNeurons]) -> Finding | None:
     severity = "warn" if warned else "info"
     layers = ", ".join(f"{r.layer.name} ({int(r.redundant.sum())} of {r.neurons})" for r in notable)
     more = f" and {len(notable) - 1} more layer(s)" if len(notable) > 1 else ""
-    collapsed = [r for r in warned
-                 if r.distinct is not None and r.distinct <= max(COLLAPSED_SIGNALS, COLLAPSED_SHARE * r.neurons)]
+    # Collapse is about how many distinct signals the images get, which a pooled layer shows as well.
+    collapsed = [r for r in notable if r.redundant.mean() >= MOSTLY and r.distinct is not None
+                 and r.distinct <= max(COLLAPSED_SIGNALS, COLLAPSED_SHARE * r.neurons)]
     meaning = ("Such a layer carries less information than its width suggests; it could be narrower."
                if not collapsed else
                f"In {', '.join(f'{r.layer.name} ({r.neurons} channels, about {r.distinct} distinct)' for r in collapsed)} "

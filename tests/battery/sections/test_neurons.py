@@ -133,3 +133,11 @@ def test_a_wide_layer_of_a_few_distinct_signals_is_called_collapsed():
     assert collapsed.evidence["distinct"] == 2 and collapsed.evidence["collapsed"] == ["features.6"]
     wide = neurons._redundant_finding([result(40)])
     assert wide.title.startswith("Redundant neurons") and "could be narrower" in wide.summary
+
+
+def test_a_pooled_layer_of_a_few_distinct_signals_is_collapsed_but_only_informs():
+    pool = Layer("adaptive_avg_pool2d", "fn:adaptive_avg_pool2d", "pool", (128, 1, 1), 0, True)
+    result = neurons.LayerNeurons(pool, np.zeros((128, 2)), np.zeros((128, 2)), np.arange(128), np.ones(128, int),
+                                  np.zeros(128, bool), True, np.ones(128, bool), True, 2)
+    finding = neurons._redundant_finding([result])
+    assert finding.title.startswith("Collapsed representation") and finding.severity == "info"
