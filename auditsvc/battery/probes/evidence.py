@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 from scipy.stats import binomtest, fisher_exact
 
 from . import association, interventions
@@ -193,8 +194,7 @@ def foreground(image: np.ndarray, share: float = 0.25) -> np.ndarray:
     edge[band:-band, band:-band] = False
     colours = small[edge]
     colours = colours[np.linspace(0, len(colours) - 1, min(len(colours), BORDER_COLOURS)).astype(int)]
-    flat = small.reshape(-1, small.shape[2])
-    distance = np.sqrt(((flat[:, None, :] - colours[None]) ** 2).sum(axis=2)).min(axis=1).reshape(small.shape[:2])
+    distance = cKDTree(colours).query(small.reshape(-1, small.shape[2]))[0].reshape(small.shape[:2])
     if scale < 1:
         distance = ndimage.zoom(distance, (height / distance.shape[0], width / distance.shape[1]), order=1)
     return (distance >= np.quantile(distance, 1 - share)) & (distance > 0.1 * distance.max())
@@ -382,15 +382,15 @@ def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> 
         # Both follow how the images answered as the target class differ from the others (in the part).
         towards, away = (_pool(np.flatnonzero(side), rng) for side in (data.predictions == target_class,
                                                                         data.predictions != target_class))
-        groups = [data.load(group) for group in (towards, away)]
-        groups += [data.part[group] if data.part is not None else None for group in (towards, away)]
+        parts = {"towards_part": data.part[towards] if data.part is not None else None,
+                 "away_part": data.part[away] if data.part is not None else None}
         if intervention.region == "chroma":
-            dosed = interventions.dosed_balance(intervention, *groups)
+            dosed = interventions.dosed_balance(intervention, data.load(towards), data.load(away), **parts)
             changed, _ = interventions.apply_to_target(interventions.keeping(dosed, keep), pixels, stats.target,
                                                        within=within)
         else:
-            changed = interventions.keep_pixels(interventions.lighting_shift(pixels, *groups, within=within),
-                                                pixels, keep)
+            shifted = interventions.lighting_shift(pixels, data.load(towards), data.load(away), **parts, within=within)
+            changed = interventions.keep_pixels(shifted, pixels, keep)
         return _measure(stats, data, treated, changed, np.full(len(treated), target_class))
     changed, _ = interventions.apply_to_target(interventions.keeping(intervention, keep), pixels, stats.target,
                                                within=within)
