@@ -184,28 +184,44 @@ OBJECT_TESTED_CUES = ("colour", "saturation")
 
 
 def object_cues(properties: list[PropertyStats], found: list["CueVerdict"]) -> set[str]:
-    """Colour families in which the classes' objects themselves differ (part_of_object()), and that
-    no finding explains yet: does the model tell the classes apart by that colour?"""
+    """Colour families that no finding explains yet and that the probe images tie to the classes or the
+    answers: the classes' objects differ in it (part_of_object()), or the answers follow it
+    (prediction_signal(), group_signal()). A whole-image change of such a colour is dosed by the whole
+    image, where a small object's colour barely shows: does the model tell the classes apart by the
+    object's own colour?"""
     explained = {c.cue for v in found for c in [v, *v.also]}
-    return {p.cue for p in properties if p.cue in OBJECT_TESTED_CUES and part_of_object(p)} - explained
+    tied = {p.cue for p in properties if p.cue in OBJECT_TESTED_CUES
+            and (part_of_object(p) or prediction_signal(p) or group_signal(p))}
+    return tied - explained
 
 
 def object_verdicts(properties: list[PropertyStats], object_tests: list[InterventionStats]) -> list["CueVerdict"]:
-    """A warning per family whose change on the object alone, by as much as the objects differ between
-    the answers, moves the answers as a relied-on cue does (reliance() at or above the line). The
-    colour may be what defines the classes; the reviewer decides, so it warns and does not fail."""
+    """A verdict per family whose change on the object alone, by as much as the objects differ between
+    the answers, moves the answers as a relied-on cue does (reliance() at or above the line).
+    - The classes' objects differ in it in this probe set: the colour may be what defines the classes;
+      the reviewer decides, so it warns and does not fail.
+    - They do not, yet the answers follow it: a shortcut the probe images bear out, so it fails."""
     verdicts = []
     for family in sorted({i.cue for i in object_tests if i.cue in OBJECT_TESTED_CUES}):
         changes = [i for i in object_tests if i.cue == family]
         estimate, supporting = reliance(changes)
-        members = [p for p in properties if p.cue == family and part_of_object(p)]
-        if estimate < RELIANCE or not members:
+        members = [p for p in properties if p.cue == family]
+        defining = [p for p in members if part_of_object(p)]
+        followed = [p for p in members if prediction_signal(p) or group_signal(p)]
+        if estimate < RELIANCE or not (defining or followed):
             continue
         for change in supporting:
             change.place = "object"
-        verdicts.append(CueVerdict(family, "shortcut", "warn", max(members, key=lambda p: p.label_power), supporting,
-                                   label_signal=True, reliance=round(estimate, 4),
-                                   reliance_error=round(reliance_error(supporting, len(testable_ways(changes))), 4),
+        error = round(reliance_error(supporting, len(testable_ways(changes))), 4)
+        if defining:
+            verdicts.append(CueVerdict(family, "shortcut", "warn", max(defining, key=lambda p: p.label_power),
+                                       supporting, label_signal=True, reliance=round(estimate, 4),
+                                       reliance_error=error, on_object=True))
+            continue
+        lead = max(followed, key=lambda p: (p.prediction_power, -p.group_p))
+        verdicts.append(CueVerdict(family, "shortcut", "fail", lead, supporting,
+                                   prediction_signal=any(prediction_signal(p) for p in followed),
+                                   group_signal=True, reliance=round(estimate, 4), reliance_error=error,
                                    on_object=True))
     return verdicts
 

@@ -181,11 +181,15 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
     placed = _placement_sentence(cue.causal[0] if cue.causal else None)
     if placed:
         sentences.append(placed)
-    if cue.on_object:
+    if cue.on_object and cue.label_signal:
         sentences.append("the change acted on the object alone, by as much as the objects differ between the "
                          "model's answers, and the objects of the classes differ in it in this probe set while "
                          "their surroundings do not: the model tells the classes apart by the object's "
                          f"{PLACED_NOUNS[cue.cue]}; if that does not define the classes, it is a shortcut")
+    elif cue.on_object:
+        sentences.append("the change acted on the object alone, by as much as the objects differ between the "
+                         f"model's answers; the objects' {PLACED_NOUNS[cue.cue]} does not predict the labels in "
+                         "this probe set, yet the answers go with it")
     if verdict.reliance_undecided(cue):
         needed = verdict.images_to_decide(cue, len(context.labels))
         sentences.append(f"reliance {cue.reliance:.2f} +- {1.96 * cue.reliance_error:.2f}: below the "

@@ -215,3 +215,26 @@ def test_grain_that_hides_compression_counts_only_beside_compression_that_moves_
     compressed = change("jpeg", "compression", "blockiness", 0.5, 1e-6, agrees=True)
     estimate, supporting = reliance([grain, compressed])
     assert estimate == pytest.approx((0.61 + 0.5) / 2) and {i.name for i in supporting} == {"jpeg", "restore_grain"}
+
+
+def test_an_objects_colour_the_answers_follow_is_tested_on_the_object_and_fails():
+    """On a decorrelated probe set a small object's colour barely moves the whole image's balance; the
+    answers still follow it, so the object alone is changed, and that moving the answers is a shortcut."""
+    from auditsvc.battery.probes.cue_verdict import object_cues, object_verdicts
+
+    followed = prop("hue", "colour", prediction_power=0.28, beyond_p=0.002)
+    followed.away_label_power, followed.away_label_p = 0.0, 1.0
+    quiet = prop("saturation", "saturation")
+    assert object_cues([followed, quiet], []) == {"colour"}
+    on_object = [change("red_balance_of_others", "colour", "red_share", 0.45, 1e-6, agrees=True),
+                 change("red_poor_balance_of_others", "colour", "red_share", 0.35, 1e-6, agrees=True)]
+    [cue] = object_verdicts([followed, quiet], on_object)
+    assert (cue.cue, cue.category, cue.severity, cue.on_object) == ("colour", "shortcut", "fail", True)
+    assert cue.reliance == pytest.approx(0.40) and {i.place for i in cue.causal} == {"object"}
+    assert object_verdicts([followed], [change("red_balance_of_others", "colour", "red_share", 0.05, 1.0)]) == []
+
+
+def test_an_object_colour_nothing_ties_to_the_answers_is_not_tested():
+    from auditsvc.battery.probes.cue_verdict import object_cues
+
+    assert object_cues([prop("hue", "colour", prediction_power=0.05)], []) == set()
