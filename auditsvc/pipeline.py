@@ -41,13 +41,14 @@ def load_and_audit(model: Path, dataset: Path, *, meta: ModelMeta | Path | None 
             return audit(loaded, probe, options, loaded_reference, progress)
 
 
-def write_outputs(result: AuditResult, out_dir: Path, changes: dict[str, Any] | None = None) -> AuditFiles:
-    """The three files appear in out_dir together or not at all."""
+def write_outputs(result: AuditResult, out_dir: Path, changes: dict[str, Any] | None = None,
+                  record: dict[str, str] | None = None) -> AuditFiles:
+    """The three files appear in out_dir together or not at all. record: the cover's audit fields."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".audit-", dir=out_dir))
     try:
-        written = write_report(result, staging, changes)
+        written = write_report(result, staging, changes, record)
         final = {key: out_dir / path.name for key, path in written.items()}
         for key, path in written.items():
             os.replace(path, final[key])

@@ -20,6 +20,7 @@ class Section:
     title: ClassVar[str]     # heading in the report
     order: ClassVar[int]     # position in the report and the run
     intro: ClassVar[str] = ""  # what the method does, for the reader
+    appendix: ClassVar[bool] = False   # detail a reviewer reads after the findings: the report's appendix
 
     def run(self, context: "AuditContext") -> "SectionResult":
         raise NotImplementedError
@@ -27,7 +28,7 @@ class Section:
     def result(self, **fields) -> "SectionResult":
         from .results import SectionResult
 
-        return SectionResult(name=self.name, title=self.title, intro=self.intro, **fields)
+        return SectionResult(name=self.name, title=self.title, intro=self.intro, appendix=self.appendix, **fields)
 
 
 def register(cls: type[Section]) -> type[Section]:

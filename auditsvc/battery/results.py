@@ -62,6 +62,7 @@ class Table:
     rows: list[list[Any]]
     caption: str = ""
     title: str = ""
+    detail: bool = False    # a full table the report keeps for its appendix
 
 
 @dataclass
@@ -97,6 +98,41 @@ class Finding:
                 "title": self.title, "summary": self.summary, "evidence": self.evidence}
 
 
+CheckStatus = Literal["pass", "info", "warn", "fail"]
+
+
+@dataclass
+class Check:
+    """One rule an audit applied: what it measured, the line it holds that to, and the outcome (pass, or
+    the severity of the finding it raised). Passed checks are listed too: they are what a reviewer signs."""
+    name: str               # what is checked, in plain words
+    value: float            # the measured number, as in findings.json
+    measured: str           # the same number as the report prints it
+    line: str               # the threshold in words: "warns above 0.15"
+    status: CheckStatus
+    finding: str | None = None   # code of the finding it raised
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "measured": self.measured, "line": self.line,
+                "status": self.status, "finding": self.finding}
+
+
+def check_status(findings: list["Finding"], code: str) -> tuple[CheckStatus, str | None]:
+    """The outcome of the check behind finding `code` (a code, or a prefix ending in '.'): the
+    severity of the worst such finding raised, else pass."""
+    raised = [f for f in findings if f.code == code or (code.endswith(".") and f.code.startswith(code))]
+    if not raised:
+        return "pass", None
+    worst = max(raised, key=lambda f: SEVERITY_RANK[f.severity])
+    return worst.severity, worst.code
+
+
+def property_check(name: str, line: str, findings: list["Finding"], code: str) -> Check:
+    """A check of a property that holds ("Weights are finite") unless finding `code` was raised."""
+    status, raised = check_status(findings, code)
+    return Check(name, float(raised is not None), "no" if raised else "yes", line, status, raised)
+
+
 @dataclass
 class SectionResult:
     name: str
@@ -108,11 +144,15 @@ class SectionResult:
     blocks: list[Block] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)   # JSON-able numbers for findings.json
     findings: list[Finding] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    appendix: bool = False   # shown in the report's appendix (Section.appendix)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status, "seconds": round(self.seconds, 3)}
         if self.reason:
             out["reason"] = self.reason
+        if self.checks:
+            out["checks"] = [c.to_json() for c in self.checks]
         return out | self.data
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 
-def pct(value) -> str:
-    """A fraction as a percentage with one decimal; n/a when there is none."""
-    return "n/a" if value is None else f"{value:.1%}"
+def pct(value, decimals: int = 1) -> str:
+    """A fraction as a percentage (one decimal unless told); n/a when there is none."""
+    return "n/a" if value is None else f"{value:.{decimals}%}"
 
 
 FILTERS = {"pct": pct}

@@ -18,6 +18,7 @@ import jinja2
 from .. import TEMPLATE_DIR
 from ..battery import AuditResult, Figure, Finding, Table, Text
 from .formats import FILTERS, pct
+from .front import front_pages
 from .jsonable import to_jsonable
 
 TEMPLATES = TEMPLATE_DIR
@@ -98,10 +99,42 @@ def _finding(index: int, finding: Finding) -> dict[str, Any]:
             "blocks": [_block(b) for b in finding.blocks]}
 
 
-def report_data(result: AuditResult, changes: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything the report template shows, as plain data."""
+def _section(s, appendix: bool) -> dict[str, Any] | None:
+    """A section's part for the body (blocks not marked detail) or for the appendix (the rest, or all of
+    an appendix section); None when that part is empty."""
+    if appendix and not s.appendix:
+        blocks = [b for b in s.blocks if getattr(b, "detail", False)]
+        if not blocks:
+            return None
+    elif appendix or not s.appendix:
+        blocks = [b for b in s.blocks if appendix or s.appendix or not getattr(b, "detail", False)]
+    else:
+        return None
+    return {"name": s.name, "anchor": f"{'appendix' if appendix else 'section'}-{s.name}",
+            "title": s.title if s.appendix or not appendix else f"{s.title}: full tables",
+            "status": s.status, "reason": s.reason, "intro": s.intro if s.appendix or not appendix else "",
+            "seconds": s.seconds, "blocks": [_block(b) for b in blocks],
+            "has_detail": not appendix and any(getattr(b, "detail", False) for b in s.blocks)}
+
+
+def _cover(result: AuditResult, record: dict[str, str] | None) -> list[tuple[str, str]]:
+    """The cover's audit fields: who asked for which audit of which release."""
+    record = record or {}
+    return [("Release tag", record.get("release_tag") or "none given"),
+            ("Audit", f"no. {record['audit']}" if record.get("audit") else "run from the command line"),
+            ("Organization", record.get("organization") or "-"),
+            ("Requested by", record.get("requester") or record.get("schedule") or "-")]
+
+
+def report_data(result: AuditResult, changes: dict[str, Any] | None = None,
+                record: dict[str, str] | None = None) -> dict[str, Any]:
+    """Everything the report template shows, as plain data. record: the audit's cover fields (audit,
+    organization, requester, release_tag, schedule), from the service; the CLI has none."""
     metrics = result.metrics
     calibration = metrics.get("calibration") or {}
+    findings = [_finding(i, f) for i, f in enumerate(result.findings)]
+    body = [d for s in result.sections if (d := _section(s, appendix=False))]
+    appendix = [d for s in result.sections if (d := _section(s, appendix=True))]
     return {
         "model": result.model,
         "dataset": result.dataset,
@@ -115,9 +148,12 @@ def report_data(result: AuditResult, changes: dict[str, Any] | None = None) -> d
             ("Expected calibration error", f"{calibration['ece']:.3f}" if "ece" in calibration else "n/a"),
             ("Probe images", str(result.dataset["images"])),
         ],
-        "findings": [_finding(i, f) for i, f in enumerate(result.findings)],
-        "sections": [{"name": s.name, "title": s.title, "status": s.status, "reason": s.reason, "intro": s.intro,
-                      "seconds": s.seconds, "blocks": [_block(b) for b in s.blocks]} for s in result.sections],
+        "findings": findings,
+        "front": front_pages(result, findings),
+        "cover": _cover(result, record),
+        "sections": body,
+        "appendix_sections": appendix,
+        "timings": [(s.title, s.status, s.seconds) for s in result.sections],
         "settings": sorted((k, str(v)) for k, v in result.settings.items()),
         "failed": [(s.title, s.reason) for s in result.sections if s.status == "error"],
         "skipped": [(s.title, s.status, s.reason) for s in sorted(result.sections, key=lambda s: s.status != "error")
@@ -146,10 +182,11 @@ def render_pdf(html: str) -> bytes:
     return HTML(string=html, base_url=None, url_fetcher=inline_only_fetcher()).write_pdf()
 
 
-def write_report(result: AuditResult, out_dir: Path, changes: dict[str, Any] | None = None) -> dict[str, Path]:
+def write_report(result: AuditResult, out_dir: Path, changes: dict[str, Any] | None = None,
+                 record: dict[str, str] | None = None) -> dict[str, Path]:
     """report.html, report.pdf and findings.json in out_dir; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    html = render_html(report_data(result, changes))
+    html = render_html(report_data(result, changes, record))
     paths = {"html": out_dir / "report.html", "pdf": out_dir / "report.pdf", "json": out_dir / "findings.json"}
     paths["html"].write_text(html, encoding="utf-8")
     paths["pdf"].write_bytes(render_pdf(html))

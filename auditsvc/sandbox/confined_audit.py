@@ -78,9 +78,11 @@ class ConfinedAudit:
                                   "label": label or Path(path).name}
 
     def run(self, out_dir: Path, options: dict[str, Any], previous: dict | None = None,
-            progress: Progress | None = None, timeout: float | None = None) -> AuditOutcome:
+            progress: Progress | None = None, timeout: float | None = None,
+            record: dict[str, str] | None = None) -> AuditOutcome:
+        """record: the audit's cover fields (audit number, organization, requester, release tag)."""
         self.start()
-        request = {**self.inputs, "options": options, "previous": previous,
+        request = {**self.inputs, "options": options, "previous": previous, "record": record or {},
                    "isolation": self.confinement.describe()}
         self.child.run(request, progress, timeout)
         written = _checked_outputs(self.job.out_dir)

@@ -29,7 +29,17 @@ def run_in_sandbox(audit: Audit, out_dir: Path, previous: dict | None) -> AuditO
     with warm.take(settings.AUDIT_DEVICE) as sandbox:
         _give_inputs(sandbox, audit)
         options = {"seed": audit.seed, "device": settings.AUDIT_DEVICE, "sections": settings.AUDIT_SECTIONS}
-        return sandbox.run(out_dir, options, previous=previous, progress=_progress_writer(audit))
+        return sandbox.run(out_dir, options, previous=previous, progress=_progress_writer(audit),
+                           record=cover_record(audit))
+
+
+def cover_record(audit: Audit) -> dict[str, str]:
+    """Who asked for which audit of which release: the report's cover prints these."""
+    requester = audit.requested_by
+    return {"audit": str(audit.pk), "organization": audit.organization.name,
+            "requester": (requester.get_full_name() or requester.get_username()) if requester else "",
+            "release_tag": audit.model_version.release_tag,
+            "schedule": f"scheduled re-audit, every {audit.schedule.every_hours} h" if audit.schedule else ""}
 
 
 def sandbox_prepare_next() -> None:

@@ -150,6 +150,16 @@ def reliance(family: list[InterventionStats]) -> tuple[float, list[InterventionS
     return estimate, sorted((i for _, i in best.values()), key=lambda i: -i.excess)
 
 
+def strongest_reliance(interventions: list[InterventionStats]) -> tuple[str | None, float]:
+    """The named cue family the answers turn on most (reliance()), and how much: the shortcut check's value."""
+    families = {i.cue for i in interventions} - UNNAMED_CUES
+    estimates = {f: reliance([i for i in interventions if i.cue == f])[0] for f in sorted(families)}
+    if not estimates:
+        return None, 0.0
+    family = max(estimates, key=estimates.get)
+    return family, estimates[family]
+
+
 def testable_ways(family: list[InterventionStats]) -> set[bool]:
     """The ways the probes could move the cue: adding it (True), taking it away (False)."""
     return {raises(i) for i in family if i.status == "ok" and BY_NAME[i.name].decides}

@@ -31,6 +31,7 @@ class ActivationMax(Section):
     name = "activation_max"
     title = "Activation maximization"
     order = 70
+    appendix = True
     intro = ("Synthetic images the model would most like to see: starting from a grey image, the pixels "
              "are changed step by step (gradient ascent) to raise one class's score, or one channel's "
              "activation. Random shifts, zooms and rotations at every step, a smooth (Fourier, "

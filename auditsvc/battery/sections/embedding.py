@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from .. import figures
 from ..context import AuditContext
 from ..registry import Section, register
-from ..results import Figure, Finding, SectionResult, Table, Text
+from ..results import Check, Figure, Finding, SectionResult, Table, Text, check_status
 
 NEIGHBOURS = 10
 PERMUTATIONS = 200
@@ -238,7 +238,17 @@ class Embedding(Section):
         data |= {"tsne_images": len(shown), "perplexity": round(perplexity_for(len(shown)), 2),
                  "neighbours": NEIGHBOURS, "agreement": {n: a.to_json() for n, a in agreements.items()},
                  "attributes": {c.attribute: c.to_json() for c in clusters}}
-        return self.result(blocks=blocks, data=data, findings=findings)
+        return self.result(blocks=blocks, data=data, findings=findings, checks=_checks(clusters, findings))
+
+
+def _checks(clusters: list[AttributeClusters], findings: list[Finding]) -> list[Check]:
+    """Per manifest attribute: does the representation group images by it more than by class?"""
+    return [Check(f"Representation groups images by '{c.attribute}' rather than by class",
+                  round(c.overall.skill, 4),
+                  f"skill {c.overall.skill:.2f} ('{c.attribute}'), {c.label.skill:.2f} (class)",
+                  f"warns at skill {STRONG_SKILL} and {MARGIN} above the class's, or the same within each class",
+                  *check_status(findings, f"representation.{_code(c.attribute)}_clusters"))
+            for c in clusters]
 
 
 def _agreement(features: np.ndarray, column: list[str], seed: int) -> Agreement:
@@ -394,10 +404,13 @@ def _finding(c: AttributeClusters, points: np.ndarray, shown: np.ndarray, colour
     key = f"attribute '{name}'"
     figure = _tsne_figure(points, shown, {"true label": colourings["true label"], key: colourings[key]}, agreements,
                           layer, len(colourings["true label"]), title=f"t-SNE coloured by label and '{name}'")
-    code = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "attribute"
-    return Finding(f"representation.{code}_clusters", "representation", "warn",
+    return Finding(f"representation.{_code(name)}_clusters", "representation", "warn",
                    f"Representation groups images by '{name}'", summary, _evidence(c, layer), [figure],
                    headline="; ".join(headline) + ".")
+
+
+def _code(attribute: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", attribute.lower()).strip("_") or "attribute"
 
 
 def _evidence(c: AttributeClusters, layer: str) -> dict:

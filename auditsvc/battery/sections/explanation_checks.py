@@ -24,7 +24,7 @@ from ..methods import attribution
 from ..methods import saliency_checks as faithfulness
 from ..methods.attribution import METHODS, AttributionSettings
 from ..registry import Section, register
-from ..results import Figure, Finding, SectionResult, Table, Text
+from ..results import Check, Figure, Finding, SectionResult, Table, Text
 
 DELETION_IMAGES = 8
 RANDOMIZATION_IMAGES = 4
@@ -85,6 +85,7 @@ class ExplanationChecks(Section):
     name = "explanation_checks"
     title = "Explanation checks"
     order = 90
+    appendix = True
     intro = ("Saliency maps can look convincing and still say nothing about the model. Two checks tell which of "
              "them to believe here. The randomization check (Adebayo et al. 2018) replaces the weights of the model's "
              "top layers with random ones, step by step from the output down, and recomputes every map: a map that "
@@ -118,8 +119,12 @@ class ExplanationChecks(Section):
                   _randomization_figure(randomization),
                   _curves_figure(curves),
                   _randomization_maps_figure(context, randomization, indices[0])]
+        check = Check("Saliency methods that fail both explanation checks", len(failing),
+                      f"{len(failing)} of {len(verdicts)}", "noted for any (explanations never decide the verdict)",
+                      "info" if failing else "pass",
+                      "representation.untrustworthy_explanations" if failing else None)
         return self.result(blocks=blocks, data=_data(verdicts, randomization, curves),
-                           findings=[_finding(failing)] if failing else [])
+                           findings=[_finding(failing)] if failing else [], checks=[check])
 
 
 def image_counts(context: AuditContext) -> tuple[int, int]:

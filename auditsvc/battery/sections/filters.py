@@ -8,7 +8,7 @@ import torch
 from .. import figures
 from ..context import AuditContext
 from ..registry import Section, register
-from ..results import Figure, Finding, SectionResult, Table
+from ..results import Check, Figure, Finding, SectionResult, Table, check_status
 
 MAX_FILTERS = 64
 DEAD_FILTER_SHARE = 0.25
@@ -19,6 +19,7 @@ class Filters(Section):
     name = "filters"
     title = "Filters"
     order = 30
+    appendix = True
     intro = ("The weights of the first convolution, drawn as small images, and the spread of the weights "
              "of every deeper layer. A well-trained first layer usually shows smooth edge, colour and "
              "blob detectors; noisy or blank filters point to undertraining or dead units.")
@@ -41,7 +42,11 @@ class Filters(Section):
                               f"{s['mean_abs']:.3g}", f"{s['dead']} of {s['filters']}"] for s in stats],
                             "A dead filter has all weights (near) zero: it passes nothing on.", "Weight statistics"))
         findings = [_dead_filter_finding(s) for s in stats if s["dead"] > DEAD_FILTER_SHARE * s["filters"]]
-        return self.result(blocks=blocks, findings=findings,
+        deadest = max((s["dead"] / max(s["filters"], 1) for s in stats), default=0.0)
+        checks = [Check("Dead filters (all-zero weights) in any layer", round(deadest, 4), f"{deadest:.0%}",
+                        f"warns above {DEAD_FILTER_SHARE:.0%} of a layer's filters",
+                        *check_status(findings, "health.dead_filters"))]
+        return self.result(blocks=blocks, findings=findings, checks=checks,
                            data={"first_layer": first_conv[0].name if first_conv else None,
                                  "layers": [{k: v for k, v in s.items()} for s in stats]})
 

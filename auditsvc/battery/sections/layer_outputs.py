@@ -30,6 +30,7 @@ class LayerOutputs(Section):
     name = "layer_outputs"
     title = "Layer outputs"
     order = 40
+    appendix = True
     intro = ("What the hidden layers compute for a given image: the most active feature maps of layers "
              "from the first convolution to the deepest. Early maps follow edges and colours; deep maps "
              "are coarse and should light up on the parts of the image that matter for the class.")

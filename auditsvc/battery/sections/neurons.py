@@ -17,7 +17,7 @@ from ..context import AuditContext
 from ..methods.representation_layers import spread
 from ..model.graph import Layer
 from ..registry import Section, register
-from ..results import Figure, Finding, SectionResult, Table, Text
+from ..results import Check, Figure, Finding, SectionResult, Table, Text, check_status
 
 SHOWN_LAYERS = 4             # heatmaps for this many hidden layers, plus the penultimate
 MAX_ROWS = 64                # wider layers are shown as bins of neighbouring (similar) neurons
@@ -62,6 +62,7 @@ class Neurons(Section):
     name = "neurons"
     title = "Neurons"
     order = 85
+    appendix = True
     intro = ("After CNNVis: for a few layers from early to deep and the penultimate layer, the mean activation of "
              "every neuron (channel, averaged over space) on the probe images of each class, with neurons that "
              "respond alike over the probe images placed next to each other (hierarchical clustering with optimal "
@@ -94,7 +95,7 @@ class Neurons(Section):
             blocks.append(Text(f"Only {len(context.probe)} probe images: redundancy (correlation between neurons "
                                f"over the images) needs at least {MIN_IMAGES} and was not measured.", "note"))
         findings = [f for f in (_dead_finding(results), _redundant_finding(results)) if f is not None]
-        return self.result(blocks=blocks, findings=findings, data={
+        return self.result(blocks=blocks, findings=findings, checks=_checks(results, findings), data={
             "layers": [_layer_data(r) for r in results], "classes": class_names,
             "shown": [r.layer.name for r in shown]})
 
@@ -289,6 +290,16 @@ def _layer_data(r: LayerNeurons) -> dict:
             "clusters": len([s for s in r.cluster_sizes if s > 1]),
             "dead_channels": np.flatnonzero(r.dead)[:64].tolist(),
             "class_means": np.round(r.class_means[:MAX_ROWS * 2], 4).tolist()}
+
+
+def _checks(results: list[LayerNeurons], findings: list[Finding]) -> list[Check]:
+    dead = max((float(r.dead.mean()) for r in results if r.dead_measured), default=0.0)
+    redundant = max((float(r.redundant.mean()) for r in results if r.redundancy_measured), default=0.0)
+    return [Check("Dead neurons (never active on the probe images) in any layer", round(dead, 4), f"{dead:.0%}",
+                  f"warns at {MOSTLY:.0%} of a layer", *check_status(findings, "representation.dead_neurons")),
+            Check("Redundant neurons (a copy of another) in any layer", round(redundant, 4), f"{redundant:.0%}",
+                  f"noted at {SOME_REDUNDANT:.0%} of a layer, warns at {MOSTLY:.0%}",
+                  *check_status(findings, "representation.redundant_neurons"))]
 
 
 def _dead_finding(results: list[LayerNeurons]) -> Finding | None:

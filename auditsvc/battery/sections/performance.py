@@ -10,7 +10,7 @@ from .. import figures
 from ..context import AuditContext
 from ..metrics import CALIBRATION_BINS
 from ..registry import Section, register
-from ..results import Figure, Finding, SectionResult, Table, Text
+from ..results import Check, Figure, Finding, SectionResult, Table, Text, check_status, property_check
 
 MAX_CLASS_ROWS = 30
 MISCALIBRATED_ECE = 0.15
@@ -45,7 +45,21 @@ class Performance(Section):
         ]
         findings = health_findings(context, correct, per_class, calibration)
         return self.result(blocks=blocks, data={"accuracy": metrics["accuracy"], "ece": calibration["ece"]},
-                           findings=findings)
+                           findings=findings, checks=health_checks(context, correct, calibration, findings))
+
+
+def health_checks(context: AuditContext, correct: np.ndarray, calibration: dict, findings: list[Finding]
+                  ) -> list[Check]:
+    majority = np.bincount(context.labels).max() / len(context.labels)
+    return [
+        Check("Accuracy above always answering the most frequent class", round(float(correct.mean()), 4),
+              f"{correct.mean():.1%}", f"fails unless significantly above {majority:.1%} (binomial p < 0.01)",
+              *check_status(findings, "health.chance_accuracy")),
+        Check("Expected calibration error", round(float(calibration["ece"]), 4), f"{calibration['ece']:.3f}",
+              f"warns above {MISCALIBRATED_ECE}", *check_status(findings, "health.miscalibrated")),
+        property_check("Outputs are finite", "fails on any NaN or infinite output", findings,
+                       "health.nonfinite_outputs"),
+    ]
 
 
 def health_findings(context: AuditContext, correct: np.ndarray, per_class: dict, calibration: dict) -> list[Finding]:

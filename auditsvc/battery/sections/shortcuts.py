@@ -17,7 +17,7 @@ from ..probes.attribution_regions import Looking
 from ..probes.evidence import InterventionStats, PropertyStats
 from ..probes.cue_verdict import CueVerdict
 from ..registry import Section, register
-from ..results import Figure, Finding, SectionResult, Table, Text
+from ..results import Check, Figure, Finding, SectionResult, Table, Text, check_status
 
 ATTRIBUTE_LINK_POWER = 0.6
 LIGHTING = "the lighting and colour of the whole scene"
@@ -61,9 +61,11 @@ class ShortcutProbes(Section):
                                             context.options.seed)
         cues = verdict.decide(stats, tests, links, observations)
         object_families = verdict.object_cues(stats, cues)
+        object_tests = []
         if object_families:
             on_object_data = evidence.on_part(data, ~around, on_object, data.example_count)
-            cues += verdict.object_verdicts(stats, evidence.run_interventions(on_object_data, object_families))
+            object_tests = evidence.run_interventions(on_object_data, object_families)
+            cues += verdict.object_verdicts(stats, object_tests)
         for cue in (c for c in cues if not c.on_object):
             evidence.locate(cue.causal, data, ~around, {"object": on_object, "surroundings": away})
         findings = [to_finding(context, cue, values, tests, context.looking) for cue in cues]
@@ -81,7 +83,35 @@ class ShortcutProbes(Section):
                               "lead": c.lead.name if c.lead else None, "also": [a.cue for a in c.also]}
                              for c in cues],
                     "sensitivities": [t.name for t in sensitive]}
-        return self.result(blocks=blocks, findings=findings, data=data_out)
+        return self.result(blocks=blocks, findings=findings, data=data_out,
+                           checks=shortcut_checks(stats, tests + object_tests, cues, findings))
+
+
+def shortcut_checks(stats: list[PropertyStats], tests: list[InterventionStats], cues: list[CueVerdict],
+                    findings: list[Finding]) -> list[Check]:
+    """The section's three rules with their strongest measured value, passed or not. Robustness is
+    measured on the changes that no cue explains."""
+    family, reliance = verdict.strongest_reliance(tests)
+    nuisances = [s for s in stats if not verdict.part_of_object(s)]
+    biased = max(nuisances, key=lambda s: (s.label_p < verdict.SIGNIFICANCE, s.label_power), default=None)
+    bias_power = biased.label_power if biased and biased.label_p < verdict.SIGNIFICANCE else 0.0
+    explained = {i.name for v in cues for c in [v, *v.also] for i in c.causal}
+    changes = [t for t in tests if t.cue in ROBUSTNESS_CHANGES and t.status == "ok" and t.name not in explained]
+    fragile = max(changes, key=lambda t: t.excess, default=None)
+    return [
+        Check("Shortcut: changing one property alone moves the answers", round(reliance, 4),
+              f"{reliance:.2f}" + (f" ({family})" if family and reliance else ""),
+              f"fails at reliance {verdict.RELIANCE:.2f} when the probe images agree; warns on one side alone",
+              *check_status(findings, "shortcut.")),
+        Check("Probe-set bias: a property other than the object predicts the label", round(bias_power, 4),
+              f"{bias_power:.2f}" + (f" ({biased.name})" if bias_power else ""),
+              f"warns at label power {verdict.LABEL_POWER:.2f} (p < {verdict.SIGNIFICANCE})",
+              *check_status(findings, "bias.")),
+        Check("Robustness: a label-preserving change moves the answers", round(fragile.excess, 4) if fragile else 0.0,
+              f"{fragile.excess:+.0%} ({fragile.name})" if fragile else "0%",
+              f"warns at {verdict.FLIP_EXCESS:.0%} above harmless changes, mostly one way, significant",
+              *check_status(findings, "robustness.")),
+    ]
 
 
 def measure_all(context: AuditContext, boxes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
@@ -247,7 +277,10 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         "interventions": [t.to_json() for t in causal],
         "attention": _attention(cue, seen),
     }
-    blocks = _evidence_blocks(context, cue, causal, values)
+    grid = class_by_cue(context, cue, values) if cue.lead else None
+    if grid:
+        evidence_json["class_by_cue"] = grid
+    blocks = _evidence_blocks(context, cue, causal, values, grid)
     return Finding(finding_code(cue), cue.category, cue.severity, title, summary, evidence_json, blocks,
                    headline=f"{_first_clause(words).capitalize()}: " + "; ".join(headline) + ".")
 
@@ -286,16 +319,17 @@ def _attention(cue: CueVerdict, seen: Looking) -> dict:
 
 
 def _evidence_blocks(context: AuditContext, cue: CueVerdict, causal: list[InterventionStats],
-                     values: dict[str, np.ndarray]) -> list:
+                     values: dict[str, np.ndarray], grid: dict | None) -> list:
     blocks = []
     if causal:
         if causal[0].pairs is not None:
             blocks.append(_pairs_figure(context, causal[0]))
-        blocks.append(_intervention_table(context, causal[:6], "Changes of this cue that move the predictions"))
+        blocks.append(_intervention_table(context, causal[:6], "Changes of this cue that move the predictions",
+                                          detail=False))
     if cue.lead and not cue.lead.categorical and cue.lead.name in values:
         blocks.append(_extremes_figure(context, cue.lead, values[cue.lead.name]))
-    if cue.lead:
-        blocks.append(_group_table(context, cue.lead, values))
+    if grid:
+        blocks.append(_group_table(grid, cue.lead))
     return blocks
 
 
@@ -370,30 +404,39 @@ def _extremes_figure(context: AuditContext, lead: PropertyStats, column: np.ndar
     return Figure(figures.to_png(fig), caption, "Where the cue is strongest and weakest", width="85%")
 
 
-def _group_table(context: AuditContext, lead: PropertyStats, values: dict[str, np.ndarray]) -> Table:
-    if lead.categorical:
-        column = np.array(context.probe.attribute(lead.name.removeprefix("attribute:")))
-        groups, names = column, sorted(set(column) - {""})
+def class_by_cue(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndarray]) -> dict:
+    """Accuracy in each cell of true class x cue group (the values of the manifest attribute the cue
+    tracks, or its lead property's tertiles): {"cue", "levels", "cells": {class: {level: {"accuracy",
+    "n", "ci"}}}}."""
+    lead = cue.lead
+    attribute = cue.attribute or (lead.name.removeprefix("attribute:") if lead.categorical else None)
+    if attribute:
+        groups = np.array(context.probe.attribute(attribute))
+        levels = sorted(set(groups) - {""})
     else:
         codes = association.tertiles(values[lead.name])
-        groups, names = codes, ["low", "middle", "high"][: codes.max() + 1]
-        groups = np.array(names)[codes]
+        levels = ["low", "middle", "high"][: codes.max() + 1]
+        groups = np.array(levels)[codes]
     correct = context.outputs.predictions == context.labels
-    rows = []
+    cells: dict[str, dict[str, dict]] = {}
     for label in context.probe.present_classes:
-        for name in names:
-            members = (context.labels == label) & (groups == name)
+        for level in levels:
+            members = (context.labels == label) & (groups == level)
             n = int(members.sum())
-            if n == 0:
-                continue
-            hits = int(correct[members].sum())
-            low, high = wilson(hits, n)
-            rows.append([context.classes[label], name, n, f"{hits / n:.0%}", f"{low:.0%} - {high:.0%}"])
-    title = lead.name.removeprefix("attribute:") if lead.categorical else f"{lead.name} (tertile)"
+            if n:
+                hits = int(correct[members].sum())
+                cells.setdefault(context.classes[label], {})[level] = {
+                    "accuracy": round(hits / n, 4), "n": n, "ci": [round(b, 4) for b in wilson(hits, n)]}
+    return {"cue": attribute or f"{lead.name} (tertile)", "levels": levels, "cells": cells}
+
+
+def _group_table(grid: dict, lead: PropertyStats) -> Table:
+    rows = [[label, level, cell["n"], f"{cell['accuracy']:.0%}", f"{cell['ci'][0]:.0%} - {cell['ci'][1]:.0%}"]
+            for label, by_level in grid["cells"].items() for level, cell in by_level.items()]
     caption = ("Accuracy in each cell of true class x cue group, with 95% Wilson intervals. The worst cell is "
                f"what a user meets when the cue is the other way round (largest gap within a class: "
                f"{lead.group_gap:.0%}).")
-    return Table(["true class", title, "images", "accuracy", "95% interval"], rows, caption, "Group accuracy")
+    return Table(["true class", grid["cue"], "images", "accuracy", "95% interval"], rows, caption, "Group accuracy")
 
 
 # --- section tables ------------------------------------------------------------------------
@@ -412,7 +455,7 @@ def _property_table(context: AuditContext, stats: list[PropertyStats], around_me
                   "predicts the labels on the whole image but not there is part of the object (its colour, its "
                   "edges), not a bias of the probe set." if around_method else ""))
     return Table(["property", "label power", "p", "away from object", "prediction power", "p beyond labels", "gap",
-                  "sides"], rows, caption, "Which properties predict labels and predictions")
+                  "sides"], rows, caption, "Which properties predict labels and predictions", detail=True)
 
 
 def _away(s: PropertyStats) -> str:
@@ -422,7 +465,7 @@ def _away(s: PropertyStats) -> str:
 
 
 def _intervention_table(context: AuditContext, tests: list[InterventionStats],
-                        title: str = "Counterfactual changes") -> Table:
+                        title: str = "Counterfactual changes", detail: bool = True) -> Table:
     rows = []
     for t in tests:
         if t.status != "ok":
@@ -438,7 +481,7 @@ def _intervention_table(context: AuditContext, tests: list[InterventionStats],
                "With object boxes, changes of a property leave the object itself as it is. "
                "Flip: share of predictions that changed; p: one-sided binomial test against the flip rate of "
                "harmless one- and two-pixel shifts, Holm-adjusted.")
-    return Table(["change", "images", "flips", "accuracy", "flips towards", "p"], rows, caption, title)
+    return Table(["change", "images", "flips", "accuracy", "flips towards", "p"], rows, caption, title, detail)
 
 
 def _p(value: float) -> str:

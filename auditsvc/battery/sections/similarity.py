@@ -38,6 +38,7 @@ class RepresentationSimilarity(Section):
     name = "similarity"
     title = "Representation similarity"
     order = 80
+    appendix = True
     intro = ("Each layer is described by its neurons' activations over the probe images (feature maps averaged "
              "over space), and two layers are compared with measures that ignore how neurons are ordered or "
              "scaled: linear CKA (and its debiased form, which stays near 0 for unrelated layers even with few "

@@ -6,7 +6,7 @@ import torch
 
 from ..context import AuditContext
 from ..registry import Section, register
-from ..results import Finding, SectionResult, Table, Text
+from ..results import Finding, SectionResult, Table, Text, property_check
 
 MAX_ROWS = 80
 
@@ -16,6 +16,7 @@ class ModelSummary(Section):
     name = "summary"
     title = "Model summary"
     order = 10
+    appendix = True
     intro = ("The layers of the exported graph in execution order, named by their module path, with "
              "their output shape for one image and the weights they own.")
 
@@ -45,7 +46,11 @@ class ModelSummary(Section):
         findings = _weight_health(weights) + _mode_health(context)
         data = {"layers": len(leaves), "parameters": total, "trainable": trainable,
                 "convolutions": sum(l.is_conv for l in leaves), "relus": graph.relu_count}
-        return self.result(blocks=blocks, data=data, findings=findings)
+        checks = [property_check("Weights are finite", "fails on any NaN or infinite weight", findings,
+                                 "health.nonfinite_weights"),
+                  property_check("Exported in inference mode", "warns on BatchNorm or dropout in training mode",
+                                 findings, "health.training_mode")]
+        return self.result(blocks=blocks, data=data, findings=findings, checks=checks)
 
 
 def _is_statistic(name: str) -> bool:

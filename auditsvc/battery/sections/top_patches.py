@@ -32,6 +32,7 @@ class TopPatches(Section):
     name = "top_patches"
     title = "Top-activating patches"
     order = 75
+    appendix = True
     intro = ("For a few channels of early, middle and deep layers, the regions of probe images that "
              "activate each channel most. Every image contributes its strongest location; the patch shown is "
              "the part of the input that unit can see (its receptive field, computed from the model graph). "

@@ -1,0 +1,197 @@
+"""The report's two front pages as plain data: the verdict and its reason, a summary in plain words,
+the findings grouped by root cause with an action for each, every check the audit ran with its line,
+and the grid of accuracy by class and cue of the leading shortcut.
+
+Everything here is read from the audit result (its findings, checks and metrics), so a number on the
+front pages is the number in findings.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..battery import AuditResult, Finding
+from ..battery.results import SEVERITY_RANK
+from .formats import pct
+
+STATUS_ORDER = {"fail": 0, "warn": 1, "info": 2, "pass": 3}
+# Health and representation findings that a shortcut explains when there is one: a model that
+# decides by a cue is right only where the cue happens to side with the label.
+EXPLAINED_BY_SHORTCUT = ("health.chance_accuracy", "health.miscalibrated", "health.unrecognized_classes",
+                         "health.constant_prediction")
+
+ACTIONS = {
+    "shortcut": "Retrain with {cue} decorrelated from the class (balance it across the classes in the training "
+                "data, or augment against it), add probe images where it disagrees with the label, and re-audit.",
+    "bias": "Collect probe images that break the link between {cue} and the label (or re-weight the probe set) "
+            "and re-audit; until then, accuracy measured here may not carry over to other data.",
+    "robustness": "Augment training with this change (it keeps the label), add such images to the probe set, "
+                  "and re-audit; check that images in use do not vary this way more than the probe set does.",
+    "health.chance_accuracy": "Do not release. Check the class order and the input normalization in model.json "
+                              "against training, then fix or retrain.",
+    "health.miscalibrated": "Recalibrate the confidence (temperature scaling on held-out data) before scores "
+                            "are used as probabilities.",
+    "health.incomplete": "Re-run the audit; if the section fails again, report the error shown in the appendix.",
+    "health": "Fix before release and re-audit.",
+    "representation": "No action needed on its own; read it with the findings above.",
+}
+EXPLAINED_ACTION = "Resolves with the root cause above; confirm in the re-audit."
+
+
+@dataclass
+class CauseGroup:
+    """Findings that share one root cause: the lead finding and what it explains."""
+    lead: dict[str, Any]
+    explained: list[dict[str, Any]] = field(default_factory=list)
+    why: str = ""
+
+
+def front_pages(result: AuditResult, findings: list[dict[str, Any]]) -> dict[str, Any]:
+    """The front pages' data. `findings`: the report's findings (anchor, title, severity, ...), in the
+    order of `result.findings`."""
+    checks = all_checks(result)
+    groups = root_causes(result.findings, findings)
+    return {"reason": verdict_reason(result, checks), "summary": summary_text(result, groups, checks),
+            "groups": groups, "checks": checks, "grid": lead_grid(result.findings),
+            "counts": {s: sum(c["status"] == s for c in checks) for s in STATUS_ORDER}}
+
+
+def all_checks(result: AuditResult) -> list[dict[str, Any]]:
+    """Every check of every section that ran, failed ones first."""
+    rows = [{"section": s.title, **c.to_json()} for s in result.sections for c in s.checks]
+    return sorted(rows, key=lambda c: STATUS_ORDER[c["status"]])
+
+
+def verdict_reason(result: AuditResult, checks: list[dict[str, Any]]) -> str:
+    worst = _ranked(result.findings)
+    failed = [s.title for s in result.sections if s.status == "error"]
+    if result.verdict == "pass":
+        return (f"PASS: all {len(checks)} checks passed or are for information only; nothing needs action "
+                "before release.")
+    lead = worst[0]
+    if result.verdict == "fail":
+        why = {"shortcut": "the model decides by a cue that is not what defines the classes, so it will be wrong "
+                           "where that cue and the class disagree",
+               "health": "the model fails a basic health check"}.get(lead.category, "a check failed")
+        return f"FAIL: {_sentence(_plain_title(lead))}: {why}."
+    if failed and lead.code == "health.incomplete":
+        return f"WARN: the audit is incomplete ({', '.join(failed)} failed), so it cannot pass."
+    others = len([f for f in result.findings if f.severity == "warn"]) - 1
+    more = f", and {others} more warning{'s' if others > 1 else ''}" if others > 0 else ""
+    return (f"WARN: {_sentence(_plain_title(lead))}{more}. No check failed; a reviewer decides whether these block "
+            "the release.")
+
+
+def summary_text(result: AuditResult, groups: list[CauseGroup], checks: list[dict[str, Any]]) -> str:
+    metrics, images = result.metrics, result.dataset["images"]
+    parts = [f"On {images} probe images of {len(result.dataset['classes'])} classes the model is right "
+             f"{pct(metrics.get('accuracy'))} of the time."]
+    worst = metrics.get("worst_group")
+    if worst:
+        parts.append(f"Its worst group is '{worst['class']}' images with {worst['attribute']} = {worst['value']}: "
+                     f"{pct(metrics.get('worst_group_accuracy'))} right ({worst['n']} images).")
+    actionable = [g for g in groups if g.lead["severity"] != "info"]
+    if actionable:
+        lead = actionable[0]
+        parts.append(f"The main finding: {_sentence(lead.lead['summary_first'])}.")
+        if lead.explained:
+            parts.append(f"It also explains {len(lead.explained)} other finding{'s' if len(lead.explained) > 1 else ''} "
+                         f"({'; '.join(_sentence(e['title']) for e in lead.explained)}).")
+    else:
+        parts.append("No finding needs action.")
+    counts = {s: sum(c["status"] == s for c in checks) for s in STATUS_ORDER}
+    parts.append(f"Of {len(checks)} checks, {counts['pass']} passed, {counts['fail']} failed, {counts['warn']} "
+                 f"warned and {counts['info']} are for information.")
+    return " ".join(parts)
+
+
+def root_causes(results: list[Finding], shown: list[dict[str, Any]]) -> list[CauseGroup]:
+    """One group per root cause: a failing shortcut leads the health findings it explains (chance accuracy,
+    miscalibration), the representation findings on its attribute and the data bias on its cue; every
+    other finding is its own group. Each finding carries its recommended action."""
+    row_of = {id(f): row for f, row in zip(results, shown)}
+    for finding, row in zip(results, shown):
+        row["action"] = _action(finding)
+        row["summary_first"] = finding.summary.split(": ")[0] if finding.category == "shortcut" else finding.title
+    shortcut = next((f for f in _ranked(results) if f.category == "shortcut" and f.severity == "fail"), None)
+    groups: list[CauseGroup] = []
+    taken: set[int] = set()
+    if shortcut:
+        explained = [f for f in results if f is not shortcut and _explained_by(f, shortcut)]
+        for f in explained:
+            row_of[id(f)]["action"] = EXPLAINED_ACTION
+        groups.append(CauseGroup(row_of[id(shortcut)], [row_of[id(f)] for f in explained],
+                                 _why_explained(shortcut)))
+        taken = {id(shortcut), *(id(f) for f in explained)}
+    groups += [CauseGroup(row_of[id(f)]) for f in _ranked(results) if id(f) not in taken]
+    return groups
+
+
+def lead_grid(results: list[Finding]) -> dict[str, Any] | None:
+    """Accuracy by true class x the leading shortcut's cue, with the worst cell marked."""
+    lead = next((f for f in _ranked(results) if f.category == "shortcut" and "class_by_cue" in f.evidence), None)
+    if lead is None:
+        return None
+    grid = lead.evidence["class_by_cue"]
+    cells = [(label, level, cell) for label, row in grid["cells"].items() for level, cell in row.items()]
+    worst = min(cells, key=lambda c: (c[2]["accuracy"], -c[2]["n"]))
+    return {"finding": lead.title, "cue": grid["cue"], "levels": grid["levels"],
+            "rows": [{"label": label, "cells": [_cell(row.get(level), (label, level) == worst[:2])
+                                                for level in grid["levels"]]}
+                     for label, row in grid["cells"].items()],
+            "worst": {"label": worst[0], "level": worst[1], "accuracy": pct(worst[2]["accuracy"], 0),
+                      "n": worst[2]["n"]}}
+
+
+def _cell(cell: dict | None, worst: bool) -> dict[str, Any]:
+    if cell is None:
+        return {"text": "-", "worst": False}
+    return {"text": f"{pct(cell['accuracy'], 0)} ({cell['n']})", "worst": worst}
+
+
+def _explained_by(finding: Finding, shortcut: Finding) -> bool:
+    if finding.code in EXPLAINED_BY_SHORTCUT:
+        return True
+    attribute = shortcut.evidence.get("attribute")
+    if finding.category == "representation":
+        return bool(attribute) and finding.evidence.get("attribute") == attribute or \
+            finding.title.startswith("Collapsed representation")
+    if finding.category == "bias":
+        cue = shortcut.evidence.get("cue")
+        also = set(shortcut.evidence.get("also") or [])
+        return finding.evidence.get("cue") in {cue, *also} or (bool(attribute)
+                                                              and finding.evidence.get("attribute") == attribute)
+    return False
+
+
+def _why_explained(shortcut: Finding) -> str:
+    grid = shortcut.evidence.get("class_by_cue")
+    if not grid:
+        return ("A model that decides by a cue is right only where the cue happens to side with the label: "
+                "that explains the findings below.")
+    accuracies = [cell["accuracy"] for row in grid["cells"].values() for cell in row.values()]
+    return (f"A model that decides by {grid['cue']} is right only where it happens to side with the label (accuracy "
+            f"by class and {grid['cue']} ranges from {pct(min(accuracies), 0)} to {pct(max(accuracies), 0)}): that "
+            "explains the findings below.")
+
+
+def _action(finding: Finding) -> str:
+    template = ACTIONS.get(finding.code) or ACTIONS.get(finding.category, "Review and re-audit.")
+    cue = finding.evidence.get("attribute") or finding.evidence.get("change") or finding.evidence.get("cue") or "the cue"
+    return template.format(cue=f"'{cue}'" if finding.evidence.get("attribute") else str(cue).replace("_", " "))
+
+
+def _plain_title(finding: Finding) -> str:
+    """'Shortcut: predictions follow X' -> 'predictions follow X': the verdict line says what it is."""
+    prefix = f"{finding.category}: "
+    return finding.title[len(prefix):] if finding.title.lower().startswith(prefix) else finding.title
+
+
+def _ranked(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: -SEVERITY_RANK[f.severity])
+
+
+def _sentence(text: str) -> str:
+    text = text.rstrip(". ")
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
