@@ -19,6 +19,7 @@ from .. import TEMPLATE_DIR
 from ..battery import AuditResult, Figure, Finding, Table, Text
 from .formats import FILTERS, pct
 from .jsonable import to_jsonable
+from .record import write_record
 
 TEMPLATES = TEMPLATE_DIR
 LIMITATIONS = [
@@ -138,21 +139,24 @@ def inline_only_fetcher():
     return URLFetcher(allowed_protocols={"data"}, allow_redirects=False)
 
 
-def render_pdf(html: str) -> bytes:
+def render_pdf(html: str, findings: bytes | None = None) -> bytes:
+    """The PDF; given findings.json's bytes, the PDF/A-3b record that embeds them (auditsvc.reports.record)."""
     from weasyprint import HTML
 
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
-    return HTML(string=html, base_url=None, url_fetcher=inline_only_fetcher()).write_pdf()
+    document = HTML(string=html, base_url=None, url_fetcher=inline_only_fetcher())
+    return document.write_pdf() if findings is None else write_record(document, findings)
 
 
 def write_report(result: AuditResult, out_dir: Path, changes: dict[str, Any] | None = None) -> dict[str, Path]:
-    """report.html, report.pdf and findings.json in out_dir; returns their paths."""
+    """report.html, report.pdf (the record that embeds findings.json) and findings.json in out_dir; returns
+    their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     html = render_html(report_data(result, changes))
     paths = {"html": out_dir / "report.html", "pdf": out_dir / "report.pdf", "json": out_dir / "findings.json"}
+    findings = json.dumps(to_jsonable(result.findings_json()), indent=2, allow_nan=False).encode("utf-8")
     paths["html"].write_text(html, encoding="utf-8")
-    paths["pdf"].write_bytes(render_pdf(html))
-    paths["json"].write_text(json.dumps(to_jsonable(result.findings_json()), indent=2, allow_nan=False),
-                             encoding="utf-8")
+    paths["pdf"].write_bytes(render_pdf(html, findings))
+    paths["json"].write_bytes(findings)
     return paths
