@@ -42,13 +42,13 @@ def load_and_audit(model: Path, dataset: Path, *, meta: ModelMeta | Path | None 
 
 
 def write_outputs(result: AuditResult, out_dir: Path, changes: dict[str, Any] | None = None,
-                  record: dict[str, str] | None = None) -> AuditFiles:
-    """The three files appear in out_dir together or not at all. record: the cover's audit fields."""
+                  cover: dict[str, str] | None = None) -> AuditFiles:
+    """The three files appear in out_dir together or not at all. cover: the report cover's audit fields."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".audit-", dir=out_dir))
     try:
-        written = write_report(result, staging, changes, record)
+        written = write_report(result, staging, changes, cover)
         final = {key: out_dir / path.name for key, path in written.items()}
         for key, path in written.items():
             os.replace(path, final[key])

@@ -165,6 +165,10 @@ AUDIT_DEVICE = os.environ.get("AUDITSVC_DEVICE", "auto")
 AUDIT_SECTIONS = [name.strip() for name in os.environ.get("AUDITSVC_SECTIONS", "").split(",") if name.strip()] or None
 # A worker process keeps one sandboxed child waiting (torch imported) for its next audit.
 AUDIT_WARM_SANDBOX = env_bool("AUDITSVC_WARM_SANDBOX", True)
+# Report signing: a PKCS#12 file (key and certificate) and its password. When set, every report.pdf
+# is signed (PAdES) by the process that started the sandboxed audit, never inside the sandbox.
+REPORT_SIGNING_KEY = os.environ.get("AUDITSVC_SIGNING_KEY", "")
+REPORT_SIGNING_PASSWORD = os.environ.get("AUDITSVC_SIGNING_PASSWORD", "")
 
 EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_FILE_PATH = os.environ.get("DJANGO_EMAIL_FILE_PATH", str(VAR_DIR / "mail"))

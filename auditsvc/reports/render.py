@@ -20,6 +20,7 @@ from ..battery import AuditResult, Figure, Finding, Table, Text
 from .formats import FILTERS, pct
 from .front import front_pages
 from .jsonable import to_jsonable
+from .record import write_record
 
 TEMPLATES = TEMPLATE_DIR
 LIMITATIONS = [
@@ -117,18 +118,18 @@ def _section(s, appendix: bool) -> dict[str, Any] | None:
             "has_detail": not appendix and any(getattr(b, "detail", False) for b in s.blocks)}
 
 
-def _cover(result: AuditResult, record: dict[str, str] | None) -> list[tuple[str, str]]:
+def _cover(result: AuditResult, fields: dict[str, str] | None) -> list[tuple[str, str]]:
     """The cover's audit fields: who asked for which audit of which release."""
-    record = record or {}
-    return [("Release tag", record.get("release_tag") or "none given"),
-            ("Audit", f"no. {record['audit']}" if record.get("audit") else "run from the command line"),
-            ("Organization", record.get("organization") or "-"),
-            ("Requested by", record.get("requester") or record.get("schedule") or "-")]
+    fields = fields or {}
+    return [("Release tag", fields.get("release_tag") or "none given"),
+            ("Audit", f"no. {fields['audit']}" if fields.get("audit") else "run from the command line"),
+            ("Organization", fields.get("organization") or "-"),
+            ("Requested by", fields.get("requester") or fields.get("schedule") or "-")]
 
 
 def report_data(result: AuditResult, changes: dict[str, Any] | None = None,
-                record: dict[str, str] | None = None) -> dict[str, Any]:
-    """Everything the report template shows, as plain data. record: the audit's cover fields (audit,
+                cover: dict[str, str] | None = None) -> dict[str, Any]:
+    """Everything the report template shows, as plain data. cover: the audit's cover fields (audit,
     organization, requester, release_tag, schedule), from the service; the CLI has none."""
     metrics = result.metrics
     calibration = metrics.get("calibration") or {}
@@ -150,7 +151,7 @@ def report_data(result: AuditResult, changes: dict[str, Any] | None = None,
         ],
         "findings": findings,
         "front": front_pages(result, findings),
-        "cover": _cover(result, record),
+        "cover": _cover(result, cover),
         "sections": body,
         "appendix_sections": appendix,
         "timings": [(s.title, s.status, s.seconds) for s in result.sections],
@@ -174,22 +175,25 @@ def inline_only_fetcher():
     return URLFetcher(allowed_protocols={"data"}, allow_redirects=False)
 
 
-def render_pdf(html: str) -> bytes:
+def render_pdf(html: str, findings: bytes | None = None) -> bytes:
+    """The PDF; given findings.json's bytes, the PDF/A-3b record that embeds them (auditsvc.reports.record)."""
     from weasyprint import HTML
 
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
-    return HTML(string=html, base_url=None, url_fetcher=inline_only_fetcher()).write_pdf()
+    document = HTML(string=html, base_url=None, url_fetcher=inline_only_fetcher())
+    return document.write_pdf() if findings is None else write_record(document, findings)
 
 
 def write_report(result: AuditResult, out_dir: Path, changes: dict[str, Any] | None = None,
-                 record: dict[str, str] | None = None) -> dict[str, Path]:
-    """report.html, report.pdf and findings.json in out_dir; returns their paths."""
+                 cover: dict[str, str] | None = None) -> dict[str, Path]:
+    """report.html, report.pdf (the record that embeds findings.json) and findings.json in out_dir; returns
+    their paths. cover: the audit's cover fields (see report_data)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    html = render_html(report_data(result, changes, record))
+    html = render_html(report_data(result, changes, cover))
     paths = {"html": out_dir / "report.html", "pdf": out_dir / "report.pdf", "json": out_dir / "findings.json"}
+    findings = json.dumps(to_jsonable(result.findings_json()), indent=2, allow_nan=False).encode("utf-8")
     paths["html"].write_text(html, encoding="utf-8")
-    paths["pdf"].write_bytes(render_pdf(html))
-    paths["json"].write_text(json.dumps(to_jsonable(result.findings_json()), indent=2, allow_nan=False),
-                             encoding="utf-8")
+    paths["pdf"].write_bytes(render_pdf(html, findings))
+    paths["json"].write_bytes(findings)
     return paths

@@ -63,7 +63,7 @@ def audit(request: dict[str, Any], progress: Callable) -> dict[str, Any]:
     result.environment["isolation"] = request["isolation"]
     previous = request.get("previous")
     changes = changes_since(previous, result.findings_json()) if previous else None
-    write_outputs(result, Path(request["out"]), changes, record=request.get("record"))
+    write_outputs(result, Path(request["out"]), changes, cover=request.get("cover"))
     return {"verdict": result.verdict, "findings": len(result.findings)}
 
 

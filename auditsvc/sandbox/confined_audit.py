@@ -7,7 +7,9 @@
 
 The files the child wrote are checked (regular files, sizes, findings.json's shape) before they
 are copied to `out_dir`, so a child that misbehaves cannot write anywhere else or hand back
-something the service would choke on.
+something the service would choke on. When a report signing key is configured, report.pdf is
+signed here, after the child is done: the key never enters the sandbox, and only a report.pdf
+that is a consistent record of the checked findings.json is signed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from auditsvc.battery import BadInput, ModelMeta
+from auditsvc.reports import record
 
 from .confinement import Confinement
 from .supervisor import Child, Job, Progress, SandboxError
@@ -79,14 +82,17 @@ class ConfinedAudit:
 
     def run(self, out_dir: Path, options: dict[str, Any], previous: dict | None = None,
             progress: Progress | None = None, timeout: float | None = None,
-            record: dict[str, str] | None = None) -> AuditOutcome:
-        """record: the audit's cover fields (audit number, organization, requester, release tag)."""
+            cover: dict[str, str] | None = None) -> AuditOutcome:
+        """cover: the audit's cover fields (audit number, organization, requester, release tag)."""
         self.start()
-        request = {**self.inputs, "options": options, "previous": previous, "record": record or {},
+        signer = _configured_signer()   # a bad key fails before the audit, not after
+        request = {**self.inputs, "options": options, "previous": previous, "cover": cover or {},
                    "isolation": self.confinement.describe()}
         self.child.run(request, progress, timeout)
         written = _checked_outputs(self.job.out_dir)
         findings = _findings(written["json"])
+        if signer is not None:
+            written["pdf"] = _signed_report(written, signer, self.job.root / "signed")
         paths = _publish(written, Path(out_dir))
         return AuditOutcome(findings, paths["html"], paths["pdf"], paths["json"], self.confinement.describe())
 
@@ -149,6 +155,24 @@ def _is_finding(finding: Any) -> bool:
     return (isinstance(finding, dict)
             and all(isinstance(finding.get(key), str) for key in ("code", "category", "severity", "title", "summary"))
             and finding["severity"] in ("info", "warn", "fail") and isinstance(finding.get("evidence", {}), dict))
+
+
+def _configured_signer():
+    try:
+        return record.configured_signer()
+    except record.RecordError as exc:
+        raise SandboxError(f"report signing: {exc}") from None
+
+
+def _signed_report(written: dict[str, Path], signer, folder: Path) -> Path:
+    """report.pdf signed by this process, once it is checked against the findings.json written with it."""
+    try:
+        signed = record.seal(written["pdf"].read_bytes(), written["json"].read_bytes(), signer)
+    except record.RecordError as exc:
+        raise SandboxError(f"report.pdf was not signed: {exc}") from None
+    folder.mkdir(exist_ok=True)
+    (folder / "report.pdf").write_bytes(signed)
+    return folder / "report.pdf"
 
 
 def _publish(written: dict[str, Path], out_dir: Path) -> dict[str, Path]:

@@ -13,6 +13,7 @@ from django.core.management import call_command
 
 from auditsvc.demo.nets import PlainNet
 from tests.conftest import write_meta, write_package, write_probe
+from tests.records import make_signing_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,6 +78,35 @@ def test_part_of_the_battery_from_the_environment(tiny_package, tiny_probe, tmp_
     assert list(json.loads((out / "findings.json").read_text())["sections"]) == ["summary", "shortcuts"]
     monkeypatch.setenv("AUDITSVC_SECTIONS", "shortcuts,tea_leaves")
     assert "tea_leaves" in _bad(capsys, tmp_path, "--model", tiny_package, "--dataset", tiny_probe)
+
+
+def test_a_configured_signing_key_signs_the_report(tiny_package, tiny_probe, tmp_path):
+    """The parent signs report.pdf after the sandboxed child wrote it; verify-report accepts it."""
+    key, out = make_signing_key(tmp_path / "key"), tmp_path / "signed"
+    env = {**os.environ, "AUDITSVC_SECTIONS": "summary", "AUDITSVC_SIGNING_KEY": str(key.p12),
+           "AUDITSVC_SIGNING_PASSWORD": key.password}
+    done = subprocess.run([sys.executable, "manage.py", "audit", "--model", str(tiny_package), "--dataset",
+                           str(tiny_probe), "--out", str(out), "--device", "cpu"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    verified = subprocess.run([sys.executable, "manage.py", "verify-report", str(out / "report.pdf"), "--trust",
+                               str(key.certificate), "--require-signature"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+    assert verified.returncode == 0, verified.stderr
+    findings = json.loads((out / "findings.json").read_text())
+    assert f"model sha256:     {findings['model']['sha256']}" in verified.stdout
+    assert "intact; covers the whole file; signer trusted" in verified.stdout
+
+
+def test_a_signing_key_that_cannot_be_read_stops_the_audit(tiny_package, tiny_probe, tmp_path, capsys, settings):
+    settings.REPORT_SIGNING_KEY = str(tmp_path / "none.p12")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exited:
+        call_command("audit", "--model", str(tiny_package), "--dataset", str(tiny_probe), "--out", str(out))
+    assert exited.value.code == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: report signing: the signing key") and error.count("\n") == 1
+    assert not out.exists() or not any(out.iterdir())
 
 
 class RangeGuarded(torch.nn.Module):

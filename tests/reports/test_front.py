@@ -79,7 +79,7 @@ def demo_report(tank_demo, tmp_path_factory):
     """The tank demo's shortcut model with the sections the front pages draw on."""
     options = AuditOptions(sections=["summary", "performance", "shortcuts", "embedding"])
     result = load_and_audit(tank_demo["shortcut"], tank_demo["probe"], options=options)
-    paths = write_report(result, tmp_path_factory.mktemp("front"), record=RECORD)
+    paths = write_report(result, tmp_path_factory.mktemp("front"), cover=RECORD)
     front = subprocess.run(["pdftotext", "-layout", "-f", "1", "-l", "2", str(paths["pdf"]), "-"],
                            capture_output=True, text=True, check=True).stdout
     return result, json.loads(paths["json"].read_text()), front

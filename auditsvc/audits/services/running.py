@@ -30,10 +30,10 @@ def run_in_sandbox(audit: Audit, out_dir: Path, previous: dict | None) -> AuditO
         _give_inputs(sandbox, audit)
         options = {"seed": audit.seed, "device": settings.AUDIT_DEVICE, "sections": settings.AUDIT_SECTIONS}
         return sandbox.run(out_dir, options, previous=previous, progress=_progress_writer(audit),
-                           record=cover_record(audit))
+                           cover=cover_fields(audit))
 
 
-def cover_record(audit: Audit) -> dict[str, str]:
+def cover_fields(audit: Audit) -> dict[str, str]:
     """Who asked for which audit of which release: the report's cover prints these."""
     requester = audit.requested_by
     return {"audit": str(audit.pk), "organization": audit.organization.name,
