@@ -67,8 +67,7 @@ def verdict_reason(result: AuditResult, checks: list[dict[str, Any]]) -> str:
     worst = _ranked(result.findings)
     failed = [s.title for s in result.sections if s.status == "error"]
     if result.verdict == "pass":
-        return (f"PASS: all {len(checks)} checks passed or are for information only; nothing needs action "
-                "before release.")
+        return "PASS: every check passed or is for information only; nothing needs action before release."
     lead = worst[0]
     if result.verdict == "fail":
         why = {"shortcut": "the model decides by a cue that is not what defines the classes, so it will be wrong "
@@ -101,8 +100,9 @@ def summary_text(result: AuditResult, groups: list[CauseGroup], checks: list[dic
     else:
         parts.append("No finding needs action.")
     counts = {s: sum(c["status"] == s for c in checks) for s in STATUS_ORDER}
-    parts.append(f"Of {len(checks)} checks, {counts['pass']} passed, {counts['fail']} failed, {counts['warn']} "
-                 f"warned and {counts['info']} are for information.")
+    if checks:
+        parts.append(f"Of {len(checks)} checks, {counts['pass']} passed, {counts['fail']} failed, {counts['warn']} "
+                     f"warned and {counts['info']} are for information.")
     return " ".join(parts)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import logging
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
@@ -264,9 +265,10 @@ def _check_findings_match(findings: dict, facts: RecordFacts) -> None:
 
 
 def _check_visible_verdict(reader, verdict: str) -> None:
-    """The first page shows the verdict as a line of its own: PASS, WARN or FAIL."""
-    lines = {line.strip() for line in reader.pages[0].extract_text().splitlines()}
-    shown = sorted(lines & {v.upper() for v in VERDICTS})
+    """The first page states the verdict with its reason, "FAIL: ..." (severity badges in tables carry no
+    colon): PASS, WARN or FAIL, one of them only. A user string that imitates it shows two verdicts and fails."""
+    lines = [line.strip() for line in reader.pages[0].extract_text().splitlines()]
+    shown = sorted({m.group(1) for line in lines if (m := re.search(r"(?:^|\s)(PASS|WARN|FAIL):\s", line))})
     if len(shown) != 1:
         raise RecordError(f"the first page shows {'no verdict' if not shown else 'verdicts ' + ' and '.join(shown)}")
     if shown[0] != verdict.upper():
