@@ -112,3 +112,15 @@ def calibration_stats(confidence: np.ndarray, correct: np.ndarray, probabilities
     brier = float(((probabilities - onehot) ** 2).sum(axis=1).mean())
     return {"ece": round(float(ece), 4), "brier": round(brier, 4),
             "mean_confidence": round(float(confidence.mean()), 4), "bins": table}
+
+
+def worst_group_words(worst: dict | None) -> str:
+    if worst is None:
+        return "no manifest attributes"
+    return (f"{worst['accuracy']:.1%} ({worst['class']} with {worst['attribute']} = {worst['value']}, "
+            f"{worst['n']} images)")
+
+
+def pct(value, decimals: int = 1) -> str:
+    """A fraction as a percentage (one decimal unless told); n/a when there is none."""
+    return "n/a" if value is None else f"{value:.{decimals}%}"

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-
-def pct(value, decimals: int = 1) -> str:
-    """A fraction as a percentage (one decimal unless told); n/a when there is none."""
-    return "n/a" if value is None else f"{value:.{decimals}%}"
-
+from ..battery.metrics import pct
 
 FILTERS = {"pct": pct}

@@ -54,7 +54,33 @@ def front_pages(result: AuditResult, findings: list[dict[str, Any]]) -> dict[str
     groups = root_causes(result.findings, findings)
     return {"reason": verdict_reason(result, checks), "summary": summary_text(result, groups, checks),
             "groups": groups, "checks": checks, "grid": lead_grid(result.findings),
-            "counts": {s: sum(c["status"] == s for c in checks) for s in STATUS_ORDER}}
+            "counts": {s: sum(c["status"] == s for c in checks) for s in STATUS_ORDER},
+            "reference": against_reference(result)}
+
+
+def against_reference(result: AuditResult) -> dict[str, Any] | None:
+    """This model beside the reference model on the sections both ran (the reference section's data):
+    accuracy, worst group, and each finding new, resolved or unchanged."""
+    section = next((s for s in result.sections if s.name == "reference" and s.status == "ok"), None)
+    if section is None:
+        return None
+    theirs = section.data
+    ours = {f.code: f for s in result.sections if s.name in theirs["sections"] for f in s.findings}
+    base = {f["code"]: f for f in theirs["findings"]}
+    metrics = [(label, result.metrics.get(key), theirs.get(key))
+               for label, key in (("Accuracy", "accuracy"), ("Worst-group accuracy", "worst_group_accuracy"))]
+    rows = []
+    for code in sorted(set(ours) | set(base), key=lambda c: (c not in ours, c)):
+        mine, old = ours.get(code), base.get(code)
+        change = ("new" if not old else "resolved" if not mine
+                  else "unchanged" if mine.severity == old["severity"] else f"{old['severity']} to {mine.severity}")
+        rows.append({"title": mine.title if mine else old["title"], "ours": mine.severity if mine else "",
+                     "theirs": old["severity"] if old else "", "change": change})
+    return {"model": f"{theirs['model']['name']} {theirs['model']['version']}",
+            "metrics": [{"label": label, "ours": pct(a), "theirs": pct(b),
+                         "change": "" if a is None or b is None else f"{(a - b) * 100:+.1f} points"}
+                        for label, a, b in metrics],
+            "findings": rows}
 
 
 def all_checks(result: AuditResult) -> list[dict[str, Any]]:
@@ -95,8 +121,8 @@ def summary_text(result: AuditResult, groups: list[CauseGroup], checks: list[dic
         lead = actionable[0]
         parts.append(f"The main finding: {_sentence(lead.lead['summary_first'])}.")
         if lead.explained:
-            parts.append(f"It also explains {len(lead.explained)} other finding{'s' if len(lead.explained) > 1 else ''} "
-                         f"({'; '.join(_sentence(e['title']) for e in lead.explained)}).")
+            parts.append(f"It also explains the {len(lead.explained)} finding{'s' if len(lead.explained) > 1 else ''} "
+                         "listed under it below.")
     else:
         parts.append("No finding needs action.")
     counts = {s: sum(c["status"] == s for c in checks) for s in STATUS_ORDER}

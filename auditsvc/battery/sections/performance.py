@@ -8,7 +8,7 @@ from sklearn.metrics import confusion_matrix
 
 from .. import figures
 from ..context import AuditContext
-from ..metrics import CALIBRATION_BINS
+from ..metrics import CALIBRATION_BINS, worst_group_words
 from ..registry import Section, register
 from ..results import Check, Figure, Finding, SectionResult, Table, Text, check_status, property_check
 
@@ -144,13 +144,6 @@ def _group_tables(groups: dict) -> list:
                             "mean the model works for some conditions and not others.",
                             f"Accuracy by {attribute}"))
     return tables
-
-
-def worst_group_words(worst: dict | None) -> str:
-    if worst is None:
-        return "no manifest attributes"
-    return (f"{worst['accuracy']:.1%} ({worst['class']} with {worst['attribute']} = {worst['value']}, "
-            f"{worst['n']} images)")
 
 
 MAX_CELL_COLUMNS = 8
