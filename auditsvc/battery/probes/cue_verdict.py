@@ -66,7 +66,7 @@ class CueVerdict:
     reliance: float = 0.0            # see reliance(): flip rates of adding and of removing the cue, averaged
     reliance_error: float = 0.0      # its standard error (binomial, over the treated images)
     also: list["CueVerdict"] = field(default_factory=list)   # proxies of the same cue, folded in
-    on_object: bool = False          # found by changing the object's own property (object_verdicts())
+    tested_on: str = ""              # "object" or "surroundings": found by changing that part alone (part_verdicts())
 
 
 def label_signal(p: PropertyStats) -> bool:
@@ -189,50 +189,55 @@ def images_to_decide(v: "CueVerdict", probe_images: int) -> int:
 
 
 # Changing the object's own colour keeps its outline; blurring it or adding noise to it alone can erase
-# what defines the class, so a flip there would not show a shortcut. Only these are tested on the object.
-OBJECT_TESTED_CUES = ("colour", "saturation")
+# what defines the class, so a flip there would not show a shortcut. Only these are tested on one part alone.
+PART_TESTED_CUES = ("colour", "saturation")
 
 
-def object_cues(properties: list[PropertyStats], found: list["CueVerdict"]) -> set[str]:
-    """Colour families that no finding explains yet and that the probe images tie to the classes or the
-    answers: the classes' objects differ in it (part_of_object()), or the answers follow it
-    (prediction_signal(), group_signal()). A whole-image change of such a colour is dosed by the whole
-    image, where a small object's colour barely shows: does the model tell the classes apart by the
-    object's own colour?"""
+def part_cues(properties: list[PropertyStats], found: list["CueVerdict"]) -> set[str]:
+    """Colour families that no finding explains yet and that the probe images tie to the labels or the
+    answers (label_signal(), prediction_signal(), group_signal()). A whole-image change of a colour is
+    dosed by the whole image, where a small object's colour, or a tint of the background only, barely
+    shows: does the model tell the classes apart by the colour of one part?"""
     explained = {c.cue for v in found for c in [v, *v.also]}
-    tied = {p.cue for p in properties if p.cue in OBJECT_TESTED_CUES
-            and (part_of_object(p) or prediction_signal(p) or group_signal(p))}
+    tied = {p.cue for p in properties if p.cue in PART_TESTED_CUES
+            and (label_signal(p) or prediction_signal(p) or group_signal(p))}
     return tied - explained
 
 
-def object_verdicts(properties: list[PropertyStats], object_tests: list[InterventionStats]) -> list["CueVerdict"]:
-    """A verdict per family whose change on the object alone, by as much as the objects differ between
-    the answers, moves the answers as a relied-on cue does (reliance() at or above the line).
-    - The classes' objects differ in it in this probe set: the colour may be what defines the classes;
-      the reviewer decides, so it warns and does not fail.
-    - They do not, yet the answers follow it: a shortcut the probe images bear out, so it fails."""
+def part_verdicts(properties: list[PropertyStats], part_tests: dict[str, list[InterventionStats]]
+                  ) -> list["CueVerdict"]:
+    """A verdict per family whose change on one part alone (`part_tests`: "object" or "surroundings" ->
+    its changes), by as much as that part differs between the answers, moves the answers as a relied-on
+    cue does (reliance() at or above the line); the part that moves them most names the place.
+    - The classes' objects differ in it and their surroundings do not (part_of_object()): the colour may
+      be what defines the classes; the reviewer decides, so it warns and does not fail.
+    - Otherwise the probe images tie it to the labels or the answers: a shortcut they bear out, so it fails."""
     verdicts = []
-    for family in sorted({i.cue for i in object_tests if i.cue in OBJECT_TESTED_CUES}):
-        changes = [i for i in object_tests if i.cue == family]
-        estimate, supporting = reliance(changes)
+    families = sorted({i.cue for tests in part_tests.values() for i in tests if i.cue in PART_TESTED_CUES})
+    for family in families:
+        estimates = {part: reliance([i for i in tests if i.cue == family]) for part, tests in part_tests.items()}
+        part = max(estimates, key=lambda p: estimates[p][0])
+        estimate, supporting = estimates[part]
         members = [p for p in properties if p.cue == family]
-        defining = [p for p in members if part_of_object(p)]
-        followed = [p for p in members if prediction_signal(p) or group_signal(p)]
-        if estimate < RELIANCE or not (defining or followed):
+        defining = [p for p in members if part_of_object(p)] if part == "object" else []
+        tied = [p for p in members if prediction_signal(p) or group_signal(p) or (label_signal(p) and not part_of_object(p))]
+        if estimate < RELIANCE or not (defining or tied):
             continue
         for change in supporting:
-            change.place = "object"
-        error = round(reliance_error(supporting, len(testable_ways(changes))), 4)
+            change.place = part
+        ways = len(testable_ways([i for i in part_tests[part] if i.cue == family]))
+        error = round(reliance_error(supporting, ways), 4)
         if defining:
             verdicts.append(CueVerdict(family, "shortcut", "warn", max(defining, key=lambda p: p.label_power),
                                        supporting, label_signal=True, reliance=round(estimate, 4),
-                                       reliance_error=error, on_object=True))
+                                       reliance_error=error, tested_on=part))
             continue
-        lead = max(followed, key=lambda p: (p.prediction_power, -p.group_p))
+        lead = max(tied, key=lambda p: (max(p.prediction_power, p.label_power), -p.group_p))
         verdicts.append(CueVerdict(family, "shortcut", "fail", lead, supporting,
-                                   prediction_signal=any(prediction_signal(p) for p in followed),
-                                   group_signal=True, reliance=round(estimate, 4), reliance_error=error,
-                                   on_object=True))
+                                   label_signal=any(label_signal(p) for p in tied),
+                                   prediction_signal=any(prediction_signal(p) for p in tied),
+                                   group_signal=any(group_signal(p) for p in tied), reliance=round(estimate, 4),
+                                   reliance_error=error, tested_on=part))
     return verdicts
 
 

@@ -60,13 +60,15 @@ class ShortcutProbes(Section):
         observations = verdict.Observations(codes, labels, predictions, verdict.property_correlations(values),
                                             context.options.seed)
         cues = verdict.decide(stats, tests, links, observations)
-        object_families = verdict.object_cues(stats, cues)
-        object_tests = []
-        if object_families:
-            on_object_data = evidence.on_part(data, ~around, on_object, data.example_count)
-            object_tests = evidence.run_interventions(on_object_data, object_families)
-            cues += verdict.object_verdicts(stats, object_tests)
-        for cue in (c for c in cues if not c.on_object):
+        part_families = verdict.part_cues(stats, cues)
+        part_tests = {}
+        if part_families:
+            parts = {"object": (~around, on_object), "surroundings": (around, away)}
+            part_tests = {part: evidence.run_interventions(evidence.on_part(data, mask, part_values, data.example_count),
+                                                           part_families)
+                          for part, (mask, part_values) in parts.items()}
+            cues += verdict.part_verdicts(stats, part_tests)
+        for cue in (c for c in cues if not c.tested_on):
             evidence.locate(cue.causal, data, ~around, {"object": on_object, "surroundings": away})
         findings = [to_finding(context, cue, values, tests, context.looking) for cue in cues]
         blocks = [_property_table(context, stats, around_method), _intervention_table(context, tests)]
@@ -84,7 +86,8 @@ class ShortcutProbes(Section):
                              for c in cues],
                     "sensitivities": [t.name for t in sensitive]}
         return self.result(blocks=blocks, findings=findings, data=data_out,
-                           checks=shortcut_checks(stats, tests + object_tests, cues, findings))
+                           checks=shortcut_checks(stats, tests + [t for ts in part_tests.values() for t in ts],
+                                                  cues, findings))
 
 
 def shortcut_checks(stats: list[PropertyStats], tests: list[InterventionStats], cues: list[CueVerdict],
@@ -211,15 +214,14 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
     placed = _placement_sentence(cue.causal[0] if cue.causal else None)
     if placed:
         sentences.append(placed)
-    if cue.on_object and cue.label_signal:
+    if cue.tested_on == "object" and cue.severity == "warn":   # the objects of the classes differ in it
         sentences.append("the change acted on the object alone, by as much as the objects differ between the "
                          "model's answers, and the objects of the classes differ in it in this probe set while "
                          "their surroundings do not: the model tells the classes apart by the object's "
                          f"{PLACED_NOUNS[cue.cue]}; if that does not define the classes, it is a shortcut")
-    elif cue.on_object:
-        sentences.append("the change acted on the object alone, by as much as the objects differ between the "
-                         f"model's answers; the objects' {PLACED_NOUNS[cue.cue]} does not predict the labels in "
-                         "this probe set, yet the answers go with it")
+    elif cue.tested_on:
+        sentences.append(f"the change acted on the {cue.tested_on} alone, by as much as that part differs between "
+                         "the model's answers, and moved the answers as a cue the model relies on does")
     if verdict.reliance_undecided(cue):
         needed = verdict.images_to_decide(cue, len(context.labels))
         sentences.append(f"reliance {cue.reliance:.2f} +- {1.96 * cue.reliance_error:.2f}: below the "
@@ -241,7 +243,7 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
                          f"(p = {cue.sided.agreement_p:.2g})")
     masked = next((t for t in tests if t.name == "mask_object" and t.status == "ok"), None)
     not_object = ""
-    if masked and cue.category == "shortcut" and not cue.on_object and masked.kept_rate >= verdict.KEPT_CONTEXT:
+    if masked and cue.category == "shortcut" and cue.tested_on != "object" and masked.kept_rate >= verdict.KEPT_CONTEXT:
         not_object = ", not the object"
         sentences.append(f"with the object covered, {masked.kept_rate:.0%} of correct predictions stay the same")
     if cue.category == "shortcut":

@@ -220,21 +220,36 @@ def test_grain_that_hides_compression_counts_only_beside_compression_that_moves_
 def test_an_objects_colour_the_answers_follow_is_tested_on_the_object_and_fails():
     """On a decorrelated probe set a small object's colour barely moves the whole image's balance; the
     answers still follow it, so the object alone is changed, and that moving the answers is a shortcut."""
-    from auditsvc.battery.probes.cue_verdict import object_cues, object_verdicts
+    from auditsvc.battery.probes.cue_verdict import part_cues, part_verdicts
 
     followed = prop("hue", "colour", prediction_power=0.28, beyond_p=0.002)
     followed.away_label_power, followed.away_label_p = 0.0, 1.0
     quiet = prop("saturation", "saturation")
-    assert object_cues([followed, quiet], []) == {"colour"}
+    assert part_cues([followed, quiet], []) == {"colour"}
     on_object = [change("red_balance_of_others", "colour", "red_share", 0.45, 1e-6, agrees=True),
                  change("red_poor_balance_of_others", "colour", "red_share", 0.35, 1e-6, agrees=True)]
-    [cue] = object_verdicts([followed, quiet], on_object)
-    assert (cue.cue, cue.category, cue.severity, cue.on_object) == ("colour", "shortcut", "fail", True)
+    around = [change("red_balance_of_others", "colour", "red_share", 0.05, 1.0)]
+    [cue] = part_verdicts([followed, quiet], {"object": on_object, "surroundings": around})
+    assert (cue.cue, cue.category, cue.severity, cue.tested_on) == ("colour", "shortcut", "fail", "object")
     assert cue.reliance == pytest.approx(0.40) and {i.place for i in cue.causal} == {"object"}
-    assert object_verdicts([followed], [change("red_balance_of_others", "colour", "red_share", 0.05, 1.0)]) == []
+    assert part_verdicts([followed], {"object": around, "surroundings": around}) == []
+
+
+def test_a_background_tint_that_predicts_the_labels_is_found_by_changing_the_surroundings_alone():
+    """On a biased probe set a tint of the background only predicts the labels; whole-image balance
+    changes barely move the answers, the same change on the surroundings does: a shortcut, not a bias."""
+    from auditsvc.battery.probes.cue_verdict import part_cues, part_verdicts
+
+    tint = prop("red_share", "colour", label_power=0.9, label_p=0.0006)
+    tint.away_label_power, tint.away_label_p = 0.95, 0.0006     # as strong away from the object: a bias
+    assert part_cues([tint], []) == {"colour"}
+    around = [change("red_balance_of_others", "colour", "red_share", 0.5, 1e-6, agrees=True),
+              change("red_poor_balance_of_others", "colour", "red_share", 0.4, 1e-6, agrees=True)]
+    [cue] = part_verdicts([tint], {"object": [], "surroundings": around})
+    assert (cue.category, cue.severity, cue.tested_on, cue.label_signal) == ("shortcut", "fail", "surroundings", True)
 
 
 def test_an_object_colour_nothing_ties_to_the_answers_is_not_tested():
-    from auditsvc.battery.probes.cue_verdict import object_cues
+    from auditsvc.battery.probes.cue_verdict import part_cues
 
-    assert object_cues([prop("hue", "colour", prediction_power=0.05)], []) == set()
+    assert part_cues([prop("hue", "colour", prediction_power=0.05)], []) == set()
