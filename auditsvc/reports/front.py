@@ -151,7 +151,8 @@ def root_causes(results: list[Finding], shown: list[dict[str, Any]]) -> list[Cau
                                  _why_explained(shortcut)))
         taken = {id(shortcut), *(id(f) for f in explained)}
     groups += [CauseGroup(row_of[id(f)]) for f in _ranked(results) if id(f) not in taken]
-    return groups
+    # An incomplete audit says so before anything else: the missing sections may hide a finding.
+    return sorted(groups, key=lambda g: g.lead["code"] != "health.incomplete")
 
 
 def lead_grid(results: list[Finding]) -> dict[str, Any] | None:

@@ -169,8 +169,9 @@ def hostile_audit(tmp_path_factory):
         patch.setattr(figures, "to_png", drawn)
         fetched = _record_fetches(patch)
         with ProbeDataset(root, classes) as probe:
+            # The model is its own reference, so the sections that compare two models run too.
             result = audit(load_model(model), probe, AuditOptions(samples=2, ig_steps=4, smoothgrad_samples=2,
-                                                                      batch_size=16))
+                                                                      batch_size=16), reference=load_model(model))
         paths = render.write_report(result, directory / "out")
     return {"result": result, "texts": drawn.texts, "fetched": fetched, "html": paths["html"].read_text()}
 
