@@ -67,7 +67,7 @@ def against_reference(result: AuditResult) -> dict[str, Any] | None:
     theirs = section.data
     ours = {f.code: f for s in result.sections if s.name in theirs["sections"] for f in s.findings}
     base = {f["code"]: f for f in theirs["findings"]}
-    metrics = [(label, result.metrics.get(key), theirs.get(key))
+    metrics = [(label, result.metrics.get(key), theirs.get(key), theirs["change_points"][key])
                for label, key in (("Accuracy", "accuracy"), ("Worst-group accuracy", "worst_group_accuracy"))]
     rows = []
     for code in sorted(set(ours) | set(base), key=lambda c: (c not in ours, c)):
@@ -78,8 +78,8 @@ def against_reference(result: AuditResult) -> dict[str, Any] | None:
                      "theirs": old["severity"] if old else "", "change": change})
     return {"model": f"{theirs['model']['name']} {theirs['model']['version']}",
             "metrics": [{"label": label, "ours": pct(a), "theirs": pct(b),
-                         "change": "" if a is None or b is None else f"{(a - b) * 100:+.1f} points"}
-                        for label, a, b in metrics],
+                         "change": "" if change is None else f"{change:+.1f} points"}
+                        for label, a, b, change in metrics],
             "findings": rows}
 
 

@@ -76,17 +76,19 @@ def test_the_verdict_says_why_and_the_checks_list_passed_ones_last():
 
 @pytest.fixture(scope="module")
 def demo_report(tank_demo, tmp_path_factory):
-    """The tank demo's shortcut model with the sections the front pages draw on."""
-    options = AuditOptions(sections=["summary", "performance", "shortcuts", "embedding"])
-    result = load_and_audit(tank_demo["shortcut"], tank_demo["probe"], options=options)
+    """The tank demo's shortcut model against the clean one, with the sections the front pages draw on.
+    The text: the front pages, and the findings in detail up to the first method's section."""
+    options = AuditOptions(sections=["summary", "performance", "shortcuts", "reference", "embedding"])
+    result = load_and_audit(tank_demo["shortcut"], tank_demo["probe"], reference=tank_demo["clean"], options=options)
     paths = write_report(result, tmp_path_factory.mktemp("front"), cover=RECORD)
-    front = subprocess.run(["pdftotext", "-layout", "-f", "1", "-l", "2", str(paths["pdf"]), "-"],
-                           capture_output=True, text=True, check=True).stdout
-    return result, json.loads(paths["json"].read_text()), front
+    pages = subprocess.run(["pdftotext", "-layout", str(paths["pdf"]), "-"],
+                           capture_output=True, text=True, check=True).stdout.split("\f")
+    body = next(i for i, page in enumerate(pages) if i >= 2 and re.search(r"^\s*Performance\s*$", page, re.M))
+    return result, json.loads(paths["json"].read_text()), "\f".join(pages[:2]), "\f".join(pages[2:body])
 
 
 def test_the_demo_front_pages_hold_what_a_reviewer_signs(demo_report):
-    result, data, front = demo_report
+    result, data, front, _ = demo_report
     flat = " ".join(front.split())
     assert "FAIL: predictions follow" in flat and "'weather'" in flat
     for label, value in RECORD.items():
@@ -101,12 +103,14 @@ def test_the_demo_front_pages_hold_what_a_reviewer_signs(demo_report):
     for check in checks:
         assert " ".join(check["name"].split()[:3]) in flat
     assert {"Reviewer", "Decision", "Signature", "Contents"} <= set(flat.split())
+    assert "Against the reference model" in flat and "resolved" in flat   # the clean model's robustness warnings
 
 
-def test_every_number_on_the_front_pages_is_in_findings_json(demo_report):
-    result, data, front = demo_report
+def test_every_number_on_the_front_pages_and_the_findings_is_in_findings_json(demo_report):
+    result, data, front, details = demo_report
+    assert "Findings in detail" in details
     known = _renderings(data) | _check_counts(data) | {RECORD["audit"], "0", "1", "2"}
-    lines = [line for line in front.splitlines() if not _identity_line(line)]
+    lines = [line for line in (front + details).splitlines() if not _identity_line(line)]
     quoted = re.findall(r"(?<![\w.-])[+-]?\d+(?:\.\d+)?%?(?![\w.])", " ".join(lines))
     unknown = sorted({q for q in quoted if q.lstrip("+") not in known})
     assert quoted and not unknown, f"numbers on the front pages not in findings.json: {unknown}"
@@ -139,7 +143,7 @@ def _renderings(data) -> set[str]:
         if isinstance(value, bool) or value is None:
             return
         if isinstance(value, (int, float)):
-            for fmt in ("{:.0%}", "{:.1%}", "{:.2f}", "{:.3f}", "{:.2g}", "{:.3g}", "{:+.0%}"):
+            for fmt in ("{:.0%}", "{:.1%}", "{:.1f}", "{:.2f}", "{:.3f}", "{:.2g}", "{:.3g}", "{:+.0%}"):
                 out.add(fmt.format(value).lstrip("+"))
             if float(value).is_integer():
                 out.add(str(int(value)))

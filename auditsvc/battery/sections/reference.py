@@ -41,6 +41,8 @@ class ReferenceComparison(Section):
                 "accuracy": _round(theirs.metrics.get("accuracy")),
                 "worst_group_accuracy": _round(theirs.metrics.get("worst_group_accuracy")),
                 "worst_group": theirs.metrics.get("worst_group"),
+                "change_points": {key: _points(context.metrics.get(key), theirs.metrics.get(key))
+                                  for key in ("accuracy", "worst_group_accuracy")},
                 "findings": [{"code": f.code, "severity": f.severity, "title": f.title} for f in findings]}
         return self.result(blocks=blocks, data=data)
 
@@ -49,11 +51,16 @@ def _metric_rows(ours: dict, theirs: dict) -> list[list[str]]:
     rows = []
     for label, key in (("accuracy", "accuracy"), ("worst group accuracy", "worst_group_accuracy")):
         a, b = ours.get(key), theirs.get(key)
-        change = "-" if a is None or b is None else f"{(a - b) * 100:+.1f} points"
-        rows.append([label, pct(a), pct(b), change])
+        change = _points(a, b)
+        rows.append([label, pct(a), pct(b), "-" if change is None else f"{change:+.1f} points"])
     rows.append(["worst group", worst_group_words(ours.get("worst_group")),
                  worst_group_words(theirs.get("worst_group")), ""])
     return rows
+
+
+def _points(ours, theirs) -> float | None:
+    """This model's value minus the reference's, in percentage points."""
+    return None if ours is None or theirs is None else round((ours - theirs) * 100, 1)
 
 
 def _round(value):
