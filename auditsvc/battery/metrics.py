@@ -96,6 +96,20 @@ def worst_group(cells: dict[str, dict[str, dict[str, dict]]]) -> dict | None:
     return min(candidates, key=lambda cell: (cell["accuracy"], -cell["n"]), default=None)
 
 
+def with_cue_cells(metrics: dict, findings: list) -> dict:
+    """The metrics with the shortcut findings' class x cue cells (the discovered cue's levels) counted in
+    the worst group: without a manifest, or with one that misses the cue, they are where the model fails."""
+    grids = {f.evidence["class_by_cue"]["cue"]: f.evidence["class_by_cue"]["cells"]
+             for f in findings if f.category == "shortcut" and "class_by_cue" in f.evidence}
+    cells = {cue: grid for cue, grid in grids.items() if cue not in (metrics.get("group_cells") or {})}
+    discovered = worst_group(cells)
+    current = metrics.get("worst_group")
+    if discovered is None or (current is not None and current["accuracy"] <= discovered["accuracy"]):
+        return metrics
+    return metrics | {"worst_group": discovered | {"discovered": True},
+                      "worst_group_accuracy": discovered["accuracy"]}
+
+
 def calibration_stats(confidence: np.ndarray, correct: np.ndarray, probabilities: np.ndarray,
                       labels: np.ndarray) -> dict:
     edges = np.linspace(0, 1, CALIBRATION_BINS + 1)

@@ -17,6 +17,7 @@ from . import registry
 from .context import AuditContext, AuditOptions, Progress
 from .dataset import ProbeDataset
 from .errors import BadInput
+from .metrics import with_cue_cells
 from .model.graph import ModelGraph
 from .model.loading import LoadedModel
 from .results import CATEGORIES, SEVERITY_RANK, AuditResult, Finding, SectionResult, incomplete_finding, verdict_of
@@ -55,7 +56,7 @@ def audit(model: LoadedModel, probe: ProbeDataset, options: AuditOptions | None 
         dataset=_dataset_info(probe),
         reference=_model_info(reference) if reference else None,
         verdict=verdict_of(findings, results),
-        metrics=_metrics(context),
+        metrics=with_cue_cells(_metrics(context), findings),
         findings=findings,
         sections=results,
         environment={"auditsvc": auditsvc.__version__, "torch": torch.__version__, "device": options.device,

@@ -53,3 +53,20 @@ def test_cells_below_the_minimum_do_not_count_and_no_attributes_give_none():
     assert (worst["class"], worst["value"]) == ("x", "a") and worst["accuracy"] == round(11 / 12, 4)
     assert worst_group(group_cells(Probe({}, [0, 1]), labels, correct, ("x", "y"))) is None
     assert group_cells(Probe({"site": ["a"] * 24}, [0, 1]), labels, correct, ("x", "y")) == {}
+
+
+def test_the_worst_group_counts_the_discovered_cues_cells_where_the_manifest_has_none():
+    from auditsvc.battery.metrics import with_cue_cells
+    from auditsvc.battery.results import Finding
+
+    grid = {"cue": "saturation (tertile)", "levels": ["low", "high"],
+            "cells": {"tank": {"low": {"accuracy": 0.9, "n": 30}, "high": {"accuracy": 0.1, "n": 30}},
+                      "no_tank": {"low": {"accuracy": 0.0, "n": 4}, "high": {"accuracy": 0.8, "n": 30}}}}
+    shortcut = Finding("shortcut.saturation", "shortcut", "fail", "t", "s", {"class_by_cue": grid})
+    metrics = {"accuracy": 0.5, "group_cells": {}, "worst_group": None, "worst_group_accuracy": None}
+    counted = with_cue_cells(metrics, [shortcut])
+    assert counted["worst_group_accuracy"] == 0.1          # the 4-image cell is too small to count
+    assert counted["worst_group"] == {"attribute": "saturation (tertile)", "class": "tank", "value": "high",
+                                      "accuracy": 0.1, "n": 30, "discovered": True}
+    manifest_worse = metrics | {"worst_group": {"accuracy": 0.0}, "worst_group_accuracy": 0.0}
+    assert with_cue_cells(manifest_worse, [shortcut]) == manifest_worse

@@ -43,6 +43,7 @@ def test_battery_runs_on(tmp_path, case):
     with ProbeDataset(root, classes) as probe:
         result = audit(model, probe, AuditOptions(**FAST), progress=lambda f, s: stages.append((f, s)))
     statuses = {s.name: (s.status, s.reason) for s in result.sections}
+    assert statuses.pop("reference") == ("skipped", "no reference model was given")
     assert all(status == "ok" for status, _ in statuses.values()), statuses
     assert stages[0][0] == 0.0 and stages[-1] == (1.0, "done")
     saliency = next(s for s in result.sections if s.name == "saliency")
