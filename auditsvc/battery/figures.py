@@ -273,14 +273,6 @@ def _draw_filter(ax, block: np.ndarray, title: str, channel_names: Sequence[str]
         spine.set_visible(False)
 
 
-def pairs_per_row(cells: Sequence[list], labels: Sequence[str]) -> tuple[list[list], list[str]]:
-    """Two images' cells side by side in each row, and their labels in one row label (left first):
-    cells stay large enough to read."""
-    rows = [cells[i] + (cells[i + 1] if i + 1 < len(cells) else []) for i in range(0, len(cells), 2)]
-    row_labels = [labels[i] + ("\n" + labels[i + 1] if i + 1 < len(labels) else "") for i in range(0, len(labels), 2)]
-    return rows, row_labels
-
-
 def shorten(text: str, limit: int, *, keep_end: bool = False) -> str:
     """`text` cut to `limit` characters with an ellipsis; `keep_end` keeps its start and its end, where
     names of one family differ."""
