@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,7 +12,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
+from matplotlib.ticker import LogFormatter, LogFormatterMathtext  # noqa: E402
 
 PAGE_WIDTH_IN = 7.0   # printable width of an A4 page at our margins
 DPI = 130
@@ -28,6 +34,7 @@ def to_png(fig) -> bytes:
     """The figure as PNG bytes (and closed). Its texts are plain whatever the global rcParams say."""
     buffer = io.BytesIO()
     try:
+        _plain_log_ticks(fig)
         with plt.rc_context(PLAIN_TEXT):  # texts made while drawing (tick labels) read these
             for text in fig.findobj(Text):
                 text.set_parse_math(False)
@@ -36,6 +43,23 @@ def to_png(fig) -> bytes:
     finally:
         plt.close(fig)
     return buffer.getvalue()
+
+
+class PlainLogFormatter(LogFormatter):
+    """The ticks a log axis labels, labelled as plain numbers (0.02): its default labels are mathtext
+    ($10^{-2}$), which figures never parse."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def _plain_log_ticks(fig) -> None:
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if isinstance(axis.get_major_formatter(), LogFormatterMathtext):
+                axis.set_major_formatter(PlainLogFormatter())
+            if isinstance(axis.get_minor_formatter(), LogFormatterMathtext):
+                axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
 
 
 def as_rgb(pixels: np.ndarray) -> np.ndarray:
@@ -65,55 +89,188 @@ def overlay(pixels: np.ndarray, heat: np.ndarray, cmap: str = "jet", alpha: floa
     return np.clip(base * (1 - weight) + colours * weight, 0, 1)
 
 
-def image_grid(cells: Sequence[Sequence[np.ndarray | None]], *, row_labels: Sequence[str] = (),
-               col_labels: Sequence[str] = (), cell_inches: float | None = None,
-               cmap: str | None = None, label_width: float = 1.0):
-    """A grid of images (rows x columns); None leaves a cell blank. Returns the figure."""
-    rows, cols = len(cells), max(len(r) for r in cells)
-    cell = cell_inches or min(1.6, (PAGE_WIDTH_IN - (label_width if row_labels else 0)) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell + (label_width if row_labels else 0), rows * cell + 0.3),
+@dataclass
+class Panel:
+    """One cell of an image grid: an image, or in its place a note that says in words why there is none
+    (a map that is the same everywhere would draw as a uniform square); a title above it; the object's
+    box outlined on it."""
+    image: np.ndarray | None = None
+    note: str = ""
+    title: str = ""
+    box: Sequence[float] | None = None      # x0, y0, x1, y1 in the image's pixels; None or NaN: no box
+
+
+@dataclass(frozen=True)
+class ColourScale:
+    """What the colours of a grid's heatmaps stand for, drawn as a colour bar beside the grid. A 2-D image
+    in the grid is drawn through it; an RGB one (a heatmap blended over the photo) is drawn as it is."""
+    cmap: str
+    label: str
+    low: float = 0.0
+    high: float = 1.0
+
+    def mappable(self) -> ScalarMappable:
+        return ScalarMappable(Normalize(self.low, self.high), plt.get_cmap(self.cmap))
+
+
+TITLE_FONT = 6.5          # points, the titles above single panels
+TITLE_LINE_INCHES = 0.12
+NOTE_FONT = 6.5
+COLOUR_BAR_INCHES = 0.7   # room the colour bar and its label take beside a grid
+COLOUR_BAR_FONT = 6.5     # a short label: one row of images makes a short bar
+
+
+def image_grid(cells: Sequence[Sequence[np.ndarray | Panel | None]], *, row_labels: Sequence[str] = (),
+               col_labels: Sequence[str] = (), cell_inches: float | None = None, label_width: float = 1.0,
+               scale: ColourScale | None = None):
+    """A grid of images (rows x columns); None leaves a cell blank, a Panel adds a title, a box or a note in
+    place of its image. With a `scale`, a colour bar says what the heatmaps' colours mean. Returns the figure."""
+    panels = [[cell if isinstance(cell, Panel) or cell is None else Panel(cell) for cell in row] for row in cells]
+    rows, cols = len(panels), max(len(r) for r in panels)
+    labels = label_width if row_labels else 0
+    bar = COLOUR_BAR_INCHES if scale else 0
+    cell = cell_inches or min(1.6, (PAGE_WIDTH_IN - labels - bar) / cols)
+    lines = max([p.title.count("\n") + 1 for row in panels for p in row if p and p.title], default=0)
+    titles = lines * TITLE_LINE_INCHES
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell + labels + bar, rows * (cell + titles) + 0.3),
                              squeeze=False)
-    for r, row in enumerate(cells):
+    for r, row in enumerate(panels):
         for c in range(cols):
             ax = axes[r][c]
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(False)
-            image = row[c] if c < len(row) else None
-            if image is None:
-                continue
-            if image.ndim == 3 and image.shape[2] == 1:
-                image = image[:, :, 0]
-            ax.imshow(image, cmap=cmap if image.ndim == 2 else None, interpolation="nearest")
             if r == 0 and c < len(col_labels):
                 ax.set_title(col_labels[c])
+            panel = row[c] if c < len(row) else None
+            if panel is not None:
+                _draw_panel(ax, panel, scale, cell)
         if r < len(row_labels):
             axes[r][0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=7)
-    fig.subplots_adjust(wspace=0.04, hspace=0.08)
+    fig.subplots_adjust(wspace=0.04, hspace=0.08 + titles / cell)
+    if scale:
+        add_colour_bar(fig, axes.ravel().tolist(), scale)
     return fig
 
 
-def tile(maps: np.ndarray, columns: int | None = None, pad: int = 1) -> np.ndarray:
-    """Tile (n, H, W) or (n, H, W, 3) maps into one mosaic with a white gap between tiles."""
-    count = len(maps)
-    columns = columns or int(np.ceil(np.sqrt(count)))
-    rows = int(np.ceil(count / columns))
-    h, w = maps.shape[1:3]
-    shape = (rows * (h + pad) - pad, columns * (w + pad) - pad) + maps.shape[3:]
-    mosaic = np.ones(shape, dtype=np.float32)
-    for index in range(count):
-        r, c = divmod(index, columns)
-        mosaic[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = maps[index]
-    return mosaic
+def add_colour_bar(fig, axes, scale: ColourScale):
+    """A colour bar beside `axes` (one or a list) for `scale`."""
+    bar = fig.colorbar(scale.mappable(), ax=axes, fraction=0.04, pad=0.02, shrink=0.9, aspect=25)
+    bar.set_label(scale.label, fontsize=COLOUR_BAR_FONT)
+    bar.ax.tick_params(labelsize=COLOUR_BAR_FONT)
+    return bar
 
 
-def pairs_per_row(cells: Sequence[list], labels: Sequence[str]) -> tuple[list[list], list[str]]:
-    """Two images' cells side by side in each row, and their labels in one row label (left first):
-    cells stay large enough to read."""
-    rows = [cells[i] + (cells[i + 1] if i + 1 < len(cells) else []) for i in range(0, len(cells), 2)]
-    row_labels = [labels[i] + ("\n" + labels[i + 1] if i + 1 < len(labels) else "") for i in range(0, len(labels), 2)]
-    return rows, row_labels
+def _draw_panel(ax, panel: Panel, scale: ColourScale | None, inches: float) -> None:
+    if panel.title:
+        title = ax.get_title()
+        ax.set_title(f"{title}\n{panel.title}" if title else panel.title, fontsize=TITLE_FONT)
+    if panel.image is None:
+        _draw_note(ax, panel.note, inches)
+        return
+    image = panel.image[:, :, 0] if panel.image.ndim == 3 and panel.image.shape[2] == 1 else panel.image
+    if image.ndim == 2 and scale:
+        ax.imshow(image, cmap=scale.cmap, vmin=scale.low, vmax=scale.high, interpolation="nearest")
+    else:
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
+    outline(ax, panel.box)
+
+
+def _draw_note(ax, note: str, inches: float) -> None:
+    """Words in a light frame where an image would show nothing."""
+    ax.set_box_aspect(1)
+    ax.set_facecolor("#f4f4f4")
+    for spine in ax.spines.values():
+        spine.set_visible(True)
+        spine.set_color("#bbbbbb")
+    width = max(8, int(0.85 * inches * 72 / (NOTE_FONT * 0.6)))   # characters a line
+    wrapped = "\n".join(textwrap.fill(line, width) for line in note.split("\n"))
+    ax.text(0.5, 0.5, wrapped, ha="center", va="center", fontsize=NOTE_FONT, color="#333333",
+            transform=ax.transAxes, linespacing=1.15)
+
+
+def outline(ax, box: Sequence[float] | None) -> None:
+    """The object's box (x0, y0, x1, y1 in image pixels) drawn on an image: white with a dark edge, to
+    stand out on any heatmap. Nothing when there is no box (None or NaN)."""
+    if box is None or np.isnan(np.asarray(box, dtype=float)).any():
+        return
+    x0, y0, x1, y1 = box
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=0.8,
+                           path_effects=[patheffects.withStroke(linewidth=1.8, foreground="black")]))
+
+
+def heat_panel(values: np.ndarray, *, pixels: np.ndarray | None = None, cmap: str = "jet", percentile: float = 99.0,
+               box: Sequence[float] | None = None) -> Panel:
+    """A heatmap scaled to its `percentile` (blended over the image when `pixels` are given), or, when it
+    would draw as a uniform square, a note saying what the map holds."""
+    heat = normalize_map(values, percentile)
+    if np.ptp(heat) == 0:
+        return Panel(note=flat_words(values))
+    image = overlay(pixels, heat, cmap) if pixels is not None else plt.get_cmap(cmap)(heat)[:, :, :3]
+    return Panel(image, box=box)
+
+
+def panel_legend(cells: Sequence[Sequence[np.ndarray | Panel | None]],
+                 note_words: str = "the map is the same everywhere and would draw as a uniform square") -> str:
+    """Caption sentences for what a grid's panels show beyond images: object boxes, words in place of a map."""
+    panels = [cell for row in cells for cell in row if isinstance(cell, Panel)]
+    sentences = []
+    if any(p.box is not None and not np.isnan(np.asarray(p.box, dtype=float)).any() for p in panels):
+        sentences.append("White boxes: the object's box from the probe set's manifest.")
+    if any(p.image is None for p in panels):
+        sentences.append(f"Words in place of a map: {note_words}.")
+    return " ".join(sentences)
+
+
+def flat_words(values: np.ndarray) -> str:
+    """What a map with nothing to draw holds, in words."""
+    values = np.nan_to_num(values.astype(np.float64))
+    if not values.any():
+        return "zero everywhere: nothing to show"
+    if np.ptp(values) == 0:
+        return f"the same everywhere ({values.max():.2g}): nothing to show"
+    return "no positive value: nothing to show"
+
+
+def filter_grid(weights: np.ndarray, channel_names: Sequence[str], per_row: int):
+    """Convolution filters (n, C, kh, kw) as enlarged blocks of weights, each filter's input channels side by
+    side, drawn pixel by pixel on one colour scale symmetric about zero that all share, with a colour bar."""
+    limit = float(np.abs(weights).max()) or 1.0
+    scale = ColourScale("RdBu_r", "weight", -limit, limit)
+    blocks = [_weight_block(planes) for planes in weights]
+    rows, inches = -(-len(blocks) // per_row), (PAGE_WIDTH_IN - COLOUR_BAR_INCHES) / per_row
+    block_height = inches * blocks[0].shape[0] / blocks[0].shape[1]
+    labels = (2 if any(channel_names) else 1) * TITLE_LINE_INCHES + 0.08   # title above, channel names under
+    fig, axes = plt.subplots(rows, per_row, figsize=(PAGE_WIDTH_IN, rows * (block_height + labels)), squeeze=False)
+    for index, ax in enumerate(axes.ravel()):
+        if index < len(blocks):
+            _draw_filter(ax, blocks[index], f"filter {index}", channel_names, weights.shape[3], scale)
+        else:
+            ax.set_axis_off()
+    fig.subplots_adjust(wspace=0.15, hspace=labels / block_height)
+    add_colour_bar(fig, axes.ravel().tolist(), scale)
+    return fig
+
+
+def _weight_block(planes: np.ndarray) -> np.ndarray:
+    """A filter's planes (C, kh, kw) side by side, each framed by a line of NaN (drawn grey, so that a zero,
+    white, weight still shows)."""
+    gap = np.full((planes.shape[1], 1), np.nan)
+    return np.pad(np.hstack([part for plane in planes for part in (gap, plane)][1:]), 1, constant_values=np.nan)
+
+
+def _draw_filter(ax, block: np.ndarray, title: str, channel_names: Sequence[str], width: int,
+                 scale: ColourScale) -> None:
+    colours = plt.get_cmap(scale.cmap).with_extremes(bad="#c8c8c8")
+    ax.imshow(np.ma.masked_invalid(block), cmap=colours, vmin=scale.low, vmax=scale.high, interpolation="nearest")
+    ax.set_title(title, fontsize=TITLE_FONT, pad=2)
+    ax.set_xticks([1 + k * (width + 1) + (width - 1) / 2 for k in range(len(channel_names))], channel_names,
+                  fontsize=TITLE_FONT)
+    ax.set_yticks([])
+    ax.tick_params(length=0, pad=1)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
 def shorten(text: str, limit: int, *, keep_end: bool = False) -> str:

@@ -79,11 +79,17 @@ def _image_grid(text: str):
     return figures.image_grid([[np.zeros((4, 4, 3))]], row_labels=[text], col_labels=[text])
 
 
+def _panel_grid(text: str):
+    """Titles above single panels (the true label, an attribute value) and a colour bar's label."""
+    return figures.image_grid([[figures.Panel(np.zeros((4, 4)), title=f"true: {text}")]],
+                              scale=figures.ColourScale("jet", text))
+
+
 def _patch_mosaic(text: str):
     return mosaic([[Cell(np.zeros((4, 4, 3)), f"0.5\n{text}")]], row_labels=[text])
 
 
-FIGURES = {"chart": _chart, "image-grid": _image_grid, "patch-mosaic": _patch_mosaic}
+FIGURES = {"chart": _chart, "image-grid": _image_grid, "panel-grid": _panel_grid, "patch-mosaic": _patch_mosaic}
 
 
 def _drawn_texts(fig) -> list[MatplotlibText]:

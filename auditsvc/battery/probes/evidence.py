@@ -10,6 +10,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import zip_longest
 
 import numpy as np
 from scipy import ndimage
@@ -465,6 +466,19 @@ def _run_box(intervention, stats: InterventionStats, data: ProbeData, rng) -> In
     return _measure(stats, data, treated, changed, data.predictions[donors])
 
 
+def _examples(flipped: np.ndarray, before: np.ndarray, after: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """Treated images in the order they are shown as examples: flips first, taking each way the answers
+    moved (from one class to another, the most frequent first) in turn, so that a change that moves answers
+    both ways shows both; the most confident originals first within each; then the images that kept theirs."""
+    order = np.argsort(-confidence, kind="stable")
+    ways: dict[tuple[int, int], list[int]] = {}
+    for i in order[flipped[order]]:
+        ways.setdefault((int(before[i]), int(after[i])), []).append(int(i))
+    ranked = sorted(ways.values(), key=len, reverse=True)
+    taking_turns = [i for turn in zip_longest(*ranked) for i in turn if i is not None]
+    return np.array(taking_turns + [int(i) for i in order[~flipped[order]]], dtype=int)
+
+
 def _measure(stats: InterventionStats, data: ProbeData, treated: np.ndarray, changed: np.ndarray,
              donor_classes: np.ndarray | None = None) -> InterventionStats:
     """Flips of the treated images; `donor_classes`: the prediction of what each one received."""
@@ -487,8 +501,7 @@ def _measure(stats: InterventionStats, data: ProbeData, treated: np.ndarray, cha
         stats.top_share = top / stats.flips
         if donor_classes is not None:
             stats.follows_donor = float((after[flipped] == donor_classes[flipped]).mean())
-    order = np.argsort(-flipped.astype(float) - 1e-3 * data.probabilities[treated], kind="stable")
-    chosen = order[: data.example_count]
+    chosen = _examples(flipped, before, after, data.probabilities[treated])[: data.example_count]
     stats.examples = [(int(treated[i]), int(before[i]), int(after[i]), float(data.probabilities[treated[i]]),
                        float(after_probability[i])) for i in chosen]
     stats.pairs = (data.load(treated[chosen]), changed[chosen]) if len(chosen) else None

@@ -139,9 +139,9 @@ def _class_figure(context: AuditContext, classes: list[int], mine, reference, st
     groups = []
     for i, c in enumerate(classes):
         name = figures.shorten(context.classes[c], 16)
-        group = [(mine.images[i], f"{name}\nsynthetic p={mine.scores[i]:.2f}")]
+        group = [(mine.images[i], f"{name}\nsynthetic {_reached(mine.scores[i])}")]
         if reference is not None:
-            group.append((reference.images[i], f"{name}\nreference p={reference.scores[i]:.2f}"))
+            group.append((reference.images[i], f"{name}\nreference {_reached(reference.scores[i])}"))
         group.append((probe_pixels[i], f"{name}\nprobe p={probabilities[best_probe[i], c]:.2f}"))
         groups.append(group)
     per_row = max(1, COLUMNS // len(groups[0]))
@@ -152,11 +152,14 @@ def _class_figure(context: AuditContext, classes: list[int], mine, reference, st
         f"the {len(classes)} classes the model predicts most often on the probe set"
     compare = (" 'reference': the same class drawn by the reference model; where the two differ, the models "
                "look for different things." if reference is not None else "")
+    scores = [*mine.scores, *(reference.scores if reference is not None else [])]
+    failed = (f" ('failed': below {REACHED}, the class does not dominate the image, which shows only what raises "
+              "its score)" if any(not score >= REACHED for score in scores) else "")
     caption = (f"'synthetic': the image that maximizes the class's score, for {shown} ({steps} steps of "
                "gradient ascent from grey, seeded); p is the model's probability for the class on that image, "
-               "without the random transformations. 'probe': the probe image the model is most sure belongs "
-               f"to the class.{compare} Look at what fills the synthetic images: object parts and outlines mean "
-               "the model learned the object; colours, brightness, texture or sky spread over the whole image "
+               f"without the random transformations{failed}. 'probe': the probe image the model is most sure "
+               f"belongs to the class.{compare} Look at what fills the synthetic images: object parts and outlines "
+               "mean the model learned the object; colours, brightness, texture or sky spread over the whole image "
                "mean the model decides from those. For example, a model that learned the weather instead of "
                "tanks draws 'no_tank' in the bright, saturated colours of a sunny scene and 'tank' in the dull, "
                "dark tones of an overcast one, with no tank shape in either.")
@@ -198,6 +201,11 @@ def _figure(fig, caption: str, title: str) -> Figure:
     png = figures.to_png(fig)
     inches = int.from_bytes(png[16:20], "big") / figures.DPI  # the width field of the PNG header
     return Figure(png, caption, title, width=f"{min(100, round(100 * inches / figures.PAGE_WIDTH_IN))}%")
+
+
+def _reached(probability: float) -> str:
+    """A class image's probability, flagged where the optimization did not get the class to dominate."""
+    return f"p={probability:.2f}" + ("" if probability >= REACHED else f"\n(failed: below {REACHED})")
 
 
 def _ratio(value: float, probe_max: float) -> str:

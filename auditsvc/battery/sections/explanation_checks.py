@@ -368,17 +368,19 @@ def _randomization_figure(randomization: Randomization) -> Figure:
 def _randomization_maps_figure(context: AuditContext, randomization: Randomization, index: int) -> Figure:
     """One row per method: the image, then its map at every stage."""
     methods, stages = list(randomization.similarity), randomization.stages
-    colour = figures.plt.get_cmap("inferno")
     pixels = context.probe.pixels([index], context.spec)[0]
-    rows = [[figures.as_rgb(pixels)] + [colour(figures.normalize_map(m))[..., :3]
-                                        for m in randomization.example[method]] for method in methods]
+    box = context.probe.boxes(context.spec)[index]
+    rows = [[figures.Panel(figures.as_rgb(pixels), box=box)]
+            + [figures.heat_panel(m, cmap="inferno", box=box) for m in randomization.example[method]]
+            for method in methods]
     fig = figures.image_grid(rows, row_labels=[NAMES[m] for m in methods], col_labels=["image", *stages],
-                             cell_inches=min(1.1, (figures.PAGE_WIDTH_IN - 1.3) / (len(stages) + 1)), label_width=1.3)
+                             cell_inches=min(1.1, (figures.PAGE_WIDTH_IN - 2.0) / (len(stages) + 1)), label_width=1.3,
+                             scale=figures.ColourScale("inferno", "attribution, scaled"))
     caption = (f"One image ({context.sample_label(index)}) and each method's map of it on the audited model "
                "('original') and on the copies with more and more layers random. Look for maps that keep the "
                "image's edges and shapes after the model is random: those show the image, not the model. Each map "
-               "is scaled to its own 99th percentile.")
-    return Figure(figures.to_png(fig), caption, "Maps of one image as the model is randomized", width="90%")
+               "is scaled to its own 99th percentile (1 on the colour bar). " + figures.panel_legend(rows))
+    return Figure(figures.to_png(fig), caption.strip(), "Maps of one image as the model is randomized", width="90%")
 
 
 def _curves_figure(curves: Curves) -> Figure:

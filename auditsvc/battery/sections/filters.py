@@ -10,7 +10,10 @@ from ..context import AuditContext
 from ..registry import Section, register
 from ..results import Check, Figure, Finding, SectionResult, Table, check_status
 
-MAX_FILTERS = 64
+MAX_FILTERS = 32
+PLANES_PER_ROW = 18   # input-channel planes side by side in a row: 6 colour filters, or 8 grey ones
+MAX_PER_ROW = 8
+CHANNEL_NAMES = {1: ("",), 2: ("1", "2"), 3: ("R", "G", "B")}
 DEAD_FILTER_SHARE = 0.25
 
 
@@ -20,7 +23,7 @@ class Filters(Section):
     title = "Filters"
     order = 30
     appendix = True
-    intro = ("The weights of the first convolution, drawn as small images, and the spread of the weights "
+    intro = ("The weights of the first convolution, drawn weight by weight, and the spread of the weights "
              "of every deeper layer. A well-trained first layer usually shows smooth edge, colour and "
              "blob detectors; noisy or blank filters point to undertraining or dead units.")
 
@@ -52,30 +55,25 @@ class Filters(Section):
 
 
 def _first_layer_figure(layer, weight: torch.Tensor) -> Figure:
-    weight = weight.detach().float().cpu()[:MAX_FILTERS]
-    if weight.shape[1] == 3:
-        tiles = weight.permute(0, 2, 3, 1).numpy()
-    else:
-        tiles = weight[:, 0].numpy()  # grey input or depthwise: one plane per filter
-    tiles = np.stack([_scale(t) for t in tiles])
-    scale = max(1, 24 // tiles.shape[1])  # draw 3x3 kernels big enough to see
-    tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
-    mosaic = figures.tile(tiles, columns=min(8, len(tiles)), pad=2)
-    side = figures.PAGE_WIDTH_IN * 0.55
-    fig, ax = figures.plt.subplots(figsize=(side, side * mosaic.shape[0] / mosaic.shape[1]))
-    ax.imshow(mosaic, cmap="gray" if mosaic.ndim == 2 else None, interpolation="nearest")
-    ax.axis("off")
-    shape = "x".join(map(str, weight.shape[1:]))
-    caption = (f"The {len(weight)} filters of {layer.name} ({shape} each), each scaled to its own range"
-               f"{'; colour shows which input channel a weight reads' if weight.shape[1] == 3 else ''}. "
-               "Look for smooth oriented edges and colour blobs; salt-and-pepper noise means the layer "
-               "barely learned.")
-    return Figure(figures.to_png(fig), caption, f"First-layer filters: {layer.name}", width="55%")
-
-
-def _scale(tile: np.ndarray) -> np.ndarray:
-    low, high = tile.min(), tile.max()
-    return (tile - low) / (high - low) if high > low else np.full_like(tile, 0.5)
+    weight = weight.detach().float().cpu()
+    shown = weight[:MAX_FILTERS].numpy()
+    channels = CHANNEL_NAMES.get(shown.shape[1])
+    if channels is None:   # many input channels: the first plane only
+        shown, channels = shown[:, :1], CHANNEL_NAMES[1]
+    per_row = max(1, min(MAX_PER_ROW, PLANES_PER_ROW // shown.shape[1]))
+    fig = figures.filter_grid(shown, channels, per_row)
+    count = (f"the first {len(shown)} of the {len(weight)} filters" if len(shown) < len(weight)
+             else f"the {len(weight)} filters")
+    planes = {3: "each filter's weights on the red, green and blue input, side by side",
+              2: "each filter's weights on its two input channels, side by side",
+              1: "each filter's weights" if weight.shape[1] == 1 else
+                 f"each filter's weights on its first input channel (of {weight.shape[1]})"}[shown.shape[1]]
+    caption = (f"{count.capitalize()} of {layer.name} ({'x'.join(map(str, weight.shape[1:]))} each): {planes}, one "
+               "square per weight, on one colour scale for all (blue negative, white zero, red positive; largest "
+               f"|w| {float(np.abs(shown).max()):.3g}). Look for smooth oriented edges (a red side and a blue side), "
+               "centre-surround blobs and colour opponents (one input red, another blue); salt-and-pepper squares "
+               "mean the layer barely learned, an all-white filter is dead.")
+    return Figure(figures.to_png(fig), caption, f"First-layer filters: {layer.name}")
 
 
 def _stats(name: str, weight: torch.Tensor) -> dict:

@@ -50,23 +50,29 @@ class LayerOutputs(Section):
         return self.result(blocks=blocks, data={"layers": [l.name for l in layers], "images": len(indices)})
 
 
+ACTIVATION = figures.ColourScale("viridis", "activation, scaled")
+
+
 def _figure(context: AuditContext, index: int, pixels: np.ndarray, maps: dict[str, torch.Tensor]) -> Figure:
     cells, labels = [], []
     for name, activation in maps.items():
         strongest = activation.flatten(1).mean(dim=1).argsort(descending=True)[:CHANNELS]
         row = [figures.as_rgb(pixels)] if not cells else [None]
-        row += [_scaled(activation[c].numpy()) for c in strongest]
+        row += [_panel(activation[c].numpy()) for c in strongest]
         cells.append(row)
         c, h, w = activation.shape
         labels.append(f"{name}\n{c} maps {h}x{w}")
     fig = figures.image_grid(cells, row_labels=labels, col_labels=["image"] + [f"#{i + 1}" for i in range(CHANNELS)],
-                             cmap="viridis", label_width=1.4)
+                             label_width=1.4, scale=ACTIVATION)
     caption = (f"Image: {context.sample_label(index)} ({context.probe.images[index].path}). Each row is a layer, "
-               f"early to deep; its {CHANNELS} most active channels for this image (bright = strong). Look at "
-               "where deep layers respond: on the object, or on the background.")
-    return Figure(figures.to_png(fig), caption, f"Feature maps of {context.probe.images[index].path}")
+               f"early to deep; its {CHANNELS} most active channels for this image, each scaled from its own lowest "
+               "to its highest value (0 and 1 on the colour bar; bright = strong). Look at where deep layers "
+               "respond: on the object, or on the background. "
+               + figures.panel_legend(cells, "that channel's map is the same everywhere for this image"))
+    return Figure(figures.to_png(fig), caption.strip(), f"Feature maps of {context.probe.images[index].path}")
 
 
-def _scaled(plane: np.ndarray) -> np.ndarray:
+def _panel(plane: np.ndarray) -> figures.Panel:
+    """The map from its lowest (0) to its highest value (1); words where it is the same everywhere."""
     low, high = plane.min(), plane.max()
-    return (plane - low) / (high - low) if high > low else np.zeros_like(plane)
+    return figures.Panel((plane - low) / (high - low)) if high > low else figures.Panel(note=figures.flat_words(plane))

@@ -68,14 +68,16 @@ def _spray_figure(context: AuditContext, result: looking.SprayResult, seen: look
         members = result.members[result.clusters == cluster]
         mean_map = seen.maps["grad_cam"][members].mean(axis=0)
         pixels = context.probe.pixels(list(members[:MEMBERS_SHOWN]), context.spec)
-        rows.append([figures.plt.get_cmap("inferno")(figures.normalize_map(mean_map, 100))[:, :, :3]]
-                    + [figures.as_rgb(p) for p in pixels])
+        rows.append([figures.heat_panel(mean_map, cmap="inferno", percentile=100),
+                     *(figures.as_rgb(p) for p in pixels)])
         labels.append(f"cluster {cluster + 1}\n{len(members)} images")
     fig = figures.image_grid(rows, row_labels=labels, col_labels=["mean map"] + [""] * MEMBERS_SHOWN,
-                             cell_inches=0.95, label_width=1.1)
+                             cell_inches=0.95, label_width=1.1,
+                             scale=figures.ColourScale("inferno", "mean Grad-CAM, scaled"))
     name = context.classes[result.label]
     caption = (f"SpRAy on the {len(result.members)} images predicted '{name}': Grad-CAM maps clustered spectrally; "
                f"the eigengap suggests {result.count} cluster(s) (gap {result.gap:.3f}; eigenvalues "
-               f"{', '.join(f'{v:.2f}' for v in result.eigenvalues[:5])}). Each row: the cluster's mean map and "
-               "some of its images. Distinct clusters mean distinct strategies; check where each one looks.")
-    return Figure(figures.to_png(fig), caption, f"Attribution strategies for '{name}'", width="80%")
+               f"{', '.join(f'{v:.2f}' for v in result.eigenvalues[:5])}). Each row: the cluster's mean map (scaled "
+               "to its highest value, 1 on the colour bar) and some of its images. Distinct clusters mean distinct "
+               "strategies; check where each one looks. " + figures.panel_legend(rows))
+    return Figure(figures.to_png(fig), caption.strip(), f"Attribution strategies for '{name}'", width="80%")

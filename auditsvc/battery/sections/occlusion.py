@@ -16,6 +16,7 @@ from ..results import Figure, SectionResult, Text
 FIGURE_IMAGES = 8
 MASK_KEEP = 0.25  # the grey mask leaves visible the top quarter of pixels by importance
 MIN_DROP = 0.02   # a region whose hiding costs less probability than this does not matter
+VISIBLE_DROP = 0.1   # a probability map whose largest drop is smaller looks uniform on the 0-1 colour scale
 
 
 def window_and_stride(context: AuditContext) -> tuple[int, int]:
@@ -70,21 +71,39 @@ def grey_mask(pixels: np.ndarray, drop: np.ndarray) -> np.ndarray:
     return np.where(keep[:, :, None], image, 0.5 + 0.15 * (image - 0.5))
 
 
+PROBABILITY = figures.ColourScale("RdYlGn", "probability, region hidden")
+
+
 def _figure(context: AuditContext, occluded: np.ndarray, drops: np.ndarray, window: int, stride: int) -> Figure:
     shown = context.sample_indices[:FIGURE_IMAGES]
     pixels = context.probe.pixels(shown, context.spec)
-    cmap = figures.plt.get_cmap("RdYlGn")
-    cells = [[figures.as_rgb(pixels[i]), cmap(occluded[i])[:, :, :3], grey_mask(pixels[i], drops[i])]
-             for i in range(len(pixels))]
-    labels = [context.sample_label(i) for i in shown]
-    rows, row_labels = figures.pairs_per_row(cells, labels)
-    fig = figures.image_grid(rows, row_labels=row_labels, col_labels=["image", "probability", "grey mask"] * 2,
-                             label_width=1.3)
-    caption = (f"A {window}x{window} grey window moved in steps of {stride} pixels. 'probability': the predicted "
-               "class's probability with that region hidden (green = unchanged, red = falls to zero). 'grey "
-               f"mask': only the {MASK_KEEP:.0%} of the image whose hiding lowers the probability most (by at least "
-               f"{MIN_DROP}) is left visible; an all-grey mask means no single region matters, as when the model "
-               "decides from something spread over the whole image. If the visible part is not the object, the "
-               "model decides from something else. "
-               "Row labels list the left image first.")
-    return Figure(figures.to_png(fig), caption, "Occlusion sensitivity")
+    boxes = context.probe.boxes(context.spec)[shown]
+    cells = [_panels(pixels[i], occluded[i], drops[i], boxes[i], context.sample_label(index))
+             for i, index in enumerate(shown)]
+    rows = [sum(cells[i:i + 2], []) for i in range(0, len(cells), 2)]   # two images a row, large enough to read
+    fig = figures.image_grid(rows, col_labels=["image", "probability", "grey mask"] * 2, scale=PROBABILITY)
+    caption = (f"A {window}x{window} grey window moved in steps of {stride} pixels; above each image its true class "
+               "(-> predicted class), the predicted class's probability and the largest drop of it that hiding one "
+               "region causes. 'probability': the predicted class's "
+               "probability with the region around each pixel hidden (green = unchanged, red = falls to zero). "
+               f"'grey mask': only the {MASK_KEEP:.0%} of the image whose hiding lowers the probability most (by "
+               f"at least {MIN_DROP}) is left visible. If the visible part is not the object, the model decides "
+               "from something else. " + figures.panel_legend(
+                   rows, f"the map would look uniform: hiding any region lowers that image's probability by less "
+                         f"than {VISIBLE_DROP} (too little to see on the colour scale) or less than {MIN_DROP} "
+                         "(no region matters: the model decides from something spread over the whole image, or its "
+                         "probability is saturated)"))
+    return Figure(figures.to_png(fig), caption.strip(), "Occlusion sensitivity")
+
+
+def _panels(pixels: np.ndarray, occluded: np.ndarray, drop: np.ndarray, box: np.ndarray,
+            label: str) -> list[figures.Panel]:
+    """The image, its probability map and its grey mask; words in place of a map that would look uniform."""
+    largest = max(float(drop.max()), 0.0)
+    image = figures.Panel(figures.as_rgb(pixels), title=f"{label}\nlargest drop {largest:.2g}", box=box)
+    if largest < MIN_DROP:
+        return [image, figures.Panel(note=f"no region matters: every drop is below {MIN_DROP}"),
+                figures.Panel(note="nothing to keep visible")]
+    probability = (figures.Panel(occluded, box=box) if largest >= VISIBLE_DROP else
+                   figures.Panel(note="drops too small to see on the colour scale: the grey mask shows where"))
+    return [image, probability, figures.Panel(grey_mask(pixels, drop), box=box)]

@@ -106,6 +106,7 @@ def _confusion_figure(labels, predictions, classes, present) -> Figure:
     size = min(figures.PAGE_WIDTH_IN * 0.7, 1.6 + 0.45 * k)
     fig, ax = figures.plt.subplots(figsize=(size, size))
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    figures.add_colour_bar(fig, ax, figures.ColourScale("Blues", "share of the row"))
     if k <= 20:
         names = [classes[c] for c in present]
         ax.set_xticks(range(k), names, rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center")
@@ -117,8 +118,9 @@ def _confusion_figure(labels, predictions, classes, present) -> Figure:
                         color="white" if rates[i, j] > 0.5 else "black", fontsize=7)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    caption = ("Rows are true classes, columns predictions; shading is the share of the row. A strong "
-               "diagonal is good; a bright off-diagonal cell is a pair of classes the model confuses.")
+    counts = "numbers are images, " if k <= 12 else ""
+    caption = (f"Rows are true classes, columns predictions; {counts}shading the share of the row (colour bar). A "
+               "strong diagonal is good; a dark off-diagonal cell is a pair of classes the model confuses.")
     return Figure(figures.to_png(fig), caption, "Confusion matrix", width=f"{min(70, 25 + 4 * k)}%")
 
 

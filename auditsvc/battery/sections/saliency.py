@@ -35,19 +35,25 @@ class Saliency(Section):
             "method_seconds": {k: round(v, 3) for k, v in attributions.seconds.items()}})
 
 
+HEAT = figures.ColourScale("jet", "attribution, scaled")
+
+
 def _figure(context: AuditContext, maps: dict[str, np.ndarray]) -> Figure:
     shown = context.sample_indices[:FIGURE_IMAGES]
     pixels = context.probe.pixels(shown, context.spec)
+    boxes = context.probe.boxes(context.spec)[shown]
     methods = list(maps)
-    cells = [[figures.as_rgb(pixels[row])] + [figures.overlay(pixels[row], figures.normalize_map(maps[m][row]))
-                                              for m in methods] for row in range(len(pixels))]
+    cells = [[figures.Panel(figures.as_rgb(pixels[row]), box=boxes[row])]
+             + [figures.heat_panel(maps[m][row], pixels=pixels[row], box=boxes[row]) for m in methods]
+             for row in range(len(pixels))]
     labels = [context.sample_label(i) for i in shown]
     fig = figures.image_grid(cells, row_labels=labels, col_labels=["image"] + [METHODS[m].label for m in methods],
-                             label_width=1.3)
+                             label_width=1.3, scale=HEAT)
     caption = ("Rows: probe images, labelled true class (-> predicted class) and the predicted class's "
-               "probability; every map explains the predicted class. Each map is scaled to its own 99th "
-               "percentile. Gradient and SmoothGrad show sensitivity, guided backprop and deconvnet sharpen "
-               "it, integrated gradients (black baseline) splits the score among pixels, Grad-CAM "
-               f"({context.grad_cam_layer}) shows the coarse region. Look for whether the methods "
-               "agree on the object or on something else.")
-    return Figure(figures.to_png(fig), caption, "Saliency maps by method")
+               "probability; every map explains the predicted class. Each map is scaled to its own 99th percentile "
+               "(1 on the colour bar) and blended over the greyed image, where low values stay grey. Gradient and "
+               "SmoothGrad show sensitivity, guided backprop and deconvnet sharpen it, integrated gradients (black "
+               f"baseline) splits the score among pixels, Grad-CAM ({context.grad_cam_layer}) shows the coarse "
+               "region. Look for whether the methods agree on the object or on something else. "
+               + figures.panel_legend(cells))
+    return Figure(figures.to_png(fig), caption.strip(), "Saliency maps by method")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 
 import numpy as np
 import torch
@@ -27,6 +28,8 @@ PLACED_NOUNS = {"brightness": "brightness", "contrast": "contrast", "colour": "c
                 "compression": "compression artefacts"}
 DETAIL = "the fine detail of the image"
 CUE_IMAGES = 6
+PAIRS_PER_DIRECTION = 2   # example pairs in each direction of the flips
+PAIR_ATTRIBUTES = 2       # manifest attributes named above an example image
 
 
 @register
@@ -75,7 +78,8 @@ class ShortcutProbes(Section):
         sensitive = verdict.sensitivities(tests, cues)
         for finding, test in robustness_findings(context.classes, sensitive):
             if test.pairs is not None:
-                finding.blocks.append(_pairs_figure(context, test, "A harmless-looking change moves the answers"))
+                same_kind = [test, *(t for t in sensitive if t.cue == test.cue and t is not test)]
+                finding.blocks.append(_pairs_figure(context, same_kind, "A harmless-looking change moves the answers"))
             findings.append(finding)
         if not findings:
             blocks.insert(0, Text("No cue found: no measured property both predicts the model's answers and changes "
@@ -325,7 +329,7 @@ def _evidence_blocks(context: AuditContext, cue: CueVerdict, causal: list[Interv
     blocks = []
     if causal:
         if causal[0].pairs is not None:
-            blocks.append(_pairs_figure(context, causal[0]))
+            blocks.append(_pairs_figure(context, causal))
         blocks.append(_intervention_table(context, causal[:6], "Changes of this cue that move the predictions",
                                           detail=False))
     if cue.lead and not cue.lead.categorical and cue.lead.name in values:
@@ -370,20 +374,82 @@ def robustness_findings(classes: tuple[str, ...], sensitive: list[InterventionSt
     return out
 
 
-def _pairs_figure(context: AuditContext, test: InterventionStats,
-                  title: str = "Change only the cue: the prediction follows") -> Figure:
-    classes = context.classes
-    before, after = test.pairs
-    cells = [[figures.as_rgb(b), figures.as_rgb(a)] for b, a in zip(before, after)]
-    labels = [f"{classes[b]} {p0:.2f} -> {classes[a]} {p1:.2f}" for _, b, a, p0, p1 in test.examples]
-    rows, row_labels = figures.pairs_per_row(cells, labels)
-    fig = figures.image_grid(rows, row_labels=row_labels, col_labels=["original", "changed"] * 2,
-                             cell_inches=1.35, label_width=1.9)
-    caption = (f"Original and changed image ('{test.words}'), with the model's prediction and probability before "
-               f"-> after (left pair first). Over {test.treated} changed images, {test.flip_rate:.0%} of predictions "
-               f"changed, against {test.floor:.0%} for a harmless one-pixel shift (Holm-adjusted p = "
-               f"{test.p_adjusted:.2g}).")
-    return Figure(figures.to_png(fig), caption, title, width="85%")
+def _pairs_figure(context: AuditContext, tests: list[InterventionStats],
+                  title: str = "Change only the cue: the prediction follows") -> Figure | Text:
+    """Example images a change turned from one class to another, in both directions where the changes have
+    them; `tests[0]` is the change to show first, the others may show the way back."""
+    rows = flip_rows(tests, context.labels)
+    if not rows:
+        return Text("None of the example images of this change changed its prediction.", "note")
+    cells = [[panel for k in found for panel in _pair_panels(context, test, k)] for test, found in rows]
+    labels = [f"{_class(context, test.examples[found[0]][1])} -> {_class(context, test.examples[found[0]][2])}\n"
+              + textwrap.fill(f"by '{test.words}'", 24) for test, found in rows]
+    fig = figures.image_grid(cells, row_labels=labels, cell_inches=1.2, label_width=1.6)
+    return Figure(figures.to_png(fig), _pairs_caption(context, rows, tests), title, width="90%")
+
+
+def flip_rows(tests: list[InterventionStats], labels: np.ndarray) -> list[tuple[InterventionStats, list[int]]]:
+    """The example pairs to show, a row per direction: the first change's own flips from class A to B, then
+    flips from B to A of a change of the same cue if one has them, else of another change. Each row is
+    (change, positions in its examples); images whose true label was their prediction before come first."""
+    first = next(((t, b, a) for t in tests if t.pairs is not None for _, b, a, _, _ in t.examples if a != b), None)
+    if first is None:
+        return []
+    test, before, after = first
+    rows = [(test, _flips(test, before, after, labels))]
+    same_cue_first = sorted(tests, key=lambda t: t.cue != test.cue)
+    back = next(((t, found) for t in same_cue_first if (found := _flips(t, after, before, labels))), None)
+    return rows + [back] if back else rows
+
+
+def _flips(test: InterventionStats, before: int, after: int, labels: np.ndarray) -> list[int]:
+    if test.pairs is None:
+        return []
+    found = [k for k, (_, b, a, _, _) in enumerate(test.examples) if (b, a) == (before, after)]
+    return sorted(found, key=lambda k: labels[test.examples[k][0]] != before)[:PAIRS_PER_DIRECTION]
+
+
+def _pair_panels(context: AuditContext, test: InterventionStats, k: int) -> list[figures.Panel]:
+    """The original with its true label, prediction before and attributes above it; the changed image with
+    the prediction after."""
+    index, before, after, p_before, p_after = test.examples[k]
+    original, changed = test.pairs[0][k], test.pairs[1][k]
+    lines = [f"true: {_class(context, context.labels[index])}", f"before: {_class(context, before)} {p_before:.2f}",
+             *_attribute_lines(context, index)]
+    return [figures.Panel(figures.as_rgb(original), title="\n".join(lines)),
+            figures.Panel(figures.as_rgb(changed), title=f"after: {_class(context, after)} {p_after:.2f}")]
+
+
+def _class(context: AuditContext, label: int) -> str:
+    return figures.shorten(context.classes[label], 14)
+
+
+def _attribute_lines(context: AuditContext, index: int) -> list[str]:
+    values = [(name, context.probe.attribute(name)[index]) for name in context.probe.attribute_names[:PAIR_ATTRIBUTES]]
+    return [f"{figures.shorten(name, 10)}: {figures.shorten(value, 12)}" for name, value in values if value]
+
+
+def _pairs_caption(context: AuditContext, rows: list[tuple[InterventionStats, list[int]]],
+                   tests: list[InterventionStats]) -> str:
+    attributes = ", and its manifest attributes" if context.probe.attribute_names else ""
+    parts = ["Each row: probe images whose prediction the change named on the left moved from one class to the "
+             "other, original then changed. Above each original its true label and the model's prediction and "
+             f"probability before the change{attributes}; above each changed image the prediction after."]
+    shown = [rows[0][0], *(test for test, _ in rows[1:] if test is not rows[0][0])]
+    for test in shown:
+        parts.append(f"'{test.words}': over {test.treated} changed images, {test.flip_rate:.0%} of predictions "
+                     f"changed, against {test.floor:.0%} for harmless one- and two-pixel shifts (Holm-adjusted "
+                     f"p = {test.p_adjusted:.2g}).")
+    if len(rows) == 1:
+        test, found = rows[0]
+        _, before, after, _, _ = test.examples[found[0]]
+        back = sum(t.towards.get(before, 0) for t in tests)
+        considered = ", ".join(f"'{t.words}'" for t in tests[:4]) + (" and more" if len(tests) > 4 else "")
+        parts.append(f"No change considered ({considered}) turned any image towards '{context.classes[before]}': "
+                     "the evidence runs one way only." if not back else
+                     f"No example image went the other way, from '{context.classes[after]}' to "
+                     f"'{context.classes[before]}'.")
+    return " ".join(parts)
 
 
 def _extremes_figure(context: AuditContext, lead: PropertyStats, column: np.ndarray) -> Figure:

@@ -22,9 +22,12 @@ DIVERGENCE_CKA = 0.8         # matched layers below this linear CKA: the models 
 SHALLOW_MARGIN = 0.2         # a deep layer matching an earlier reference layer this much better is worth saying
 PER_CLASS_MAX = 12
 MIN_CLASS_IMAGES = 4         # debiased CKA needs at least four datapoints
-WITHIN_MEASURES = ("linear_cka", "svcca")
+WITHIN_MEASURES = ("linear_cka", "svcca", "debiased_cka")
 REFERENCE_MEASURES = ("svcca", "pwcca", "linear_cka", "debiased_cka")
 MEASURE_TITLES = {"svcca": "SVCCA", "pwcca": "PWCCA", "linear_cka": "linear CKA", "debiased_cka": "debiased CKA"}
+# The heatmaps show the one measure not biased upwards at the probe set's size; the others go to tables.
+DRAWN = "debiased_cka"
+SIMILARITY = figures.ColourScale("viridis", "debiased CKA (below 0 drawn as 0)")
 
 
 def image_subset(count: int, seed: int) -> np.ndarray:
@@ -44,7 +47,9 @@ class RepresentationSimilarity(Section):
              "scaled: linear CKA (and its debiased form, which stays near 0 for unrelated layers even with few "
              "images), SVCCA (canonical correlation between the directions that carry 99% of each layer's "
              "variance) and PWCCA (canonical correlations weighted by how much of the layer they account for). "
-             "1 means the same information, up to a rotation. Compared within the model, the measures show how "
+             "1 means the same information, up to a rotation. The heatmaps show debiased CKA alone; the other "
+             "measures, which read too high when the probe set is small, are in tables. Compared within the model, "
+             "the measures show how "
              "fast the representation changes with depth; compared with a reference model, where the two "
              "models start to see the input differently. Similarity is informational: it never sets the verdict "
              "on its own.")
@@ -77,7 +82,8 @@ class RepresentationSimilarity(Section):
         layers, names = chosen.all, [l.name for l in chosen.all]
         model = {name: decompose(pooled[name][rows]) for name in names}
         within = {m: similarity_matrix(list(model.values()), list(model.values()), m) for m in WITHIN_MEASURES}
-        blocks: list = [_layer_table(layers, model, len(rows)), _within_figure(names, within)]
+        blocks: list = [_layer_table(layers, model, len(rows)), _within_figure(names, within[DRAWN]),
+                        _neighbour_table(names, within)]
         blocks += _early_output_text(chosen, within["linear_cka"])
         data = {"images": int(len(rows)), "layers": names,
                 "within": {m: _rounded(matrix) for m, matrix in within.items()}}
@@ -229,7 +235,7 @@ def _match_table(model_names: list[str], reference_names: list[str], matrices: d
         best = int(np.nanargmax(cka[i])) if np.isfinite(cka[i]).any() else None
         rows.append([model_names[i], reference_names[j], *(_fmt(matrices[m][i, j]) for m in REFERENCE_MEASURES),
                      f"{reference_names[best]} ({cka[i, best]:.2f})" if best is not None else "n/a"])
-    caption = (f"Each model layer against the reference layer at the same depth (boxed in the heatmaps), and the "
+    caption = (f"Each model layer against the reference layer at the same depth (boxed in the heatmap), and the "
                f"reference layer most similar to it by linear CKA. Values below {DIVERGENCE_CKA} mean the two "
                "layers carry different information; a best match at another depth means the reference computes "
                "the same thing earlier or later.")
@@ -323,52 +329,63 @@ def _layer_table(layers: list[Layer], decomposed: dict[str, Decomposition], imag
                  "Layers compared")
 
 
-def _within_figure(names: list[str], within: dict[str, np.ndarray]) -> Figure:
-    size = figures.PAGE_WIDTH_IN
-    fig, axes = figures.plt.subplots(1, len(within), figsize=(size, size / len(within) + 0.9), squeeze=False)
-    for k, (measure, matrix) in enumerate(within.items()):
-        image = _heatmap(axes[0][k], matrix, names, names, MEASURE_TITLES[measure], y_labels=k == 0)
-        axes[0][k].set_xlabel("layer (input to output)")
-    axes[0][0].set_ylabel("layer (input to output)")
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.7, label="similarity")
-    caption = ("Every compared layer of the model against every other, linear CKA (left) and SVCCA (right); the "
-               "diagonal is 1. Square blocks of high similarity along the diagonal are stretches of depth that "
-               "change the representation little (redundant depth); a sharp drop between neighbouring layers marks "
-               "a layer that changes it a lot. The output usually stands apart from everything before it.")
-    return Figure(figures.to_png(fig), caption, "Similarity between the model's layers")
+def _neighbour_table(names: list[str], within: dict[str, np.ndarray]) -> Table:
+    measures = (DRAWN, *(m for m in WITHIN_MEASURES if m != DRAWN))
+    rows = [[names[k], names[k - 1], *(_fmt(within[m][k, k - 1]) for m in measures)] for k in range(1, len(names))]
+    caption = ("Each compared layer against the one before it, by every measure; a sharp drop marks a layer that "
+               "changes the representation a lot. Linear CKA and SVCCA read too high when a layer has few probe "
+               f"images per neuron (below {DATAPOINTS_PER_NEURON}, see the table above); debiased CKA, drawn in the "
+               "heatmap, does not. Every pair of layers by every measure is in findings.json.")
+    return Table(["layer", "previous layer", *(MEASURE_TITLES[m] for m in measures)], rows, caption,
+                 "Neighbouring layers by every measure")
+
+
+def _within_figure(names: list[str], matrix: np.ndarray) -> Figure:
+    fig = _heatmap_figure(matrix, names, names, "layer (input to output)", "layer (input to output)")
+    caption = ("Debiased CKA between every two compared layers of the model (the diagonal is 1): of the measures "
+               "computed, the one that stays near 0 for unrelated layers however few the probe images; the colour "
+               "scale is fixed from 0 to 1. Square blocks of high similarity along the diagonal are stretches of "
+               "depth that change the representation little (redundant depth); a sharp drop between neighbouring "
+               "layers marks a layer that changes it a lot. The output usually stands apart from everything before "
+               "it.")
+    return Figure(figures.to_png(fig), caption, "Similarity between the model's layers", width="70%")
 
 
 def _reference_figure(model_names: list[str], reference_names: list[str], matrices: dict[str, np.ndarray],
                       matches: list[tuple[int, int]]) -> Figure:
-    size = figures.PAGE_WIDTH_IN
-    fig, axes = figures.plt.subplots(2, 2, figsize=(size, size * 0.98), squeeze=False)
-    for k, measure in enumerate(REFERENCE_MEASURES):
-        ax = axes[k // 2][k % 2]
-        image = _heatmap(ax, matrices[measure], model_names, reference_names, MEASURE_TITLES[measure],
-                         y_labels=k % 2 == 0, x_labels=k // 2 == 1)
-        for i, j in matches:
-            ax.add_patch(figures.plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=0.9))
-        if k % 2 == 0:
-            ax.set_ylabel("audited model (input to output)")
-        if k // 2 == 1:
-            ax.set_xlabel("reference model (input to output)")
-    fig.colorbar(image, ax=[a for row in axes for a in row], shrink=0.6, label="similarity")
-    caption = ("Every compared layer of the audited model (rows) against every compared layer of the reference "
-               "(columns), by four measures; red boxes pair layers at the same depth. Two models that learned "
-               "the same thing show a bright diagonal from the bottom left to the top right. Where the diagonal "
-               "fades, the models part ways; debiased CKA is the most reliable when the probe set is small.")
-    return Figure(figures.to_png(fig), caption, "The audited model against the reference")
+    fig = _heatmap_figure(matrices[DRAWN], model_names, reference_names, "audited model (input to output)",
+                          "reference model (input to output)")
+    for i, j in matches:
+        fig.axes[0].add_patch(figures.plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red",
+                                                    linewidth=0.9))
+    caption = ("Debiased CKA between every compared layer of the audited model (rows) and every compared layer of "
+               "the reference (columns), on a fixed 0 to 1 scale; red boxes pair layers at the same depth. Two "
+               "models that learned the same thing show a bright diagonal from the bottom left to the top right. "
+               "Where the diagonal fades, the models part ways. SVCCA, PWCCA and linear CKA, which read too high "
+               "with few probe images, are in the table of matched depths below.")
+    return Figure(figures.to_png(fig), caption, "The audited model against the reference", width="70%")
 
 
-def _heatmap(ax, matrix: np.ndarray, row_names: list[str], column_names: list[str], title: str,
-             y_labels: bool = True, x_labels: bool = True):
-    cmap = figures.plt.get_cmap("viridis").with_extremes(bad="#bbbbbb")
-    image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=0, vmax=1, origin="lower",
-                      interpolation="nearest", aspect="auto")
+def _heatmap_figure(matrix: np.ndarray, row_names: list[str], column_names: list[str], row_label: str,
+                    column_label: str):
+    """The drawn measure as one heatmap on the fixed 0 to 1 scale, with its colour bar."""
+    size = figures.PAGE_WIDTH_IN * 0.62
+    fig, ax = figures.plt.subplots(figsize=(size, size))
+    _heatmap(ax, matrix, row_names, column_names, MEASURE_TITLES[DRAWN])
+    ax.set_ylabel(row_label)
+    ax.set_xlabel(column_label)
+    figures.add_colour_bar(fig, ax, SIMILARITY)
+    return fig
+
+
+def _heatmap(ax, matrix: np.ndarray, row_names: list[str], column_names: list[str], title: str) -> None:
+    cmap = figures.plt.get_cmap(SIMILARITY.cmap).with_extremes(bad="#bbbbbb")
+    ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=SIMILARITY.low, vmax=SIMILARITY.high, origin="lower",
+              interpolation="nearest", aspect="auto")
     rows, columns = matrix.shape
     font = 7 if max(rows, columns) <= 8 else 6 if max(rows, columns) <= 12 else 5
-    ax.set_xticks(range(columns), column_names if x_labels else [""] * columns, rotation=90, fontsize=font)
-    ax.set_yticks(range(rows), row_names if y_labels else [""] * rows, fontsize=font)
+    ax.set_xticks(range(columns), column_names, rotation=90, fontsize=font)
+    ax.set_yticks(range(rows), row_names, fontsize=font)
     ax.set_title(title)
     if max(rows, columns) <= 12:
         for i in range(rows):
@@ -376,7 +393,6 @@ def _heatmap(ax, matrix: np.ndarray, row_names: list[str], column_names: list[st
                 value = matrix[i, j]
                 ax.text(j, i, "–" if np.isnan(value) else f"{value:.2f}", ha="center", va="center",
                         fontsize=font - 1.5, color="black" if np.nan_to_num(value) > 0.6 else "white")
-    return image
 
 
 def _early_output_text(chosen: RepresentationLayers, cka: np.ndarray) -> list[Text]:

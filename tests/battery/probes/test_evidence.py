@@ -189,3 +189,23 @@ def test_place_pools_the_cues_strongest_changes():
     tests = [t for t in run_interventions(data) if t.name in ("brighter", "darker", "more_contrast")]
     assert locate(tests, data, middle, part_values(images, middle)) == "surroundings"
     assert all(t.place == "surroundings" for t in tests if t.placement)
+
+
+def follows_the_background(pixels: np.ndarray):
+    """Answers by how light the top-left corner, outside the object box, is."""
+    return (pixels[:, :3, :3].mean(axis=(1, 2, 3)) / 255 > 0.5).astype(int), np.ones(len(pixels))
+
+
+def test_a_change_that_moves_answers_both_ways_shows_examples_of_both():
+    # Dark scenes (class 0) first, light ones (class 1) after: taken in order, the examples of a background
+    # swap would all be dark scenes turned light.
+    labels = np.repeat([0, 1], 30)
+    images = grey_images(np.where(labels == 1, 0.8, 0.2))
+    data = probe(images, labels, follows_the_background)
+    boxed = ProbeData(**{**vars(data), "boxes": np.tile([4.0, 4.0, 12.0, 12.0], (len(images), 1))})
+    swapped = {t.name: t for t in run_interventions(boxed)}["swap_background"]
+    assert swapped.flip_rate > 0.9
+    ways = [(before, after) for _, before, after, _, _ in swapped.examples]
+    assert ways[:2] in ([(0, 1), (1, 0)], [(1, 0), (0, 1)]) and len(ways) == 4
+    _, changed = swapped.pairs
+    assert [int(follows_the_background(changed[k:k + 1])[0][0]) for k in range(4)] == [a for _, a in ways]

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from auditsvc.battery import AuditOptions, AuditResult, audit, load_model, open_probe_set
+from auditsvc.battery import AuditOptions, AuditResult, audit, figures, load_model, open_probe_set
+from auditsvc.battery.results import Figure
 
 MEAN, STD = 0.5, 0.25   # what tests.conftest.write_meta declares for every channel
 
@@ -61,3 +62,30 @@ class CornerNet(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kept = torch.relu(self.conv(x)) * self.mask
         return self.head(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(kept, 1), 1)) * 64
+
+
+class DrawnFigures:
+    """The matplotlib figure behind each PNG that figures.to_png makes from now on, to look at what a
+    figure holds (its colour bar, its panels' titles) before it is flattened into pixels."""
+
+    def __init__(self, monkeypatch):
+        self._figures: dict[bytes, object] = {}
+        self._to_png = figures.to_png
+        monkeypatch.setattr(figures, "to_png", self._record)
+
+    def _record(self, fig) -> bytes:
+        png = self._to_png(fig)
+        self._figures[png] = fig
+        return png
+
+    def of(self, block: Figure):
+        return self._figures[block.png]
+
+
+def colour_bars(fig) -> list:
+    """The axes of the figure's colour bars."""
+    return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+
+
+def panel_titles(fig) -> list[str]:
+    return [ax.get_title() for ax in fig.axes if ax.get_title()]

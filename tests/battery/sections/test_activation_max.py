@@ -132,3 +132,9 @@ def test_a_channel_image_weaker_than_a_probe_image_is_marked_failed(section):
     class Visualization:
         scores = [0.5, 3.0]
     assert _failed_channels({"layer": (Visualization, [1.0, 1.0], 10)}) == (1, 2)
+
+
+def test_a_class_image_that_does_not_reach_its_class_is_marked_failed_under_it():
+    assert activation_max._reached(0.97) == "p=0.97"
+    assert activation_max._reached(0.45) == f"p=0.45\n(failed: below {activation_max.REACHED})"
+    assert "failed" in activation_max._reached(float("nan"))

@@ -1,12 +1,13 @@
 """The filters section: the first convolution and the weight statistics of every weighted layer, as
 torch computes them from the module; dead filters are counted and reported."""
 
+import numpy as np
 import pytest
 import torch
 
 from auditsvc.battery.results import Figure, Table
 from auditsvc.demo.nets import PlainNet
-from tests.battery.sections.support import run, section
+from tests.battery.sections.support import DrawnFigures, colour_bars, panel_titles, run, section
 from tests.conftest import write_package, write_probe
 
 CLASSES = ["a", "b"]
@@ -54,3 +55,19 @@ def test_dead_filters_are_counted_and_many_are_a_finding(tmp_path, probe):
     assert stats["features.4"]["dead"] == 3 and stats["features.0"]["dead"] == 0
     [finding] = filters.findings
     assert finding.code == "health.dead_filters" and finding.evidence == {"layer": "features.4", "dead": 3, "filters": 8}
+
+
+def test_the_first_layer_is_drawn_weight_by_weight_on_the_module_s_symmetric_scale(tmp_path, probe, monkeypatch):
+    torch.manual_seed(0)
+    model = PlainNet(2, widths=(4, 8)).eval()
+    drawn = DrawnFigures(monkeypatch)
+    first = next(b for b in filters_of(model, tmp_path, probe).blocks if isinstance(b, Figure))
+    fig = drawn.of(first)
+    [bar] = colour_bars(fig)
+    limit = float(model.features[0].weight.abs().max())
+    images = [image for ax in fig.axes if ax is not bar for image in ax.images]
+    assert len(images) == 4 and all(image.get_clim() == pytest.approx((-limit, limit)) for image in images)
+    red = model.features[0].weight[1, 0].detach().numpy()
+    np.testing.assert_allclose(images[1].get_array()[1:4, 1:4], red, rtol=1e-6)   # filter 1's red plane
+    assert panel_titles(fig) == [f"filter {k}" for k in range(4)]
+    assert "the red, green and blue input" in first.caption and "one colour scale for all" in first.caption

@@ -1,10 +1,12 @@
 """The layer outputs section: convolutions spread from the first to the deepest, one figure per image."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from auditsvc.battery.results import Figure
+from auditsvc.battery.sections.layer_outputs import _panel
 from tests.battery.sections.support import run, section
 from tests.conftest import write_package, write_probe
 
@@ -46,3 +48,9 @@ def test_a_net_with_few_convolutions_shows_them_all(tmp_path, probe):
                           nn.Flatten(), nn.Linear(4, 2))
     outputs = section(run(write_package(tmp_path, model, CLASSES), probe, ["layer_outputs"]), "layer_outputs")
     assert outputs.data["layers"] == ["0", "2"]
+
+
+def test_a_map_that_is_the_same_everywhere_is_said_in_words():
+    assert _panel(np.zeros((4, 4))).image is None and "zero everywhere" in _panel(np.zeros((4, 4))).note
+    ramp = _panel(np.arange(16.0).reshape(4, 4) - 3)
+    assert ramp.image.min() == 0.0 and ramp.image.max() == 1.0 and not ramp.note

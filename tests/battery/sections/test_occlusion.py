@@ -1,11 +1,14 @@
 """The occlusion section: the probability drop it reports is the one computed by hand by greying
 out each window of the image."""
 
+import numpy as np
 import pytest
 import torch
 
 from auditsvc.battery.results import Figure
-from tests.battery.sections.support import CornerNet, probe_inputs, run, section
+from auditsvc.battery.sections import occlusion as occlusion_section
+from tests.battery.sections.support import (CornerNet, DrawnFigures, colour_bars, panel_titles, probe_inputs, run,
+                                            section)
 from tests.conftest import write_package, write_probe
 
 CLASSES = ["a", "b"]
@@ -77,3 +80,40 @@ def test_where_nothing_moves_it_says_so_in_words_instead_of_uniform_heatmaps(fil
     [note] = occlusion.blocks
     assert not isinstance(note, Figure) and "no single region matters" in note.text
     assert occlusion.data["max_drop"] < 0.02
+
+
+def test_the_probability_maps_have_a_colour_bar_and_each_image_its_labels(files, monkeypatch):
+    _, package, probe = files
+    drawn = DrawnFigures(monkeypatch)
+    [figure] = section(run(package, probe, ["occlusion"], samples=4, occlusion_window=WINDOW,
+                           occlusion_stride=WINDOW), "occlusion").blocks
+    fig = drawn.of(figure)
+    [bar] = colour_bars(fig)
+    assert bar.get_ylim() == (0.0, 1.0)
+    titles = panel_titles(fig)
+    assert sum("largest drop" in title for title in titles) == 4   # above each of the four images
+
+
+def drop_map(largest: float) -> np.ndarray:
+    drop = np.zeros((8, 8))
+    drop[:2, :2] = largest
+    return drop
+
+
+def test_an_image_no_region_matters_to_gets_words_instead_of_its_two_uniform_maps():
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    box = np.array([1.0, 1.0, 5.0, 5.0])
+    image, probability, mask = occlusion_section._panels(pixels, np.full((8, 8), 0.9), drop_map(0.003), box,
+                                                         "a (0.90)")
+    assert image.image is not None and image.box is box and image.title == "a (0.90)\nlargest drop 0.003"
+    assert probability.image is None and "no region matters" in probability.note
+    assert mask.image is None and mask.note
+
+
+def test_a_drop_too_small_to_see_on_the_colour_scale_is_said_in_words_and_its_place_still_shown():
+    pixels, box = np.zeros((8, 8, 3), np.uint8), np.array([1.0, 1.0, 5.0, 5.0])
+    _, probability, mask = occlusion_section._panels(pixels, 0.9 - drop_map(0.05), drop_map(0.05), box, "a (0.90)")
+    assert probability.image is None and "too small to see" in probability.note
+    assert mask.image.shape == (8, 8, 3)
+    _, probability, mask = occlusion_section._panels(pixels, 0.9 - drop_map(0.5), drop_map(0.5), box, "a (0.90)")
+    assert probability.image.shape == (8, 8) and probability.box is box and mask.image.shape == (8, 8, 3)

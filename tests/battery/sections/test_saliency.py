@@ -5,11 +5,12 @@ import math
 
 import pytest
 import torch
+from matplotlib.patches import Rectangle
 from torch import nn
 
 from auditsvc.battery.results import Figure, Text
 from auditsvc.demo.nets import PlainNet, SeparableNet
-from tests.battery.sections.support import run, section
+from tests.battery.sections.support import DrawnFigures, colour_bars, run, section
 from tests.conftest import write_package, write_probe
 
 CLASSES = ["a", "b"]
@@ -52,3 +53,40 @@ def test_a_net_without_relus_leaves_out_guided_backprop_and_deconvnet(tmp_path, 
     assert saliency.data["images"] == 2
     note, figure = saliency.blocks
     assert isinstance(note, Text) and "no ReLU" in note.text and isinstance(figure, Figure)
+
+
+def test_the_maps_have_a_colour_bar_and_the_object_boxes_of_the_manifest(tmp_path, probe, monkeypatch):
+    torch.manual_seed(0)
+    package = write_package(tmp_path, PlainNet(2, widths=(4, 8)), CLASSES)
+    drawn = DrawnFigures(monkeypatch)
+    [figure] = section(run(package, probe, ["saliency"], samples=2, **OPTIONS), "saliency").blocks
+    fig = drawn.of(figure)
+    assert len(colour_bars(fig)) == 1
+    # Every image and each of its six maps outline the manifest's box (x 4-20, y 6-30 of the 32x32 image).
+    boxes = [p for ax in fig.axes for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(boxes) == 2 * (1 + len(ALL_METHODS))
+    assert boxes[0].get_xy() == (3.5, 5.5) and (boxes[0].get_width(), boxes[0].get_height()) == (16, 24)
+    assert "White boxes: the object's box" in figure.caption
+
+
+class Constant(nn.Module):
+    """Scores that do not depend on the input: every attribution map is zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x)).mean(dim=(2, 3)) * 0 + torch.tensor([1.0, 2.0])
+
+
+def test_maps_that_are_zero_everywhere_are_said_in_words_not_drawn_as_uniform_squares(tmp_path, probe, monkeypatch):
+    package = write_package(tmp_path, Constant(), CLASSES)
+    drawn = DrawnFigures(monkeypatch)
+    [figure] = section(run(package, probe, ["saliency"], samples=2, **OPTIONS), "saliency").blocks
+    fig = drawn.of(figure)
+    notes = [t.get_text().replace("\n", " ") for ax in fig.axes for t in ax.texts]
+    assert notes and all("zero everywhere" in note for note in notes)
+    drawn_images = [ax for ax in fig.axes if ax.images and ax not in colour_bars(fig)]
+    assert len(drawn_images) == 2   # the two photos; none of their maps
+    assert "Words in place of a map" in figure.caption

@@ -7,10 +7,11 @@ import torch
 from auditsvc.battery.context import AuditOptions
 from auditsvc.battery.dataset import ProbeDataset
 from auditsvc.battery.model.loading import load_model
-from auditsvc.battery.results import Figure, Text
+from auditsvc.battery.results import Figure, Table, Text
 from auditsvc.battery import audit as run_battery
 from auditsvc.battery.sections import similarity as section
 from auditsvc.demo.nets import PlainNet, tiny_resnet
+from tests.battery.sections.support import DrawnFigures, colour_bars
 from tests.conftest import write_package, write_probe
 
 CLASSES = ["a", "b", "c"]
@@ -93,3 +94,28 @@ def test_divergence_from_the_first_layer_is_an_informational_finding():
     assert divergence["first"]["layer"] == "l3"
     text = section._divergence_text(divergence).text
     assert "up to l2" in text and "first diverge at l3" in text
+
+
+def test_heatmaps_draw_debiased_cka_alone_on_a_fixed_scale_and_the_other_measures_are_tabled(packages, monkeypatch):
+    drawn = DrawnFigures(monkeypatch)
+    result = audit(packages["model"], packages["probe"], reference=packages["other"])
+    figures = [b for b in result.blocks if isinstance(b, Figure)]
+    heatmaps = [b for b in figures if b.title != "Per-class similarity to the reference"]
+    assert [b.title for b in heatmaps] == ["Similarity between the model's layers",
+                                           "The audited model against the reference"]
+    for block in heatmaps:
+        fig = drawn.of(block)
+        [bar] = colour_bars(fig)
+        maps = [ax for ax in fig.axes if ax is not bar]
+        assert [ax.get_title() for ax in maps] == ["debiased CKA"]
+        assert maps[0].images[0].get_clim() == (0.0, 1.0) and bar.get_ylim() == (0.0, 1.0)
+        assert "Debiased CKA" in block.caption
+    layers = result.data["layers"]
+    within = np.array(result.data["within"]["debiased_cka"], dtype=float)
+    np.testing.assert_allclose(np.diag(within), 1.0, atol=1e-6)
+    tables = {b.title: b for b in result.blocks if isinstance(b, Table)}
+    neighbours = tables["Neighbouring layers by every measure"]
+    assert neighbours.columns == ["layer", "previous layer", "debiased CKA", "linear CKA", "SVCCA"]
+    assert [row[:2] for row in neighbours.rows] == [[layers[k], layers[k - 1]] for k in range(1, len(layers))]
+    assert neighbours.rows[0][3] == f"{result.data['within']['linear_cka'][1][0]:.2f}"
+    assert tables["Similarity at matched depths"].columns[2:6] == ["SVCCA", "PWCCA", "linear CKA", "debiased CKA"]
