@@ -244,12 +244,15 @@ class AuditContext:
     def sample_pixels(self) -> np.ndarray:
         return self.probe.pixels(self.sample_indices, self.spec)
 
-    def sample_label(self, index: int) -> str:
-        """'tank -> no_tank (0.93)': true class, predicted class and its probability."""
+    def sample_label(self, index: int, attributes: bool = False) -> str:
+        """'tank -> no_tank (0.93)': true class, predicted class and its probability; with `attributes`, a
+        second line with up to two of the image's manifest attributes ('weather: sunny')."""
         truth, predicted = self.classes[self.labels[index]], self.classes[self.outputs.predictions[index]]
         probability = self.outputs.probabilities[index, self.outputs.predictions[index]]
-        arrow = "=" if truth == predicted else "->"
-        return f"{truth} {arrow} {predicted} ({probability:.2f})" if arrow == "->" else f"{truth} ({probability:.2f})"
+        label = f"{truth} -> {predicted} ({probability:.2f})" if truth != predicted else f"{truth} ({probability:.2f})"
+        values = [f"{name}: {value}" for name in self.probe.attribute_names[:2]
+                  if (value := self.probe.attribute(name)[index])]
+        return label + ("\n" + ", ".join(values) if attributes and values else "")
 
     def generator(self, salt: str) -> torch.Generator:
         """A torch RNG seeded from the audit seed and the caller's name: reproducible, independent."""

@@ -103,3 +103,13 @@ def test_sample_images_spread_over_classes_and_attribute_values(contexts):
         assert len(mine) == 2 and set(site[mine]) == {"north", "south"}, (label, site[mine])
     assert chosen == AuditContext(context.model, context.graph, context.probe,
                                   AuditOptions(**{**OPTIONS, "samples": 6})).sample_indices
+
+
+def test_sample_labels_name_the_true_and_predicted_class_and_on_request_the_attributes(contexts):
+    context = contexts[0]
+    index = context.sample_indices[0]
+    truth = context.classes[context.labels[index]]
+    label = context.sample_label(index)
+    assert label.startswith(truth) and "\n" not in label
+    with_attributes = context.sample_label(index, attributes=True)
+    assert with_attributes.startswith(label + "\n") and f"site: {context.probe.attribute('site')[index]}" in with_attributes

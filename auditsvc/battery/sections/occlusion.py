@@ -78,7 +78,7 @@ def _figure(context: AuditContext, occluded: np.ndarray, drops: np.ndarray, wind
     shown = context.sample_indices[:FIGURE_IMAGES]
     pixels = context.probe.pixels(shown, context.spec)
     boxes = context.probe.boxes(context.spec)[shown]
-    cells = [_panels(pixels[i], occluded[i], drops[i], boxes[i], context.sample_label(index))
+    cells = [_panels(pixels[i], occluded[i], drops[i], boxes[i], context.sample_label(index, attributes=True))
              for i, index in enumerate(shown)]
     rows = [sum(cells[i:i + 2], []) for i in range(0, len(cells), 2)]   # two images a row, large enough to read
     fig = figures.image_grid(rows, col_labels=["image", "probability", "grey mask"] * 2, scale=PROBABILITY)

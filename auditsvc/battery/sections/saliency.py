@@ -46,11 +46,11 @@ def _figure(context: AuditContext, maps: dict[str, np.ndarray]) -> Figure:
     cells = [[figures.Panel(figures.as_rgb(pixels[row]), box=boxes[row])]
              + [figures.heat_panel(maps[m][row], pixels=pixels[row], box=boxes[row]) for m in methods]
              for row in range(len(pixels))]
-    labels = [context.sample_label(i) for i in shown]
+    labels = [context.sample_label(i, attributes=True) for i in shown]
     fig = figures.image_grid(cells, row_labels=labels, col_labels=["image"] + [METHODS[m].label for m in methods],
                              label_width=1.3, scale=HEAT)
-    caption = ("Rows: probe images, labelled true class (-> predicted class) and the predicted class's "
-               "probability; every map explains the predicted class. Each map is scaled to its own 99th percentile "
+    caption = ("Rows: probe images, labelled true class (-> predicted class), the predicted class's "
+               "probability and the image's manifest attributes; every map explains the predicted class. Each map is scaled to its own 99th percentile "
                "(1 on the colour bar) and blended over the greyed image, where low values stay grey. Gradient and "
                "SmoothGrad show sensitivity, guided backprop and deconvnet sharpen it, integrated gradients (black "
                f"baseline) splits the score among pixels, Grad-CAM ({context.grad_cam_layer}) shows the coarse "
