@@ -62,7 +62,8 @@ def test_pdf_has_findings_first_running_header_and_page_numbers(report):
     result, paths, _, text = report
     pages = text.split("\f")
     assert len([p for p in pages if p.strip()]) >= 6
-    assert "Summary" in pages[1] and "Severity" in pages[1]  # findings table right after the cover
+    assert "Findings and what to do" in pages[0] and "Severity" in pages[0]   # findings on the first page
+    assert "Every check, with its line" in pages[1] and "Sign-off" in pages[1]
     for number, page in enumerate(pages[1:4], start=2):
         assert "evil <b>model</b> 1.0" in page and result.verdict.upper() in page
         assert re.search(rf"page {number} of \d+", page)
