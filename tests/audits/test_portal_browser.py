@@ -99,7 +99,7 @@ def test_a_reviewer_audits_the_tank_demo_in_the_browser(page, service_stack, dem
     expect(page.locator("#download-pdf")).to_be_visible(timeout=240_000)  # the poller reloads when done
     expect(page.locator("table").first).to_contain_text("Shortcut")
     report = page.frame_locator("iframe.report")
-    expect(report.locator("h2").first).to_contain_text("Summary")
+    expect(report.locator("h2").first).to_contain_text("Findings and what to do")
     expect(report.locator(".verdict")).to_have_text("FAIL")
     shot(page, "04-audit-done")
 
