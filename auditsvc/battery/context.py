@@ -250,9 +250,13 @@ class AuditContext:
         truth, predicted = self.classes[self.labels[index]], self.classes[self.outputs.predictions[index]]
         probability = self.outputs.probabilities[index, self.outputs.predictions[index]]
         label = f"{truth} -> {predicted} ({probability:.2f})" if truth != predicted else f"{truth} ({probability:.2f})"
-        values = [f"{name}: {value}" for name in self.probe.attribute_names[:2]
-                  if (value := self.probe.attribute(name)[index])]
+        values = [f"{name}: {value}" for name, value in self.image_attributes(index)]
         return label + ("\n" + ", ".join(values) if attributes and values else "")
+
+    def image_attributes(self, index: int, count: int = 2) -> list[tuple[str, str]]:
+        """Up to `count` of one probe image's manifest attributes that it has a value for, as (name, value)."""
+        values = self.probe.images[index].attributes
+        return [(name, values[name]) for name in self.probe.attribute_names[:count] if values.get(name)]
 
     def generator(self, salt: str) -> torch.Generator:
         """A torch RNG seeded from the audit seed and the caller's name: reproducible, independent."""

@@ -51,10 +51,10 @@ def front_pages(result: AuditResult, findings: list[dict[str, Any]]) -> dict[str
     """The front pages' data. `findings`: the report's findings (anchor, title, severity, ...), in the
     order of `result.findings`."""
     checks = all_checks(result)
+    counts = {s: sum(c["status"] == s for c in checks) for s in STATUS_ORDER}
     groups = root_causes(result.findings, findings)
-    return {"reason": verdict_reason(result, checks), "summary": summary_text(result, groups, checks),
-            "groups": groups, "checks": checks, "grid": lead_grid(result.findings),
-            "counts": {s: sum(c["status"] == s for c in checks) for s in STATUS_ORDER},
+    return {"reason": verdict_reason(result), "summary": summary_text(result, groups, counts),
+            "groups": groups, "checks": checks, "grid": lead_grid(result.findings), "counts": counts,
             "reference": against_reference(result)}
 
 
@@ -67,7 +67,7 @@ def against_reference(result: AuditResult) -> dict[str, Any] | None:
     theirs = section.data
     ours = {f.code: f for s in result.sections if s.name in theirs["sections"] for f in s.findings}
     base = {f["code"]: f for f in theirs["findings"]}
-    metrics = [(label, result.metrics.get(key), theirs.get(key), theirs["change_points"][key])
+    metrics = [(label, theirs["this_model"][key], theirs[key], theirs["change_points"][key])
                for label, key in (("Accuracy", "accuracy"), ("Worst-group accuracy", "worst_group_accuracy"))]
     rows = []
     for code in sorted(set(ours) | set(base), key=lambda c: (c not in ours, c)):
@@ -89,7 +89,7 @@ def all_checks(result: AuditResult) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda c: STATUS_ORDER[c["status"]])
 
 
-def verdict_reason(result: AuditResult, checks: list[dict[str, Any]]) -> str:
+def verdict_reason(result: AuditResult) -> str:
     worst = _ranked(result.findings)
     failed = [s.title for s in result.sections if s.status == "error"]
     if result.verdict == "pass":
@@ -108,7 +108,7 @@ def verdict_reason(result: AuditResult, checks: list[dict[str, Any]]) -> str:
             "the release.")
 
 
-def summary_text(result: AuditResult, groups: list[CauseGroup], checks: list[dict[str, Any]]) -> str:
+def summary_text(result: AuditResult, groups: list[CauseGroup], counts: dict[str, int]) -> str:
     metrics, images = result.metrics, result.dataset["images"]
     parts = [f"On {images} probe images of {len(result.dataset['classes'])} classes the model is right "
              f"{pct(metrics.get('accuracy'))} of the time."]
@@ -119,15 +119,14 @@ def summary_text(result: AuditResult, groups: list[CauseGroup], checks: list[dic
     actionable = [g for g in groups if g.lead["severity"] != "info"]
     if actionable:
         lead = actionable[0]
-        parts.append(f"The main finding: {_sentence(lead.lead['summary_first'])}.")
+        parts.append(f"The main finding: {_sentence(lead.lead['plain_title'])}.")
         if lead.explained:
             parts.append(f"It also explains the {len(lead.explained)} finding{'s' if len(lead.explained) > 1 else ''} "
                          "listed under it below.")
     else:
         parts.append("No finding needs action.")
-    counts = {s: sum(c["status"] == s for c in checks) for s in STATUS_ORDER}
-    if checks:
-        parts.append(f"Of {len(checks)} checks, {counts['pass']} passed, {counts['fail']} failed, {counts['warn']} "
+    if sum(counts.values()):
+        parts.append(f"Of {sum(counts.values())} checks, {counts['pass']} passed, {counts['fail']} failed, {counts['warn']} "
                      f"warned and {counts['info']} are for information.")
     return " ".join(parts)
 
@@ -139,7 +138,7 @@ def root_causes(results: list[Finding], shown: list[dict[str, Any]]) -> list[Cau
     row_of = {id(f): row for f, row in zip(results, shown)}
     for finding, row in zip(results, shown):
         row["action"] = _action(finding)
-        row["summary_first"] = finding.summary.split(": ")[0] if finding.category == "shortcut" else finding.title
+        row["plain_title"] = _plain_title(finding)
     shortcut = next((f for f in _ranked(results) if f.category == "shortcut" and f.severity == "fail"), None)
     groups: list[CauseGroup] = []
     taken: set[int] = set()
@@ -181,14 +180,12 @@ def _explained_by(finding: Finding, shortcut: Finding) -> bool:
     if finding.code in EXPLAINED_BY_SHORTCUT:
         return True
     attribute = shortcut.evidence.get("attribute")
-    if finding.category == "representation":
-        return bool(attribute) and finding.evidence.get("attribute") == attribute or \
-            finding.title.startswith("Collapsed representation")
+    same_attribute = bool(attribute) and finding.evidence.get("attribute") == attribute
+    if finding.category == "representation":   # groups images by its attribute, or collapsed to a few signals
+        return same_attribute or bool(finding.evidence.get("collapsed"))
     if finding.category == "bias":
-        cue = shortcut.evidence.get("cue")
-        also = set(shortcut.evidence.get("also") or [])
-        return finding.evidence.get("cue") in {cue, *also} or (bool(attribute)
-                                                              and finding.evidence.get("attribute") == attribute)
+        return same_attribute or finding.evidence.get("cue") in {shortcut.evidence.get("cue"),
+                                                                 *(shortcut.evidence.get("also") or [])}
     return False
 
 

@@ -101,15 +101,13 @@ def _finding(index: int, finding: Finding) -> dict[str, Any]:
 
 
 def _section(s, appendix: bool) -> dict[str, Any] | None:
-    """A section's part for the body (blocks not marked detail) or for the appendix (the rest, or all of
-    an appendix section); None when that part is empty."""
-    if appendix and not s.appendix:
-        blocks = [b for b in s.blocks if getattr(b, "detail", False)]
-        if not blocks:
-            return None
-    elif appendix or not s.appendix:
-        blocks = [b for b in s.blocks if appendix or s.appendix or not getattr(b, "detail", False)]
+    """A section's part for the body (blocks not marked detail) or for the appendix (those, or all of an
+    appendix section); None when it has no such part."""
+    if s.appendix:
+        blocks = s.blocks if appendix else None
     else:
+        blocks = [b for b in s.blocks if getattr(b, "detail", False) == appendix] or (None if appendix else [])
+    if blocks is None:
         return None
     return {"name": s.name, "anchor": f"{'appendix' if appendix else 'section'}-{s.name}",
             "title": s.title if s.appendix or not appendix else f"{s.title}: full tables",

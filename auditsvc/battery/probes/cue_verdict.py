@@ -259,9 +259,14 @@ def decide(properties: list[PropertyStats], interventions: list[InterventionStat
     return _fold(verdicts, observations)
 
 
+def explained_changes(verdicts: list[CueVerdict]) -> set[str]:
+    """The names of the changes some verdict (or a proxy folded into it) rests on."""
+    return {i.name for v in verdicts for c in [v, *v.also] for i in c.causal}
+
+
 def sensitivities(interventions: list[InterventionStats], verdicts: list[CueVerdict]) -> list[InterventionStats]:
     """Large effects that no finding explains: the model is sensitive to them, not shown to rely on them."""
-    explained = {i.name for v in verdicts for c in [v, *v.also] for i in c.causal}
+    explained = explained_changes(verdicts)
     return [i for i in interventions if i.name not in explained and i.name != "mask_object" and large_effect(i)]
 
 

@@ -10,6 +10,7 @@ from ..registry import Section, register, sections
 
 # What a release reviewer compares: how often each model is right, where it is worst, and the cues.
 COMPARED_SECTIONS = ["performance", "shortcuts"]
+COMPARED_METRICS = ("accuracy", "worst_group_accuracy")
 
 
 @register
@@ -41,8 +42,9 @@ class ReferenceComparison(Section):
                 "accuracy": _round(theirs.metrics.get("accuracy")),
                 "worst_group_accuracy": _round(theirs.metrics.get("worst_group_accuracy")),
                 "worst_group": theirs.metrics.get("worst_group"),
+                "this_model": {key: _round(context.metrics.get(key)) for key in COMPARED_METRICS},
                 "change_points": {key: _points(context.metrics.get(key), theirs.metrics.get(key))
-                                  for key in ("accuracy", "worst_group_accuracy")},
+                                  for key in COMPARED_METRICS},
                 "findings": [{"code": f.code, "severity": f.severity, "title": f.title} for f in findings]}
         return self.result(blocks=blocks, data=data)
 

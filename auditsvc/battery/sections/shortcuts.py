@@ -102,7 +102,7 @@ def shortcut_checks(stats: list[PropertyStats], tests: list[InterventionStats], 
     nuisances = [s for s in stats if not verdict.part_of_object(s)]
     biased = max(nuisances, key=lambda s: (s.label_p < verdict.SIGNIFICANCE, s.label_power), default=None)
     bias_power = biased.label_power if biased and biased.label_p < verdict.SIGNIFICANCE else 0.0
-    explained = {i.name for v in cues for c in [v, *v.also] for i in c.causal}
+    explained = verdict.explained_changes(cues)
     changes = [t for t in tests if t.cue in ROBUSTNESS_CHANGES and t.status == "ok" and t.name not in explained]
     fragile = max(changes, key=lambda t: t.excess, default=None)
     return [
@@ -425,8 +425,8 @@ def _class(context: AuditContext, label: int) -> str:
 
 
 def _attribute_lines(context: AuditContext, index: int) -> list[str]:
-    values = [(name, context.probe.attribute(name)[index]) for name in context.probe.attribute_names[:PAIR_ATTRIBUTES]]
-    return [f"{figures.shorten(name, 10)}: {figures.shorten(value, 12)}" for name, value in values if value]
+    return [f"{figures.shorten(name, 10)}: {figures.shorten(value, 12)}"
+            for name, value in context.image_attributes(index, PAIR_ATTRIBUTES)]
 
 
 def _pairs_caption(context: AuditContext, rows: list[tuple[InterventionStats, list[int]]],

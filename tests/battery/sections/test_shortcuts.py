@@ -107,7 +107,8 @@ def pair_context():
     """Two classes; images 0-2 are no_tank, 3-5 tank; a 'weather' attribute."""
     weather = ["sunny", "sunny", "cloudy", "cloudy", "cloudy", "sunny"]
     probe = SimpleNamespace(attribute_names=["weather"], attribute=lambda name: weather)
-    return SimpleNamespace(classes=("no_tank", "tank"), labels=np.array([0, 0, 0, 1, 1, 1]), probe=probe)
+    return SimpleNamespace(classes=("no_tank", "tank"), labels=np.array([0, 0, 0, 1, 1, 1]), probe=probe,
+                           image_attributes=lambda index, count=2: [("weather", weather[index])])
 
 
 GREYER = changed("greyer", "saturation", [(3, 0, 1, 0.8, 0.7), (0, 0, 1, 0.99, 0.97), (1, 0, 1, 0.9, 0.6),
