@@ -15,6 +15,7 @@ urlpatterns = [
     path("audits/compare/", views.audit_compare, name="audit-compare"),
     path("audits/<int:pk>/", views.audit_detail, name="audit-detail"),
     path("audits/<int:pk>/status", views.audit_status, name="audit-status"),
+    path("audits/<int:pk>/report/", views.audit_read, name="audit-read"),
     path("audits/<int:pk>/report.html", views.audit_report, name="audit-report"),
     path("audits/<int:pk>/report.pdf", views.audit_pdf, name="audit-pdf"),
     path("audits/<int:pk>/findings.json", views.audit_findings, name="audit-findings"),

@@ -6,12 +6,21 @@ An object of another organization is indistinguishable from one that does not ex
 
 from __future__ import annotations
 
+import json
+import logging
+from datetime import datetime
+
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
+from auditsvc.reports.anchors import finding_anchor, section_anchor
 from auditsvc.reports.changes import finding_changes, metric_deltas
+from auditsvc.reports.front import verdict_reason
 
 from .models import ApiToken, Audit, ModelVersion, Organization, ProbeSet, Schedule
+
+log = logging.getLogger(__name__)
+NOT_RUN = {"error": "failed", "skipped": "skipped"}   # a section's status in findings.json, as the page says it
 
 
 def organizations_for(user) -> QuerySet[Organization]:
@@ -100,6 +109,65 @@ def audit_status(audit: Audit) -> dict:
         "created": audit.created.isoformat(), "started": audit.started.isoformat() if audit.started else None,
         "finished": audit.finished.isoformat() if audit.finished else None,
     }
+
+
+def requester_name(audit: Audit) -> str:
+    """The name of the user who asked for the audit; '' when none did."""
+    user = audit.requested_by
+    return (user.get_full_name() or user.get_username()) if user else ""
+
+
+def schedule_label(audit: Audit) -> str:
+    """The schedule that started the audit, in words; '' for an audit a user started."""
+    return f"scheduled re-audit, every {audit.schedule.every_hours} h" if audit.schedule else ""
+
+
+def audit_page(audit: Audit) -> dict:
+    """The audit page as plain data: the release, who asked, how long the audit waited and ran; once done,
+    the verdict's reason as the report's front page words it, the sections that failed or were skipped
+    (failed first), and the findings in findings.json's order, each with its anchor in the report."""
+    done = audit.status == Audit.Status.DONE
+    findings = list(audit.findings.all()) if done else []
+    not_run = sections_not_run(stored_findings(audit)) if done else []
+    failed = [section["name"] for section in not_run if section["status"] == "error"]
+    return {
+        "release_tag": audit.model_version.release_tag,
+        "requester": requester_name(audit) or schedule_label(audit),
+        "queued_seconds": _seconds_between(audit.created, audit.started),
+        "run_seconds": _seconds_between(audit.started, audit.finished),
+        "verdict_reason": verdict_reason(audit.verdict, findings, failed) if done else "",
+        "sections_not_run": not_run,
+        "findings": [{"anchor": finding_anchor(index), "severity": f.severity, "title": f.title, "code": f.code,
+                      "summary": f.summary} for index, f in enumerate(findings)],
+    }
+
+
+def stored_findings(audit: Audit) -> dict:
+    """The audit's findings.json; {} when it has none or it cannot be read."""
+    if not audit.findings_json:
+        return {}
+    try:
+        with audit.findings_json.open("rb") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        log.warning("audit %s: findings.json unreadable: %s", audit.pk, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def sections_not_run(findings_json: dict) -> list[dict]:
+    """The sections that failed, then those skipped, each in the report's order, with why and their anchor."""
+    sections = findings_json.get("sections")
+    if not isinstance(sections, dict):
+        return []
+    rows = [{"name": str(name), "status": section["status"], "label": NOT_RUN[section["status"]],
+             "reason": str(section.get("reason", "")), "anchor": section_anchor(str(name))}
+            for name, section in sections.items() if isinstance(section, dict) and section.get("status") in NOT_RUN]
+    return sorted(rows, key=lambda row: row["status"] != "error")
+
+
+def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    return (end - start).total_seconds() if start and end else None
 
 
 def audit_summary(audit: Audit) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -10,26 +11,37 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import selectors, services
 from .http_errors import NotReady
 from .forms import AuditForm, ModelVersionForm, ProbeSetForm, ScheduleForm, TokenForm, parse_id
 
-REPORT_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
+# The report is made in the sandbox from an upload's strings: whatever it holds, no script runs, nothing is
+# fetched but its own data: images, and no page frames it.
+REPORT_POLICY = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
+                 "form-action 'none'; frame-ancestors 'none'")
+# The report read in the portal: the same, but the portal's header may post its forms (log out) to the portal.
+READ_POLICY = REPORT_POLICY.replace("form-action 'none'", "form-action 'self'")
+BODY_TAG = re.compile(rb"<body\b[^>]*>", re.IGNORECASE)
 
 
 def current_organization(request):
     return selectors.organization_chosen(request.user, request.session.get("organization"))
 
 
-def _page(request, template: str, **context):
+def _context(request, **context) -> dict:
+    """A portal page's context: `context` and what the header shows."""
     context.setdefault("organization", current_organization(request))
     context.setdefault("organizations", list(selectors.organizations_for(request.user)))
-    return render(request, template, context)
+    return context
+
+
+def _page(request, template: str, **context):
+    return render(request, template, _context(request, **context))
 
 
 def _submitted(request, form, call):
@@ -110,7 +122,7 @@ def audit_new(request):
 @require_GET
 def audit_detail(request, pk: int):
     audit = selectors.audit_get(request.user, pk)
-    return _page(request, "portal/audit_detail.html", audit=audit, findings=list(audit.findings.all()),
+    return _page(request, "portal/audit_detail.html", audit=audit, page=selectors.audit_page(audit),
                  others=selectors.audits_to_compare_with(request.user, audit))
 
 
@@ -120,16 +132,41 @@ def audit_status(request, pk: int):
     return JsonResponse(selectors.audit_status(selectors.audit_get(request.user, pk)))
 
 
-@xframe_options_sameorigin  # the audit page shows the report in an iframe
 @login_required
 @require_GET
 def audit_report(request, pk: int):
+    """The report as it was made (to open in a tab of its own, save or print)."""
+    return _report_response(_report_html(selectors.audit_get(request.user, pk)), REPORT_POLICY)
+
+
+@login_required
+@require_GET
+def audit_read(request, pk: int):
+    """The report as a page of the portal: the report, full height, with the portal's header on top."""
     audit = selectors.audit_get(request.user, pk)
+    report = _report_html(audit)
+    header = render_to_string("portal/report_header.html", _context(request, audit=audit), request)
+    return _report_response(_first_in_body(report, header.encode("utf-8")), READ_POLICY)
+
+
+def _report_html(audit) -> bytes:
     if not audit.report_html:
         raise NotReady("The report is not ready: the audit has not finished.")
-    response = HttpResponse(audit.report_html.open("rb").read(), content_type="text/html; charset=utf-8")
-    response["Content-Security-Policy"] = REPORT_POLICY
+    with audit.report_html.open("rb") as handle:
+        return handle.read()
+
+
+def _report_response(html: bytes, policy: str) -> HttpResponse:
+    response = HttpResponse(html, content_type="text/html; charset=utf-8")
+    response["Content-Security-Policy"] = policy
     return response
+
+
+def _first_in_body(html: bytes, fragment: bytes) -> bytes:
+    """`html` with `fragment` at the start of its body."""
+    body = BODY_TAG.search(html)
+    at = body.end() if body else 0
+    return html[:at] + fragment + html[at:]
 
 
 def download(field, filename: str, content_type: str):

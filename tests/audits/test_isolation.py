@@ -15,18 +15,6 @@ GLOBEX_NAMES = ("globex-model", "globex probe")
 
 
 @pytest.fixture
-def done_audit(users, stored, django_capture_on_commit_callbacks):
-    version, probe = stored
-    with django_capture_on_commit_callbacks(execute=True):
-        audit = services.audit_create(organization=users["acme"], user=users["alice"], model_version=version,
-                                      probe_set=probe)
-    services.audit_execute(audit.pk)
-    audit.refresh_from_db()
-    assert audit.status == Audit.Status.DONE
-    return audit
-
-
-@pytest.fixture
 def globex_audit(users):
     """Bob's own objects in Globex (rows only: the pages that show them read no files)."""
     version = ModelVersion.objects.create(organization=users["globex"], name=GLOBEX_NAMES[0], version="2.0",
@@ -42,7 +30,7 @@ def globex_audit(users):
 
 def portal_urls(audit):
     return [reverse(name, args=[audit.pk]) for name in
-            ("audit-detail", "audit-status", "audit-report", "audit-pdf", "audit-findings")] + [
+            ("audit-detail", "audit-status", "audit-read", "audit-report", "audit-pdf", "audit-findings")] + [
         reverse("audit-compare") + f"?a={audit.pk}&b={audit.pk}"]
 
 
@@ -67,8 +55,9 @@ def test_the_owner_sees_everything(client, users, done_audit):
     for url in portal_urls(done_audit):
         assert client.get(url).status_code == 200, url
     assert shows(client.get(portal_urls(done_audit)[0]), ACME_NAMES)
-    report = client.get(reverse("audit-report", args=[done_audit.pk]))
-    assert "default-src 'none'" in report["Content-Security-Policy"]
+    for view in ("audit-report", "audit-read"):
+        report = client.get(reverse(view, args=[done_audit.pk]))
+        assert "default-src 'none'" in report["Content-Security-Policy"], view
     assert client.get(reverse("audit-pdf", args=[done_audit.pk])).getvalue()[:4] == b"%PDF"
 
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 from auditsvc.battery import ModelMeta
 from auditsvc.sandbox import AuditOutcome, SandboxUnavailable, warm
 
+from .. import selectors
 from ..models import Audit
 from .files import copy_stored
 
@@ -35,11 +36,9 @@ def run_in_sandbox(audit: Audit, out_dir: Path, previous: dict | None) -> AuditO
 
 def cover_fields(audit: Audit) -> dict[str, str]:
     """Who asked for which audit of which release: the report's cover prints these."""
-    requester = audit.requested_by
     return {"audit": str(audit.pk), "organization": audit.organization.name,
-            "requester": (requester.get_full_name() or requester.get_username()) if requester else "",
-            "release_tag": audit.model_version.release_tag,
-            "schedule": f"scheduled re-audit, every {audit.schedule.every_hours} h" if audit.schedule else ""}
+            "requester": selectors.requester_name(audit), "release_tag": audit.model_version.release_tag,
+            "schedule": selectors.schedule_label(audit)}
 
 
 def sandbox_prepare_next() -> None:
