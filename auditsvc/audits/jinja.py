@@ -20,7 +20,7 @@ def environment(**options) -> Environment:
 
 
 def duration(seconds: float | None) -> str:
-    """'under 1 s', '41 s', '3 min 20 s', '2 h 5 min'; '-' for none."""
+    """'under 1 s', '41 s', '3 min 20 s', '4 min', '2 h 5 min'; '-' for none."""
     if seconds is None:
         return "-"
     if seconds < 1:
@@ -29,4 +29,6 @@ def duration(seconds: float | None) -> str:
     hours, minutes = divmod(minutes, 60)
     if hours:
         return f"{hours} h {minutes} min"
-    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+    if minutes:
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    return f"{seconds} s"

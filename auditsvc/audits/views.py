@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +25,6 @@ REPORT_POLICY = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; 
                  "form-action 'none'; frame-ancestors 'none'")
 # The report read in the portal: the same, but the portal's header may post its forms (log out) to the portal.
 READ_POLICY = REPORT_POLICY.replace("form-action 'none'", "form-action 'self'")
-BODY_TAG = re.compile(rb"<body\b[^>]*>", re.IGNORECASE)
 
 
 def current_organization(request):
@@ -142,11 +140,12 @@ def audit_report(request, pk: int):
 @login_required
 @require_GET
 def audit_read(request, pk: int):
-    """The report as a page of the portal: the report, full height, with the portal's header on top."""
+    """The report as a page of the portal: the portal's header, then the report, whole (the browser reads the
+    report's own head as part of the page's body)."""
     audit = selectors.audit_get(request.user, pk)
     report = _report_html(audit)
-    header = render_to_string("portal/report_header.html", _context(request, audit=audit), request)
-    return _report_response(_first_in_body(report, header.encode("utf-8")), READ_POLICY)
+    top = render_to_string("portal/report_top.html", _context(request, audit=audit), request)
+    return _report_response(top.encode("utf-8") + report, READ_POLICY)
 
 
 def _report_html(audit) -> bytes:
@@ -160,13 +159,6 @@ def _report_response(html: bytes, policy: str) -> HttpResponse:
     response = HttpResponse(html, content_type="text/html; charset=utf-8")
     response["Content-Security-Policy"] = policy
     return response
-
-
-def _first_in_body(html: bytes, fragment: bytes) -> bytes:
-    """`html` with `fragment` at the start of its body."""
-    body = BODY_TAG.search(html)
-    at = body.end() if body else 0
-    return html[:at] + fragment + html[at:]
 
 
 def download(field, filename: str, content_type: str):

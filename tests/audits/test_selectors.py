@@ -102,7 +102,7 @@ def test_a_findings_json_that_cannot_be_read_leaves_the_rest_of_the_page(audit, 
     assert page["verdict_reason"].startswith("WARN: ")
 
 
-@pytest.mark.parametrize("seconds, words", [(None, "-"), (0.2, "under 1 s"), (59.6, "1 min 0 s"), (61, "1 min 1 s"),
+@pytest.mark.parametrize("seconds, words", [(None, "-"), (0.2, "under 1 s"), (59.6, "1 min"), (61, "1 min 1 s"),
                                             (3600 + 125, "1 h 2 min")])
 def test_durations_in_words(seconds, words):
     assert duration(seconds) == words

@@ -1,5 +1,5 @@
-"""The report read in the portal (views.audit_read): the stored report, whole, with the portal's header first
-in its body, under the report's strict policy; the report alone keeps it too, and no page frames either."""
+"""The report read in the portal (views.audit_read): the portal's header, then the stored report, whole, under
+the report's strict policy; the report alone keeps it too, and no page frames either."""
 
 import re
 
@@ -20,12 +20,13 @@ def test_the_report_reads_as_a_portal_page_under_the_reports_policy(client, user
     assert policy == views.READ_POLICY
     assert "default-src 'none'" in policy and "form-action 'self'" in policy and "base-uri 'none'" in policy
     assert "script-src" not in policy and "<script" not in html and "onchange" not in html
-    body = html[html.index("<body>") + len("<body>"):]
-    assert body.index('<header class="site">') < body.index('<div class="report">')
-    assert ">Switch</button>" in body and f'href="{reverse("audit-pdf", args=[done_audit.pk])}"' in body
     report = done_audit.report_html.open("rb").read().decode()
-    at, added = report.index("<body>") + len("<body>"), len(html) - len(report)
-    assert html[:at] + html[at + added:] == report   # the report itself, whole and unchanged
+    top = html[:len(html) - len(report)]
+    assert html == top + report   # the report itself, whole and unchanged, after the portal's part
+    assert top.lstrip().startswith("<!DOCTYPE html>") and top.rstrip().endswith("</nav>")
+    assert '<header class="site">' in top and top.count("<form") == top.count("</form>") == 2
+    assert ">Switch</button>" in top and f'href="{reverse("audit-pdf", args=[done_audit.pk])}"' in top
+    assert " id=" not in "".join(re.findall(r"<form[^>]*>", top))   # nothing in the report can name them
 
     detail = client.get(reverse("audit-detail", args=[done_audit.pk])).content.decode()
     reason = re.search(r'<p class="reason">(.+?)</p>', report).group(1)
@@ -39,9 +40,3 @@ def test_the_report_alone_may_post_nothing_and_no_page_may_frame_it(client, user
         response = client.get(reverse(name, args=[done_audit.pk]))
         assert "frame-ancestors 'none'" in response["Content-Security-Policy"] and response["X-Frame-Options"] == "DENY"
     assert "form-action 'none'" in client.get(reverse("audit-report", args=[done_audit.pk]))["Content-Security-Policy"]
-
-
-def test_the_header_goes_first_in_the_body_whatever_the_body_tag_holds():
-    assert views._first_in_body(b'<html><BODY class="x">text</BODY>', b"<h>") == b'<html><BODY class="x"><h>text</BODY>'
-    assert views._first_in_body(b"<bodyguard><body>text", b"<h>") == b"<bodyguard><body><h>text"
-    assert views._first_in_body(b"text", b"<h>") == b"<h>text"
