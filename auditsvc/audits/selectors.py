@@ -128,7 +128,7 @@ def audit_page(audit: Audit) -> dict:
     (failed first), and the findings in findings.json's order, each with its anchor in the report."""
     done = audit.status == Audit.Status.DONE
     findings = list(audit.findings.all()) if done else []
-    not_run = sections_not_run(stored_findings(audit)) if done else []
+    not_run = sections_not_run(findings_json_of(audit)) if done else []
     failed = [section["name"] for section in not_run if section["status"] == "error"]
     return {
         "release_tag": audit.model_version.release_tag,
@@ -142,7 +142,7 @@ def audit_page(audit: Audit) -> dict:
     }
 
 
-def stored_findings(audit: Audit) -> dict:
+def findings_json_of(audit: Audit) -> dict:
     """The audit's findings.json; {} when it has none or it cannot be read."""
     if not audit.findings_json:
         return {}
