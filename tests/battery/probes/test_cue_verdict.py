@@ -3,7 +3,7 @@ import pytest
 
 from auditsvc.battery.probes.interventions import BY_NAME
 from auditsvc.battery.probes.evidence import InterventionStats, PropertyStats
-from auditsvc.battery.probes.cue_verdict import Observations, decide, reliance, sensitivities
+from auditsvc.battery.probes.cue_verdict import Observations, decide, part_verdicts, reliance, sensitivities
 
 
 def prop(name, cue, label_power=0.0, label_p=1.0, prediction_power=0.0, beyond_p=1.0, gap=0.0, gap_p=1.0):
@@ -270,3 +270,15 @@ def test_an_object_colour_nothing_ties_to_the_answers_is_not_tested():
     from auditsvc.battery.probes.cue_verdict import part_cues
 
     assert part_cues([prop("hue", "colour", prediction_power=0.05)], []) == set()
+
+
+def test_a_repainted_part_counts_only_when_it_moves_the_answers_both_ways():
+    """An object repainted any colour away from red loses the model's sight of it: one way only, no cue."""
+    props = [prop("red_share", "colour", prediction_power=0.5, beyond_p=0.001)]
+    redder = change("red_tint_of_others", "colour", "red_share", 0.6, 1e-9, agrees=True)
+    not_redder = change("red_poor_tint_of_others", "colour", "red_share", 0.0, 1.0)
+    assert part_verdicts(props, {"object": [redder, not_redder], "surroundings": []}) == []
+    less_red = change("red_poor_tint_of_others", "colour", "red_share", 0.4, 1e-9, agrees=True)
+    [verdict] = part_verdicts(props, {"object": [redder, less_red], "surroundings": []})
+    assert (verdict.cue, verdict.severity, verdict.tested_on) == ("colour", "fail", "object")
+    assert abs(verdict.reliance - 0.5) < 1e-9
