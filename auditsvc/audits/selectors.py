@@ -148,15 +148,18 @@ def probe_set_get(user, pk: int, organization: Organization | None = None) -> Pr
 
 def model_history(user, version: ModelVersion) -> list[dict]:
     """Every version of `version`'s model (same name, same organization), newest first, each with its
-    audits (newest first) and the verdict of its latest finished audit."""
+    audits (newest first), its latest finished audit and that audit's verdict."""
     versions = list(model_versions_for(user, version.organization).filter(name=version.name).order_by("-created"))
     audits = audits_for(user, version.organization).filter(model_version__in=versions)
     by_version: dict[int, list[Audit]] = {v.pk: [] for v in versions}
     for audit in audits:
         by_version[audit.model_version_id].append(audit)
-    return [{"version": v, "audits": by_version[v.pk],
-             "latest_verdict": next((a.verdict for a in by_version[v.pk] if a.status == Audit.Status.DONE), "")}
-            for v in versions]
+    history = []
+    for v in versions:
+        latest = next((a for a in by_version[v.pk] if a.status == Audit.Status.DONE), None)
+        history.append({"version": v, "audits": by_version[v.pk], "latest_done": latest,
+                        "latest_verdict": latest.verdict if latest else ""})
+    return history
 
 
 def probe_set_images_per_class(probe_set: ProbeSet) -> dict[str, int] | None:

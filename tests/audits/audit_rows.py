@@ -10,9 +10,10 @@ from auditsvc.audits.models import Audit, AuditFinding, ModelVersion
 
 def another_version(version: ModelVersion, version_name: str, release_tag: str = "", **meta) -> ModelVersion:
     """A second version of `version`'s model (a row only: the pages that show it read no file)."""
-    return ModelVersion.objects.create(organization=version.organization, name=version.name, version=version_name,
-                                       release_tag=release_tag, meta=version.meta | meta, format="torchscript",
-                                       sha256="9" * 64, file=f"other/{version_name}.pt", uploaded_by=version.uploaded_by)
+    return ModelVersion.objects.create(organization=version.organization, name=version.name,
+                                       version=version_name, release_tag=release_tag, meta=version.meta | meta,
+                                       format="torchscript", sha256="9" * 64, file=f"other/{version_name}.pt",
+                                       uploaded_by=version.uploaded_by)
 
 
 def finding(code: str, severity: str = "warn") -> dict:

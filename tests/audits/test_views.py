@@ -107,7 +107,8 @@ def test_the_audit_page_offers_other_finished_audits_to_compare_with(alice, two_
     page = alice.get(reverse("audit-detail", args=[baseline.pk])).content.decode()
     assert f'<option value="{better.pk}">#{better.pk} · pets 2.0 (v2.0-rc1)' in page
     assert 'id="release-tag" title="release tag">release v1.0</span>' in page
-    assert f'href="/models/{baseline.model_version_id}/"' in page and f'href="/probe-sets/{baseline.probe_set_id}/"' in page
+    assert f'href="/models/{baseline.model_version_id}/"' in page
+    assert f'href="/probe-sets/{baseline.probe_set_id}/"' in page
 
 
 # --- the audit list ----------------------------------------------------------------------------
@@ -226,6 +227,7 @@ def test_the_model_page_lists_every_version_with_its_audits(alice, two_versions)
     assert versions == [str(better.model_version_id), str(baseline.model_version_id)]
     assert f'href="/audits/{baseline.pk}/"' in body and f'href="/audits/{better.pk}/"' in body
     assert re.findall(r'latest-verdict">(\w+)<', body) == ["pass", "fail"]
+    assert f'class="compare-previous" href="/audits/compare/?audit={baseline.pk}&amp;audit={better.pk}"' in body
     assert 'v2.0-rc1' in body and "torchscript" in body
     assert 'href="/models/%d/"' % baseline.model_version_id in alice.get(reverse("model-list")).content.decode()
 
