@@ -171,7 +171,7 @@ def audit_findings(request, pk: int):
 @require_GET
 def audit_compare(request):
     """Two audits side by side; without two comparable ones, a page that says why, with a picker."""
-    raw = request.GET.getlist("audit") or [v for v in (request.GET.get("a"), request.GET.get("b")) if v is not None]
+    raw = [v for v in request.GET.getlist("audit") or (request.GET.get("a"), request.GET.get("b")) if v]
     audits, problem, unknown = selectors.audit_pair(request.user, [parse_id(value) for value in raw])
     if not audits:
         chosen = {parse_id(value) for value in raw}
