@@ -137,7 +137,8 @@ def _preselect_the_only_choice(form, *names: str) -> None:
 class AuditForm(forms.Form):
     model_version = ModelVersionChoiceField(label="Model version", help_text=MODEL_VERSION_HELP)
     probe_set = IdChoiceField(kind="probe set", label="Probe set", help_text=PROBE_SET_HELP)
-    reference = ModelVersionChoiceField(required=False, label="Reference model (optional)", help_text=REFERENCE_HELP)
+    reference = ModelVersionChoiceField(required=False, label="Reference model (optional)", help_text=REFERENCE_HELP,
+                                       empty_label="none (no comparison model)")
     seed = SeedField(help_text=SEED_HELP)
 
     def __init__(self, user, *args, **kwargs):
