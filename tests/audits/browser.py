@@ -1,4 +1,5 @@
-"""Helpers for the browser tests: log in, take a screenshot for a person to look at, zip a probe folder."""
+"""Helpers for the browser tests: log in, take a screenshot for a person to look at, measure how far a page
+scrolls sideways, zip a probe folder."""
 
 from __future__ import annotations
 
@@ -30,3 +31,8 @@ def log_in(page, stack, username="alice", password="alice-password-1"):
 def shot(page, name: str, full_page: bool = True) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
+
+
+def overflow(page) -> int:
+    """How far the page itself scrolls sideways, in CSS pixels (0: not at all)."""
+    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")

@@ -46,7 +46,7 @@ def test_a_reviewer_audits_the_tank_demo_in_the_browser(page, service_stack, dem
     expect(page.locator(".messages")).to_contain_text("200 images")
 
     page.goto(f"{stack.url}/audits/new/")
-    page.select_option("select[name=model_version]", label="tank-detector-shortcut 1.0")
+    page.select_option("select[name=model_version]", label="tank-detector-shortcut 1.0 · release demo-1")
     page.select_option("select[name=probe_set]", label="tank probe (200 images)")
     page.click("#audit-form button[type=submit]")
     bar = page.locator(".progress")

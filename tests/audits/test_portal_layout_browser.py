@@ -14,7 +14,7 @@ import torch
 from playwright.sync_api import expect
 
 from auditsvc.demo.nets import PlainNet
-from tests.audits.browser import log_in, shot, zip_directory
+from tests.audits.browser import log_in, overflow, shot, zip_directory
 from tests.conftest import write_package, write_probe
 
 pytestmark = pytest.mark.integration
@@ -57,20 +57,17 @@ def phone(browser, service_stack):
     context.close()
 
 
-def portal_pages(audit: int) -> dict[str, str]:
+def portal_pages(stack, audit: int) -> dict[str, str]:
+    status = stack.status(audit)
     return {"audits": "/audits/", "audit": f"/audits/{audit}/", "report": f"/audits/{audit}/report/",
-            "new-audit": "/audits/new/", "models": "/models/", "probe-sets": "/probe-sets/",
-            "schedules": "/schedules/", "tokens": "/tokens/"}
-
-
-def overflow(page) -> int:
-    """How far the page itself scrolls sideways, in CSS pixels (0: not at all)."""
-    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            "new-audit": "/audits/new/", "compare": "/audits/compare/", "models": "/models/",
+            "model": f"/models/{status['model_version']['id']}/", "probe-sets": "/probe-sets/",
+            "probe-set": f"/probe-sets/{status['probe_set']['id']}/", "schedules": "/schedules/", "tokens": "/tokens/"}
 
 
 def test_no_page_scrolls_sideways(sized, service_stack, finished):
     width = sized.viewport_size["width"]
-    for name, path in portal_pages(finished).items():
+    for name, path in portal_pages(service_stack, finished).items():
         sized.goto(service_stack.url + path)
         shot(sized, f"layout-{name}-{width}")
         assert overflow(sized) <= 0, f"{path} at {width} px"
