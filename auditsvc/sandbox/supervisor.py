@@ -116,6 +116,7 @@ class Child:
                                             env=job.confinement.environment(tmp), cwd=job.root / "tmp",
                                             start_new_session=True, close_fds=True)
         self.ready = False
+        self._partial, self._dropping = b"", False   # stdout read so far after its last complete line
 
     def run(self, request: dict[str, Any], progress: Progress | None = None, timeout: float | None = None,
             steps: Steps | None = None) -> dict:
@@ -166,22 +167,34 @@ class Child:
 
     def _messages(self, deadline: float | None):
         """JSON objects from the child's stdout until it closes; anything else is ignored."""
+        for line in self._lines(deadline):
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict):
+                yield message
+
+    def _lines(self, deadline: float | None):
+        """The child's stdout line by line, each as soon as it is complete (a buffered reader would keep
+        lines that came in one read until the child writes again); longer lines than MAX_LINE are dropped."""
+        stream = self.process.stdout.fileno()
         with selectors.DefaultSelector() as selector:
-            selector.register(self.process.stdout, selectors.EVENT_READ)
+            selector.register(stream, selectors.EVENT_READ)
             while True:
                 if not selector.select(timeout=_remaining(deadline)):
                     raise SandboxError(f"the job took longer than the {self.timeout / 60:.0f} minutes allowed; stopped")
-                line = self.process.stdout.readline(MAX_LINE + 1)
-                if not line:
+                chunk = os.read(stream, 1 << 16)
+                if not chunk:
                     return
-                if len(line) > MAX_LINE:
-                    continue
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(message, dict):
-                    yield message
+                *lines, self._partial = (self._partial + chunk).split(b"\n")
+                for line in lines:
+                    if self._dropping:   # the rest of a line that was too long
+                        self._dropping = False
+                    elif len(line) <= MAX_LINE:
+                        yield line
+                if len(self._partial) > MAX_LINE:
+                    self._partial, self._dropping = b"", True
 
     def _outcome(self, code: int | None) -> dict:
         outcome = _read_outcome(self.job.out_dir / "outcome.json")

@@ -42,6 +42,33 @@ def test_progress_is_relayed_and_junk_ignored():
     assert seen == [(0.5, "half"), (1.0, "too far")]
 
 
+def test_each_line_is_relayed_as_soon_as_it_is_complete():
+    """Two lines in one write: the second is relayed before the child writes again (here the child waits
+    for the parent to have seen it, and would wait until the timeout otherwise)."""
+    job = Job(Confinement("bubblewrap", Limits()))
+    seen = []
+
+    def progress(fraction, stage):
+        seen.append(stage)
+        if stage == "second":
+            (job.out_dir / "seen").touch()
+
+    try:
+        child = Child(job, "test", program=["-c", READY + textwrap.dedent("""
+            import pathlib, sys, time
+            out = pathlib.Path(request["out"])
+            sys.stdout.write('{"progress": 0.1, "stage": "first"}\\n{"progress": 0.2, "stage": "second"}\\n')
+            sys.stdout.flush()
+            while not (out / "seen").exists():
+                time.sleep(0.05)
+            (out / "outcome.json").write_text('{"status": "done"}')
+        """)])
+        assert child.run({}, progress=progress, timeout=60) == {"status": "done"}
+    finally:
+        job.remove()
+    assert seen == ["first", "second"]
+
+
 def test_steps_are_relayed_and_junk_ignored():
     seen = []
     outcome, _ = run_child("""
