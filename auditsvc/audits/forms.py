@@ -94,10 +94,23 @@ class ProbeSetForm(forms.Form):
     file = forms.FileField(label="Probe set (.zip)", help_text="one folder per class; optional manifest.csv")
 
 
+PROFILE_HELP = ("Full: every section of the battery (saliency, occlusion, feature visualization, representation "
+                "and explanation checks), the report a release is signed off on. Quick: the model summary, "
+                "performance, shortcut probes and where the model looks, in a fraction of the time: a first look "
+                "or a pipeline's check.")
+
+
+class ProfileField(forms.ChoiceField):
+    def __init__(self, **kwargs):
+        super().__init__(choices=Audit.Profile.choices, initial=Audit.Profile.FULL, label="Profile",
+                         help_text=PROFILE_HELP, **kwargs)
+
+
 class AuditForm(forms.Form):
     model_version = IdChoiceField(kind="model version", label="Model version")
     probe_set = IdChoiceField(kind="probe set", label="Probe set")
     reference = IdChoiceField(kind="model version", required=False, label="Reference model (optional)")
+    profile = ProfileField()
     seed = SeedField()
 
     def __init__(self, user, *args, **kwargs):
@@ -112,6 +125,7 @@ class ScheduleForm(forms.Form):
     model_version = IdChoiceField(kind="model version", label="Model version")
     probe_set = IdChoiceField(kind="probe set", label="Probe set")
     every_hours = IntegerField(min_value=1, max_value=24 * 90, initial=24 * 7, label="Every (hours)")
+    profile = ProfileField()
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -138,6 +152,7 @@ class ApiAuditForm(forms.Form):
     probe_set = IdChoiceField(kind="probe set", required=False)
     release_tag = forms.CharField(required=False, max_length=column_length(ModelVersion, "release_tag"))
     seed = SeedField(required=False)
+    profile = ProfileField(required=False)
 
     def __init__(self, user, organization, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -166,4 +181,6 @@ class ApiAuditForm(forms.Form):
             self.add_error("dataset", "Upload the probe set zip as 'dataset' or give 'probe_set'.")
         if data.get("seed") is None:
             data["seed"] = 0
+        if not data.get("profile"):
+            data["profile"] = Audit.Profile.FULL
         return data
