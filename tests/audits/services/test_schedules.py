@@ -36,3 +36,14 @@ def test_a_schedule_is_refused_more_often_than_hourly_or_across_organizations(us
         services.schedule_create(organization=users["acme"], user=users["alice"], model_version=version,
                                  probe_set=foreign, every_hours=24)
     assert Schedule.objects.count() == 0 and PeriodicTask.objects.count() == 0
+
+
+def test_a_schedules_audits_run_its_profile(users, stored):
+    version, probe = stored
+    schedule = services.schedule_create(organization=users["acme"], user=users["alice"], model_version=version,
+                                        probe_set=probe, every_hours=6, profile="quick")
+    audit = services.audit_create_for_schedule(schedule.pk)
+    assert (audit.profile, audit.schedule) == ("quick", schedule)
+    with pytest.raises(ValidationError, match="profile must be one of full, quick"):
+        services.schedule_create(organization=users["acme"], user=users["alice"], model_version=version,
+                                 probe_set=probe, every_hours=6, profile="everything")
