@@ -101,9 +101,14 @@ PROFILE_HELP = ("Full: every section of the battery (saliency, occlusion, featur
 
 
 class ProfileField(forms.ChoiceField):
+    """A profile; full when none is given."""
+
     def __init__(self, **kwargs):
-        super().__init__(choices=Audit.Profile.choices, initial=Audit.Profile.FULL, label="Profile",
+        super().__init__(choices=Audit.Profile.choices, initial=Audit.Profile.FULL, required=False, label="Profile",
                          help_text=PROFILE_HELP, **kwargs)
+
+    def clean(self, value):
+        return super().clean(value) or Audit.Profile.FULL
 
 
 class AuditForm(forms.Form):
@@ -152,7 +157,7 @@ class ApiAuditForm(forms.Form):
     probe_set = IdChoiceField(kind="probe set", required=False)
     release_tag = forms.CharField(required=False, max_length=column_length(ModelVersion, "release_tag"))
     seed = SeedField(required=False)
-    profile = ProfileField(required=False)
+    profile = ProfileField()
 
     def __init__(self, user, organization, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -181,6 +186,4 @@ class ApiAuditForm(forms.Form):
             self.add_error("dataset", "Upload the probe set zip as 'dataset' or give 'probe_set'.")
         if data.get("seed") is None:
             data["seed"] = 0
-        if not data.get("profile"):
-            data["profile"] = Audit.Profile.FULL
         return data

@@ -74,7 +74,6 @@ def audit(request: dict[str, Any], progress: Callable, steps: Callable | None = 
 
     model, reference, dataset = request["model"], request.get("reference"), request["dataset"]
     _check_sections(request["options"].get("sections"))
-    progress(0.0, "loading the model and the probe set")
     result = load_and_audit(Path(model["path"]), Path(dataset["path"]), meta=ModelMeta.from_dict(model["meta"]),
                             reference=Path(reference["path"]) if reference else None,
                             reference_meta=ModelMeta.from_dict(reference["meta"]) if reference else None,
