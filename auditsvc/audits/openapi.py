@@ -116,7 +116,7 @@ def document(server: str) -> dict:
                     "created": {"type": "string", "format": "date-time"},
                     "started": {"type": ["string", "null"], "format": "date-time"},
                     "finished": {"type": ["string", "null"], "format": "date-time"},
-                    "steps": {"type": "array", "description": "the sections it runs, then the report files",
+                    "steps": {"type": "array", "description": "the set-up, the sections it runs, then the report files",
                               "items": {"$ref": "#/components/schemas/Step"}},
                     "step": {"type": ["object", "null"], "description": "the running step: number, count, title"},
                     "elapsed": {"type": ["number", "null"], "description": "seconds since it started"},
