@@ -7,7 +7,7 @@ their files, hashes and contents cannot be edited, only their labels.
 
 from django.contrib import admin
 
-from auditsvc.reports.formats import duration
+from .jinja import duration
 
 from .models import ApiToken, Audit, AuditFinding, Membership, ModelVersion, Organization, ProbeSet, Schedule
 

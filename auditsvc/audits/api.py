@@ -90,16 +90,20 @@ def _invalid(fields: dict):
 @token_required
 @allow("POST")
 def audits_create(request):
-    """Create an audit from uploaded files (model, meta, dataset) or from stored ids."""
+    """Create an audit from uploaded files (model, meta, dataset) or from stored ids; 200 with the existing
+    audit when an identical one is queued or running."""
     form = ApiAuditForm(request.user, _organization(request), request.POST, request.FILES)
     if not form.is_valid():
         return _invalid({field: list(errors) for field, errors in form.errors.items()})
     try:
-        audit = services.audit_create_from_upload(organization=_organization(request), user=request.user,
-                                                  **form.cleaned_data)
+        audit, created = services.audit_get_or_create_from_upload(organization=_organization(request),
+                                                                   user=request.user, **form.cleaned_data)
     except ValidationError as error:
         return _invalid(_validation_fields(error))
-    return JsonResponse(_audit_body(request, audit), status=201)
+    body = _audit_body(request, audit) | {"existing": not created}
+    if not created:
+        body["note"] = f"An identical audit is already {audit.status}: this is it; no new audit was started."
+    return JsonResponse(body, status=201 if created else 200)
 
 
 @token_required

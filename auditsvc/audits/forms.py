@@ -82,16 +82,56 @@ class IdChoiceField(forms.ModelChoiceField):
         return super().to_python(value)
 
 
+class ModelVersionChoiceField(IdChoiceField):
+    """A model version, labelled with its release tag: "pets 1.4 · release v1.4.0-rc2"."""
+
+    def __init__(self, queryset=None, **kwargs):
+        super().__init__(queryset, kind="model version", **kwargs)
+
+    def label_from_instance(self, version: ModelVersion) -> str:
+        return f"{version} · release {version.release_tag}" if version.release_tag else str(version)
+
+
+# What each field is for, shown under it (the portal's help text; README.md says the same at length).
+RELEASE_TAG_HELP = ("Optional: the release this model version ships in, in your own words (e.g. a git tag "
+                    "v1.4.0-rc2). It is shown on audits, comparisons and the API, so that a verdict can be traced "
+                    "to a release.")
+MODEL_VERSION_HELP = "The uploaded model to audit; the release tag follows its name and version."
+PROBE_SET_HELP = "Labelled images the audit runs the model on; its class folders must be among the model's classes."
+REFERENCE_HELP = ("Optional: a second model version (e.g. the one in production, or a baseline) audited on the same "
+                  "probe set, so that the report sets this model's accuracy and findings against it. Not the model "
+                  "itself.")
+SEED_HELP = ("Fixes the random choices of the audit (sampled images, baselines, random directions): the same seed on "
+             "the same inputs gives the same report. Change it to check that a finding is not a chance result.")
+
+
 class ModelVersionForm(forms.Form):
-    file = forms.FileField(label="Model file", help_text="model.pt2 (torch.export) or TorchScript .pt / .ts")
-    meta = forms.FileField(label="model.json", help_text="name, version, classes and input size, mean, std")
+    file = forms.FileField(label="Model file", help_text="The trained model: model.pt2 from torch.export.save, or a "
+                                                         "TorchScript .pt / .ts file. It is loaded in a sandbox and "
+                                                         "run once on the declared input before it is stored.")
+    meta = forms.FileField(label="model.json", help_text="JSON describing the model: name, version, classes (in output "
+                                                         "order), input size [channels, height, width], mean and std.")
     release_tag = forms.CharField(required=False, max_length=column_length(ModelVersion, "release_tag"),
-                                  help_text="optional, e.g. v1.4.0-rc2")
+                                  help_text=RELEASE_TAG_HELP)
 
 
 class ProbeSetForm(forms.Form):
-    name = forms.CharField(max_length=column_length(ProbeSet, "name"))
-    file = forms.FileField(label="Probe set (.zip)", help_text="one folder per class; optional manifest.csv")
+    name = forms.CharField(max_length=column_length(ProbeSet, "name"),
+                           help_text="How the portal and the reports name this set, e.g. 'field photos 2025-05'.")
+    file = forms.FileField(label="Probe set (.zip)",
+                           help_text="A zip with one folder per class (folder names as in model.json's classes), "
+                                     "images inside. Optional manifest.csv at the top: one row per image with columns "
+                                     "path and label, any attribute columns (e.g. site, weather: accuracy is then "
+                                     "reported per group, and shortcuts are looked for in them) and optional object "
+                                     "boxes x0, y0, x1, y1 in pixels (to check where the model looks).")
+
+
+def _preselect_the_only_choice(form, *names: str) -> None:
+    """A choice with exactly one option (and nothing chosen yet) starts chosen."""
+    for name in names:
+        field = form.fields[name]
+        if form.initial.get(name) in (None, "") and field.queryset.count() == 1:
+            form.initial[name] = field.queryset.first().pk
 
 
 PROFILE_HELP = ("Full: every section of the battery (saliency, occlusion, feature visualization, representation "
@@ -112,11 +152,12 @@ class ProfileField(forms.ChoiceField):
 
 
 class AuditForm(forms.Form):
-    model_version = IdChoiceField(kind="model version", label="Model version")
-    probe_set = IdChoiceField(kind="probe set", label="Probe set")
-    reference = IdChoiceField(kind="model version", required=False, label="Reference model (optional)")
+    model_version = ModelVersionChoiceField(label="Model version", help_text=MODEL_VERSION_HELP)
+    probe_set = IdChoiceField(kind="probe set", label="Probe set", help_text=PROBE_SET_HELP)
+    reference = ModelVersionChoiceField(required=False, label="Reference model (optional)", help_text=REFERENCE_HELP,
+                                       empty_label="none (no comparison model)")
     profile = ProfileField()
-    seed = SeedField()
+    seed = SeedField(help_text=SEED_HELP)
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -124,23 +165,62 @@ class AuditForm(forms.Form):
         self.fields["model_version"].queryset = versions
         self.fields["reference"].queryset = versions
         self.fields["probe_set"].queryset = selectors.probe_sets_for(user)
+        _preselect_the_only_choice(self, "model_version", "probe_set")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("reference") and data.get("reference") == data.get("model_version"):
+            self.add_error("reference", "A model version cannot be its own reference: choose another version (e.g. "
+                                        "the one in production) or leave the reference empty.")
+        return data
+
+    def identity(self) -> dict:
+        """What makes two audits the same (selectors.audit_find_identical), from the cleaned form."""
+        return {key: self.cleaned_data.get(key) for key in ("model_version", "probe_set", "reference", "seed",
+                                                             "profile")}
 
 
 class ScheduleForm(forms.Form):
-    model_version = IdChoiceField(kind="model version", label="Model version")
-    probe_set = IdChoiceField(kind="probe set", label="Probe set")
-    every_hours = IntegerField(min_value=1, max_value=24 * 90, initial=24 * 7, label="Every (hours)")
+    model_version = ModelVersionChoiceField(label="Model version", help_text="The model version to re-audit.")
+    probe_set = IdChoiceField(kind="probe set", label="Probe set", help_text=PROBE_SET_HELP)
+    every_hours = IntegerField(min_value=1, max_value=24 * 90, initial=24 * 7, label="Every (hours)",
+                               help_text="How often to re-audit, 1 to 2160 hours (168 is weekly). Each new report "
+                                         "says what changed since the previous audit.")
     profile = ProfileField()
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["model_version"].queryset = selectors.model_versions_for(user)
         self.fields["probe_set"].queryset = selectors.probe_sets_for(user)
+        _preselect_the_only_choice(self, "model_version", "probe_set")
 
 
 class TokenForm(forms.Form):
     name = forms.CharField(max_length=column_length(ApiToken, "name"),
-                           help_text="what uses it, e.g. 'release pipeline'")
+                           help_text="What will use the token, e.g. 'release pipeline': the list shows it, so that "
+                                     "you know which token to revoke.")
+
+
+class AuditFilterForm(forms.Form):
+    """The audit list's filters (GET); an empty field does not filter."""
+
+    model = forms.ChoiceField(required=False, label="Model")
+    release_tag = forms.ChoiceField(required=False, label="Release tag")
+    verdict = forms.ChoiceField(required=False, label="Verdict",
+                                choices=[("", "any"), ("pass", "pass"), ("warn", "warn"), ("fail", "fail")])
+    status = forms.ChoiceField(required=False, label="Status", choices=[("", "any"), *Audit.Status.choices])
+
+    def __init__(self, user, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [("", "any"), *((n, n) for n in selectors.model_names_for(user))]
+        self.fields["release_tag"].choices = [("", "any"), *((t, t) for t in selectors.release_tags_for(user))]
+
+    def filters(self) -> dict:
+        """The valid filters; a value that is not among the choices is left out (and reported on the form)."""
+        if not self.is_bound:
+            return {}
+        self.is_valid()
+        return {name: value for name, value in getattr(self, "cleaned_data", {}).items() if value}
 
 
 class ApiAuditForm(forms.Form):

@@ -203,6 +203,7 @@ class ApiToken(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     last_used = models.DateTimeField(null=True, blank=True)
     revoked = models.BooleanField(default=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)   # shown next to a revoked token
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}...)"

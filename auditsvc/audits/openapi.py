@@ -31,7 +31,8 @@ def document(server: str) -> dict:
             "/api/v1/audits": {"post": {
                 "summary": "Start an audit",
                 "description": "Upload a model package and a probe set zip (or refer to stored ones by id). "
-                               "A model with the same name, version and bytes as a registered one is reused.",
+                               "A model with the same name, version and bytes as a registered one is reused; "
+                               "an identical audit already queued or running is returned instead of a new one.",
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                     "type": "object",
                     "properties": {
@@ -50,9 +51,13 @@ def document(server: str) -> dict:
                                     "description": "full: the whole battery; quick: summary, performance, "
                                                    "shortcuts and looking only"},
                     }}}}},
-                "responses": _responses({"201": {"description": "Audit queued",
-                                                 "content": {"application/json": {"schema": AUDIT}}}}, 400, 401,
-                                        413),
+                "responses": _responses({
+                    "201": {"description": "Audit queued (\"existing\": false)",
+                            "content": {"application/json": {"schema": AUDIT}}},
+                    "200": {"description": "An identical audit (same model version, probe set, reference, seed and "
+                                           "profile) is already queued or running: that audit, with \"existing\": "
+                                           "true and a \"note\"; no new audit is started",
+                            "content": {"application/json": {"schema": AUDIT}}}}, 400, 401, 413),
             }},
             "/api/v1/audits/{id}": {"get": {
                 "summary": "Status and progress of an audit", "parameters": [ID],
@@ -112,6 +117,10 @@ def document(server: str) -> dict:
                     "verdict": {"type": ["string", "null"], "enum": ["pass", "warn", "fail", None]},
                     "attempts": {"type": "integer"},
                     "model_version": {"type": "object"}, "probe_set": {"type": "object"},
+                    "release_tag": {"type": "string", "description": "the model version's release tag"},
+                    "existing": {"type": "boolean", "description": "on POST: the audit was already queued or "
+                                                                   "running (not started by this request)"},
+                    "note": {"type": "string"},
                     "reference": {"type": ["integer", "null"]},
                     "created": {"type": "string", "format": "date-time"},
                     "started": {"type": ["string", "null"], "format": "date-time"},

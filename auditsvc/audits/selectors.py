@@ -6,17 +6,27 @@ An object of another organization is indistinguishable from one that does not ex
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import statistics
 from datetime import datetime
 
-from django.db.models import Q, QuerySet
+from django.core.cache import cache
+from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from auditsvc.reports.changes import finding_changes, metric_deltas
+from auditsvc.battery import BadInput
+from auditsvc.battery.dataset import images_per_class
+from auditsvc.reports.anchors import finding_anchor, section_anchor
+from auditsvc.reports.changes import finding_changes, group_accuracy_deltas, metric_deltas
+from auditsvc.reports.front import verdict_reason
 
 from .models import ApiToken, Audit, ModelVersion, Organization, ProbeSet, Schedule
+
+log = logging.getLogger(__name__)
+NOT_RUN = {"error": "failed", "skipped": "skipped"}   # a section's status in findings.json, as the page says it
 
 
 def organizations_for(user) -> QuerySet[Organization]:
@@ -55,10 +65,82 @@ def audits_of_version(user, version: ModelVersion, organization: Organization | 
     return audits_for(user, organization).filter(model_version=version)
 
 
-def audits_to_compare_with(user, audit: Audit, limit: int = 20) -> list[Audit]:
-    """Other finished audits of the same model version."""
-    return list(audits_of_version(user, audit.model_version).filter(status=Audit.Status.DONE).exclude(
-        pk=audit.pk)[:limit])
+def audits_filtered(user, *, model: str = "", release_tag: str = "", verdict: str = "",
+                    status: str = "") -> QuerySet[Audit]:
+    """The user's audits, narrowed by model name, release tag, verdict and status (each when given)."""
+    audits = audits_for(user)
+    if model:
+        audits = audits.filter(model_version__name=model)
+    if release_tag:
+        audits = audits.filter(model_version__release_tag=release_tag)
+    if verdict:
+        audits = audits.filter(verdict=verdict)
+    if status:
+        audits = audits.filter(status=status)
+    return audits
+
+
+def model_names_for(user) -> list[str]:
+    return sorted(set(model_versions_for(user).values_list("name", flat=True)))
+
+
+def release_tags_for(user) -> list[str]:
+    return sorted(set(model_versions_for(user).exclude(release_tag="").values_list("release_tag", flat=True)))
+
+
+def audit_find_identical(*, organization: Organization, model_version: ModelVersion, probe_set: ProbeSet,
+                         reference: ModelVersion | None = None, seed: int = 0,
+                         profile: str = Audit.Profile.FULL) -> Audit | None:
+    """A queued or running audit of the same inputs and profile, which would give the same report as a new one."""
+    return (Audit.objects.filter(organization=organization, model_version=model_version, probe_set=probe_set,
+                                 reference=reference, seed=seed, profile=profile,
+                                 status__in=(Audit.Status.QUEUED, Audit.Status.RUNNING))
+            .select_related("model_version", "probe_set", "reference").order_by("created").first())
+
+
+def comparable_audits(user, organization: Organization | None, limit: int = 100) -> list[Audit]:
+    """Finished audits (those with findings) of `organization`, newest first: what can be compared."""
+    if organization is None:
+        return []
+    return list(audits_for(user, organization).filter(status=Audit.Status.DONE)[:limit])
+
+
+def audits_of_probe_set(user, probe_set: ProbeSet) -> list[Audit]:
+    return list(audits_for(user, probe_set.organization).filter(probe_set=probe_set))
+
+
+def audit_pair(user, ids: list[int | None]) -> tuple[list[Audit], str, bool]:
+    """The two audits `ids` names for a comparison, or why they cannot be compared: (audits, problem, unknown).
+    `unknown` is True when an id names no audit the user may see (another organization's is one of those)."""
+    if not ids:
+        return [], "", False
+    if len(ids) != 2:
+        chosen = f"{len(ids)} {'was' if len(ids) == 1 else 'were'} chosen"
+        return [], f"Choose exactly two audits to compare; {chosen}.", False
+    found = {audit.pk: audit for audit in audits_for(user).filter(pk__in=[i for i in ids if i is not None])}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        shown = f"#{missing[0]}" if missing[0] is not None else "with that id"
+        return [], f"There is no audit {shown} that you can see: choose two from the list.", True
+    if ids[0] == ids[1]:
+        return [], f"Audit #{ids[0]} was chosen twice: choose two different audits.", False
+    audits = [found[i] for i in ids]
+    if audits[0].organization_id != audits[1].organization_id:
+        return [], "These audits belong to different organizations; compare audits of one organization.", False
+    for audit in audits:
+        if audit.status == Audit.Status.FAILED:
+            return [], f"Audit #{audit.pk} failed, so it has no findings to compare; choose a finished one.", False
+        if audit.status != Audit.Status.DONE:
+            return [], f"Audit #{audit.pk} is still {audit.status}: compare it once it is done.", False
+    return audits, "", False
+
+
+def audits_to_compare_with(user, audit: Audit, limit: int = 50) -> list[Audit]:
+    """Other finished audits of the audit's organization: the same model's versions first, newest first."""
+    same_model = Case(When(model_version__name=audit.model_version.name, then=Value(0)), default=Value(1),
+                      output_field=IntegerField())
+    return list(audits_for(user, audit.organization).filter(status=Audit.Status.DONE).exclude(pk=audit.pk)
+                .order_by(same_model, "-created")[:limit])
 
 
 def model_versions_for(user, organization: Organization | None = None) -> QuerySet[ModelVersion]:
@@ -66,7 +148,7 @@ def model_versions_for(user, organization: Organization | None = None) -> QueryS
 
 
 def model_version_get(user, pk: int, organization: Organization | None = None) -> ModelVersion:
-    return get_object_or_404(model_versions_for(user, organization), pk=pk)
+    return get_object_or_404(model_versions_for(user, organization).select_related("organization"), pk=pk)
 
 
 def probe_sets_for(user, organization: Organization | None = None) -> QuerySet[ProbeSet]:
@@ -75,6 +157,37 @@ def probe_sets_for(user, organization: Organization | None = None) -> QuerySet[P
 
 def probe_set_get(user, pk: int, organization: Organization | None = None) -> ProbeSet:
     return get_object_or_404(probe_sets_for(user, organization), pk=pk)
+
+
+def model_history(user, version: ModelVersion) -> list[dict]:
+    """Every version of `version`'s model (same name, same organization), newest first, each with its
+    audits (newest first), its latest finished audit and that audit's verdict."""
+    versions = list(model_versions_for(user, version.organization).filter(name=version.name).order_by("-created"))
+    audits = audits_for(user, version.organization).filter(model_version__in=versions)
+    by_version: dict[int, list[Audit]] = {v.pk: [] for v in versions}
+    for audit in audits:
+        by_version[audit.model_version_id].append(audit)
+    history = []
+    for v in versions:
+        latest = next((a for a in by_version[v.pk] if a.status == Audit.Status.DONE), None)
+        history.append({"version": v, "audits": by_version[v.pk], "latest_done": latest,
+                        "latest_verdict": latest.verdict if latest else ""})
+    return history
+
+
+def probe_set_images_per_class(probe_set: ProbeSet) -> dict[str, int] | None:
+    """Images per class folder, read from the stored zip's directory (no image is read); cached by the
+    set's hash. None when the file cannot be read."""
+    key = f"probe-set-images-per-class:{probe_set.sha256}"
+    counts = cache.get(key)
+    if counts is None:
+        try:
+            with probe_set.file.open("rb") as handle:
+                counts = images_per_class(handle)
+        except (OSError, ValueError, BadInput):   # Django's File.open raises ValueError for a missing file
+            return None
+        cache.set(key, counts, 24 * 3600)
+    return counts
 
 
 def schedules_for(user) -> QuerySet[Schedule]:
@@ -86,7 +199,8 @@ def schedule_get(user, pk: int) -> Schedule:
 
 
 def tokens_for(user) -> QuerySet[ApiToken]:
-    return ApiToken.objects.filter(user=user, revoked=False).select_related("organization").order_by("-created")
+    """The user's tokens, those in use first; revoked ones stay listed."""
+    return ApiToken.objects.filter(user=user).select_related("organization").order_by("revoked", "-created")
 
 
 def token_get(user, pk: int) -> ApiToken:
@@ -100,13 +214,73 @@ def audit_status(audit: Audit, now: datetime | None = None) -> dict:
         "message": audit.message, "verdict": audit.verdict or None, "attempts": audit.attempts,
         "profile": audit.profile,
         "model_version": {"id": audit.model_version_id, "name": audit.model_version.name,
-                          "version": audit.model_version.version},
+                          "version": audit.model_version.version, "release_tag": audit.model_version.release_tag},
+        "release_tag": audit.model_version.release_tag,
         "probe_set": {"id": audit.probe_set_id, "name": audit.probe_set.name},
         "reference": audit.reference_id,
         "created": audit.created.isoformat(), "started": audit.started.isoformat() if audit.started else None,
         "finished": audit.finished.isoformat() if audit.finished else None,
         **audit_progress(audit, now),
     }
+
+
+def requester_name(audit: Audit) -> str:
+    """The name of the user who asked for the audit; '' when none did."""
+    user = audit.requested_by
+    return (user.get_full_name() or user.get_username()) if user else ""
+
+
+def schedule_label(audit: Audit) -> str:
+    """The schedule that started the audit, in words; '' for an audit a user started."""
+    return f"scheduled re-audit, every {audit.schedule.every_hours} h" if audit.schedule else ""
+
+
+def audit_page(audit: Audit) -> dict:
+    """The audit page as plain data: the release, who asked, how long the audit waited and ran; once done,
+    the verdict's reason as the report's front page words it, the sections that failed or were skipped
+    (failed first), and the findings in findings.json's order, each with its anchor in the report."""
+    done = audit.status == Audit.Status.DONE
+    findings = list(audit.findings.all()) if done else []
+    not_run = sections_not_run(findings_json_of(audit)) if done else []
+    failed = [section["name"] for section in not_run if section["status"] == "error"]
+    return {
+        "release_tag": audit.model_version.release_tag,
+        "requester": requester_name(audit) or schedule_label(audit),
+        "queued_seconds": _seconds_between(audit.created, audit.started),
+        "run_seconds": _seconds_between(audit.started, audit.finished),
+        "verdict_reason": verdict_reason(audit.verdict, findings, failed) if done else "",
+        "sections_not_run": not_run,
+        "findings": [{"anchor": finding_anchor(index), "severity": f.severity, "title": f.title, "code": f.code,
+                      "summary": f.summary} for index, f in enumerate(findings)],
+    }
+
+
+def findings_json_of(audit: Audit) -> dict:
+    """The audit's findings.json; {} when it has none or it cannot be read."""
+    if not audit.findings_json:
+        return {}
+    try:
+        with audit.findings_json.open("rb") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        log.warning("audit %s: findings.json unreadable: %s", audit.pk, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def sections_not_run(findings_json: dict) -> list[dict]:
+    """The sections that failed, then those skipped, each in the report's order, with why and their anchor."""
+    sections = findings_json.get("sections")
+    if not isinstance(sections, dict):
+        return []
+    rows = [{"name": str(name), "status": section["status"], "label": NOT_RUN[section["status"]],
+             "reason": str(section.get("reason", "")), "anchor": section_anchor(str(name))}
+            for name, section in sections.items() if isinstance(section, dict) and section.get("status") in NOT_RUN]
+    return sorted(rows, key=lambda row: row["status"] != "error")
+
+
+def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    return (end - start).total_seconds() if start and end else None
 
 
 # --- live progress -----------------------------------------------------------------------------
@@ -191,8 +365,41 @@ def audit_summary(audit: Audit) -> dict:
             "findings": [{"code": f.code, "title": f.title, "severity": f.severity} for f in audit.findings.all()]}
 
 
-def audit_comparison(older: Audit, newer: Audit) -> dict:
-    """New, resolved and kept findings and metric deltas between two finished audits of one model version."""
+def audit_comparison(first: Audit, second: Audit) -> dict:
+    """Two finished audits, the older first, of any model versions: each one's verdict, the findings that are
+    new, resolved and kept (by code), key metrics and group accuracy side by side, and what was audited
+    (model, release, input, probe set, seed) with the differences marked."""
+    older, newer = sorted((first, second), key=lambda audit: (audit.created, audit.pk))
     before, after = audit_summary(older), audit_summary(newer)
-    return {"older": older, "newer": newer, **finding_changes(before["findings"], after["findings"]),
-            "metrics": metric_deltas(older.metrics, newer.metrics)}
+    changes = finding_changes(before["findings"], after["findings"])
+    severity_before = {f["code"]: f["severity"] for f in before["findings"]}
+    kept = [f | {"severity_before": severity_before[f["code"]]} for f in changes["kept"]]
+    return {"older": older, "newer": newer, "new": changes["new"], "resolved": changes["resolved"], "kept": kept,
+            "metrics": metric_deltas(older.metrics, newer.metrics),
+            "groups": group_accuracy_deltas(older.metrics, newer.metrics),
+            "setup": setup_differences(older, newer)}
+
+
+def setup_differences(older: Audit, newer: Audit) -> list[dict]:
+    """What each audit was run on, row by row (label, before, after, differs): the model (model.json and the
+    file), its release, the probe set, the reference and the seed."""
+    rows = [(label, value(older), value(newer)) for label, value in (
+        ("Model", lambda a: a.model_version.name),
+        ("Version", lambda a: a.model_version.version),
+        ("Release tag", lambda a: a.model_version.release_tag or "-"),
+        ("sha256", lambda a: a.model_version.sha256),
+        ("Format", lambda a: a.model_version.format),
+        ("Classes", lambda a: ", ".join(map(str, a.model_version.meta.get("classes") or []))),
+        ("Input size", lambda a: _input_value(a.model_version.meta, "size", " × ")),
+        ("Input mean", lambda a: _input_value(a.model_version.meta, "mean", ", ")),
+        ("Input std", lambda a: _input_value(a.model_version.meta, "std", ", ")),
+        ("Probe set", lambda a: f"{a.probe_set.name} ({a.probe_set.images} images, {a.probe_set.sha256[:12]})"),
+        ("Reference", lambda a: str(a.reference) if a.reference else "-"),
+        ("Seed", lambda a: str(a.seed)),
+    )]
+    return [{"label": label, "before": old, "after": new, "differs": old != new} for label, old, new in rows]
+
+
+def _input_value(meta: dict, key: str, separator: str) -> str:
+    value = (meta.get("input") or {}).get(key)
+    return separator.join(map(str, value)) if isinstance(value, list) else ("-" if value is None else str(value))

@@ -341,12 +341,34 @@ class _ZipFiles(_Files):
         if total > MAX_UNCOMPRESSED_BYTES:
             raise BadInput(f"zip expands to {total >> 20} MiB, more than the {MAX_UNCOMPRESSED_BYTES >> 30} GiB "
                            "allowed")
-        tops = {n.split("/", 1)[0] for n in members}
-        # `zip -r probe.zip probe/` wraps everything in one folder: look inside it.
-        if len(tops) == 1 and all("/" in n for n in members):
-            cut = len(next(iter(tops))) + 1
-            members = {n[cut:]: info for n, info in members.items()}
-        return members
+        cut = _wrapping_folder_length(members)
+        return {n[cut:]: info for n, info in members.items()} if cut else members
+
+
+def _wrapping_folder_length(names) -> int:
+    """`zip -r probe.zip probe/` wraps everything in one folder: the length of its prefix to cut, else 0."""
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) == 1 and all("/" in n for n in names):
+        return len(next(iter(tops))) + 1
+    return 0
+
+
+def images_per_class(archive) -> dict[str, int]:
+    """Images per class folder of a probe set zip (a path or a binary file) that was accepted when it was
+    uploaded, from the zip's directory alone: no image is read, nothing is checked again."""
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            names = [_key(_member_name(info)) for info in opened.infolist() if not info.is_dir()]
+    except Exception as exc:  # the zip module raises many kinds on a malformed archive
+        raise BadInput(f"the probe set is not a readable zip archive ({_cause(exc)})") from None
+    names = [n for n in names if not _ignored(n)]
+    cut = _wrapping_folder_length(names)
+    counts: dict[str, int] = {}
+    for name in (n[cut:] for n in names):
+        if "/" in name:
+            folder = name.split("/", 1)[0]
+            counts[folder] = counts.get(folder, 0) + 1
+    return counts
 
 
 def _check_directory_size(path: Path) -> None:

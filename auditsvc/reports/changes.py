@@ -53,5 +53,26 @@ def metric_deltas(before: dict, after: dict) -> list[dict]:
     return rows
 
 
+def group_accuracy_deltas(before: dict, after: dict) -> list[dict]:
+    """Accuracy per manifest attribute group ("site = north") of two audits side by side, formatted for a
+    table; a group only one audit has shows "-" on the other side."""
+    old, new = before.get("groups") or {}, after.get("groups") or {}
+    rows = []
+    for attribute in sorted(set(old) | set(new)):
+        values = set(old.get(attribute) or {}) | set(new.get(attribute) or {})
+        for value in sorted(values):
+            first = (old.get(attribute) or {}).get(value) or {}
+            second = (new.get(attribute) or {}).get(value) or {}
+            a, b = first.get("accuracy"), second.get("accuracy")
+            rows.append({"name": f"{attribute} = {value}", "before": _with_count(first), "after": _with_count(second),
+                         "delta": f"{b - a:+.1%}" if _number(a) and _number(b) else "-"})
+    return rows
+
+
+def _with_count(group: dict) -> str:
+    accuracy = group.get("accuracy")
+    return f"{pct(accuracy)} (n={group.get('n', '?')})" if _number(accuracy) else "-"
+
+
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -53,9 +53,10 @@ def front_pages(result: AuditResult, findings: list[dict[str, Any]]) -> dict[str
     checks = all_checks(result)
     counts = {s: sum(c["status"] == s for c in checks) for s in STATUS_ORDER}
     groups = root_causes(result.findings, findings)
-    return {"reason": verdict_reason(result), "summary": summary_text(result, groups, counts),
-            "groups": groups, "checks": checks, "grid": lead_grid(result.findings), "counts": counts,
-            "reference": against_reference(result)}
+    failed = [s.title for s in result.sections if s.status == "error"]
+    return {"reason": verdict_reason(result.verdict, result.findings, failed),
+            "summary": summary_text(result, groups, counts), "groups": groups, "checks": checks,
+            "grid": lead_grid(result.findings), "counts": counts, "reference": against_reference(result)}
 
 
 def against_reference(result: AuditResult) -> dict[str, Any] | None:
@@ -89,20 +90,24 @@ def all_checks(result: AuditResult) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda c: STATUS_ORDER[c["status"]])
 
 
-def verdict_reason(result: AuditResult) -> str:
-    worst = _ranked(result.findings)
-    failed = [s.title for s in result.sections if s.status == "error"]
-    if result.verdict == "pass":
+def verdict_reason(verdict: str, findings: list, failed_sections: list[str]) -> str:
+    """The verdict in one line, with why. findings: the audit's findings, as the battery's `Finding` or as
+    stored (anything with a code, category, severity and title); failed_sections: the names of the sections
+    that failed. Empty for a verdict without the findings that explain it."""
+    worst = _ranked(findings)
+    if verdict == "pass":
         return "PASS: every check passed or is for information only; nothing needs action before release."
+    if verdict not in ("warn", "fail") or not worst:
+        return ""
     lead = worst[0]
-    if result.verdict == "fail":
+    if verdict == "fail":
         why = {"shortcut": "the model decides by a cue that is not what defines the classes, so it will be wrong "
                            "where that cue and the class disagree",
                "health": "the model fails a basic health check"}.get(lead.category, "a check failed")
         return f"FAIL: {_sentence(_plain_title(lead))}: {why}."
-    if failed and lead.code == "health.incomplete":
-        return f"WARN: the audit is incomplete ({', '.join(failed)} failed), so it cannot pass."
-    others = len([f for f in result.findings if f.severity == "warn"]) - 1
+    if failed_sections and lead.code == "health.incomplete":
+        return f"WARN: the audit is incomplete ({', '.join(failed_sections)} failed), so it cannot pass."
+    others = len([f for f in findings if f.severity == "warn"]) - 1
     more = f", and {others} more warning{'s' if others > 1 else ''}" if others > 0 else ""
     return (f"WARN: {_sentence(_plain_title(lead))}{more}. No check failed; a reviewer decides whether these block "
             "the release.")
@@ -213,7 +218,7 @@ def _plain_title(finding: Finding) -> str:
 
 
 def _ranked(findings: list[Finding]) -> list[Finding]:
-    return sorted(findings, key=lambda f: -SEVERITY_RANK[f.severity])
+    return sorted(findings, key=lambda f: -SEVERITY_RANK.get(f.severity, 0))
 
 
 def _sentence(text: str) -> str:

@@ -16,7 +16,8 @@ from typing import Any
 import jinja2
 
 from .. import TEMPLATE_DIR
-from ..battery import AuditResult, Figure, Finding, Table, Text
+from ..battery import AuditResult, Figure, Finding, SectionResult, Table, Text
+from .anchors import finding_anchor, section_anchor, section_detail_anchor
 from .formats import FILTERS, pct
 from .front import front_pages
 from .jsonable import to_jsonable
@@ -93,11 +94,17 @@ def _worst_group_label(metrics: dict) -> str:
     return f"Worst-group accuracy: {worst['class']}, {worst['attribute']} = {worst['value']}"
 
 
-def _finding(index: int, finding: Finding) -> dict[str, Any]:
-    return {"anchor": f"finding-{index + 1}", "code": finding.code, "category": finding.category,
+def _finding(index: int, finding: Finding, raised_by: SectionResult | None) -> dict[str, Any]:
+    return {"anchor": finding_anchor(index), "code": finding.code, "category": finding.category,
             "severity": finding.severity, "title": finding.title, "summary": finding.summary,
             "headline": finding.headline or finding.summary, "numbers": _numbers(finding.evidence),
-            "blocks": [_block(b) for b in finding.blocks]}
+            "blocks": [_block(b) for b in finding.blocks],
+            "section": {"title": raised_by.title, "anchor": section_anchor(raised_by.name)} if raised_by else None}
+
+
+def _raised_by(result: AuditResult) -> dict[int, SectionResult]:
+    """The section that raised each finding, by the finding's id (the incomplete audit's finding has none)."""
+    return {id(f): s for s in result.sections for f in s.findings}
 
 
 def _section(s, appendix: bool) -> dict[str, Any] | None:
@@ -109,7 +116,8 @@ def _section(s, appendix: bool) -> dict[str, Any] | None:
         blocks = [b for b in s.blocks if getattr(b, "detail", False) == appendix] or (None if appendix else [])
     if blocks is None:
         return None
-    return {"name": s.name, "anchor": f"{'appendix' if appendix else 'section'}-{s.name}",
+    anchor = section_detail_anchor(s.name) if appendix and not s.appendix else section_anchor(s.name)
+    return {"name": s.name, "anchor": anchor, "detail_anchor": section_detail_anchor(s.name),
             "title": s.title if s.appendix or not appendix else f"{s.title}: full tables",
             "status": s.status, "reason": s.reason, "intro": s.intro if s.appendix or not appendix else "",
             "seconds": s.seconds, "blocks": [_block(b) for b in blocks],
@@ -131,7 +139,8 @@ def report_data(result: AuditResult, changes: dict[str, Any] | None = None,
     organization, requester, release_tag, schedule), from the service; the CLI has none."""
     metrics = result.metrics
     calibration = metrics.get("calibration") or {}
-    findings = [_finding(i, f) for i, f in enumerate(result.findings)]
+    raised_by = _raised_by(result)
+    findings = [_finding(i, f, raised_by.get(id(f))) for i, f in enumerate(result.findings)]
     body = [d for s in result.sections if (d := _section(s, appendix=False))]
     appendix = [d for s in result.sections if (d := _section(s, appendix=True))]
     return {

@@ -4,70 +4,26 @@ build/screenshots/ for a person to look at."""
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from auditsvc.demo.nets import PlainNet
+from tests.audits.browser import ROOT, log_in, shot, zip_directory
 from tests.conftest import write_package, write_probe
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "build" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                 "--disable-background-networking", "--disable-component-update"]
 XSS = "<img src=x onerror=alert(1)>"
 LINK = '<link href="file:///etc/passwd">'
 
 pytestmark = pytest.mark.integration
 
 
-def zip_directory(root: Path, archive: Path) -> Path:
-    with zipfile.ZipFile(archive, "w") as out:
-        for file in sorted(root.rglob("*")):
-            if file.is_file():
-                out.write(file, file.relative_to(root).as_posix())
-    return archive
-
-
 @pytest.fixture(scope="module")
 def demo(tank_demo, tmp_path_factory):
     probe = zip_directory(tank_demo["probe"], tmp_path_factory.mktemp("demo") / "tank-probe.zip")
     return tank_demo["shortcut"], probe
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser, service_stack):
-    context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    dialogs = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.dialogs = dialogs
-    yield page
-    context.close()
-
-
-def log_in(page, stack, username="alice", password="alice-password-1"):
-    page.goto(f"{stack.url}/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("main button[type=submit]")
-    expect(page.locator("h1")).to_contain_text("Audits")
-
-
-def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def test_a_reviewer_audits_the_tank_demo_in_the_browser(page, service_stack, demo):
@@ -90,7 +46,7 @@ def test_a_reviewer_audits_the_tank_demo_in_the_browser(page, service_stack, dem
     expect(page.locator(".messages")).to_contain_text("200 images")
 
     page.goto(f"{stack.url}/audits/new/")
-    page.select_option("select[name=model_version]", label="tank-detector-shortcut 1.0")
+    page.select_option("select[name=model_version]", label="tank-detector-shortcut 1.0 · release demo-1")
     page.select_option("select[name=probe_set]", label="tank probe (200 images)")
     page.click("#audit-form button[type=submit]")
     bar = page.locator(".progress")
@@ -98,9 +54,7 @@ def test_a_reviewer_audits_the_tank_demo_in_the_browser(page, service_stack, dem
     shot(page, "03-audit-running")
     expect(page.locator("#download-pdf")).to_be_visible(timeout=240_000)  # the poller reloads when done
     expect(page.locator("table").first).to_contain_text("Shortcut")
-    report = page.frame_locator("iframe.report")
-    expect(report.locator("h2").first).to_contain_text("Findings and what to do")
-    expect(report.locator(".verdict")).to_have_text("FAIL")
+    expect(page.locator("#verdict-reason")).to_contain_text("FAIL: predictions follow")
     shot(page, "04-audit-done")
 
     with page.expect_download() as download:
@@ -108,6 +62,10 @@ def test_a_reviewer_audits_the_tank_demo_in_the_browser(page, service_stack, dem
     pdf = download.value.path()
     assert Path(pdf).read_bytes()[:4] == b"%PDF"
     assert download.value.suggested_filename.endswith("report.pdf")
+    page.click("#read-report")
+    expect(page.locator(".report h2").first).to_contain_text("Findings and what to do")
+    expect(page.locator(".report .verdict")).to_have_text("FAIL")
+    shot(page, "04b-report")
     assert page.dialogs == []
 
 
@@ -140,10 +98,9 @@ def test_hostile_class_names_show_as_text_and_fetch_nothing(page, service_stack,
     requests_seen = []
     page.on("request", lambda request: requests_seen.append(request.url))
     log_in(page, stack)
-    page.goto(f"{stack.url}/audits/{created['id']}/")
-    report = page.frame_locator("iframe.report")
-    expect(report.locator("body")).to_contain_text(XSS)
-    expect(report.locator("body")).to_contain_text(LINK)
+    page.goto(f"{stack.url}/audits/{created['id']}/report/")
+    expect(page.locator(".report")).to_contain_text(XSS)
+    expect(page.locator(".report")).to_contain_text(LINK)
     shot(page, "06-hostile-names")
     assert page.dialogs == []
     assert not [url for url in requests_seen if url.startswith("file:") or "/x" == url[-2:]]

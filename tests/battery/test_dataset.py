@@ -52,6 +52,24 @@ def test_zip_matches_directory_including_a_wrapping_folder(tmp_path):
             assert (from_zip.tensors([1, 4], SPEC) == expected[2]).all()
 
 
+def test_images_per_class_are_read_from_the_zip_directory_as_the_set_counts_them(tmp_path):
+    root = write_probe(tmp_path / "probe", CLASSES, per_class=3)
+    (root / "b" / "extra.png").write_bytes((root / "b" / "000.png").read_bytes())
+    (root / "a" / ".DS_Store").write_bytes(b"ignored")
+    (root / "__MACOSX").mkdir()
+    (root / "__MACOSX" / "._000.png").write_bytes(b"ignored")
+    for prefix in ("", "probe/"):
+        archive = _zip(root, tmp_path / f"counted{len(prefix)}.zip", prefix)
+        with ProbeDataset(archive, CLASSES) as opened:
+            expected = {name: int((opened.labels == i).sum()) for i, name in enumerate(CLASSES)}
+        assert expected == {"a": 3, "b": 4, "c": 3}
+        assert dataset_module.images_per_class(archive) == expected
+        with open(archive, "rb") as handle:   # a stored file, as the portal opens it
+            assert dataset_module.images_per_class(handle) == expected
+    with pytest.raises(BadInput, match="not a readable zip"):
+        dataset_module.images_per_class(io.BytesIO(b"not a zip"))
+
+
 def test_batches_cover_every_image_once_in_bounded_chunks(tmp_path):
     root = write_probe(tmp_path / "probe", CLASSES, per_class=5, manifest=False)
     with ProbeDataset(root, CLASSES) as probe:

@@ -211,7 +211,7 @@ def test_the_hostile_audit_report_fetches_nothing_and_adds_no_markup(hostile_aud
 
 REPORT_TAGS = {"html", "head", "meta", "title", "style", "body", "div", "section", "p", "h1", "h2", "h3", "span",
                "table", "thead", "tbody", "tr", "th", "td", "a", "ul", "li", "article", "caption", "figure", "img",
-               "figcaption"}
+               "figcaption", "nav"}
 
 
 class _Page(HTMLParser):

@@ -71,11 +71,18 @@ def test_another_organization_cannot_be_switched_to(alice, users):
 
 # --- ids and numbers ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("query", ["a=\u0663&b=\u0663", "a=" + "9" * 30 + "&b=1", "a=1_0&b=1", "a=&b=", "a=-1&b=1"])
-def test_compare_with_bad_ids_is_a_plain_404(alice, query):
+@pytest.mark.parametrize("query", ["a=\u0663&b=\u0663", "a=" + "9" * 30 + "&b=1", "a=1_0&b=1", "a=-1&b=1",
+                                   "audit=%00&audit=x"])
+def test_compare_with_bad_ids_is_a_404_that_explains(alice, query):
     response = alice.get(reverse("audit-compare") + "?" + query)
     assert response.status_code == 404 and b"Traceback" not in response.content
-    assert "Not found" in page_text(response)
+    assert "There is no audit with that id that you can see" in page_text(response)
+    assert "Compare two audits" in page_text(response)
+
+
+def test_compare_with_empty_ids_is_the_page_to_choose(alice):
+    response = alice.get(reverse("audit-compare") + "?a=&b=")
+    assert response.status_code == 200 and "Pick two finished audits" in page_text(response)
 
 
 @pytest.mark.parametrize("url", ["/audits/" + "9" * 30 + "/", "/audits/9223372036854775808/report.pdf",

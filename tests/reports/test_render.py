@@ -58,6 +58,27 @@ def test_pdf_shows_user_strings_as_text(report):
     assert "root:x:0:0" not in flat
 
 
+def test_every_link_in_the_html_lands_on_an_anchor_and_the_contents_list_every_section(report):
+    result, _, html, _ = report
+    anchors = set(re.findall(r' id="([^"]+)"', html))
+    links = re.findall(r'href="#([^"]+)"', html)
+    assert links and set(links) <= anchors
+    contents = html[html.index('<nav class="screen-toc"'):html.index("</nav>")]
+    listed = set(re.findall(r'href="#([^"]+)"', contents))
+    assert {f"section-{s.name}" for s in result.sections} <= listed
+    assert {f"finding-{i + 1}" for i in range(len(result.findings))} <= listed
+
+
+def test_each_finding_in_detail_links_to_the_section_that_raised_it(report):
+    result, _, html, _ = report
+    raised = [(i, s) for s in result.sections for f in s.findings for i, g in enumerate(result.findings) if g is f]
+    assert raised
+    for index, section in raised:
+        article = html[html.index(f'id="finding-{index + 1}"'):]
+        article = article[:article.index("</article>")]
+        assert f'Raised by <a href="#section-{section.name}">{section.title}</a>' in article
+
+
 def test_pdf_has_findings_first_running_header_and_page_numbers(report):
     result, paths, _, text = report
     pages = text.split("\f")

@@ -7,7 +7,8 @@ neither rows nor files.
 """
 
 from .audits import (NO_WORKER, audit_cancel, audit_claim_next, audit_create, audit_create_from_upload,
-                     audit_execute, audit_fail, audit_transition, audits_sweep, workers_configured)
+                     audit_execute, audit_fail, audit_get_or_create_from_upload, audit_transition, audits_sweep,
+                     workers_configured)
 from .notifications import notify_worse_verdict
 from .organizations import organization_create
 from .running import sandbox_prepare_next
@@ -19,7 +20,8 @@ from .uploads import model_version_create, parse_meta, probe_set_create
 __all__ = [
     "NO_WORKER", "api_token_authenticate", "api_token_create", "api_token_revoke", "audit_cancel", "audit_claim_next",
     "audit_create", "audit_create_for_schedule", "audit_create_from_upload", "audit_execute", "audit_fail",
-    "audit_transition", "audits_sweep", "model_version_create", "notify_worse_verdict", "organization_create",
-    "parse_meta", "planned_steps", "probe_set_create", "profile_sections", "sandbox_prepare_next",
+    "audit_get_or_create_from_upload", "audit_transition", "audits_sweep", "model_version_create",
+    "notify_worse_verdict", "organization_create", "parse_meta", "planned_steps", "probe_set_create",
+    "profile_sections", "sandbox_prepare_next",
     "schedule_create", "schedule_delete", "schedule_set_enabled", "workers_configured",
 ]

@@ -60,6 +60,7 @@ def audit_create(*, organization: Organization, user, model_version: ModelVersio
                  profile: str = Audit.Profile.FULL) -> Audit:
     """A queued audit of stored objects; its worker is asked for once the transaction commits."""
     check_one_organization(organization, (model_version, probe_set, reference), "an audit")
+    check_reference(model_version, reference)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= Audit.MAX_SEED:
         raise ValidationError({"seed": f"The seed must be between 0 and {Audit.MAX_SEED}."})
     check_profile(profile)
@@ -74,16 +75,27 @@ def audit_create(*, organization: Organization, user, model_version: ModelVersio
     return audit
 
 
-def audit_create_from_upload(*, organization: Organization, user, model_version: ModelVersion | None = None,
-                             model=None, meta=None, release_tag: str = "",
-                             reference_version: ModelVersion | None = None, reference=None, reference_meta=None,
-                             probe_set: ProbeSet | None = None, dataset=None, dataset_name: str = "",
-                             seed: int = 0, profile: str = Audit.Profile.FULL) -> Audit:
-    """A pipeline's one request (the API), with its field names: stored objects or uploads for the model
-    (`model_version` or `model` + `meta`), the reference (`reference_version` or `reference` +
-    `reference_meta`) and the probe set (`probe_set` or `dataset`), then the audit. All or nothing: if
-    any step fails, the rows roll back and every file this call stored is deleted. The same model name,
-    version and bytes reuse the registered version."""
+def audit_create_from_upload(**request) -> Audit:
+    """A new audit from a pipeline's one request, as `audit_get_or_create_from_upload` reads it."""
+    return _audit_from_upload(reuse_identical=False, **request)[0]
+
+
+def audit_get_or_create_from_upload(**request) -> tuple[Audit, bool]:
+    """A pipeline's one request (the API): the queued or running audit of the same inputs when there is one
+    (`selectors.audit_find_identical`; nothing is stored then), else a new one; and whether it is new."""
+    return _audit_from_upload(reuse_identical=True, **request)
+
+
+def _audit_from_upload(*, reuse_identical: bool, organization: Organization, user,
+                       model_version: ModelVersion | None = None, model=None, meta=None, release_tag: str = "",
+                       reference_version: ModelVersion | None = None, reference=None, reference_meta=None,
+                       probe_set: ProbeSet | None = None, dataset=None, dataset_name: str = "",
+                       seed: int = 0, profile: str = Audit.Profile.FULL) -> tuple[Audit, bool]:
+    """The request's field names: stored objects or uploads for the model (`model_version` or `model` +
+    `meta`), the reference (`reference_version` or `reference` + `reference_meta`) and the probe set
+    (`probe_set` or `dataset`), then the audit. All or nothing: if any step fails, the rows roll back and
+    every file this call stored is deleted. The same model name, version and bytes reuse the registered
+    version (so an identical audit can be found for a model sent again)."""
     if model_version is None and model is None:
         raise ValidationError({"model": "Upload the model file as 'model' or give 'model_version'."})
     if probe_set is None and dataset is None:
@@ -104,8 +116,14 @@ def audit_create_from_upload(*, organization: Organization, user, model_version:
                     probe_set = probe_set_create(organization=organization, user=user, name=dataset_name,
                                                  file=dataset)
                 stored.append(probe_set)
+            identical = reuse_identical and selectors.audit_find_identical(
+                organization=organization, model_version=model_version, probe_set=probe_set,
+                reference=reference_version, seed=seed, profile=profile)
+            if identical:
+                return identical, False
             return audit_create(organization=organization, user=user, model_version=model_version,
-                                probe_set=probe_set, reference=reference_version, seed=seed, profile=profile)
+                                probe_set=probe_set, reference=reference_version, seed=seed,
+                                profile=profile), True
     except BaseException:
         for instance in stored:
             instance.file.delete(save=False)
@@ -121,6 +139,12 @@ def check_one_organization(organization: Organization, items, user_of: str) -> N
 def check_profile(profile: str) -> None:
     if profile not in Audit.Profile.values:
         raise ValidationError({"profile": f"The profile must be one of {', '.join(Audit.Profile.values)}."})
+
+
+def check_reference(model_version: ModelVersion, reference: ModelVersion | None) -> None:
+    if reference is not None and reference.pk == model_version.pk:
+        raise ValidationError({"reference": f"{model_version} cannot be its own reference: choose another model "
+                                            "version (e.g. the one in production) or leave the reference empty."})
 
 
 def _check_classes(model_version: ModelVersion, probe_set: ProbeSet) -> None:

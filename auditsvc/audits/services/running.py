@@ -18,6 +18,7 @@ from django.utils import timezone
 from auditsvc.battery import ModelMeta
 from auditsvc.sandbox import AuditOutcome, SandboxUnavailable, warm
 
+from .. import selectors
 from ..models import Audit
 from .files import copy_stored
 from .steps import profile_sections, steps_reported
@@ -53,11 +54,9 @@ def _this_run(audit: Audit):
 
 def cover_fields(audit: Audit) -> dict[str, str]:
     """Who asked for which audit of which release: the report's cover prints these."""
-    requester = audit.requested_by
     return {"audit": str(audit.pk), "organization": audit.organization.name,
-            "requester": (requester.get_full_name() or requester.get_username()) if requester else "",
-            "release_tag": audit.model_version.release_tag,
-            "schedule": f"scheduled re-audit, every {audit.schedule.every_hours} h" if audit.schedule else ""}
+            "requester": selectors.requester_name(audit), "release_tag": audit.model_version.release_tag,
+            "schedule": selectors.schedule_label(audit)}
 
 
 def sandbox_prepare_next() -> None:

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from ..models import Audit, ModelVersion, Organization, ProbeSet, Schedule
-from .audits import audit_create, check_one_organization, check_profile
+from .audits import audit_create, check_one_organization, check_profile, check_reference
 
 RUN_SCHEDULE_TASK = "tasks.audits.run_schedule"
 
@@ -23,6 +23,7 @@ def schedule_create(*, organization: Organization, user, model_version: ModelVer
         raise ValidationError({"every_hours": "Re-audit at most once an hour."})
     check_profile(profile)
     check_one_organization(organization, (model_version, probe_set, reference), "a schedule")
+    check_reference(model_version, reference)
     with transaction.atomic():
         schedule = Schedule.objects.create(organization=organization, model_version=model_version,
                                            probe_set=probe_set, reference=reference, every_hours=every_hours,

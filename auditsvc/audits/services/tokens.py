@@ -34,8 +34,11 @@ def api_token_authenticate(key: str) -> ApiToken | None:
     return token
 
 
-def api_token_revoke(token: ApiToken) -> None:
-    ApiToken.objects.filter(pk=token.pk).update(revoked=True)
+def api_token_revoke(token: ApiToken) -> ApiToken:
+    """The token stops working at once; the first revocation's date is kept."""
+    ApiToken.objects.filter(pk=token.pk, revoked=False).update(revoked=True, revoked_at=timezone.now())
+    token.refresh_from_db(fields=["revoked", "revoked_at"])
+    return token
 
 
 def _hash_key(key: str) -> str:

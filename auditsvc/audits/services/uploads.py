@@ -7,6 +7,7 @@ that fails leaves nothing behind, neither the row nor the file.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -55,7 +56,12 @@ def model_version_create(*, organization: Organization, user, file, meta, releas
     if suffix is None:
         raise ValidationError({"file": f"{display_name(file.name)}: upload a model.pt2 (torch.export) or a "
                                        "TorchScript .pt / .ts file."})
-    meta_data = parse_meta(meta)
+    with _named_as_uploaded(meta):
+        return _model_version_stored(organization, user, file, parse_meta(meta), release_tag, suffix)
+
+
+def _model_version_stored(organization: Organization, user, file, meta_data: dict, release_tag: str,
+                          suffix: str) -> ModelVersion:
     model_meta = _model_meta(meta_data)
     with scratch() as folder:
         path = spool(file, folder / f"model{suffix}", settings.MAX_MODEL_UPLOAD, "file")
@@ -77,15 +83,30 @@ def model_version_from_upload(*, organization: Organization, user, file, meta, r
     (appended to `stored`, so that a caller whose later step fails can delete its file)."""
     if not meta:
         raise ValidationError({"meta": "model.json is required with an uploaded model."})
-    meta = parse_meta(meta)   # name and version checked against their columns before they are queried
-    twin = ModelVersion.objects.filter(organization=organization, name=str(meta.get("name")),
-                                       version=str(meta.get("version")), sha256=upload_sha256(file)).first()
-    if twin is not None:
-        return twin
-    version = model_version_create(organization=organization, user=user, file=file, meta=meta,
-                                   release_tag=release_tag)
+    with _named_as_uploaded(meta):
+        parsed = parse_meta(meta)   # name and version checked against their columns before they are queried
+        twin = ModelVersion.objects.filter(organization=organization, name=str(parsed.get("name")),
+                                           version=str(parsed.get("version")), sha256=upload_sha256(file)).first()
+        if twin is not None:
+            return twin
+        version = model_version_create(organization=organization, user=user, file=file, meta=parsed,
+                                       release_tag=release_tag)
     stored.append(version)
     return version
+
+
+@contextmanager
+def _named_as_uploaded(meta):
+    """Errors about model.json name the file the user chose ("detector-meta.json: missing required key...")."""
+    try:
+        yield
+    except ValidationError as error:
+        name = getattr(meta, "name", None)
+        if not name or not hasattr(error, "error_dict") or display_name(name) == "model.json":
+            raise
+        shown = display_name(name)
+        raise ValidationError({field: [message.replace("model.json", shown) for e in errors for message in e.messages]
+                               for field, errors in error.error_dict.items()}) from None
 
 
 def _model_meta(meta_data: dict) -> ModelMeta:

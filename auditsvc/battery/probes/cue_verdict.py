@@ -134,20 +134,36 @@ def reliance(family: list[InterventionStats]) -> tuple[float, list[InterventionS
     scores half its effect. Where the probes can move the cue one way only, that way counts alone.
     A proxy change (fine grain for undoing compression) also moves the answers of a model that is
     merely fragile to it: it counts only beside a directed change the other way.
+    Adding a cue and taking it away move the answers to different classes; two changes that send them
+    to the same class (tinting an object blue and taking red from it) show a model that fails one way
+    when the cue moves at all, and only the stronger counts.
     Returns the estimate and the changes it rests on."""
     testable = testable_ways(family)
-    best = {}
-    for i in family:
-        if directed(i) and not BY_NAME[i.name].proxy and i.flip_rate > best.get(raises(i), (0.0, None))[0]:
-            best[raises(i)] = (i.flip_rate, i)
-    for i in family:
-        if directed(i) and BY_NAME[i.name].proxy and (not raises(i)) in best and \
-                i.flip_rate > best.get(raises(i), (0.0, None))[0]:
-            best[raises(i)] = (i.flip_rate, i)
     if not testable:
         return 0.0, []
-    estimate = sum(best.get(way, (0.0, None))[0] for way in testable) / len(testable)
-    return estimate, sorted((i for _, i in best.values()), key=lambda i: -i.excess)
+    ways: dict[bool, list[InterventionStats]] = {True: [], False: []}
+    for i in family:
+        if directed(i):
+            ways[raises(i)].append(i)
+    chosen = max(_supporting_choices(ways), key=lambda changes: sum(i.flip_rate for i in changes), default=[])
+    estimate = sum(i.flip_rate for i in chosen) / len(testable)
+    return estimate, sorted(chosen, key=lambda i: -i.excess)
+
+
+def _supporting_choices(ways: dict[bool, list[InterventionStats]]):
+    """What reliance() may rest on: one change that is not a proxy, or one each way whose answers go to
+    different classes (or follow donor images), not both proxies."""
+    yield from ([i] for i in ways[True] + ways[False] if not BY_NAME[i.name].proxy)
+    for up in ways[True]:
+        for down in ways[False]:
+            if BY_NAME[up.name].proxy and BY_NAME[down.name].proxy:
+                continue
+            if up.top_class != down.top_class or _follows_donors(up) or _follows_donors(down):
+                yield [up, down]
+
+
+def _follows_donors(i: InterventionStats) -> bool:
+    return i.follows_donor >= DIRECTION_SHARE > i.top_share
 
 
 def strongest_reliance(interventions: list[InterventionStats]) -> tuple[str | None, float]:
@@ -215,7 +231,8 @@ def part_verdicts(properties: list[PropertyStats], part_tests: dict[str, list[In
     verdicts = []
     families = sorted({i.cue for tests in part_tests.values() for i in tests if i.cue in PART_TESTED_CUES})
     for family in families:
-        estimates = {part: reliance([i for i in tests if i.cue == family]) for part, tests in part_tests.items()}
+        estimates = {part: _both_ways(reliance([i for i in tests if i.cue == family]))
+                     for part, tests in part_tests.items()}
         part = max(estimates, key=lambda p: estimates[p][0])
         estimate, supporting = estimates[part]
         members = [p for p in properties if p.cue == family]
@@ -239,6 +256,14 @@ def part_verdicts(properties: list[PropertyStats], part_tests: dict[str, list[In
                                    group_signal=any(group_signal(p) for p in tied), reliance=round(estimate, 4),
                                    reliance_error=error, tested_on=part))
     return verdicts
+
+
+def _both_ways(estimate: tuple[float, list[InterventionStats]]) -> tuple[float, list[InterventionStats]]:
+    """A part's change counts only when it moves the answers both ways: to the cue's class when the cue
+    is added and away from it when it is taken away. A model that loses sight of a repainted object
+    answers one way whatever the new colour."""
+    value, supporting = estimate
+    return estimate if {raises(i) for i in supporting} == {True, False} else (0.0, [])
 
 
 @dataclass

@@ -244,7 +244,8 @@ def run_interventions(data: ProbeData, cues: set[str] | None = None,
     """Every change (or those of `cues`, with the harmless ones that set the floor) on the probe set."""
     chosen = [intervention for intervention in interventions.INTERVENTIONS
               if (data.colour or intervention.cue not in interventions.COLOUR_CUES)
-              and (cues is None or intervention.harmless or intervention.cue in cues)]
+              and (cues is None or intervention.harmless or intervention.cue in cues)
+              and (intervention.region != "tint" or data.part is not None)]
     results = []
     for done, intervention in enumerate(chosen, 1):
         results.append(_run_one(intervention, data, _rng(data.seed, intervention.name)))
@@ -381,6 +382,8 @@ def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> 
     pixels = data.load(treated)
     within = data.part[treated] if data.part is not None else None
     keep = ~within if within is not None else _objects(data.boxes[treated], pixels)
+    if intervention.region == "tint":
+        return _run_tint(stats, data, treated, pixels, within, target_class, up, rng)
     if intervention.region in ("chroma", "luminance"):
         # Both follow how the images answered as the target class differ from the others (in the part).
         towards, away = (_pool(np.flatnonzero(side), rng) for side in (data.predictions == target_class,
@@ -398,6 +401,33 @@ def _run_one(intervention: interventions.Intervention, data: ProbeData, rng) -> 
     changed, _ = interventions.apply_to_target(interventions.keeping(intervention, keep), pixels, stats.target,
                                                within=within)
     return _measure(stats, data, treated, changed)
+
+
+KEPT_CONTRAST = 0.5   # a repainted part keeps at least this share of its colour difference from the rest
+
+
+def _run_tint(stats: InterventionStats, data: ProbeData, treated: np.ndarray, pixels: np.ndarray,
+              within: np.ndarray, target_class: int, up: bool, rng) -> InterventionStats:
+    """Paint each treated image's part the colour of one donor: an image answered as the target class
+    whose part lies beyond the dose (carries more of the property, or less). A part's colour is three
+    numbers and a group of answers holds many colours: their median is a colour none of them has (grey
+    for a mix of red and blue objects), and a single channel's share reached alone stops half way. A
+    donor's colour is one the model has seen answered so.
+    Only donors that keep the part standing out from the rest of the image (KEPT_CONTRAST) are used: an
+    object painted the colour of its background is lost to any model, whatever it relies on."""
+    values = data.values[stats.property]
+    beyond = (values >= stats.target) if up else (values <= stats.target)
+    donors = _pool(np.flatnonzero((data.predictions == target_class) & beyond), rng)
+    if len(donors) < MIN_TREATED:
+        return _untestable(stats)
+    colours = interventions.part_colours(data.load(donors), data.part[donors])
+    own, rest = interventions.part_colours(pixels, within), interventions.part_colours(pixels, ~within)
+    visible = (np.abs(colours[None] - rest[:, None]).sum(axis=2)
+               >= KEPT_CONTRAST * np.abs(own - rest).sum(axis=1)[:, None])          # (treated, donors)
+    keep = visible.any(axis=1)
+    chosen = [rng.choice(np.flatnonzero(row)) for row in visible[keep]]
+    changed = interventions.repaint(pixels[keep], within[keep], colours[chosen])
+    return _measure(stats, data, treated[keep], changed, np.full(int(keep.sum()), target_class))
 
 
 def _objects(boxes: np.ndarray, pixels: np.ndarray) -> np.ndarray | None:

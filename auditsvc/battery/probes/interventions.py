@@ -37,7 +37,8 @@ class Intervention:
     identity: float = 0.0    # the strength that leaves an image unchanged (dosing refines between it and the ladder)
     region: str | None = None   # "border", "corner_top_left", ...: the cue's footprint added or taken away
     #                             (cue_footprint); "background", "object": from one donor image; "chroma" /
-    #                             "luminance": the colour balance / light shifted as the model's answers differ
+    #                             "luminance": the colour balance / light shifted as the model's answers differ;
+    #                             "tint": a part's own colour moved towards the answers' (one part only, see tint())
     harmless: bool = False
     decides: bool = True        # False: a synthetic change shown as a sensitivity, never as evidence of a cue
     proxy: bool = False         # stands in for a change that cannot be made (undoing compression): evidence only
@@ -146,6 +147,12 @@ INTERVENTIONS = [
     *[Intervention(f"{c}_poor_balance_of_others", "colour",
                    f"shift the colour balance towards the answers with least {c}", f"{c}_share", "swap_down",
                    region="chroma") for c in ("red", "green", "blue")],
+    # A part painted another colour keeps its pattern and shading; a white balance barely moves a dark or
+    # saturated object. Only on one part (the object or its surroundings): on the whole image it is a cast.
+    *[Intervention(f"{c}_tint_of_others", "colour", f"tint towards the colour of the answers with most {c}",
+                   f"{c}_share", "swap", region="tint") for c in ("red", "green", "blue")],
+    *[Intervention(f"{c}_poor_tint_of_others", "colour", f"tint towards the colour of the answers with least {c}",
+                   f"{c}_share", "swap_down", region="tint") for c in ("red", "green", "blue")],
     *[Intervention(f"more_{c}", "colour", f"add a synthetic {c} cast", f"{c}_share", "up",
                    (1.05, 1.1, 1.2, 1.3, 1.45), _channel_gain(i), 1.0, decides=False)
       for i, c in enumerate(("red", "green", "blue"))],
@@ -326,7 +333,10 @@ def white_balance(towards: np.ndarray, away: np.ndarray, towards_part: np.ndarra
 
 def _channel_levels(pixels: np.ndarray, part: np.ndarray | None) -> np.ndarray:
     """(n, C): each image's mean level per channel, over its part where given."""
-    image = to_float(pixels)
+    return _channel_levels_float(to_float(pixels), part)
+
+
+def _channel_levels_float(image: np.ndarray, part: np.ndarray | None) -> np.ndarray:
     if part is None:
         return image.mean(axis=(1, 2))
     weights = part.astype(np.float64)[..., None]
@@ -341,6 +351,39 @@ def dosed_balance(intervention: Intervention, towards: np.ndarray, away: np.ndar
     return replace(intervention, transform=white_balance(towards, away, towards_part, away_part),
                    ladder=BALANCE_LADDER, identity=0.0,
                    direction="up" if intervention.direction == "swap" else "down")
+
+
+def repaint(pixels: np.ndarray, within: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """Each image's part (`within`, (n, H, W)) moved to the mean colour `colours` (n, C): every pixel of
+    the part gets the offset from the part's own colour to it, in the share it has of that colour
+    (coverage()), so pattern, shading and anti-aliased edges stay, the way an object painted another
+    colour keeps its outline."""
+    image = to_float(pixels)
+    alpha = coverage(image, within)
+    own = _channel_levels_float(image, alpha >= 0.5)
+    return to_pixels(image + alpha[..., None] * (colours - own)[:, None, None, :])
+
+
+def part_colours(pixels: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """(n, C): each image's mean colour over the part's own pixels (coverage() at least one half)."""
+    image = to_float(pixels)
+    return _channel_levels_float(image, coverage(image, part) >= 0.5)
+
+
+COVERAGE_MARGIN = 0.15   # within this share of either colour a pixel is all of it (grain is not an edge)
+
+
+def coverage(image: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """(n, H, W) in [0, 1]: how much of each pixel of `part` is the part's own colour rather than the
+    rest's (its position between the two mean colours); 0 outside the part. A part drawn around an
+    object (a box, a widened outline) also holds background, and painting that would redraw the
+    object's outline."""
+    inside, outside = _channel_levels_float(image, part), _channel_levels_float(image, ~part)
+    axis = (inside - outside)[:, None, None, :]
+    length = np.maximum((axis ** 2).sum(axis=-1), 1e-6)
+    position = ((image - outside[:, None, None, :]) * axis).sum(axis=-1) / length
+    alpha = np.clip((position - COVERAGE_MARGIN) / (1 - 2 * COVERAGE_MARGIN), 0, 1)
+    return np.where(part, alpha, 0.0)
 
 
 REGIONS = ("border", *CORNERS)

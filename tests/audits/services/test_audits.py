@@ -104,6 +104,32 @@ def test_errors_of_an_audit_from_uploads_name_the_request_fields(users, package_
     assert ModelVersion.objects.count() == 0 and media_files(private_media) == []
 
 
+def test_a_model_version_cannot_be_its_own_reference(users, stored):
+    version, probe = stored
+    with pytest.raises(ValidationError) as caught:
+        services.audit_create(organization=users["acme"], user=users["alice"], model_version=version,
+                              probe_set=probe, reference=version)
+    assert "cannot be its own reference" in caught.value.message_dict["reference"][0]
+    assert Audit.objects.count() == 0
+
+
+def test_a_pipeline_sending_the_same_audit_again_gets_the_queued_one(users, package_files, stored):
+    version, probe = stored
+    first, created = services.audit_get_or_create_from_upload(
+        organization=users["acme"], user=users["alice"], probe_set=probe, seed=7, **uploads(package_files))
+    assert created and first.model_version == version   # the same model bytes: the registered version
+    again, created = services.audit_get_or_create_from_upload(
+        organization=users["acme"], user=users["alice"], probe_set=probe, seed=7, **uploads(package_files))
+    assert (again, created) == (first, False) and Audit.objects.count() == 1
+    other_seed, created = services.audit_get_or_create_from_upload(
+        organization=users["acme"], user=users["alice"], model_version=version, probe_set=probe, seed=8)
+    assert created and other_seed != first
+    services.audit_fail(first, "gone")
+    _, created = services.audit_get_or_create_from_upload(
+        organization=users["acme"], user=users["alice"], model_version=version, probe_set=probe, seed=7)
+    assert created and Audit.objects.count() == 3   # a finished audit is not reused
+
+
 # --- executing ---------------------------------------------------------------------------------
 
 def test_an_audit_runs_once_on_the_stored_model_json_and_a_finished_one_is_left_alone(

@@ -38,6 +38,15 @@ def test_a_schedule_is_refused_more_often_than_hourly_or_across_organizations(us
     assert Schedule.objects.count() == 0 and PeriodicTask.objects.count() == 0
 
 
+def test_a_schedule_refuses_a_model_as_its_own_reference(users, stored):
+    version, probe = stored
+    with pytest.raises(ValidationError) as caught:
+        services.schedule_create(organization=users["acme"], user=users["alice"], model_version=version,
+                                 probe_set=probe, every_hours=24, reference=version)
+    assert "own reference" in caught.value.message_dict["reference"][0]
+    assert Schedule.objects.count() == 0
+
+
 def test_a_schedules_audits_run_its_profile(users, stored):
     version, probe = stored
     schedule = services.schedule_create(organization=users["acme"], user=users["alice"], model_version=version,

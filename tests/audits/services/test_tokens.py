@@ -26,3 +26,13 @@ def test_a_token_stops_working_when_its_user_leaves_the_organization(users):
     assert services.api_token_authenticate(key).organization == users["acme"]
     Membership.objects.filter(user=users["alice"], organization=users["acme"]).delete()
     assert services.api_token_authenticate(key) is None
+
+
+def test_a_revoked_token_keeps_the_date_it_was_first_revoked(users):
+    token, key = services.api_token_create(user=users["alice"], organization=users["acme"], name="ci")
+    assert token.revoked_at is None
+    revoked = services.api_token_revoke(token)
+    first = revoked.revoked_at
+    assert revoked.revoked and first is not None
+    assert services.api_token_revoke(token).revoked_at == first
+    assert ApiToken.objects.filter(pk=token.pk).exists() and services.api_token_authenticate(key) is None

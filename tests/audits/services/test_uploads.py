@@ -107,3 +107,18 @@ def test_a_model_that_passed_its_check_is_not_run_again(users, package_files, mo
     [meta] = checks
     assert isinstance(meta, ModelMeta)
     assert (meta.name, meta.version, list(meta.classes)) == ("pets", "1.0", ["cat", "dog"])
+
+
+def test_errors_about_model_json_name_the_users_file(users, package_files):
+    for meta, text in ((b"{not json", "detector-meta.json: not valid JSON"),
+                       (b'{"name": "x"}', "detector-meta.json: missing required key")):
+        with pytest.raises(ValidationError) as caught:
+            services.model_version_create(organization=users["acme"], user=users["alice"],
+                                          file=SimpleUploadedFile("detector-v2.pt2", package_files["model"]),
+                                          meta=SimpleUploadedFile("detector-meta.json", meta))
+        assert text in caught.value.message_dict["meta"][0]
+    with pytest.raises(ValidationError) as caught:
+        services.model_version_create(organization=users["acme"], user=users["alice"],
+                                      file=SimpleUploadedFile("detector-v2.pt2", b"not a model"),
+                                      meta=SimpleUploadedFile("detector-meta.json", package_files["meta"]))
+    assert caught.value.message_dict["file"][0].startswith("detector-v2.pt2 ")

@@ -1,17 +1,21 @@
 import numpy as np
 import pytest
 
+from auditsvc.battery.probes.interventions import BY_NAME
 from auditsvc.battery.probes.evidence import InterventionStats, PropertyStats
-from auditsvc.battery.probes.cue_verdict import Observations, decide, reliance, sensitivities
+from auditsvc.battery.probes.cue_verdict import Observations, decide, part_verdicts, reliance, sensitivities
 
 
 def prop(name, cue, label_power=0.0, label_p=1.0, prediction_power=0.0, beyond_p=1.0, gap=0.0, gap_p=1.0):
     return PropertyStats(name, cue, name, False, label_power, label_p, prediction_power, beyond_p, gap, gap_p, 1.0)
 
 
-def change(name, cue, prop_name, flip_rate=0.0, p=1.0, top_share=1.0, agrees=False, treated=100):
+def change(name, cue, prop_name, flip_rate=0.0, p=1.0, top_share=1.0, agrees=False, treated=100, top_class=None):
+    """A change's measured effect; its answers go to class 1 when it adds its property, else to class 0."""
+    if top_class is None:
+        top_class = 1 if BY_NAME[name].direction in ("up", "swap") else 0
     return InterventionStats(name, cue, name, prop_name, "ok", treated=treated, flips=int(flip_rate * treated),
-                             flip_rate=flip_rate, floor=0.01, p_adjusted=p, top_class=1, top_share=top_share,
+                             flip_rate=flip_rate, floor=0.01, p_adjusted=p, top_class=top_class, top_share=top_share,
                              agrees=agrees)
 
 
@@ -112,6 +116,19 @@ def test_reliance_averages_adding_and_taking_away_the_cue():
     estimate, supporting = reliance([blur, sharpen])
     assert abs(estimate - (0.61 + 0.21) / 2) < 1e-9
     assert [t.name for t in supporting] == ["blur", "sharpen"]
+
+
+def test_adding_and_taking_away_that_favour_the_same_class_count_once():
+    """Tinting an object blue and taking red from it both send the answers to one class: a model that
+    fails when the colour moves at all, not one that reads the colour."""
+    bluer = change("blue_tint_of_others", "colour", "blue_share", 0.22, 1e-9, agrees=True, top_class=0)
+    less_red = change("red_poor_tint_of_others", "colour", "red_share", 0.23, 1e-9, agrees=True, top_class=0)
+    estimate, supporting = reliance([bluer, less_red])
+    assert abs(estimate - 0.23 / 2) < 1e-9 and [t.name for t in supporting] == ["red_poor_tint_of_others"]
+    redder = change("red_tint_of_others", "colour", "red_share", 0.15, 1e-9, agrees=True, top_class=1)
+    estimate, supporting = reliance([bluer, less_red, redder])
+    assert abs(estimate - (0.23 + 0.15) / 2) < 1e-9
+    assert {t.name for t in supporting} == {"red_poor_tint_of_others", "red_tint_of_others"}
 
 
 def test_only_changes_beyond_the_noise_floor_count_towards_reliance():
@@ -253,3 +270,15 @@ def test_an_object_colour_nothing_ties_to_the_answers_is_not_tested():
     from auditsvc.battery.probes.cue_verdict import part_cues
 
     assert part_cues([prop("hue", "colour", prediction_power=0.05)], []) == set()
+
+
+def test_a_repainted_part_counts_only_when_it_moves_the_answers_both_ways():
+    """An object repainted any colour away from red loses the model's sight of it: one way only, no cue."""
+    props = [prop("red_share", "colour", prediction_power=0.5, beyond_p=0.001)]
+    redder = change("red_tint_of_others", "colour", "red_share", 0.6, 1e-9, agrees=True)
+    not_redder = change("red_poor_tint_of_others", "colour", "red_share", 0.0, 1.0)
+    assert part_verdicts(props, {"object": [redder, not_redder], "surroundings": []}) == []
+    less_red = change("red_poor_tint_of_others", "colour", "red_share", 0.4, 1e-9, agrees=True)
+    [verdict] = part_verdicts(props, {"object": [redder, less_red], "surroundings": []})
+    assert (verdict.cue, verdict.severity, verdict.tested_on) == ("colour", "fail", "object")
+    assert abs(verdict.reliance - 0.5) < 1e-9

@@ -3,7 +3,7 @@
 import numpy as np
 
 from auditsvc.battery.probes import properties
-from auditsvc.battery.probes.evidence import ProbeData, locate, matched_dose, place_of, run_interventions
+from auditsvc.battery.probes.evidence import ProbeData, locate, matched_dose, on_part, place_of, run_interventions
 
 
 def grey_images(levels: np.ndarray, size: int = 16) -> np.ndarray:
@@ -146,6 +146,21 @@ def test_a_colour_cue_on_the_object_is_placed_there_by_a_dose_of_its_own():
     located = [t for t in tests if t.placement]
     assert max(t.placement["object"] for t in located) > 0.5
     assert max(t.placement["surroundings"] for t in located) < 0.1
+
+
+def test_repainting_the_object_alone_converts_a_model_that_reads_its_colour_both_ways():
+    """Painted the colour of an object answered the other way, the object flips the answers to that
+    class, whichever way the colour moves; the surroundings repainted leave them alone."""
+    images, middle = two_coloured(160, np.random.default_rng(5))
+    data = probe(images, np.random.default_rng(6).integers(0, 2, 160), red_object)
+    values = part_values(images, middle)
+    on_object = {t.name: t for t in run_interventions(on_part(data, middle, values["object"]), {"colour"})}
+    more, less = on_object["red_tint_of_others"], on_object["red_poor_tint_of_others"]
+    assert more.flip_rate > 0.6 and less.flip_rate > 0.6 and more.top_class != less.top_class
+    around = {t.name: t for t in run_interventions(on_part(data, ~middle, values["surroundings"]), {"colour"})}
+    assert around["red_tint_of_others"].flip_rate < 0.05 and around["red_poor_tint_of_others"].flip_rate < 0.05
+    whole = {t.name for t in run_interventions(data, {"colour"})}
+    assert "red_tint_of_others" not in whole, "a repaint needs a part; on the whole image it is a cast"
 
 
 def grey_scenes(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

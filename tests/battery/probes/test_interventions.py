@@ -135,3 +135,25 @@ def test_the_colour_balance_is_dosed_to_the_target_share(images, warm_and_plain)
     after = properties.measure(changed, ["red_share"])["red_share"]
     assert (after >= target).all() and (after < target + 0.01).all()
     assert ((strength > 0) & (strength < 1)).all()    # less than the groups' whole difference
+
+
+def disc_in_its_box(size: int = 24):
+    """A teal disc on a noisy sand background, the disc's box as the part to repaint."""
+    rng = np.random.default_rng(3)
+    image = np.array([0.8, 0.7, 0.5]) + rng.normal(0, 0.02, (size, size, 3))
+    y, x = np.mgrid[0:size, 0:size]
+    disc = np.hypot(y - 12, x - 12) < 6
+    image[disc] = [0.1, 0.5, 0.5]
+    box = np.zeros((size, size), bool)
+    box[5:20, 5:20] = True
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)[None], disc, box[None]
+
+
+def test_repainting_a_part_recolours_the_object_and_keeps_its_outline():
+    pixels, disc, box = disc_in_its_box()
+    red = np.array([[0.8, 0.1, 0.1]])
+    painted = interventions.repaint(pixels, box, red)
+    changed = np.abs(painted.astype(int) - pixels.astype(int)).max(axis=-1)[0] > 3
+    assert (changed == disc).mean() > 0.97, "the box's background corners keep their colour"
+    assert np.allclose(painted[0][disc].mean(axis=0) / 255, red[0], atol=0.02)
+    assert np.allclose(interventions.part_colours(painted, box)[0], red[0], atol=0.02)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('audits', '0003_rename_finding_auditfinding'),
+        ('audits', '0004_apitoken_revoked_at'),
     ]
 
     operations = [
