@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .battery import AuditOptions, AuditResult, ModelMeta, Progress, audit, load_model, open_probe_set
+from .battery import AuditOptions, AuditResult, ModelMeta, Progress, StepReport, audit, load_model, open_probe_set
 from .reports.render import write_report
 
 
@@ -30,15 +30,16 @@ class AuditFiles:
 def load_and_audit(model: Path, dataset: Path, *, meta: ModelMeta | Path | None = None,
                    reference: Path | None = None, reference_meta: ModelMeta | Path | None = None,
                    options: AuditOptions | None = None, progress: Progress | None = None,
-                   dataset_label: str | None = None) -> AuditResult:
-    """Load and audit; raises BadInput (one line) before any work on bad input."""
+                   dataset_label: str | None = None, steps: StepReport | None = None) -> AuditResult:
+    """Load and audit; raises BadInput (one line) before any work on bad input. progress and steps: as
+    `battery.audit` takes them."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loaded = load_model(Path(model), meta)
         loaded_reference = load_model(Path(reference), reference_meta) if reference else None
         with open_probe_set(Path(dataset), loaded.meta.classes) as probe:
             probe.label = dataset_label or probe.label
-            return audit(loaded, probe, options, loaded_reference, progress)
+            return audit(loaded, probe, options, loaded_reference, progress, steps)
 
 
 def write_outputs(result: AuditResult, out_dir: Path, changes: dict[str, Any] | None = None,

@@ -127,9 +127,10 @@ class Stack:
         session.headers["Authorization"] = f"Token {self.tokens[user]}"
         return session
 
-    def create_audit(self, model: Path, dataset: Path, user: str = "alice") -> dict:
+    def create_audit(self, model: Path, dataset: Path, user: str = "alice", **fields: str) -> dict:
+        """fields: the request's other form fields (profile, seed, ...)."""
         with open(model, "rb") as m, open(model.with_name("model.json"), "rb") as meta, open(dataset, "rb") as d:
-            response = self.api(user).post(f"{self.url}/api/v1/audits", files={
+            response = self.api(user).post(f"{self.url}/api/v1/audits", data=fields, files={
                 "model": (model.name, m), "meta": ("model.json", meta), "dataset": (dataset.name, d)}, timeout=120)
         response.raise_for_status()
         return response.json()

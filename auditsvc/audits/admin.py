@@ -7,6 +7,8 @@ their files, hashes and contents cannot be edited, only their labels.
 
 from django.contrib import admin
 
+from .jinja import duration
+
 from .models import ApiToken, Audit, AuditFinding, Membership, ModelVersion, Organization, ProbeSet, Schedule
 
 
@@ -51,9 +53,38 @@ class FindingInline(ViewOnly, admin.TabularInline):
 
 @admin.register(Audit)
 class AuditAdmin(ReadOnlyAdmin):
-    list_display = ("id", "model_version", "probe_set", "status", "verdict", "progress", "attempts", "created")
-    list_filter = ("status", "verdict", "organization")
+    list_display = ("id", "model_version", "probe_set", "profile", "status", "verdict", "progress_shown",
+                    "queued_wait", "run_time", "attempts", "created")
+    list_filter = ("status", "verdict", "profile", "organization")
     inlines = [FindingInline]
+    SHOWN_AS = {"progress": ["progress_shown"], "finished": ["finished", "queued_wait", "run_time"],
+                "steps": ["steps_shown"]}   # raw fields shown in a reviewer's units
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return [shown for name in fields for shown in self.SHOWN_AS.get(name, [name])]
+
+    def get_fields(self, request, obj=None):
+        return self.get_readonly_fields(request, obj)
+
+    @admin.display(description="progress", ordering="progress")
+    def progress_shown(self, audit: Audit) -> str:
+        return f"{audit.progress:.0%}"
+
+    @admin.display(description="queued wait")
+    def queued_wait(self, audit: Audit) -> str:
+        end = audit.started or audit.finished
+        return duration((end - audit.created).total_seconds()) if end else "-"
+
+    @admin.display(description="run time")
+    def run_time(self, audit: Audit) -> str:
+        return duration((audit.finished - audit.started).total_seconds()) if audit.started and audit.finished else "-"
+
+    @admin.display(description="steps")
+    def steps_shown(self, audit: Audit) -> str:
+        return "; ".join(f"{step['title']}: {step['status']}"
+                         + (f" ({duration(step['seconds'])})" if step.get("seconds") is not None else "")
+                         for step in audit.steps) or "-"
 
 
 @admin.register(AuditFinding)

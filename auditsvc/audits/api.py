@@ -3,8 +3,8 @@
     Authorization: Token <key>      (or: Bearer <key>)
 
 A token acts for the organization it was made for, nothing else of its user's. Errors are JSON
-objects {"error": str, "fields": {field: [messages]}} with 400, 401, 404, 405 or 413 (and 500,
-without a traceback, from the error handlers).
+objects {"error": str, "fields": {field: [messages]}} with 400, 401, 404, 405, 409 (cancelling a
+finished audit) or 413 (and 500, without a traceback, from the error handlers).
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ def token_required(view):
 def _audit_body(request, audit: Audit) -> dict:
     body = selectors.audit_status(audit)
     links = {"self": reverse("api-audit", args=[audit.pk]), "portal": reverse("audit-detail", args=[audit.pk])}
+    if not audit.is_finished:
+        links["cancel"] = reverse("api-audit-cancel", args=[audit.pk])
     if audit.status == Audit.Status.DONE:
         links |= {"findings": reverse("api-audit-findings", args=[audit.pk]),
                   "report_pdf": reverse("api-audit-pdf", args=[audit.pk])}
@@ -108,6 +110,18 @@ def audits_create(request):
 @allow("GET")
 def audit_detail(request, pk: int):
     return JsonResponse(_audit_body(request, selectors.audit_get(request.user, pk, _organization(request))))
+
+
+@token_required
+@allow("POST")
+def audit_cancel(request, pk: int):
+    """Cancel a queued or running audit; 409 when it has finished."""
+    audit = selectors.audit_get(request.user, pk, _organization(request))
+    try:
+        services.audit_cancel(audit, user=request.user)
+    except ValidationError as error:
+        return api_error(409, " ".join(error.messages))
+    return JsonResponse(_audit_body(request, audit))
 
 
 @token_required

@@ -134,11 +134,29 @@ def _preselect_the_only_choice(form, *names: str) -> None:
             form.initial[name] = field.queryset.first().pk
 
 
+PROFILE_HELP = ("Full: every section of the battery (saliency, occlusion, feature visualization, representation "
+                "and explanation checks), the report a release is signed off on. Quick: the model summary, "
+                "performance, shortcut probes and where the model looks, in a fraction of the time: a first look "
+                "or a pipeline's check.")
+
+
+class ProfileField(forms.ChoiceField):
+    """A profile; full when none is given."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=Audit.Profile.choices, initial=Audit.Profile.FULL, required=False, label="Profile",
+                         help_text=PROFILE_HELP, **kwargs)
+
+    def clean(self, value):
+        return super().clean(value) or Audit.Profile.FULL
+
+
 class AuditForm(forms.Form):
     model_version = ModelVersionChoiceField(label="Model version", help_text=MODEL_VERSION_HELP)
     probe_set = IdChoiceField(kind="probe set", label="Probe set", help_text=PROBE_SET_HELP)
     reference = ModelVersionChoiceField(required=False, label="Reference model (optional)", help_text=REFERENCE_HELP,
                                        empty_label="none (no comparison model)")
+    profile = ProfileField()
     seed = SeedField(help_text=SEED_HELP)
 
     def __init__(self, user, *args, **kwargs):
@@ -158,7 +176,8 @@ class AuditForm(forms.Form):
 
     def identity(self) -> dict:
         """What makes two audits the same (selectors.audit_find_identical), from the cleaned form."""
-        return {key: self.cleaned_data.get(key) for key in ("model_version", "probe_set", "reference", "seed")}
+        return {key: self.cleaned_data.get(key) for key in ("model_version", "probe_set", "reference", "seed",
+                                                             "profile")}
 
 
 class ScheduleForm(forms.Form):
@@ -167,6 +186,7 @@ class ScheduleForm(forms.Form):
     every_hours = IntegerField(min_value=1, max_value=24 * 90, initial=24 * 7, label="Every (hours)",
                                help_text="How often to re-audit, 1 to 2160 hours (168 is weekly). Each new report "
                                          "says what changed since the previous audit.")
+    profile = ProfileField()
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -217,6 +237,7 @@ class ApiAuditForm(forms.Form):
     probe_set = IdChoiceField(kind="probe set", required=False)
     release_tag = forms.CharField(required=False, max_length=column_length(ModelVersion, "release_tag"))
     seed = SeedField(required=False)
+    profile = ProfileField()
 
     def __init__(self, user, organization, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -91,17 +91,25 @@ class ProbeSet(Upload):
         return f"{self.name} ({self.images} images)"
 
 
+class Profile(models.TextChoices):
+    """How much of the battery an audit runs (services/steps.py names the sections of each)."""
+    FULL = "full", "Full"
+    QUICK = "quick", "Quick"
+
+
 class Audit(models.Model):
-    """A job row: status, progress and stage, timestamps, the result files. Status changes only
-    through the audit services (services/audits.py)."""
+    """A job row: status, progress and stage, its steps (the battery's sections, then the report files),
+    timestamps, the result files. Status changes only through the audit services (services/audits.py)."""
 
     MAX_SEED = 2**32 - 1
+    Profile = Profile
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="audits")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="audits")
@@ -111,6 +119,7 @@ class Audit(models.Model):
     previous = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     seed = models.BigIntegerField(default=0)   # 0..MAX_SEED (a 32-bit unsigned range, past PostgreSQL's integer)
+    profile = models.CharField(max_length=10, choices=Profile.choices, default=Profile.FULL)
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress = models.FloatField(default=0.0)
@@ -123,6 +132,9 @@ class Audit(models.Model):
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
     heartbeat = models.DateTimeField(null=True, blank=True)   # last progress report from the worker
+    # [{name, title, status (queued, running, ok, error, skipped, cancelled), started (ISO time or null),
+    #   seconds (when finished, else null), fraction (0..1)}], in the order they run
+    steps = models.JSONField(default=list, blank=True)
 
     verdict = models.CharField(max_length=10, blank=True)
     metrics = models.JSONField(default=dict)
@@ -139,7 +151,7 @@ class Audit(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in (self.Status.DONE, self.Status.FAILED)
+        return self.status in (self.Status.DONE, self.Status.FAILED, self.Status.CANCELLED)
 
 
 class AuditFinding(models.Model):
@@ -166,6 +178,7 @@ class Schedule(models.Model):
     probe_set = models.ForeignKey(ProbeSet, on_delete=models.CASCADE, related_name="schedules")
     reference = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     every_hours = models.PositiveIntegerField(default=24 * 7)
+    profile = models.CharField(max_length=10, choices=Profile.choices, default=Profile.FULL)
     enabled = models.BooleanField(default=True)
     periodic_task = models.OneToOneField("django_celery_beat.PeriodicTask", null=True, blank=True,
                                          on_delete=models.SET_NULL, related_name="+")

@@ -13,6 +13,7 @@ ID = {"name": "id", "in": "path", "required": True, "schema": ID_SCHEMA}
 def _responses(ok: dict, *codes: int) -> dict:
     described = {400: "Invalid input", 401: "Missing or invalid API token",
                  404: "No such object in the token's organization, or not ready yet",
+                 409: "The audit has finished: only a queued or running audit can be cancelled",
                  413: "An uploaded file or the request is larger than accepted"}
     return ok | {str(code): {"description": described[code],
                              "content": {"application/json": {"schema": ERROR}}} for code in codes}
@@ -46,19 +47,30 @@ def document(server: str) -> dict:
                         "reference_version": ID_SCHEMA,
                         "release_tag": {"type": "string", "maxLength": 200},
                         "seed": {"type": "integer", "default": 0, "minimum": 0, "maximum": 2**32 - 1},
+                        "profile": {"type": "string", "enum": ["full", "quick"], "default": "full",
+                                    "description": "full: the whole battery; quick: summary, performance, "
+                                                   "shortcuts and looking only"},
                     }}}}},
                 "responses": _responses({
                     "201": {"description": "Audit queued (\"existing\": false)",
                             "content": {"application/json": {"schema": AUDIT}}},
-                    "200": {"description": "An identical audit (same model version, probe set, reference and seed) "
-                                           "is already queued or running: that audit, with \"existing\": true and "
-                                           "a \"note\"; no new audit is started",
+                    "200": {"description": "An identical audit (same model version, probe set, reference, seed and "
+                                           "profile) is already queued or running: that audit, with \"existing\": "
+                                           "true and a \"note\"; no new audit is started",
                             "content": {"application/json": {"schema": AUDIT}}}}, 400, 401, 413),
             }},
             "/api/v1/audits/{id}": {"get": {
                 "summary": "Status and progress of an audit", "parameters": [ID],
                 "responses": _responses({"200": {"description": "The audit",
                                                  "content": {"application/json": {"schema": AUDIT}}}}, 401, 404),
+            }},
+            "/api/v1/audits/{id}/cancel": {"post": {
+                "summary": "Cancel a queued or running audit",
+                "description": "The audit ends 'cancelled' (final); a running one is stopped and stores nothing.",
+                "parameters": [ID],
+                "responses": _responses({"200": {"description": "The cancelled audit",
+                                                 "content": {"application/json": {"schema": AUDIT}}}}, 401, 404,
+                                        409),
             }},
             "/api/v1/audits/{id}/findings.json": {"get": {
                 "summary": "findings.json of a finished audit", "parameters": [ID],
@@ -98,7 +110,8 @@ def document(server: str) -> dict:
                     "created": {"type": "string", "format": "date-time"}}},
                 "Audit": {"type": "object", "required": ["id", "status", "progress"], "properties": {
                     "id": {"type": "integer"},
-                    "status": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+                    "status": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
+                    "profile": {"type": "string", "enum": ["full", "quick"]},
                     "progress": {"type": "number", "minimum": 0, "maximum": 1},
                     "stage": {"type": "string"}, "message": {"type": "string"},
                     "verdict": {"type": ["string", "null"], "enum": ["pass", "warn", "fail", None]},
@@ -112,7 +125,22 @@ def document(server: str) -> dict:
                     "created": {"type": "string", "format": "date-time"},
                     "started": {"type": ["string", "null"], "format": "date-time"},
                     "finished": {"type": ["string", "null"], "format": "date-time"},
+                    "steps": {"type": "array", "description": "the set-up, the sections it runs, then the report files",
+                              "items": {"$ref": "#/components/schemas/Step"}},
+                    "step": {"type": ["object", "null"], "description": "the running step: number, count, title"},
+                    "elapsed": {"type": ["number", "null"], "description": "seconds since it started"},
+                    "waiting": {"type": ["number", "null"], "description": "seconds it waited (waits) in the queue"},
+                    "remaining": {"type": ["number", "null"],
+                                  "description": "estimated seconds left, from past audits; null without history"},
+                    "queue_position": {"type": ["integer", "null"], "description": "queued audits ahead of it"},
+                    "cancellable": {"type": "boolean"},
                     "links": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"}}}},
+                "Step": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "title": {"type": "string"},
+                    "status": {"type": "string",
+                               "enum": ["queued", "running", "ok", "error", "skipped", "cancelled"]},
+                    "fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                    "seconds": {"type": ["number", "null"], "description": "its duration (a running one's so far)"}}},
             },
         },
     }

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import statistics
 from datetime import datetime
 
 from django.core.cache import cache
-from django.db.models import Case, IntegerField, QuerySet, Value, When
+from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
 from auditsvc.battery import BadInput
 from auditsvc.battery.dataset import images_per_class
@@ -86,10 +89,11 @@ def release_tags_for(user) -> list[str]:
 
 
 def audit_find_identical(*, organization: Organization, model_version: ModelVersion, probe_set: ProbeSet,
-                         reference: ModelVersion | None = None, seed: int = 0) -> Audit | None:
-    """A queued or running audit of the same inputs, which would give the same report as a new one."""
+                         reference: ModelVersion | None = None, seed: int = 0,
+                         profile: str = Audit.Profile.FULL) -> Audit | None:
+    """A queued or running audit of the same inputs and profile, which would give the same report as a new one."""
     return (Audit.objects.filter(organization=organization, model_version=model_version, probe_set=probe_set,
-                                 reference=reference, seed=seed,
+                                 reference=reference, seed=seed, profile=profile,
                                  status__in=(Audit.Status.QUEUED, Audit.Status.RUNNING))
             .select_related("model_version", "probe_set", "reference").order_by("created").first())
 
@@ -203,11 +207,12 @@ def token_get(user, pk: int) -> ApiToken:
     return get_object_or_404(tokens_for(user), pk=pk)
 
 
-def audit_status(audit: Audit) -> dict:
-    """The job row as plain data (API and the progress poller)."""
+def audit_status(audit: Audit, now: datetime | None = None) -> dict:
+    """The job row as plain data (API and the progress poller), with its live progress (`audit_progress`)."""
     return {
         "id": audit.pk, "status": audit.status, "progress": round(audit.progress, 3), "stage": audit.stage,
         "message": audit.message, "verdict": audit.verdict or None, "attempts": audit.attempts,
+        "profile": audit.profile,
         "model_version": {"id": audit.model_version_id, "name": audit.model_version.name,
                           "version": audit.model_version.version, "release_tag": audit.model_version.release_tag},
         "release_tag": audit.model_version.release_tag,
@@ -215,6 +220,7 @@ def audit_status(audit: Audit) -> dict:
         "reference": audit.reference_id,
         "created": audit.created.isoformat(), "started": audit.started.isoformat() if audit.started else None,
         "finished": audit.finished.isoformat() if audit.finished else None,
+        **audit_progress(audit, now),
     }
 
 
@@ -275,6 +281,81 @@ def sections_not_run(findings_json: dict) -> list[dict]:
 
 def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
     return (end - start).total_seconds() if start and end else None
+
+
+# --- live progress -----------------------------------------------------------------------------
+
+HISTORY_AUDITS = 50    # the finished audits an estimate learns from, newest first
+SIMILAR_AUDITS = 5     # per step, the ones nearest in probe-set size
+
+
+def audit_progress(audit: Audit, now: datetime | None = None) -> dict:
+    """Where a queued or running audit is, as plain data: its steps with their durations (a running one's
+    so far), which step runs ("section 6 of 14"), the time since it started, an estimate of the time left
+    (None: no history yet), and while queued, how many queued audits are ahead of it."""
+    now = now or timezone.now()
+    steps = [_step_view(step, now) for step in audit.steps]
+    running = next((number for number, step in enumerate(steps, 1) if step["status"] == "running"), None)
+    started, active = audit.started, audit.status in (Audit.Status.QUEUED, Audit.Status.RUNNING)
+    return {
+        "steps": steps,
+        "step": {"number": running, "count": len(steps), "title": steps[running - 1]["title"]} if running else None,
+        "elapsed": _seconds((audit.finished or now) - started) if started and audit.status != Audit.Status.QUEUED
+        else None,
+        "waiting": _seconds((audit.started or now) - audit.created) if audit.created else None,
+        "remaining": audit_remaining_seconds(audit) if active else None,
+        "queue_position": audit_queue_position(audit),
+        "cancellable": active,
+    }
+
+
+def _step_view(step: dict, now: datetime) -> dict:
+    seconds = step.get("seconds")
+    if step["status"] == "running" and step.get("started"):
+        seconds = _seconds(now - datetime.fromisoformat(step["started"]))
+    return {"name": step["name"], "title": step["title"], "status": step["status"],
+            "fraction": round(step.get("fraction") or 0.0, 3), "seconds": seconds}
+
+
+def _seconds(delta) -> float:
+    return round(max(delta.total_seconds(), 0.0), 1)
+
+
+def audit_queue_position(audit: Audit) -> int | None:
+    """How many queued audits are ahead of this queued one (None when it is not queued). Every
+    organization's count: they wait for the same workers."""
+    if audit.status != Audit.Status.QUEUED:
+        return None
+    return Audit.objects.filter(status=Audit.Status.QUEUED).filter(
+        Q(created__lt=audit.created) | Q(created=audit.created, pk__lt=audit.pk)).count()
+
+
+def audit_remaining_seconds(audit: Audit) -> float | None:
+    """The estimated time left: each unfinished step's expected duration (`step_estimates`), less the share
+    a running step has done. None when a step has no history to go by."""
+    unfinished = [step for step in audit.steps if step["status"] in ("queued", "running")]
+    if not unfinished:
+        return None
+    expected = step_estimates(audit.probe_set.images)
+    if any(step["name"] not in expected for step in unfinished):
+        return None
+    return round(sum(expected[step["name"]] * (1 - (step.get("fraction") or 0.0)) for step in unfinished), 1)
+
+
+def step_estimates(images: int) -> dict[str, float]:
+    """Seconds each step is expected to take on a probe set of `images` images, from past finished audits:
+    per step, the durations of the SIMILAR_AUDITS nearest in probe-set size, each scaled by the ratio of
+    the sizes, and their median. Only steps that finished (ok or skipped) count."""
+    durations: dict[str, list[tuple[float, float]]] = {}
+    finished = (Audit.objects.filter(status=Audit.Status.DONE).order_by("-finished")
+                .values_list("steps", "probe_set__images")[:HISTORY_AUDITS])
+    for steps, size in finished:
+        for step in steps or []:
+            if step.get("status") in ("ok", "skipped") and step.get("seconds") is not None and size and images:
+                distance = abs(math.log(size / images))
+                durations.setdefault(step["name"], []).append((distance, step["seconds"] * images / size))
+    return {name: statistics.median(scaled for _, scaled in sorted(found, key=lambda f: f[0])[:SIMILAR_AUDITS])
+            for name, found in durations.items()}
 
 
 def audit_summary(audit: Audit) -> dict:

@@ -136,7 +136,21 @@ def audit_new(request):
 def audit_detail(request, pk: int):
     audit = selectors.audit_get(request.user, pk)
     return _page(request, "portal/audit_detail.html", audit=audit, page=selectors.audit_page(audit),
-                 others=selectors.audits_to_compare_with(request.user, audit))
+                 others=selectors.audits_to_compare_with(request.user, audit),
+                 progress=selectors.audit_progress(audit))
+
+
+@login_required
+@require_POST
+def audit_cancel(request, pk: int):
+    audit = selectors.audit_get(request.user, pk)
+    try:
+        services.audit_cancel(audit, user=request.user)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, f"Audit {audit.pk} cancelled.")
+    return redirect("audit-detail", audit.pk)
 
 
 @login_required

@@ -28,6 +28,7 @@ _EXPORTS = {
     "open_probe_set": "dataset", "ProbeDataset": "dataset",
     # running an audit and what it gives
     "audit": "runner", "resolve_device": "runner", "AuditOptions": "context", "Progress": "context",
+    "StepReport": "progress",
     "section_names": "registry",
     "AuditResult": "results", "Finding": "results", "SectionResult": "results", "Figure": "results",
     "Table": "results", "Text": "results", "Verdict": "results",
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from .model.archive import file_sha256, model_kind
     from .model.loading import LoadedModel, load_model
     from .model.meta import InputSpec, ModelMeta, check_release_tag, load_meta, parse_meta_json
+    from .progress import StepReport
     from .registry import section_names
     from .results import AuditResult, Figure, Finding, SectionResult, Table, Text, Verdict
     from .runner import audit, resolve_device

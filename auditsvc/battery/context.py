@@ -14,7 +14,7 @@ is the same whichever section asks first. The computations live in `metrics`, `m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
@@ -25,13 +25,12 @@ import torch
 from .dataset import ProbeDataset
 from .model.graph import ModelGraph
 from .model.loading import LoadedModel
+from .progress import Progress, SectionProgress, no_progress
 
 if TYPE_CHECKING:
     from .methods.attribution import AttributionSettings
     from .methods.representation_layers import RepresentationLayers
     from .probes.attribution_regions import Looking
-
-Progress = Callable[[float, str], None]
 
 
 @dataclass
@@ -80,6 +79,7 @@ class AuditContext:
     options: AuditOptions
     reference: LoadedModel | None = None
     progress: Progress = field(default=lambda fraction, stage: None)
+    section_progress: SectionProgress = no_progress   # the running section's (the runner sets it)
     # pooled_activations' per-layer results, per graph ("model", "reference")
     _pooled: dict[str, dict[str, np.ndarray]] = field(default_factory=lambda: {"model": {}, "reference": {}},
                                                       init=False, repr=False)
@@ -103,9 +103,12 @@ class AuditContext:
     @cached_property
     def outputs(self) -> Outputs:
         logits = np.zeros((len(self.probe), len(self.classes)), dtype=np.float32)
+        done = 0
         with torch.inference_mode():
             for indices, batch in self.probe.batches(self.spec, self.options.batch_size):
                 logits[indices] = self.graph(batch.to(self.device)).float().cpu().numpy()
+                done += len(indices)
+                self.section_progress(done / len(self.probe))
         finite = np.isfinite(logits).all(axis=1)
         safe = np.where(np.isfinite(logits), logits, 0.0)
         shifted = safe - safe.max(axis=1, keepdims=True)
@@ -184,7 +187,7 @@ class AuditContext:
         inputs = self.sample_batch()
         targets = torch.as_tensor(self.outputs.predictions[self.sample_indices], device=self.device)
         maps, seconds = attribution.heatmaps(self.graph, inputs, targets, self.attribution_settings,
-                                             attribution.applicable(self.graph))
+                                             attribution.applicable(self.graph), self.section_progress)
         return SampleAttributions(list(self.sample_indices), maps, seconds)
 
     @cached_property
@@ -193,7 +196,8 @@ class AuditContext:
         from .probes import attribution_regions
 
         return attribution_regions.compute(self.graph, self.probe, self.spec, self.outputs.predictions,
-                                           self.attribution_settings, self.options.batch_size)
+                                           self.attribution_settings, self.options.batch_size,
+                                           self.section_progress)
 
     @cached_property
     def representation_layers(self) -> "RepresentationLayers":
@@ -228,15 +232,28 @@ class AuditContext:
         if missing:
             spec = self.spec if graph is self.graph else self.reference.meta.input
             parts: dict[str, list[np.ndarray]] = {n: [] for n in missing}
+            done = 0
             with torch.inference_mode():
-                for _, batch in self.probe.batches(spec, self.options.batch_size):
+                for indices, batch in self.probe.batches(spec, self.options.batch_size):
                     _, outputs = graph.activations(batch.to(self.device), missing)
                     for name, value in outputs.items():
                         value = value.float()
                         pooled = value.mean(dim=(2, 3)) if value.dim() == 4 else value.flatten(1)
                         parts[name].append(pooled.cpu().numpy())
+                    done += len(indices)
+                    self.section_progress(done / len(self.probe))
             store.update({n: np.concatenate(parts[n]) for n in missing})
         return {n: store[n] for n in names}
+
+    @contextmanager
+    def reporting_to(self, progress: SectionProgress):
+        """Within the block, what reports through `section_progress` (a computation the block starts, such
+        as a cached property) reports to `progress`: a part of the running section's."""
+        outer, self.section_progress = self.section_progress, progress
+        try:
+            yield
+        finally:
+            self.section_progress = outer
 
     def sample_batch(self) -> torch.Tensor:
         return self.probe.tensors(self.sample_indices, self.spec).to(self.device)

@@ -15,6 +15,7 @@ import auditsvc
 
 from . import registry
 from .context import AuditContext, AuditOptions, Progress
+from .progress import SectionSteps, StepReport, no_progress, no_steps
 from .dataset import ProbeDataset
 from .errors import BadInput
 from .metrics import with_cue_cells
@@ -34,7 +35,9 @@ def resolve_device(device: str) -> str:
 
 
 def audit(model: LoadedModel, probe: ProbeDataset, options: AuditOptions | None = None,
-          reference: LoadedModel | None = None, progress: Progress | None = None) -> AuditResult:
+          reference: LoadedModel | None = None, progress: Progress | None = None,
+          steps: StepReport | None = None) -> AuditResult:
+    """progress: the audit's fraction done and stage; steps: each section's status and fraction done as it runs."""
     options = options or AuditOptions()
     options.device = resolve_device(options.device)
     torch.manual_seed(options.seed)
@@ -44,10 +47,13 @@ def audit(model: LoadedModel, probe: ProbeDataset, options: AuditOptions | None 
     graph = ModelGraph(model.program, model.meta.input.size, options.device, model.module_types)
     context = AuditContext(model, graph, probe, options, reference, report)
     sections = registry.sections(options.sections)
+    tracker = SectionSteps(len(sections), report, steps or no_steps)
     done: dict[str, SectionResult] = {}
-    for index, section in enumerate(_run_order(sections)):
-        report(index / len(sections), section.title)
+    for section in _run_order(sections):
+        context.section_progress = tracker.started(section)
         done[section.name] = _run_section(section, context)
+        tracker.finished(section, done[section.name].status)
+    context.section_progress = no_progress
     report(1.0, "done")
     results = [done[section.name] for section in sections]   # the report's order, whatever the run order
     findings = _findings(results)

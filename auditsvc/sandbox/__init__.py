@@ -5,9 +5,10 @@ A model file is code. The parent process never loads one; it starts a confined c
 back only checked files and JSON. See `confinement.py` for what the child can reach.
 """
 
+from .child import REPORT_STEP
 from .confined_audit import AuditOutcome, ConfinedAudit, check_model
 from .confinement import Confinement, Limits, SandboxUnavailable, sandbox_device
 from .supervisor import SandboxError
 
-__all__ = ["AuditOutcome", "ConfinedAudit", "Confinement", "Limits", "SandboxError", "SandboxUnavailable",
-           "check_model", "sandbox_device"]
+__all__ = ["REPORT_STEP", "AuditOutcome", "ConfinedAudit", "Confinement", "Limits", "SandboxError",
+           "SandboxUnavailable", "check_model", "sandbox_device"]

@@ -2,8 +2,9 @@
 
 It imports the battery first and says it is ready, so a worker can start it before the next
 job arrives; then it reads one request (a JSON line on stdin), runs it, and writes
-`outcome.json` to its output folder. Its stdout carries only protocol lines (ready, progress);
-whatever the model or a library prints goes to stderr, the job's log.
+`outcome.json` to its output folder. Its stdout carries only protocol lines (ready, progress, the
+steps of an audit: each battery section, then the report files); whatever the model or a library
+prints goes to stderr, the job's log.
 
 Exit codes: 0 done, 2 refused (bad input, the message is for the user), 1 anything else.
 """
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 EXIT_DONE, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+REPORT_STEP = "report"   # the audit's last step, after the battery's sections: writing the report files
+SECONDS_BETWEEN = 0.5    # between two progress lines of one stage, or two lines of one running step
 
 
 class Protocol:
@@ -29,18 +32,26 @@ class Protocol:
         self.stream = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
         os.dup2(2, 1)   # a model's or a library's prints must not pose as protocol lines
         self.last = (0.0, "")
+        self.last_step = (0.0, "", "")
 
     def send(self, **message) -> None:
         self.stream.write(json.dumps(message) + "\n")
 
     def progress(self, fraction: float, stage: str) -> None:
         now = time.monotonic()
-        if stage != self.last[1] or now - self.last[0] >= 0.5:
+        if stage != self.last[1] or now - self.last[0] >= SECONDS_BETWEEN:
             self.last = (now, stage)
             self.send(progress=round(float(fraction), 4), stage=str(stage)[:200])
 
+    def step(self, name: str, status: str, fraction: float) -> None:
+        """A step's status at once when it changes; a running step's fraction now and then."""
+        now = time.monotonic()
+        if (name, status) != self.last_step[1:] or now - self.last_step[0] >= SECONDS_BETWEEN:
+            self.last_step = (now, name, status)
+            self.send(step=str(name)[:100], status=str(status)[:20], fraction=round(float(fraction), 4))
 
-def check(request: dict[str, Any], progress: Callable) -> dict[str, Any]:
+
+def check(request: dict[str, Any], progress: Callable, steps: Callable | None = None) -> dict[str, Any]:
     from auditsvc.battery import ModelMeta, load_model
 
     model = request["model"]
@@ -48,22 +59,32 @@ def check(request: dict[str, Any], progress: Callable) -> dict[str, Any]:
     return {"format": loaded.format, "sha256": loaded.sha256}
 
 
-def audit(request: dict[str, Any], progress: Callable) -> dict[str, Any]:
+def audit(request: dict[str, Any], progress: Callable, steps: Callable | None = None) -> dict[str, Any]:
+    """progress(fraction, stage) for the audit; steps(name, status, fraction) for each section, then the report."""
     from auditsvc.battery import AuditOptions, ModelMeta
+    from auditsvc.battery.progress import no_steps
     from auditsvc.pipeline import load_and_audit, write_outputs
     from auditsvc.reports.changes import changes_since
+
+    steps = steps or no_steps
+
+    def battery_progress(fraction: float, stage: str) -> None:
+        # The battery's "done" is not the audit's: the report files are written after it.
+        progress(fraction, "writing the report" if stage == "done" else stage)
 
     model, reference, dataset = request["model"], request.get("reference"), request["dataset"]
     _check_sections(request["options"].get("sections"))
     result = load_and_audit(Path(model["path"]), Path(dataset["path"]), meta=ModelMeta.from_dict(model["meta"]),
                             reference=Path(reference["path"]) if reference else None,
                             reference_meta=ModelMeta.from_dict(reference["meta"]) if reference else None,
-                            options=AuditOptions(**request["options"]), progress=progress,
-                            dataset_label=dataset.get("label"))
+                            options=AuditOptions(**request["options"]), progress=battery_progress,
+                            dataset_label=dataset.get("label"), steps=steps)
     result.environment["isolation"] = request["isolation"]
     previous = request.get("previous")
     changes = changes_since(previous, result.findings_json()) if previous else None
+    steps(REPORT_STEP, "running", 0.0)
     write_outputs(result, Path(request["out"]), changes, cover=request.get("cover"))
+    steps(REPORT_STEP, "ok", 1.0)
     return {"verdict": result.verdict, "findings": len(result.findings)}
 
 
@@ -141,7 +162,7 @@ def main() -> int:
     from auditsvc.battery import BadInput
 
     try:
-        data = ACTIONS[request["action"]](request, protocol.progress)
+        data = ACTIONS[request["action"]](request, protocol.progress, protocol.step)
     except BadInput as exc:
         _outcome(out, status="refused", message=str(exc))
         return EXIT_REFUSED

@@ -25,7 +25,7 @@ from auditsvc.battery import BadInput, ModelMeta
 from auditsvc.reports import record
 
 from .confinement import Confinement
-from .supervisor import Child, Job, Progress, SandboxError
+from .supervisor import Child, Job, Progress, SandboxError, Steps
 
 REPORT_FILES = {"html": "report.html", "pdf": "report.pdf", "json": "findings.json"}
 MAX_REPORT_BYTES = 1 << 30
@@ -82,13 +82,14 @@ class ConfinedAudit:
 
     def run(self, out_dir: Path, options: dict[str, Any], previous: dict | None = None,
             progress: Progress | None = None, timeout: float | None = None,
-            cover: dict[str, str] | None = None) -> AuditOutcome:
-        """cover: the audit's cover fields (audit number, organization, requester, release tag)."""
+            cover: dict[str, str] | None = None, steps: Steps | None = None) -> AuditOutcome:
+        """cover: the audit's cover fields (audit number, organization, requester, release tag); steps:
+        each battery section's status and fraction done as it runs, then the report files' (step "report")."""
         self.start()
         signer = _configured_signer()   # a bad key fails before the audit, not after
         request = {**self.inputs, "options": options, "previous": previous, "cover": cover or {},
                    "isolation": self.confinement.describe()}
-        self.child.run(request, progress, timeout)
+        self.child.run(request, progress, timeout, steps)
         written = _checked_outputs(self.job.out_dir)
         findings = _findings(written["json"])
         if signer is not None:

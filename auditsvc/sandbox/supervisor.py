@@ -11,6 +11,7 @@ its whole process group and reported in one line.
 from __future__ import annotations
 
 import json
+import math
 import os
 import selectors
 import shutil
@@ -31,6 +32,8 @@ MAX_LINE = 4096
 MAX_OUTCOME_BYTES = 1 << 20
 JOB_ROOT = "/job"
 Progress = Callable[[float, str], None]
+Steps = Callable[[str, str, float], None]   # a step's name, status and fraction done, as the child reports them
+STEP_STATUSES = ("running", "ok", "error", "skipped")
 
 
 class SandboxError(RuntimeError):
@@ -113,21 +116,28 @@ class Child:
                                             env=job.confinement.environment(tmp), cwd=job.root / "tmp",
                                             start_new_session=True, close_fds=True)
         self.ready = False
+        self._partial, self._dropping = b"", False   # stdout read so far after its last complete line
 
-    def run(self, request: dict[str, Any], progress: Progress | None = None, timeout: float | None = None) -> dict:
-        """Give the child its request, relay its progress, and return its outcome; BadInput when it refused
-        the input, SandboxError when it failed otherwise."""
+    def run(self, request: dict[str, Any], progress: Progress | None = None, timeout: float | None = None,
+            steps: Steps | None = None) -> dict:
+        """Give the child its request, relay its progress (and its steps), and return its outcome; BadInput
+        when it refused the input, SandboxError when it failed otherwise. An exception raised by `progress`
+        or `steps` (the caller stopping the job) kills the child and goes up to the caller."""
         deadline = time.monotonic() + timeout if timeout else None
         self.timeout = timeout
         report = progress or (lambda fraction, stage: None)
+        step = steps or (lambda name, status, fraction: None)
         request = {**request, "out": self.job.inside(self.job.out_dir), "action": self.action}
         try:
             self.wait_ready(deadline)
             self.process.stdin.write((json.dumps(request) + "\n").encode())
             self.process.stdin.close()
             for message in self._messages(deadline):
-                if isinstance(message.get("progress"), (int, float)) and isinstance(message.get("stage"), str):
-                    report(min(max(float(message["progress"]), 0.0), 1.0), message["stage"][:200])
+                if _is_number(message.get("progress")) and isinstance(message.get("stage"), str):
+                    report(_fraction(message["progress"]), message["stage"][:200])
+                elif (isinstance(message.get("step"), str) and message.get("status") in STEP_STATUSES
+                      and _is_number(message.get("fraction"))):
+                    step(message["step"][:100], message["status"], _fraction(message["fraction"]))
             code = self.process.wait(timeout=_remaining(deadline, minimum=5))
         except (BrokenPipeError, subprocess.TimeoutExpired):
             code = self.process.poll()
@@ -157,22 +167,34 @@ class Child:
 
     def _messages(self, deadline: float | None):
         """JSON objects from the child's stdout until it closes; anything else is ignored."""
+        for line in self._lines(deadline):
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict):
+                yield message
+
+    def _lines(self, deadline: float | None):
+        """The child's stdout line by line, each as soon as it is complete (a buffered reader would keep
+        lines that came in one read until the child writes again); longer lines than MAX_LINE are dropped."""
+        stream = self.process.stdout.fileno()
         with selectors.DefaultSelector() as selector:
-            selector.register(self.process.stdout, selectors.EVENT_READ)
+            selector.register(stream, selectors.EVENT_READ)
             while True:
                 if not selector.select(timeout=_remaining(deadline)):
                     raise SandboxError(f"the job took longer than the {self.timeout / 60:.0f} minutes allowed; stopped")
-                line = self.process.stdout.readline(MAX_LINE + 1)
-                if not line:
+                chunk = os.read(stream, 1 << 16)
+                if not chunk:
                     return
-                if len(line) > MAX_LINE:
-                    continue
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(message, dict):
-                    yield message
+                *lines, self._partial = (self._partial + chunk).split(b"\n")
+                for line in lines:
+                    if self._dropping:   # the rest of a line that was too long
+                        self._dropping = False
+                    elif len(line) <= MAX_LINE:
+                        yield line
+                if len(self._partial) > MAX_LINE:
+                    self._partial, self._dropping = b"", True
 
     def _outcome(self, code: int | None) -> dict:
         outcome = _read_outcome(self.job.out_dir / "outcome.json")
@@ -206,6 +228,14 @@ class Child:
         except OSError:
             return ""
         return f"Last log line: {lines[-1][:300]}" if lines else ""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fraction(value: float) -> float:
+    return min(max(float(value), 0.0), 1.0)
 
 
 def _sentences(*parts: str) -> str:

@@ -61,3 +61,26 @@ def test_openapi_describes_every_api_route(client):
     routes = {"/" + str(p.pattern).replace("<int:pk>", "{id}") for p in get_resolver().url_patterns
               if str(p.pattern).startswith("api/v1/") and "openapi" not in str(p.pattern)}
     assert routes == set(spec["paths"])
+
+
+def test_a_pipeline_runs_a_quick_audit_and_cancels_it(client, auth, package_files, probe_bytes, settings):
+    settings.AUDIT_SECTIONS = None
+    created = client.post(reverse("api-audits"), {**uploads(package_files, probe_bytes), "profile": "quick"}, **auth)
+    body = created.json()
+    assert created.status_code == 201 and body["profile"] == "quick" and body["queue_position"] == 0
+    assert [s["name"] for s in body["steps"]] == ["setup", "summary", "performance", "shortcuts", "looking", "report"]
+    assert body["remaining"] is None and body["cancellable"]   # no finished audit to estimate from yet
+    cancel = body["links"]["cancel"]
+    assert client.get(cancel, **auth).status_code == 405
+    cancelled = client.post(cancel, **auth)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert "cancel" not in cancelled.json()["links"] and {s["status"] for s in cancelled.json()["steps"]} == {
+        "cancelled"}
+    again = client.post(cancel, **auth)
+    assert again.status_code == 409 and "already finished (cancelled)" in again.json()["error"]
+
+
+def test_an_unknown_profile_is_refused(client, auth, package_files, probe_bytes):
+    refused = client.post(reverse("api-audits"), {**uploads(package_files, probe_bytes), "profile": "thorough"},
+                          **auth)
+    assert refused.status_code == 400 and "profile" in refused.json()["fields"]

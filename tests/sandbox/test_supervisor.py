@@ -18,11 +18,11 @@ pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewra
 READY = 'import json, sys; print(json.dumps({"ready": True}), flush=True); request = json.loads(sys.stdin.readline())\n'
 
 
-def run_child(body: str, timeout: float | None = 60, limits: Limits | None = None, progress=None):
+def run_child(body: str, timeout: float | None = 60, limits: Limits | None = None, progress=None, steps=None):
     job = Job(Confinement("bubblewrap", limits or Limits()))
     try:
         child = Child(job, "test", program=["-c", READY + textwrap.dedent(body)])
-        return child.run({}, progress=progress, timeout=timeout), child
+        return child.run({}, progress=progress, timeout=timeout, steps=steps), child
     finally:
         job.remove()
 
@@ -40,6 +40,70 @@ def test_progress_is_relayed_and_junk_ignored():
     """, progress=lambda fraction, stage: seen.append((fraction, stage)))
     assert outcome == {"status": "done", "n": 1}
     assert seen == [(0.5, "half"), (1.0, "too far")]
+
+
+def test_each_line_is_relayed_as_soon_as_it_is_complete():
+    """Two lines in one write: the second is relayed before the child writes again (here the child waits
+    for the parent to have seen it, and would wait until the timeout otherwise)."""
+    job = Job(Confinement("bubblewrap", Limits()))
+    seen = []
+
+    def progress(fraction, stage):
+        seen.append(stage)
+        if stage == "second":
+            (job.out_dir / "seen").touch()
+
+    try:
+        child = Child(job, "test", program=["-c", READY + textwrap.dedent("""
+            import pathlib, sys, time
+            out = pathlib.Path(request["out"])
+            sys.stdout.write('{"progress": 0.1, "stage": "first"}\\n{"progress": 0.2, "stage": "second"}\\n')
+            sys.stdout.flush()
+            while not (out / "seen").exists():
+                time.sleep(0.05)
+            (out / "outcome.json").write_text('{"status": "done"}')
+        """)])
+        assert child.run({}, progress=progress, timeout=60) == {"status": "done"}
+    finally:
+        job.remove()
+    assert seen == ["first", "second"]
+
+
+def test_steps_are_relayed_and_junk_ignored():
+    seen = []
+    outcome, _ = run_child("""
+        import json, pathlib
+        for message in ({"step": "summary", "status": "running", "fraction": 0.25},
+                        {"step": "summary", "status": "ok", "fraction": 1},
+                        {"step": "x" * 300, "status": "running", "fraction": 2},
+                        {"step": "summary", "status": "hacked", "fraction": 0.5},
+                        {"step": "summary", "status": "ok", "fraction": "half"},
+                        {"step": "summary", "status": "ok", "fraction": True},
+                        {"step": ["summary"], "status": "ok", "fraction": 1}):
+            print(json.dumps(message))
+        print('{"step": "summary", "status": "ok", "fraction": NaN}')
+        pathlib.Path(request["out"], "outcome.json").write_text(json.dumps({"status": "done"}))
+    """, steps=lambda name, status, fraction: seen.append((name, status, fraction)))
+    assert outcome == {"status": "done"}
+    assert seen == [("summary", "running", 0.25), ("summary", "ok", 1.0), ("x" * 100, "running", 1.0)]
+
+
+def test_a_caller_that_stops_the_job_kills_the_child():
+    """A cancelled audit's progress writer raises: the child it was reading from dies with its process group."""
+    def stop(fraction, stage):
+        raise KeyError("cancelled")
+
+    job = Job(Confinement("bubblewrap", Limits()))
+    try:
+        body = 'print(json.dumps({"progress": 0.1, "stage": "working"}), flush=True); import time; time.sleep(600)'
+        child = Child(job, "test", program=["-c", READY + body])
+        with pytest.raises(KeyError):
+            child.run({}, progress=stop, timeout=60)
+        assert child.process.poll() is not None
+        with pytest.raises(ProcessLookupError):
+            os.killpg(child.process.pid, 0)
+    finally:
+        job.remove()
 
 
 def test_a_refusal_becomes_bad_input_in_one_line():

@@ -30,6 +30,19 @@ def test_an_audit_created_through_the_api_finishes_on_a_worker(service_stack, au
     assert "worker1@" in stack.log("worker1") and f"[{created['id']}]" not in stack.log("web")
 
 
+def test_a_quick_audit_created_through_the_api_runs_only_its_sections(service_stack, audit_inputs):
+    """The stack's AUDITSVC_SECTIONS also allows saliency; the quick profile leaves it out."""
+    stack = service_stack
+    created = stack.create_audit(*audit_inputs, profile="quick")
+    quick = ["summary", "performance", "shortcuts", "looking"]
+    assert created["profile"] == "quick" and [s["name"] for s in created["steps"]] == ["setup", *quick, "report"]
+    done = stack.wait_until(created["id"], lambda s: s["status"] in ("done", "failed"))
+    assert done["status"] == "done", done["message"]
+    assert [(s["name"], s["status"]) for s in done["steps"]] == [(name, "ok") for name in ["setup", *quick, "report"]]
+    findings = stack.api().get(done["links"]["findings"], timeout=30).json()
+    assert list(findings["sections"]) == quick
+
+
 def test_a_killed_worker_process_loses_no_audit(service_stack, audit_inputs):
     stack = service_stack
     created = stack.create_audit(*audit_inputs)

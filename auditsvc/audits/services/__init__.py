@@ -6,20 +6,22 @@ Text is checked against its column before it is saved; a request that fails leav
 neither rows nor files.
 """
 
-from .audits import (NO_WORKER, audit_claim_next, audit_create, audit_create_from_upload, audit_execute,
-                     audit_fail, audit_get_or_create_from_upload, audit_transition, audits_sweep,
+from .audits import (NO_WORKER, audit_cancel, audit_claim_next, audit_create, audit_create_from_upload,
+                     audit_execute, audit_fail, audit_get_or_create_from_upload, audit_transition, audits_sweep,
                      workers_configured)
 from .notifications import notify_worse_verdict
 from .organizations import organization_create
 from .running import sandbox_prepare_next
 from .schedules import audit_create_for_schedule, schedule_create, schedule_delete, schedule_set_enabled
+from .steps import planned_steps, profile_sections
 from .tokens import api_token_authenticate, api_token_create, api_token_revoke
 from .uploads import model_version_create, parse_meta, probe_set_create
 
 __all__ = [
-    "NO_WORKER", "api_token_authenticate", "api_token_create", "api_token_revoke", "audit_claim_next",
+    "NO_WORKER", "api_token_authenticate", "api_token_create", "api_token_revoke", "audit_cancel", "audit_claim_next",
     "audit_create", "audit_create_for_schedule", "audit_create_from_upload", "audit_execute", "audit_fail",
     "audit_get_or_create_from_upload", "audit_transition", "audits_sweep", "model_version_create",
-    "notify_worse_verdict", "organization_create", "parse_meta", "probe_set_create", "sandbox_prepare_next",
+    "notify_worse_verdict", "organization_create", "parse_meta", "planned_steps", "probe_set_create",
+    "profile_sections", "sandbox_prepare_next",
     "schedule_create", "schedule_delete", "schedule_set_enabled", "workers_configured",
 ]

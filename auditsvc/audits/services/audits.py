@@ -1,9 +1,11 @@
 """An audit's life: created (from stored objects, or from one request's uploads), queued for a worker,
-started, executed in a sandbox, finished or failed, swept when its worker went silent.
+started, executed in a sandbox, finished or failed, swept when its worker went silent, or cancelled.
 
-Its status changes in one place (`_set_status`, through `audit_transition` and `audit_claim_next`),
-along QUEUED -> RUNNING -> DONE | FAILED (RUNNING -> QUEUED when swept). Workers are reached by task
-name once the transaction commits; nothing here imports the tasks.
+Its status changes in one place (`_set_status`, through `audit_transition`, `audit_claim_next`,
+`audit_fail` and `audit_cancel`), along QUEUED -> RUNNING -> DONE | FAILED (RUNNING -> QUEUED when
+swept), and QUEUED | RUNNING -> CANCELLED; DONE, FAILED and CANCELLED are final. Workers are reached
+by task name once the transaction commits (the task's id names the audit, so that a cancel can revoke
+it); nothing here imports the tasks.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from ..models import Audit, AuditFinding, ModelVersion, Organization, ProbeSet, 
 from .columns import one_line
 from .files import scratch
 from .notifications import notify_worse_verdict
-from .running import run_in_sandbox, sandbox_prepare_next
+from .running import AuditStopped, check_still_running, run_in_sandbox, sandbox_prepare_next
+from .steps import planned_steps, started_steps, steps_closed
 from .uploads import model_version_from_upload, probe_set_create
 
 log = logging.getLogger(__name__)
@@ -40,28 +43,34 @@ EXECUTE_AUDIT_TASK = "tasks.audits.execute_audit"
 NO_WORKER = ("waiting: no worker is configured (set REDIS_URL and start a worker, "
              "or run `python manage.py run_queued_audits`)")
 _NEXT_STATUS = {
-    Audit.Status.QUEUED: {Audit.Status.RUNNING, Audit.Status.FAILED},
-    Audit.Status.RUNNING: {Audit.Status.RUNNING, Audit.Status.QUEUED, Audit.Status.DONE, Audit.Status.FAILED},
+    Audit.Status.QUEUED: {Audit.Status.RUNNING, Audit.Status.FAILED, Audit.Status.CANCELLED},
+    Audit.Status.RUNNING: {Audit.Status.RUNNING, Audit.Status.QUEUED, Audit.Status.DONE, Audit.Status.FAILED,
+                           Audit.Status.CANCELLED},
     Audit.Status.DONE: set(),
     Audit.Status.FAILED: set(),
+    Audit.Status.CANCELLED: set(),
 }
+_FINAL = (Audit.Status.DONE, Audit.Status.FAILED, Audit.Status.CANCELLED)
 
 
 # --- creating ----------------------------------------------------------------------------------
 
 def audit_create(*, organization: Organization, user, model_version: ModelVersion, probe_set: ProbeSet,
-                 reference: ModelVersion | None = None, seed: int = 0, schedule: Schedule | None = None) -> Audit:
+                 reference: ModelVersion | None = None, seed: int = 0, schedule: Schedule | None = None,
+                 profile: str = Audit.Profile.FULL) -> Audit:
     """A queued audit of stored objects; its worker is asked for once the transaction commits."""
     check_one_organization(organization, (model_version, probe_set, reference), "an audit")
     check_reference(model_version, reference)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= Audit.MAX_SEED:
         raise ValidationError({"seed": f"The seed must be between 0 and {Audit.MAX_SEED}."})
+    check_profile(profile)
     _check_classes(model_version, probe_set)
     previous = (Audit.objects.filter(model_version=model_version, probe_set=probe_set, status=Audit.Status.DONE)
                 .order_by("-finished").first())
     audit = Audit.objects.create(organization=organization, model_version=model_version, probe_set=probe_set,
                                  reference=reference, seed=seed, schedule=schedule, previous=previous,
-                                 requested_by=user, stage="" if workers_configured() else NO_WORKER)
+                                 requested_by=user, stage="" if workers_configured() else NO_WORKER,
+                                 profile=profile, steps=planned_steps(profile))
     _enqueue_on_commit(audit.pk)
     return audit
 
@@ -81,7 +90,7 @@ def _audit_from_upload(*, reuse_identical: bool, organization: Organization, use
                        model_version: ModelVersion | None = None, model=None, meta=None, release_tag: str = "",
                        reference_version: ModelVersion | None = None, reference=None, reference_meta=None,
                        probe_set: ProbeSet | None = None, dataset=None, dataset_name: str = "",
-                       seed: int = 0) -> tuple[Audit, bool]:
+                       seed: int = 0, profile: str = Audit.Profile.FULL) -> tuple[Audit, bool]:
     """The request's field names: stored objects or uploads for the model (`model_version` or `model` +
     `meta`), the reference (`reference_version` or `reference` + `reference_meta`) and the probe set
     (`probe_set` or `dataset`), then the audit. All or nothing: if any step fails, the rows roll back and
@@ -109,11 +118,12 @@ def _audit_from_upload(*, reuse_identical: bool, organization: Organization, use
                 stored.append(probe_set)
             identical = reuse_identical and selectors.audit_find_identical(
                 organization=organization, model_version=model_version, probe_set=probe_set,
-                reference=reference_version, seed=seed)
+                reference=reference_version, seed=seed, profile=profile)
             if identical:
                 return identical, False
             return audit_create(organization=organization, user=user, model_version=model_version,
-                                probe_set=probe_set, reference=reference_version, seed=seed), True
+                                probe_set=probe_set, reference=reference_version, seed=seed,
+                                profile=profile), True
     except BaseException:
         for instance in stored:
             instance.file.delete(save=False)
@@ -124,6 +134,11 @@ def check_one_organization(organization: Organization, items, user_of: str) -> N
     """Everything `user_of` (an audit, a schedule) uses belongs to `organization`."""
     if any(item is not None and item.organization_id != organization.id for item in items):
         raise ValidationError(f"Everything {user_of} uses must belong to the same organization.")
+
+
+def check_profile(profile: str) -> None:
+    if profile not in Audit.Profile.values:
+        raise ValidationError({"profile": f"The profile must be one of {', '.join(Audit.Profile.values)}."})
 
 
 def check_reference(model_version: ModelVersion, reference: ModelVersion | None) -> None:
@@ -163,9 +178,14 @@ def _enqueue_on_commit(audit_id: int) -> None:
     transaction.on_commit(lambda: _enqueue(audit_id))
 
 
+def audit_task_id(audit_id: int) -> str:
+    """Every message that runs one audit has this id: revoking it reaches them all."""
+    return f"audit-{audit_id}"
+
+
 def _enqueue(audit_id: int) -> None:
     if workers_configured():   # else it stays queued for `manage.py run_queued_audits`
-        celery_app.send_task(EXECUTE_AUDIT_TASK, args=[audit_id])
+        celery_app.send_task(EXECUTE_AUDIT_TASK, args=[audit_id], task_id=audit_task_id(audit_id))
 
 
 def audit_claim_next(worker: str) -> Audit | None:
@@ -189,7 +209,8 @@ def audits_sweep(now=None) -> list[int]:
             audit_fail(audit, f"The worker running this audit stopped responding ({audit.worker or 'unknown'}); "
                               f"gave up after {audit.attempts} attempts.")
         else:
-            audit_transition(audit, Audit.Status.QUEUED, stage="queued again: the worker stopped responding")
+            audit_transition(audit, Audit.Status.QUEUED, stage="queued again: the worker stopped responding",
+                             progress=0.0, steps=planned_steps(audit.profile))
             _enqueue_on_commit(audit.pk)
         handled.append(audit.pk)
     return handled
@@ -204,18 +225,48 @@ def audit_transition(audit: Audit, status: str, **fields) -> Audit:
 
 
 def audit_fail(audit: Audit, reason: str) -> Audit:
-    return audit_transition(audit, Audit.Status.FAILED, message=one_line(reason)[:1000])
+    """FAILED with the reason, unless its status changed since it was read (a cancel came first)."""
+    _set_status(audit, Audit.Status.FAILED, {"message": one_line(reason)[:1000]}, claim=True)
+    return audit
+
+
+def audit_cancel(audit: Audit, user=None) -> Audit:
+    """Stop a queued or running audit for good. Once this commits its task is revoked, and terminated
+    if a worker runs it (the worker process stops, with it the sandboxed child, and a new one takes the
+    next audit); without Celery the run stops at its next progress report. Nothing of a cancelled run is
+    stored. ValidationError for an audit that has finished."""
+    who = (user.get_full_name() or user.get_username()) if user else "a reviewer"
+    fields = {"stage": "cancelled", "message": f"Cancelled by {who}."[:1000]}
+    while not audit.is_finished:
+        if _set_status(audit, Audit.Status.CANCELLED, fields, claim=True):
+            transaction.on_commit(lambda: _revoke(audit.pk))
+            return audit
+        audit.refresh_from_db(fields=["status"])   # a worker moved it on meanwhile: started or finished it
+    raise ValidationError(f"Audit {audit.pk} has already finished ({audit.get_status_display().lower()}); "
+                          "only a queued or running audit can be cancelled.", code="finished")
+
+
+def _revoke(audit_id: int) -> None:
+    if not workers_configured():
+        return
+    try:
+        celery_app.control.revoke(audit_task_id(audit_id), terminate=True)
+    except Exception:   # the broker is away: a running audit still stops at its next progress report
+        log.warning("could not revoke the task of cancelled audit %s:\n%s", audit_id, traceback.format_exc())
 
 
 def _set_status(audit: Audit, status: str, fields: dict, claim: bool = False) -> bool:
-    """The one place an audit's status is written (with a heartbeat, and `finished` when it ends). With
-    `claim`, only if no one changed it since it was read; returns whether it was written."""
+    """The one place an audit's status is written (with a heartbeat; when it ends, `finished` and its steps
+    closed). With `claim`, only if no one changed it since it was read; returns whether it was written."""
     if status not in _NEXT_STATUS[audit.status]:
         raise ValueError(f"audit {audit.pk}: {audit.status} -> {status} is not allowed")
     now = timezone.now()
     fields = {"status": status, "heartbeat": now, **fields}
-    if status in (Audit.Status.DONE, Audit.Status.FAILED):
+    if status in _FINAL:
         fields.setdefault("finished", now)
+    if status in (Audit.Status.FAILED, Audit.Status.CANCELLED) and "steps" not in fields:
+        current = Audit.objects.filter(pk=audit.pk).values_list("steps", flat=True).first()
+        fields["steps"] = steps_closed(current if current is not None else audit.steps, status, now)
     rows = Audit.objects.filter(pk=audit.pk)
     if claim:
         rows = rows.filter(status=audit.status)
@@ -239,24 +290,41 @@ def audit_execute(audit_id: int, worker: str = "") -> None:
         audit_fail(audit, f"The audit was interrupted {audit.attempts} times (worker lost or restarted); "
                           "giving up. Start it again.")
         return
-    audit_transition(audit, Audit.Status.RUNNING, attempts=audit.attempts + 1, started=timezone.now(),
-                     worker=worker[:200], progress=0.0, stage="starting", message="")
-    try:
-        changes = _run_and_store(audit)
-    except (BadInput, SandboxError, SandboxUnavailable) as exc:
-        audit_fail(audit, str(exc))
-        return
-    except (SoftTimeLimitExceeded, TimeLimitExceeded):
-        audit_fail(audit, f"The audit took longer than the {settings.AUDIT_SOFT_TIME_LIMIT // 60} minute limit.")
-        raise
-    except Exception as exc:
-        log.error("audit %s failed:\n%s", audit.pk, traceback.format_exc())
-        audit_fail(audit, f"Internal error while auditing: {type(exc).__name__}: {exc}")
-        raise
-    finally:
-        sandbox_prepare_next()
+    now = timezone.now()
+    if not _set_status(audit, Audit.Status.RUNNING, {
+            "attempts": audit.attempts + 1, "started": now, "worker": worker[:200], "progress": 0.0,
+            "stage": "starting", "message": "", "steps": started_steps(audit.profile, now)}, claim=True):
+        return   # cancelled since it was read
+    with _next_sandbox_prepared():
+        try:
+            changes = _run_and_store(audit)
+        except AuditStopped:
+            log.info("audit %s stopped: it was cancelled or queued again meanwhile", audit.pk)
+            return
+        except (BadInput, SandboxError, SandboxUnavailable) as exc:
+            audit_fail(audit, str(exc))
+            return
+        except (SoftTimeLimitExceeded, TimeLimitExceeded):
+            audit_fail(audit, f"The audit took longer than the {settings.AUDIT_SOFT_TIME_LIMIT // 60} minute limit.")
+            raise
+        except Exception as exc:
+            log.error("audit %s failed:\n%s", audit.pk, traceback.format_exc())
+            audit_fail(audit, f"Internal error while auditing: {type(exc).__name__}: {exc}")
+            raise
     if changes and changes["worse"]:
         notify_worse_verdict(audit)
+
+
+@contextmanager
+def _next_sandbox_prepared():
+    """After an audit, however it ended, the next sandboxed child is started; not when the process is being
+    stopped (SystemExit: a cancel terminates the task's worker process, which must not start another)."""
+    try:
+        yield
+    except Exception:
+        sandbox_prepare_next()
+        raise
+    sandbox_prepare_next()
 
 
 def _run_and_store(audit: Audit) -> dict | None:
@@ -273,6 +341,7 @@ def _finish(audit: Audit, outcome, changes: dict | None) -> None:
     """The report files, the findings and the DONE status, together."""
     report = to_jsonable(outcome.findings_json)
     with transaction.atomic():
+        check_still_running(audit)   # and locked until DONE: a cancel waits, then finds it finished
         for field, path in (("report_html", outcome.html), ("report_pdf", outcome.pdf),
                             ("findings_json", outcome.findings)):
             with open(path, "rb") as handle:

@@ -1,5 +1,6 @@
-"""An audit run in a sandboxed child: its inputs copied in from storage, its progress written to its
-row as it comes, the report files handed back. Nothing here changes an audit's status (audits.py does).
+"""An audit run in a sandboxed child: its inputs copied in from storage, its progress and steps written
+to its row as they come, the report files handed back. Nothing here changes an audit's status
+(audits.py does); a run whose audit was cancelled (or swept back to the queue) meanwhile stops.
 
 The stored model.json goes to the sandbox as a checked `ModelMeta`; the child loads each model once,
 for the whole audit.
@@ -20,18 +21,35 @@ from auditsvc.sandbox import AuditOutcome, SandboxUnavailable, warm
 from .. import selectors
 from ..models import Audit
 from .files import copy_stored
+from .steps import profile_sections, steps_reported
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
 
 
+class AuditStopped(Exception):
+    """This run no longer owns its audit (it was cancelled, or swept back to the queue): stop, store nothing."""
+
+
 def run_in_sandbox(audit: Audit, out_dir: Path, previous: dict | None) -> AuditOutcome:
-    """The audit's report files in `out_dir`; BadInput, SandboxError or SandboxUnavailable when it could not run."""
+    """The audit's report files in `out_dir`; BadInput, SandboxError or SandboxUnavailable when it could not
+    run, AuditStopped when it was cancelled meanwhile (the sandboxed child is then killed)."""
+    options = {"seed": audit.seed, "device": settings.AUDIT_DEVICE, "sections": profile_sections(audit.profile)}
     with warm.take(settings.AUDIT_DEVICE) as sandbox:
         _give_inputs(sandbox, audit)
-        options = {"seed": audit.seed, "device": settings.AUDIT_DEVICE, "sections": settings.AUDIT_SECTIONS}
-        return sandbox.run(out_dir, options, previous=previous, progress=_progress_writer(audit),
+        writer = ProgressWriter(audit)
+        return sandbox.run(out_dir, options, previous=previous, progress=writer.progress, steps=writer.step,
                            cover=cover_fields(audit))
+
+
+def check_still_running(audit: Audit) -> None:
+    """AuditStopped unless this run still owns the audit (call inside a transaction: the row stays locked)."""
+    if not _this_run(audit).select_for_update().exists():
+        raise AuditStopped(f"audit {audit.pk} is no longer running here")
+
+
+def _this_run(audit: Audit):
+    return Audit.objects.filter(pk=audit.pk, status=Audit.Status.RUNNING, attempts=audit.attempts)
 
 
 def cover_fields(audit: Audit) -> dict[str, str]:
@@ -60,15 +78,30 @@ def _give_inputs(sandbox, audit: Audit) -> None:
     sandbox.add_dataset(probe, label=audit.probe_set.name)
 
 
-def _progress_writer(audit: Audit):
-    """Progress and stage to the audit's row (its heartbeat), at most every HEARTBEAT_SECONDS per stage."""
-    last = {"time": 0.0, "stage": None}
+class ProgressWriter:
+    """Progress, stage and steps to the audit's row (its heartbeat): at once when the stage or a step's
+    status changes, otherwise at most every HEARTBEAT_SECONDS. Only while this run owns the row: once the
+    audit was cancelled or swept, the next write raises AuditStopped, which stops the sandboxed child."""
 
-    def report(fraction: float, stage: str) -> None:
+    def __init__(self, audit: Audit):
+        self.audit = audit
+        self.steps = [dict(step) for step in audit.steps]   # as the run started: the set-up running
+        self.fraction, self.stage, self.written = audit.progress, audit.stage, 0.0
+
+    def progress(self, fraction: float, stage: str) -> None:
+        changed = stage[:200] != self.stage
+        self.fraction, self.stage = min(fraction, 0.99), stage[:200]   # 1.0 and "done" come with DONE only
+        self._write(at_once=changed)
+
+    def step(self, name: str, status: str, fraction: float) -> None:
+        changed = steps_reported(self.steps, name, status, fraction, timezone.now())
+        self._write(at_once=changed)
+
+    def _write(self, at_once: bool) -> None:
         now = time.monotonic()
-        if stage == last["stage"] and now - last["time"] < HEARTBEAT_SECONDS:
+        if not at_once and now - self.written < HEARTBEAT_SECONDS:
             return
-        last.update(time=now, stage=stage)
-        Audit.objects.filter(pk=audit.pk).update(progress=min(fraction, 0.99), stage=stage[:200],
-                                                 heartbeat=timezone.now())
-    return report
+        self.written = now
+        if not _this_run(self.audit).update(progress=self.fraction, stage=self.stage, steps=self.steps,
+                                            heartbeat=timezone.now()):
+            raise AuditStopped(f"audit {self.audit.pk} is no longer running here")

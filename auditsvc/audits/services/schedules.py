@@ -9,23 +9,25 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from ..models import Audit, ModelVersion, Organization, ProbeSet, Schedule
-from .audits import audit_create, check_one_organization, check_reference
+from .audits import audit_create, check_one_organization, check_profile, check_reference
 
 RUN_SCHEDULE_TASK = "tasks.audits.run_schedule"
 
 
 def schedule_create(*, organization: Organization, user, model_version: ModelVersion, probe_set: ProbeSet,
-                    every_hours: int, reference: ModelVersion | None = None) -> Schedule:
+                    every_hours: int, reference: ModelVersion | None = None,
+                    profile: str = Audit.Profile.FULL) -> Schedule:
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
     if every_hours < 1:
         raise ValidationError({"every_hours": "Re-audit at most once an hour."})
+    check_profile(profile)
     check_one_organization(organization, (model_version, probe_set, reference), "a schedule")
     check_reference(model_version, reference)
     with transaction.atomic():
         schedule = Schedule.objects.create(organization=organization, model_version=model_version,
                                            probe_set=probe_set, reference=reference, every_hours=every_hours,
-                                           created_by=user)
+                                           profile=profile, created_by=user)
         interval, _ = IntervalSchedule.objects.get_or_create(every=every_hours, period=IntervalSchedule.HOURS)
         schedule.periodic_task = PeriodicTask.objects.create(
             name=f"re-audit schedule {schedule.pk}", task=RUN_SCHEDULE_TASK, interval=interval,
@@ -61,4 +63,4 @@ def audit_create_for_schedule(schedule_id: int) -> Audit | None:
     with transaction.atomic():
         return audit_create(organization=schedule.organization, user=schedule.created_by,
                             model_version=schedule.model_version, probe_set=schedule.probe_set,
-                            reference=schedule.reference, schedule=schedule)
+                            reference=schedule.reference, schedule=schedule, profile=schedule.profile)

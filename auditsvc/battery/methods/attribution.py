@@ -31,6 +31,7 @@ from captum.attr import (
 )
 
 from ..model.graph import ModelGraph
+from ..progress import SectionProgress, no_progress, shares
 
 
 def gradient(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -100,12 +101,20 @@ def grad_cam(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, lay
 
 
 def occlusion(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, *, window: int, stride: int,
-              baseline: torch.Tensor, chunk: int) -> torch.Tensor:
+              baseline: torch.Tensor, chunk: int, progress: SectionProgress = no_progress) -> torch.Tensor:
     """Drop in the target class probability when a window is greyed out, averaged per pixel (Zeiler & Fergus 2014)."""
     channels, height, width = inputs.shape[1:]
     windows = ((height - window) // stride + 1) * ((width - window) // stride + 1)
     per_eval = max(1, min(windows, chunk // len(inputs)))
-    method = Occlusion(lambda batch: F.softmax(graph(batch), dim=1))
+    evaluations = 1 + -(-windows // per_eval)   # the unoccluded inputs once, then the windows in groups
+    calls = [0]
+
+    def probabilities(batch: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        progress(calls[0] / evaluations)
+        return F.softmax(graph(batch), dim=1)
+
+    method = Occlusion(probabilities)
     with torch.inference_mode():
         return method.attribute(inputs, sliding_window_shapes=(channels, window, window),
                                 strides=(channels, stride, stride), baselines=baseline.expand_as(inputs),
@@ -139,6 +148,7 @@ class AttributionMethod:
     attribute: Callable[[ModelGraph, torch.Tensor, torch.Tensor, AttributionSettings], torch.Tensor]
     rewrites_relus: bool = False   # defined by how gradients pass ReLUs: only for a model with ReLUs
     sampled: bool = False          # averages over noise samples or path steps, whose number settings may lower
+    passes: Callable[[AttributionSettings], int] = lambda settings: 1   # backward passes per image, for progress
 
     @property
     def title(self) -> str:
@@ -148,11 +158,13 @@ class AttributionMethod:
         return bool(graph.relu_count) or not self.rewrites_relus
 
     def heatmaps(self, graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor,
-                 settings: AttributionSettings) -> torch.Tensor:
+                 settings: AttributionSettings, progress: SectionProgress = no_progress) -> torch.Tensor:
         """(n, H, W) maps on the CPU, `settings.chunk` images at a time."""
-        step = settings.chunk
-        return torch.cat([heatmap(self.attribute(graph, inputs[i:i + step], targets[i:i + step], settings)).cpu()
-                          for i in range(0, len(inputs), step)])
+        step, maps = settings.chunk, []
+        for i in range(0, len(inputs), step):
+            maps.append(heatmap(self.attribute(graph, inputs[i:i + step], targets[i:i + step], settings)).cpu())
+            progress((i + step) / len(inputs))
+        return torch.cat(maps)
 
 
 METHODS: dict[str, AttributionMethod] = {method.name: method for method in (
@@ -162,9 +174,9 @@ METHODS: dict[str, AttributionMethod] = {method.name: method for method in (
     AttributionMethod("deconvnet", "Deconvnet", lambda g, x, t, s: deconvnet(g, x, t), rewrites_relus=True),
     AttributionMethod("smoothgrad", "SmoothGrad", lambda g, x, t, s: smoothgrad(
         g, x, t, samples=s.smoothgrad_samples, stdev=s.smoothgrad_stdev, chunk=s.chunk, generator=s.noise()),
-        sampled=True),
+        sampled=True, passes=lambda s: s.smoothgrad_samples),
     AttributionMethod("integrated_gradients", "Integrated\ngradients", lambda g, x, t, s: integrated_gradients(
-        g, x, t, baseline=s.baseline, steps=s.ig_steps, chunk=s.chunk), sampled=True),
+        g, x, t, baseline=s.baseline, steps=s.ig_steps, chunk=s.chunk), sampled=True, passes=lambda s: s.ig_steps),
     AttributionMethod("grad_cam", "Grad-CAM", lambda g, x, t, s: grad_cam(g, x, t, s.grad_cam_layer)),
 )}
 
@@ -175,11 +187,14 @@ def applicable(graph: ModelGraph) -> list[str]:
 
 
 def heatmaps(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, settings: AttributionSettings,
-             methods: Iterable[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+             methods: Iterable[str], progress: SectionProgress = no_progress,
+             ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Each method's (n, H, W) maps of `inputs` for `targets`, and the seconds each took."""
+    methods = list(methods)
+    parts = shares(progress, [METHODS[name].passes(settings) for name in methods])
     maps, seconds = {}, {}
-    for name in methods:
+    for name, part in zip(methods, parts):
         started = time.perf_counter()
-        maps[name] = METHODS[name].heatmaps(graph, inputs, targets, settings).numpy()
+        maps[name] = METHODS[name].heatmaps(graph, inputs, targets, settings, part).numpy()
         seconds[name] = time.perf_counter() - started
     return maps, seconds

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..model.graph import ModelGraph
 from ..model.meta import InputSpec
+from ..progress import SectionProgress, no_progress
 
 # Square roots of the eigen-decomposed colour correlations of natural images (Lucid's constants).
 COLOUR_CORRELATION = torch.tensor([[0.26, 0.09, 0.02],
@@ -123,7 +124,7 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
 
 
 def maximize(graph: ModelGraph, spec: InputSpec, targets: Sequence[Target], generator: torch.Generator,
-             settings: Settings = Settings()) -> Visualization:
+             settings: Settings = Settings(), progress: SectionProgress = no_progress) -> Visualization:
     """One image per target, all optimized together."""
     targets = list(targets)
     layers = sorted({t.layer for t in targets if t.layer is not None})
@@ -138,7 +139,7 @@ def maximize(graph: ModelGraph, spec: InputSpec, targets: Sequence[Target], gene
         return (resample(pixels, theta, (spec.height, spec.width)) - mean) / std
 
     with _one_thread():
-        _ascend(graph, image, targets, layers, model_input, generator, settings)
+        _ascend(graph, image, targets, layers, model_input, generator, settings, progress)
         with torch.no_grad(), graph.rewrite(outputs=layers) as rewrite:
             final = image()
             logits, activations = _forward(graph, rewrite, layers, None)(model_input(final, _identity(final)))
@@ -150,7 +151,7 @@ def maximize(graph: ModelGraph, spec: InputSpec, targets: Sequence[Target], gene
 
 
 def _ascend(graph: ModelGraph, image: FourierImage, targets: list[Target], layers: list[str], model_input,
-            generator: torch.Generator, settings: Settings) -> None:
+            generator: torch.Generator, settings: Settings, progress: SectionProgress) -> None:
     """The gradient ascent itself: Adam on the spectrum, a fresh random transformation every step."""
     optimizer = torch.optim.Adam(image.parameters(), lr=settings.rate(), maximize=True)
     step = 0
@@ -168,6 +169,7 @@ def _ascend(graph: ModelGraph, image: FourierImage, targets: list[Target], layer
                 optimizer.zero_grad(set_to_none=True)
                 (objective - penalty).sum().backward()
                 optimizer.step()
+                progress(step / settings.steps)
 
 
 @contextmanager

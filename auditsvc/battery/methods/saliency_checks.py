@@ -26,6 +26,7 @@ from torch import fx
 
 from ..model.fast import CONV, fold_batch_norm, get_attr
 from ..model.graph import ModelGraph
+from ..progress import SectionProgress, no_progress
 
 WEIGHT_OPS = CONV | {torch.ops.aten.linear.default}
 
@@ -158,7 +159,7 @@ def blurred(inputs: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def reveal_curves(probability: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], start: torch.Tensor,
                   end: torch.Tensor, ranks: np.ndarray, targets: torch.Tensor, fractions: np.ndarray,
-                  chunk: int) -> np.ndarray:
+                  chunk: int, progress: SectionProgress = no_progress) -> np.ndarray:
     """Target-class probability as pixels switch from `start` to `end` in rank order.
 
     start, end: (n, C, H, W); ranks: (n, orderings, H*W); fractions: increasing from 0 to 1, the
@@ -182,6 +183,7 @@ def reveal_curves(probability: Callable[[torch.Tensor, torch.Tensor], torch.Tens
             batch = torch.where(mask, end[image], start[image])
             values = probability(batch, targets[image]).float().cpu().numpy()
             curves[image.cpu().numpy(), ordering.cpu().numpy(), step.cpu().numpy()] = values
+            progress((first + chunk) / len(jobs))
     return curves
 
 

@@ -21,6 +21,7 @@ from ..dataset import ProbeDataset
 from ..methods import attribution
 from ..model.graph import ModelGraph
 from ..model.meta import InputSpec
+from ..progress import SectionProgress, no_progress
 from .interventions import region_mask
 
 REGIONS = ("border", "corner_top_left", "corner_top_right", "corner_bottom_left", "corner_bottom_right")
@@ -40,7 +41,8 @@ class Looking:
 
 
 def compute(graph: ModelGraph, probe: ProbeDataset, spec: InputSpec, predictions: np.ndarray,
-            settings: attribution.AttributionSettings, batch_size: int) -> Looking:
+            settings: attribution.AttributionSettings, batch_size: int,
+            progress: SectionProgress = no_progress) -> Looking:
     """Attribution for every probe image, in batches; keeps only small maps and region masses."""
     boxes = probe.boxes(spec)
     height, width = spec.height, spec.width
@@ -63,6 +65,7 @@ def compute(graph: ModelGraph, probe: ProbeDataset, spec: InputSpec, predictions
                     box_share[method][index] = float((values[row] * inside).sum() / total[row])
             pooled = F.adaptive_avg_pool2d(values[:, None], SMALL)[:, 0]
             small[method][indices] = (pooled / pooled.sum(dim=(1, 2), keepdim=True).clamp(min=1e-12)).numpy()
+        progress((indices[-1] + 1) / len(probe))
     areas = {r: float(m.mean()) for r, m in masks.items()}
     ratio = {m: {r: float(np.mean(region_mass[m][r]) / areas[r]) for r in REGIONS} for m in methods}
     box_area = np.array([np.nan if np.isnan(b).any() else (b[2] - b[0]) * (b[3] - b[1]) / (height * width)

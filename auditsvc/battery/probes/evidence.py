@@ -17,6 +17,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from scipy.stats import binomtest, fisher_exact
 
+from ..progress import SectionProgress, no_progress
 from . import association, interventions
 from .properties import BY_NAME as PROPERTY_BY_NAME
 
@@ -238,17 +239,17 @@ class ProbeData:
     part: np.ndarray | None = None   # (N, H, W): where a change may act, and where its property is measured
 
 
-def run_interventions(data: ProbeData, cues: set[str] | None = None) -> list[InterventionStats]:
+def run_interventions(data: ProbeData, cues: set[str] | None = None,
+                      progress: SectionProgress = no_progress) -> list[InterventionStats]:
     """Every change (or those of `cues`, with the harmless ones that set the floor) on the probe set."""
+    chosen = [intervention for intervention in interventions.INTERVENTIONS
+              if (data.colour or intervention.cue not in interventions.COLOUR_CUES)
+              and (cues is None or intervention.harmless or intervention.cue in cues)
+              and (intervention.region != "tint" or data.part is not None)]
     results = []
-    for intervention in interventions.INTERVENTIONS:
-        if intervention.cue in interventions.COLOUR_CUES and not data.colour:
-            continue
-        if cues is not None and not (intervention.harmless or intervention.cue in cues):
-            continue
-        if intervention.region == "tint" and data.part is None:
-            continue
+    for done, intervention in enumerate(chosen, 1):
         results.append(_run_one(intervention, data, _rng(data.seed, intervention.name)))
+        progress(done / len(chosen))
     harmless = [r for r in results if r.status == "ok" and interventions.BY_NAME[r.name].harmless]
     floor = max([r.flip_rate for r in harmless] + [FLOOR_MINIMUM])
     tested = [r for r in results if r.status == "ok" and not interventions.BY_NAME[r.name].harmless]

@@ -11,6 +11,7 @@ from ..context import AuditContext
 from ..figures import Cell, mosaic
 from ..model.graph import ModelGraph
 from ..model.receptive_field import receptive_fields
+from ..progress import SectionProgress, shares
 from ..registry import Section, register
 from ..results import Figure, SectionResult, Table, Text
 from ..methods.feature_visualization import SHOWN_CHANNELS, Settings, Target, image_step_cost, maximize
@@ -45,11 +46,14 @@ class ActivationMax(Section):
         classes = chosen_classes(context)
         generator = context.generator("activation_max:classes")
         steps = optimization_steps(context.graph, len(classes), CLASS_BUDGET, CLASS_STEPS, MIN_CLASS_STEPS)
-        mine = maximize(context.graph, context.spec, [Target(c) for c in classes], generator, Settings(steps=steps))
-        reference = _reference_images(context, classes)
+        # progress: this model's classes, the reference's, then the channels (about a third each)
+        own, other, rest = shares(context.section_progress, [1, 1 if context.reference else 0, 1])
+        mine = maximize(context.graph, context.spec, [Target(c) for c in classes], generator, Settings(steps=steps),
+                        own)
+        reference = _reference_images(context, classes, other)
         class_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        channels = _channel_images(context)
+        channels = _channel_images(context, rest)
         channel_seconds = time.perf_counter() - started
         blocks = []
         missed = [context.classes[c] for c, p in zip(classes, mine.scores) if not p >= REACHED]
@@ -107,7 +111,7 @@ def optimization_steps(graph: ModelGraph, images: int, budget: float, most: int,
     return int(max(least, min(most, affordable)) // 8 * 8)
 
 
-def _reference_images(context: AuditContext, classes: list[int]):
+def _reference_images(context: AuditContext, classes: list[int], progress: SectionProgress):
     """The same classes drawn by the reference model, when it has the same classes and input."""
     reference = context.reference
     if reference is None or reference.meta.classes != context.classes or reference.meta.input != context.spec:
@@ -115,18 +119,19 @@ def _reference_images(context: AuditContext, classes: list[int]):
     graph = context.reference_graph
     steps = optimization_steps(graph, len(classes), CLASS_BUDGET, CLASS_STEPS, MIN_CLASS_STEPS)
     return maximize(graph, context.spec, [Target(c) for c in classes], context.generator("activation_max:reference"),
-                    Settings(steps=steps))
+                    Settings(steps=steps), progress)
 
 
-def _channel_images(context: AuditContext) -> dict:
+def _channel_images(context: AuditContext, progress: SectionProgress) -> dict:
     """{layer: (visualization, strongest probe activation per channel, steps)} for a few layers."""
     pooled = context.pooled_activations(list(context.feature_channels))
     out = {}
-    for layer, channels in context.feature_channels.items():
+    layers = context.feature_channels.items()
+    for (layer, channels), part in zip(layers, shares(progress, [1] * len(layers))):
         steps = optimization_steps(context.graph, len(channels), CHANNEL_BUDGET, CHANNEL_STEPS,
                                     MIN_CHANNEL_STEPS)
         visualization = maximize(context.graph, context.spec, [Target(c, layer) for c in channels],
-                                 context.generator(f"activation_max:{layer}"), Settings(steps=steps))
+                                 context.generator(f"activation_max:{layer}"), Settings(steps=steps), part)
         out[layer] = (visualization, np.nan_to_num(pooled[layer][:, channels]).max(axis=0), steps)
     return out
 

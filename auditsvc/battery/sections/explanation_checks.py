@@ -23,6 +23,7 @@ from ..context import AuditContext
 from ..methods import attribution
 from ..methods import saliency_checks as faithfulness
 from ..methods.attribution import METHODS, AttributionSettings
+from ..progress import SectionProgress, no_progress, shares
 from ..registry import Section, register
 from ..results import Check, Figure, Finding, SectionResult, Table, Text
 
@@ -103,10 +104,14 @@ class ExplanationChecks(Section):
             return self.result(status="skipped", reason="there are no sample images")
         inputs = context.probe.tensors(indices, context.spec).to(context.device)
         targets = torch.as_tensor(context.outputs.predictions[indices], device=context.device)
+        maps_part, curves_part, randomization_part = shares(context.section_progress, [1, 1, 2])
+        with context.reporting_to(maps_part):
+            context.sample_attributions   # computed here when the saliency section has not run
         chosen = slice(0, deletion_count)
-        curves = deletion_insertion(context, indices[chosen], inputs[chosen], targets[chosen])
+        curves = deletion_insertion(context, indices[chosen], inputs[chosen], targets[chosen], curves_part)
         chosen = slice(0, randomization_count)
-        randomization = randomization_check(context, indices[chosen], inputs[chosen], targets[chosen])
+        randomization = randomization_check(context, indices[chosen], inputs[chosen], targets[chosen],
+                                            randomization_part)
         verdicts = [MethodVerdict(m, randomization.similarity[m], randomization.ssim[m],
                                   randomization.similarity[m][randomization.decisive_stage],
                                   curves.mean_auc("deletion", m), curves.mean_auc("insertion", m),
@@ -189,7 +194,7 @@ class Curves:
 
 
 def deletion_insertion(context: AuditContext, indices: list[int], inputs: torch.Tensor,
-                       targets: torch.Tensor) -> Curves:
+                       targets: torch.Tensor, progress: SectionProgress = no_progress) -> Curves:
     """Deletion (top pixels -> the mean colour) and insertion (top pixels revealed on a blurred copy) curves."""
     maps = context.sample_attributions.of(indices)
     methods = list(maps)
@@ -204,8 +209,9 @@ def deletion_insertion(context: AuditContext, indices: list[int], inputs: torch.
     chunk = 2 * context.options.batch_size  # no gradients are kept, so a batch costs half the memory
     names = [*methods, "random"]
     curves, testable = {}, {}
-    for kind, start, end in (("deletion", inputs, mean_image), ("insertion", canvas, inputs)):
-        values = faithfulness.reveal_curves(probability, start, end, ranks, targets, FRACTIONS, chunk)
+    kinds = (("deletion", inputs, mean_image), ("insertion", canvas, inputs))
+    for (kind, start, end), part in zip(kinds, shares(progress, [1, 1])):
+        values = faithfulness.reveal_curves(probability, start, end, ranks, targets, FRACTIONS, chunk, part)
         curves[kind] = {name: values[:, i] for i, name in enumerate(names)}
         change = values[:, 0, 0] - values[:, 0, -1]   # the ends are the same for every ranking
         testable[kind] = (change if kind == "deletion" else -change) >= MIN_ROOM
@@ -234,7 +240,7 @@ def cascade_depths(layer_count: int) -> tuple[list[int], int]:
 
 
 def randomization_check(context: AuditContext, indices: list[int], inputs: torch.Tensor,
-                        targets: torch.Tensor) -> Randomization:
+                        targets: torch.Tensor, progress: SectionProgress = no_progress) -> Randomization:
     graph = context.graph
     layers = faithfulness.weighted_layers(graph)
     depths, decisive = cascade_depths(len(layers))
@@ -243,16 +249,18 @@ def randomization_check(context: AuditContext, indices: list[int], inputs: torch
     # gradients are recomputed with the fewer samples and steps used on the randomized copies.
     settings = _randomization_settings(context)
     shown = context.sample_attributions.of(indices)
-    recomputed, _ = attribution.heatmaps(graph, inputs, targets, settings, [m for m in shown if METHODS[m].sampled])
+    first, *per_stage = shares(progress, [1] * (1 + len(depths)))
+    recomputed, _ = attribution.heatmaps(graph, inputs, targets, settings, [m for m in shown if METHODS[m].sampled],
+                                         first)
     original = shown | recomputed
     stages = ["original"] + [f"top {d} of {len(layers)}" if d < len(layers) else f"all {d}" for d in depths]
     similarity = {m: {"original": 1.0} for m in original}
     structural = {m: {"original": 1.0} for m in original}
     example = {m: [values[0]] for m, values in original.items()}
-    for depth, stage in zip(depths, stages[1:]):
+    for depth, stage, part in zip(depths, stages[1:], per_stage):
         chosen = layers[:depth]
         copy = faithfulness.randomized_graph(graph, {t: drawn[t] for l in chosen for t in (l.weight, l.bias) if t})
-        maps, _ = attribution.heatmaps(copy, inputs, targets, settings, list(original))
+        maps, _ = attribution.heatmaps(copy, inputs, targets, settings, list(original), part)
         for method, values in maps.items():
             similarity[method][stage] = float(np.mean([faithfulness.rank_correlation(a, b)
                                                        for a, b in zip(original[method], values)]))

@@ -10,6 +10,7 @@ import torch
 from .. import figures
 from ..methods import attribution
 from ..context import AuditContext
+from ..progress import shares
 from ..registry import Section, register
 from ..results import Figure, SectionResult, Text
 
@@ -43,11 +44,13 @@ class OcclusionSection(Section):
         spec = context.spec
         grey = torch.tensor([(0.5 - m) / s for m, s in zip(spec.mean, spec.std)], device=inputs.device).view(1, -1, 1, 1)
         started = time.perf_counter()
+        step = context.options.batch_size
+        batches = range(0, len(inputs), step)
         drops = torch.cat([
-            attribution.occlusion(context.graph, inputs[i:i + context.options.batch_size],
-                                  targets[i:i + context.options.batch_size], window=window, stride=stride,
-                                  baseline=grey, chunk=context.options.batch_size)
-            for i in range(0, len(inputs), context.options.batch_size)]).mean(dim=1).cpu().numpy()
+            attribution.occlusion(context.graph, inputs[i:i + step], targets[i:i + step], window=window,
+                                  stride=stride, baseline=grey, chunk=step, progress=part)
+            for i, part in zip(batches, shares(context.section_progress, [1] * len(batches)))
+        ]).mean(dim=1).cpu().numpy()
         seconds = time.perf_counter() - started
         original = context.outputs.probabilities[indices, context.outputs.predictions[indices]]
         occluded = np.clip(original[:, None, None] - drops, 0, 1)

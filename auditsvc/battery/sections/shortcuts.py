@@ -17,6 +17,7 @@ from ..probes import cue_verdict as verdict
 from ..probes.attribution_regions import Looking
 from ..probes.evidence import InterventionStats, PropertyStats
 from ..probes.cue_verdict import CueVerdict
+from ..progress import SectionProgress, no_progress, shares
 from ..registry import Section, register
 from ..results import Check, Figure, Finding, SectionResult, Table, Text, check_status
 
@@ -44,10 +45,13 @@ class ShortcutProbes(Section):
              "one property at a time show whether the model's answers depend on it.")
 
     def run(self, context: AuditContext) -> SectionResult:
+        # progress: the probe set's predictions and properties, the changes, the parts, where the model looks
+        predicting, measuring, changing, parts_changing, looking = shares(context.section_progress, [1, 2, 3, 1, 2])
         boxes = context.probe.boxes(context.spec)
-        values, away, on_object, around = measure_all(context, boxes)
+        with context.reporting_to(predicting):
+            outputs, labels = context.outputs, context.labels
+        values, away, on_object, around = measure_all(context, boxes, measuring)
         around_method = evidence.surroundings_method(boxes)
-        outputs, labels = context.outputs, context.labels
         predictions = outputs.predictions
         attributes = {name: context.probe.attribute(name) for name in context.probe.attribute_names}
         stats = evidence.property_stats(values, attributes, labels, predictions, context.options.seed)
@@ -56,7 +60,7 @@ class ShortcutProbes(Section):
                                   boxes, context.spec.channels == 3,
                                   lambda idx: context.probe.pixels(list(idx), context.spec),
                                   predictor(context), context.options.seed)
-        tests = evidence.run_interventions(data)
+        tests = evidence.run_interventions(data, progress=changing)
         links = attribute_links(values, attributes, context.options.seed)
         codes = {name: association.bin_codes(v, len(context.classes)) for name, v in values.items()}
         codes |= {f"attribute:{name}": association.bin_codes(v, len(context.classes)) for name, v in attributes.items()}
@@ -67,13 +71,15 @@ class ShortcutProbes(Section):
         part_tests = {}
         if part_families:
             parts = {"object": (~around, on_object), "surroundings": (around, away)}
+            progress = dict(zip(parts, shares(parts_changing, [1, 1])))
             part_tests = {part: evidence.run_interventions(evidence.on_part(data, mask, part_values, data.example_count),
-                                                           part_families)
+                                                           part_families, progress[part])
                           for part, (mask, part_values) in parts.items()}
             cues += verdict.part_verdicts(stats, part_tests)
         for cue in (c for c in cues if not c.tested_on):
             evidence.locate(cue.causal, data, ~around, {"object": on_object, "surroundings": away})
-        findings = [to_finding(context, cue, values, tests, context.looking) for cue in cues]
+        with context.reporting_to(looking):   # computed here when the looking section has not run yet
+            findings = [to_finding(context, cue, values, tests, context.looking) for cue in cues]
         blocks = [_property_table(context, stats, around_method), _intervention_table(context, tests)]
         sensitive = verdict.sensitivities(tests, cues)
         for finding, test in robustness_findings(context.classes, sensitive):
@@ -121,8 +127,8 @@ def shortcut_checks(stats: list[PropertyStats], tests: list[InterventionStats], 
     ]
 
 
-def measure_all(context: AuditContext, boxes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
-                                                                    dict[str, np.ndarray], np.ndarray]:
+def measure_all(context: AuditContext, boxes: np.ndarray, progress: SectionProgress = no_progress,
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
     """Every property for every probe image, on the whole image, away from the object and on it, and
     the masks of what lies away from it (N, H, W); one read of the probe set, a batch at a time."""
     whole: list[dict[str, np.ndarray]] = []
@@ -136,6 +142,7 @@ def measure_all(context: AuditContext, boxes: np.ndarray) -> tuple[dict[str, np.
         whole.append(properties.measure(pixels))
         away.append(properties.measure_away(pixels, around[-1]))
         on_object.append(properties.measure_away(pixels, ~around[-1]))
+        progress((indices[-1] + 1) / len(context.probe))
     whole_values, away_values, object_values = ({name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
                                                 for parts in (whole, away, on_object))
     return whole_values, away_values, object_values, np.concatenate(around)

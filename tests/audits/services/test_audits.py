@@ -1,9 +1,10 @@
 """Audits: created from stored objects or from one request's uploads (all or nothing), enqueued by task
 name once committed, executed in the sandbox on the stored model.json, failed with the reason (a
-timeout recognised by its class), swept when their worker went silent."""
+timeout recognised by its class), swept when their worker went silent, cancelled for good."""
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -14,8 +15,10 @@ from django.utils import timezone
 from auditsvc.audits import services
 from auditsvc.audits.models import Audit, ModelVersion, ProbeSet
 from auditsvc.audits.services import audits as audit_services
+from auditsvc.audits.services import running as running_services
 from auditsvc.audits.services import uploads as upload_services
 from auditsvc.battery import BadInput, ModelMeta
+from auditsvc.celery import app as celery_app
 from auditsvc.sandbox.confined_audit import ConfinedAudit
 from tests.conftest import write_probe
 from tests.service_fixtures import uploads, zip_directory
@@ -30,7 +33,8 @@ def media_files(media):
 @pytest.fixture
 def queued(users, stored):
     version, probe = stored
-    return Audit.objects.create(organization=users["acme"], model_version=version, probe_set=probe)
+    return Audit.objects.create(organization=users["acme"], model_version=version, probe_set=probe,
+                                steps=services.planned_steps("full"))
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +152,10 @@ def test_an_audit_runs_once_on_the_stored_model_json_and_a_finished_one_is_left_
     assert audit.status == "queued" and audit.stage == services.NO_WORKER
     services.audit_execute(audit.pk)  # the worker's task body
     audit.refresh_from_db()
-    assert audit.status == "done" and audit.progress == 1.0 and audit.attempts == 1
+    assert audit.status == "done" and audit.progress == 1.0 and audit.attempts == 1 and audit.stage == "done"
+    assert [(s["name"], s["status"]) for s in audit.steps] == [("setup", "ok"), ("summary", "ok"),
+                                                                ("performance", "ok"), ("report", "ok")]
+    assert all(s["seconds"] >= 0 and s["started"] for s in audit.steps)
     assert audit.report_pdf.name and audit.findings_json.name and audit.verdict in ("pass", "warn", "fail")
     assert audit.findings.count() == len(json.loads(audit.findings_json.read())["findings"])
     assert given == [("model", ModelMeta.from_dict(version.meta))] and checks == []   # no upload check again
@@ -188,6 +195,7 @@ def test_a_failed_run_fails_the_audit_with_the_reason(queued, monkeypatch, error
         services.audit_execute(queued.pk)
     queued.refresh_from_db()
     assert (queued.status, queued.message, queued.attempts) == ("failed", message, 1)
+    assert [s["status"] for s in queued.steps] == ["error", "skipped", "skipped", "skipped"]   # failed in set-up
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -216,6 +224,99 @@ def test_the_sweeper_requeues_then_fails_silent_audits(queued, settings, sent_ta
     services.audits_sweep(now=later + timedelta(seconds=settings.AUDIT_STALE_AFTER + 1))
     queued.refresh_from_db()
     assert queued.status == "failed" and "stopped responding" in queued.message and len(sent_tasks) == 1
+
+
+@pytest.fixture
+def revoked(monkeypatch):
+    """The revocations sent to the workers, recorded instead."""
+    sent = []
+    monkeypatch.setattr(celery_app.control, "revoke", lambda task_id, **options: sent.append((task_id, options)))
+    return sent
+
+
+def test_a_cancelled_audit_is_final_and_its_task_revoked_once_committed(
+        users, stored, sent_tasks, revoked, django_capture_on_commit_callbacks):
+    version, probe = stored
+    with django_capture_on_commit_callbacks(execute=True):
+        audit = services.audit_create(organization=users["acme"], user=users["alice"], model_version=version,
+                                      probe_set=probe, profile="quick")
+    assert sent_tasks == [("tasks.audits.execute_audit", [audit.pk])]
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.audit_cancel(audit, user=users["alice"])
+    assert revoked == []   # not before the cancel is committed
+    for callback in callbacks:
+        callback()
+    assert revoked == [(f"audit-{audit.pk}", {"terminate": True})]
+    audit.refresh_from_db()
+    assert (audit.status, audit.message, audit.stage) == ("cancelled", "Cancelled by alice.", "cancelled")
+    assert audit.finished and {s["status"] for s in audit.steps} == {"cancelled"}
+    with pytest.raises(ValueError):
+        services.audit_transition(audit, Audit.Status.RUNNING)
+    services.audit_execute(audit.pk)   # its message, delivered anyway: nothing runs
+    audit.refresh_from_db()
+    assert (audit.status, audit.attempts) == ("cancelled", 0)
+    with pytest.raises(ValidationError, match=f"Audit {audit.pk} has already finished \\(cancelled\\)"):
+        services.audit_cancel(audit, user=users["alice"])
+
+
+def test_cancelling_a_finished_audit_is_refused(queued, revoked):
+    services.audit_transition(queued, Audit.Status.RUNNING)
+    services.audit_transition(queued, Audit.Status.DONE, verdict="pass")
+    with pytest.raises(ValidationError) as caught:
+        services.audit_cancel(queued)
+    assert caught.value.messages == [f"Audit {queued.pk} has already finished (done); only a queued or running "
+                                     "audit can be cancelled."]
+    queued.refresh_from_db()
+    assert (queued.status, queued.verdict) == ("done", "pass") and revoked == []
+
+
+def test_a_stale_copy_cannot_cancel_an_audit_that_finished_meanwhile(queued):
+    stale = Audit.objects.get(pk=queued.pk)
+    services.audit_transition(queued, Audit.Status.RUNNING)
+    services.audit_fail(queued, "the model crashed")
+    with pytest.raises(ValidationError, match="already finished \\(failed\\)"):
+        services.audit_cancel(stale)
+    queued.refresh_from_db()
+    assert (queued.status, queued.message) == ("failed", "the model crashed")
+
+
+def test_a_running_audit_cancelled_stops_and_stores_nothing(users, stored, monkeypatch, private_media, tmp_path):
+    """The cancel comes while the sandboxed child runs the second section: the child is killed and its job
+    folder removed at the next progress report, the audit stays cancelled, no report or finding is stored."""
+    version, probe = stored
+    audit = services.audit_create(organization=users["acme"], user=users["alice"], model_version=version,
+                                  probe_set=probe)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("AUDITSVC_SCRATCH", str(scratch))   # where job folders are made
+    step = running_services.ProgressWriter.step
+
+    def cancel_when_performance_starts(writer, name, status, fraction):
+        if (name, status) == ("performance", "running"):
+            services.audit_cancel(Audit.objects.get(pk=writer.audit.pk), user=users["alice"])
+        step(writer, name, status, fraction)
+
+    monkeypatch.setattr(running_services.ProgressWriter, "step", cancel_when_performance_starts)
+    services.audit_execute(audit.pk)
+    audit.refresh_from_db()
+    assert (audit.status, audit.attempts, audit.verdict) == ("cancelled", 1, "")
+    assert [(s["name"], s["status"]) for s in audit.steps] == [("setup", "ok"), ("summary", "ok"),
+                                                                ("performance", "cancelled"), ("report", "cancelled")]
+    assert not (audit.report_html or audit.report_pdf or audit.findings_json) and audit.findings.count() == 0
+    assert [p.name for p in media_files(private_media) if "/audit/" in p.as_posix()] == []
+    assert list(scratch.iterdir()) == []   # the child's job folder went with it
+    assert processes_naming(str(scratch)) == []   # and the child
+
+
+def processes_naming(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
 
 
 def test_the_service_tests_run_on_postgresql():

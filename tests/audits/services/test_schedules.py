@@ -45,3 +45,14 @@ def test_a_schedule_refuses_a_model_as_its_own_reference(users, stored):
                                  probe_set=probe, every_hours=24, reference=version)
     assert "own reference" in caught.value.message_dict["reference"][0]
     assert Schedule.objects.count() == 0
+
+
+def test_a_schedules_audits_run_its_profile(users, stored):
+    version, probe = stored
+    schedule = services.schedule_create(organization=users["acme"], user=users["alice"], model_version=version,
+                                        probe_set=probe, every_hours=6, profile="quick")
+    audit = services.audit_create_for_schedule(schedule.pk)
+    assert (audit.profile, audit.schedule) == ("quick", schedule)
+    with pytest.raises(ValidationError, match="profile must be one of full, quick"):
+        services.schedule_create(organization=users["acme"], user=users["alice"], model_version=version,
+                                 probe_set=probe, every_hours=6, profile="everything")
