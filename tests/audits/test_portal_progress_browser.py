@@ -60,8 +60,8 @@ def test_the_steps_move_while_the_page_stays(page, service_stack, audit_inputs):
     page.goto(f"{stack.url}/audits/new/")
     expect(page.locator("select[name=profile] option")).to_have_text(["Full", "Quick"])
     expect(page.locator("#audit-form")).to_contain_text("Quick: the model summary, performance, shortcut probes")
-    shot(page, "06-new-audit-profiles")
-    phone_shot(page, "06-new-audit-profiles-phone")
+    shot(page, "progress-1-new-audit-profiles")
+    phone_shot(page, "progress-1-new-audit-profiles-phone")
     created = stack.create_audit(*audit_inputs)
     page.goto(f"{stack.url}/audits/{created['id']}/")
     expect(page.locator(STEPS)).to_have_count(len(created["steps"]))
@@ -78,13 +78,13 @@ def test_the_steps_move_while_the_page_stays(page, service_stack, audit_inputs):
     expect(page.locator("#audit-progress .progress-summary")).to_contain_text(
         re.compile(rf"Step \d of {len(moving)}: .+ · .+ elapsed · (no estimate yet|about .+ left)"))
     expect(page.locator(".live .stage")).not_to_contain_text("done")
-    shot(page, "07-audit-steps-running")
-    phone_shot(page, "07-audit-steps-running-phone")
+    shot(page, "progress-2-steps-running")
+    phone_shot(page, "progress-2-steps-running-phone")
     expect(page.locator("#download-pdf")).to_be_visible(timeout=240_000)   # reloaded once, at the end
     assert step_states(page) == ["ok"] * len(moving)
     expect(page.locator("#cancel-audit")).to_have_count(0)
     expect(page.locator("#audit-progress .progress-summary")).to_have_text(f"Done: {len(moving)} ok")
-    shot(page, "08-audit-steps-done")
+    shot(page, "progress-3-steps-done")
 
 
 def test_a_cancelled_audit_stops_for_good_and_the_worker_takes_the_next(page, service_stack, audit_inputs,
@@ -97,7 +97,7 @@ def test_a_cancelled_audit_stops_for_good_and_the_worker_takes_the_next(page, se
 
     page.goto(f"{stack.url}/audits/{waiting[1]['id']}/")
     expect(page.locator("#audit-progress .progress-summary")).to_contain_text("1 audit ahead of this one")
-    shot(page, "09-audit-queued")
+    shot(page, "progress-4-queued")
     for audit in waiting:   # queued: cancelled before any worker runs them
         answer = stack.api().post(f"{stack.url}/api/v1/audits/{audit['id']}/cancel", timeout=30)
         assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
@@ -108,7 +108,7 @@ def test_a_cancelled_audit_stops_for_good_and_the_worker_takes_the_next(page, se
     sandbox = descendants(pool)   # the audit's sandboxed child: bubblewrap and the processes inside
     job_folders = {Path(found) for pid in sandbox for found in re.findall(r"(\S+/auditsvc-job-\w+)/out", cmdline(pid))}
     assert sandbox and job_folders
-    shot(page, "10-audit-before-cancel")
+    shot(page, "progress-5-before-cancel")
     page.click("#cancel-audit button")
     expect(page.locator(".messages")).to_contain_text(f"Audit {running['id']} cancelled.")
     expect(page.locator(".badge-cancelled")).to_be_visible()
@@ -117,8 +117,8 @@ def test_a_cancelled_audit_stops_for_good_and_the_worker_takes_the_next(page, se
     expect(page.locator("#cancel-audit")).to_have_count(0)
     assert page.dialogs == [f"Cancel audit {running['id']}? A running audit stops at once and stores nothing; this "
                             "cannot be undone."]
-    shot(page, "11-audit-cancelled")
-    phone_shot(page, "11-audit-cancelled-phone")
+    shot(page, "progress-6-cancelled")
+    phone_shot(page, "progress-6-cancelled-phone")
 
     wait_for(lambda: not any(alive(pid) for pid in sandbox), 60, "the cancelled audit's sandboxed child to end")
     wait_for(lambda: not any(folder.exists() for folder in job_folders), 60, "its job folder to go")
