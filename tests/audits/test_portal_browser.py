@@ -4,6 +4,8 @@ build/screenshots/ for a person to look at."""
 
 from __future__ import annotations
 
+import subprocess
+
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,9 @@ def test_a_reviewer_audits_the_tank_demo_in_the_browser(page, service_stack, dem
     pdf = download.value.path()
     assert Path(pdf).read_bytes()[:4] == b"%PDF"
     assert download.value.suggested_filename.endswith("report.pdf")
+    expect(page.locator("#audit-header")).to_contain_text("demo-1")
+    cover = subprocess.run(["pdftotext", "-l", "1", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "demo-1" in cover, "the release tag is on the PDF's cover"
     page.click("#read-report")
     expect(page.locator(".report h2").first).to_contain_text("Findings and what to do")
     expect(page.locator(".report .verdict")).to_have_text("FAIL")
