@@ -78,6 +78,8 @@ def test_the_steps_move_while_the_page_stays(page, service_stack, audit_inputs):
     expect(page.locator("#audit-progress .progress-summary")).to_contain_text(
         re.compile(rf"Step \d of {len(moving)}: .+ · .+ elapsed · (no estimate yet|about .+ left)"))
     expect(page.locator(".live .stage")).not_to_contain_text("done")
+    expect(page.locator("#fact-waited")).not_to_have_text("waiting")   # the header follows the run too
+    expect(page.locator("#fact-ran")).to_contain_text(re.compile(r"(for|since) "))
     shot(page, "progress-2-steps-running")
     phone_shot(page, "progress-2-steps-running-phone")
     expect(page.locator("#download-pdf")).to_be_visible(timeout=240_000)   # reloaded once, at the end
