@@ -33,12 +33,19 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def page(browser, service_stack):
+def desktop_page(browser, accept_dialogs: bool = False):
+    """A desktop-size page that records its dialogs' messages (`page.dialogs`) and dismisses or accepts them;
+    yields it and closes its context."""
     context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     dialogs = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message),
+                                      dialog.accept() if accept_dialogs else dialog.dismiss()))
     page.dialogs = dialogs
     yield page
     context.close()
+
+
+@pytest.fixture
+def page(browser, service_stack):
+    yield from desktop_page(browser)

@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.audits.browser import log_in, shot, zip_directory
+from tests.audits.conftest import desktop_page
 from tests.conftest import write_probe
 from tests.stack import wait_for
 
@@ -23,13 +24,7 @@ STEPS = "#audit-progress li.step"
 @pytest.fixture
 def page(browser, service_stack):
     """A desktop page that accepts confirmation dialogs (Cancel asks for one) and records them."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    dialogs = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
-    page.dialogs = dialogs
-    yield page
-    context.close()
+    yield from desktop_page(browser, accept_dialogs=True)
 
 
 @pytest.fixture(scope="module")

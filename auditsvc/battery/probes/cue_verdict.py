@@ -262,8 +262,7 @@ def _both_ways(estimate: tuple[float, list[InterventionStats]]) -> tuple[float, 
     """A part's change counts only when it moves the answers both ways: to the cue's class when the cue
     is added and away from it when it is taken away. A model that loses sight of a repainted object
     answers one way whatever the new colour."""
-    value, supporting = estimate
-    return estimate if {raises(i) for i in supporting} == {True, False} else (0.0, [])
+    return estimate if {raises(i) for i in estimate[1]} == {True, False} else (0.0, [])
 
 
 @dataclass

@@ -38,7 +38,7 @@ class Intervention:
     region: str | None = None   # "border", "corner_top_left", ...: the cue's footprint added or taken away
     #                             (cue_footprint); "background", "object": from one donor image; "chroma" /
     #                             "luminance": the colour balance / light shifted as the model's answers differ;
-    #                             "tint": a part's own colour moved towards the answers' (one part only, see tint())
+    #                             "tint": a part repainted a donor's colour (one part only, see repaint())
     harmless: bool = False
     decides: bool = True        # False: a synthetic change shown as a sensitivity, never as evidence of a cue
     proxy: bool = False         # stands in for a change that cannot be made (undoing compression): evidence only
@@ -149,9 +149,9 @@ INTERVENTIONS = [
                    region="chroma") for c in ("red", "green", "blue")],
     # A part painted another colour keeps its pattern and shading; a white balance barely moves a dark or
     # saturated object. Only on one part (the object or its surroundings): on the whole image it is a cast.
-    *[Intervention(f"{c}_tint_of_others", "colour", f"tint towards the colour of the answers with most {c}",
+    *[Intervention(f"{c}_tint_of_others", "colour", f"paint the part the colour of an answer with more {c}",
                    f"{c}_share", "swap", region="tint") for c in ("red", "green", "blue")],
-    *[Intervention(f"{c}_poor_tint_of_others", "colour", f"tint towards the colour of the answers with least {c}",
+    *[Intervention(f"{c}_poor_tint_of_others", "colour", f"paint the part the colour of an answer with less {c}",
                    f"{c}_share", "swap_down", region="tint") for c in ("red", "green", "blue")],
     *[Intervention(f"more_{c}", "colour", f"add a synthetic {c} cast", f"{c}_share", "up",
                    (1.05, 1.1, 1.2, 1.3, 1.45), _channel_gain(i), 1.0, decides=False)
