@@ -133,7 +133,8 @@ def reliance(family: list[InterventionStats]) -> tuple[float, list[InterventionS
     A model that merely fails on degraded images (blurred, washed out) answers one way only and
     scores half its effect. Where the probes can move the cue one way only, that way counts alone.
     A proxy change (fine grain for undoing compression) also moves the answers of a model that is
-    merely fragile to it: it counts only beside a directed change the other way.
+    merely fragile to it: it counts only beside a directed change the other way, and at most as much
+    as that change (_counted_flips()).
     Adding a cue and taking it away move the answers to different classes; two changes that send them
     to the same class (tinting an object blue and taking red from it) show a model that fails one way
     when the cue moves at all, and only the stronger counts.
@@ -145,9 +146,18 @@ def reliance(family: list[InterventionStats]) -> tuple[float, list[InterventionS
     for i in family:
         if directed(i):
             ways[raises(i)].append(i)
-    chosen = max(_supporting_choices(ways), key=lambda changes: sum(i.flip_rate for i in changes), default=[])
-    estimate = sum(i.flip_rate for i in chosen) / len(testable)
+    chosen = max(_supporting_choices(ways), key=_counted_flips, default=[])
+    estimate = _counted_flips(chosen) / len(testable)
     return estimate, sorted(chosen, key=lambda i: -i.excess)
+
+
+def _counted_flips(changes: list[InterventionStats]) -> float:
+    """The flip rates reliance() adds up. A proxy change says which way the answers go, not how far the
+    cue moves them: adding grain to undo compression also flips the answers of a model that is merely
+    fragile to grain. It counts at most as much as the faithful change the other way."""
+    faithful = [i.flip_rate for i in changes if not BY_NAME[i.name].proxy]
+    return sum(i.flip_rate if not BY_NAME[i.name].proxy else min(i.flip_rate, max(faithful, default=0.0))
+               for i in changes)
 
 
 def _supporting_choices(ways: dict[bool, list[InterventionStats]]):
@@ -210,11 +220,11 @@ PART_TESTED_CUES = ("colour", "saturation")
 
 
 def part_cues(properties: list[PropertyStats], found: list["CueVerdict"]) -> set[str]:
-    """Colour families that no finding explains yet and that the probe images tie to the labels or the
-    answers (label_signal(), prediction_signal(), group_signal()). A whole-image change of a colour is
+    """Colour families that no shortcut finding explains yet (a probe-set bias is no explanation: the
+    model may rely on the biased part) and that the probe images tie to the labels or the answers (label_signal(), prediction_signal(), group_signal()). A whole-image change of a colour is
     dosed by the whole image, where a small object's colour, or a tint of the background only, barely
     shows: does the model tell the classes apart by the colour of one part?"""
-    explained = {c.cue for v in found for c in [v, *v.also]}
+    explained = {c.cue for v in found if v.category == "shortcut" for c in [v, *v.also]}
     tied = {p.cue for p in properties if p.cue in PART_TESTED_CUES
             and (label_signal(p) or prediction_signal(p) or group_signal(p))}
     return tied - explained

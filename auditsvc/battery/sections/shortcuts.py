@@ -12,7 +12,7 @@ from .. import figures
 from ..context import AuditContext
 from ..dataset import normalize
 from ..metrics import wilson
-from ..probes import association, evidence, properties
+from ..probes import association, evidence, interventions, properties
 from ..probes import cue_verdict as verdict
 from ..probes.attribution_regions import Looking
 from ..probes.evidence import InterventionStats, PropertyStats
@@ -94,10 +94,21 @@ class ShortcutProbes(Section):
                     "cues": [{"cue": c.cue, "category": c.category, "severity": c.severity,
                               "lead": c.lead.name if c.lead else None, "also": [a.cue for a in c.also]}
                              for c in cues],
-                    "sensitivities": [t.name for t in sensitive]}
+                    "sensitivities": [t.name for t in sensitive],
+                    "part_interventions": {part: [t.to_json() for t in ts] for part, ts in part_tests.items()}}
         return self.result(blocks=blocks, findings=findings, data=data_out,
                            checks=shortcut_checks(stats, tests + [t for ts in part_tests.values() for t in ts],
                                                   cues, findings))
+
+
+def _capped_proxy_sentences(changes: list[InterventionStats]) -> list[str]:
+    """Say so when a proxy change moved more answers than it is allowed to count (cue_verdict._counted_flips())."""
+    faithful = [t for t in changes if not interventions.BY_NAME[t.name].proxy]
+    if not faithful:
+        return []
+    strongest = max(faithful, key=lambda t: t.flip_rate)
+    return [f"'{t.words}' only stands in for changing the cue and counts at most as much as '{strongest.words}'"
+            for t in changes if interventions.BY_NAME[t.name].proxy and t.flip_rate > strongest.flip_rate]
 
 
 def shortcut_checks(stats: list[PropertyStats], tests: list[InterventionStats], cues: list[CueVerdict],
@@ -222,6 +233,7 @@ def to_finding(context: AuditContext, cue: CueVerdict, values: dict[str, np.ndar
         if cue.reliance:
             sentences.append(f"adding the cue and taking it away change on average {cue.reliance:.0%} "
                              f"(+- {1.96 * cue.reliance_error:.0%}, 95%) of predictions")
+        sentences += _capped_proxy_sentences(cue.causal)
     placed = _placement_sentence(cue.causal[0] if cue.causal else None)
     if placed:
         sentences.append(placed)

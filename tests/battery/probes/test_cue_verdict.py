@@ -231,7 +231,31 @@ def test_grain_that_hides_compression_counts_only_beside_compression_that_moves_
     assert reliance([grain, still]) == (0.0, [])
     compressed = change("jpeg", "compression", "blockiness", 0.5, 1e-6, agrees=True)
     estimate, supporting = reliance([grain, compressed])
-    assert estimate == pytest.approx((0.61 + 0.5) / 2) and {i.name for i in supporting} == {"jpeg", "restore_grain"}
+    assert estimate == pytest.approx((0.5 + 0.5) / 2) and {i.name for i in supporting} == {"jpeg", "restore_grain"}
+
+
+def test_grain_counts_at_most_as_much_as_compression_the_other_way():
+    """A clean model on compressed images: grain flips 60% to one class (it is fragile to grain), compressing
+    flips 12% the other way. The proxy confirms the direction but cannot lift the estimate over the line."""
+    grain = change("restore_grain", "compression", "blockiness", 0.60, 1e-6, agrees=True)
+    compressed = change("jpeg", "compression", "blockiness", 0.12, 1e-6, agrees=True)
+    estimate, _ = reliance([grain, compressed])
+    assert estimate == pytest.approx(0.12)
+    weaker_grain = change("restore_grain", "compression", "blockiness", 0.05, 1e-6, agrees=True)
+    assert reliance([weaker_grain, compressed])[0] == pytest.approx((0.05 + 0.12) / 2)
+
+
+def test_a_colour_bias_of_the_probe_set_is_still_tested_on_each_part():
+    """A background tint that predicts the labels first reads as a probe-set bias (whole-image changes of
+    the balance barely move the answers). That finding explains nothing about the model: the parts are
+    still changed alone, and only a shortcut finding takes the family off the list."""
+    from auditsvc.battery.probes.cue_verdict import CueVerdict, part_cues
+
+    tint = prop("red_share", "colour", label_power=0.48, label_p=0.0006)
+    bias = CueVerdict("colour", "bias", "warn", tint)
+    assert part_cues([tint], [bias]) == {"colour"}
+    shortcut = CueVerdict("colour", "shortcut", "fail", tint)
+    assert part_cues([tint], [shortcut]) == set()
 
 
 def test_an_objects_colour_the_answers_follow_is_tested_on_the_object_and_fails():
