@@ -39,7 +39,7 @@ class AuditOptions:
     device: str = "cpu"
     batch_size: int = 32
     samples: int = 8                 # images shown in per-image figures
-    ig_steps: int = 32
+    ig_steps: int = 256              # integrated gradients' most steps per image (most images need 8-32)
     smoothgrad_samples: int = 16
     smoothgrad_noise: float = 0.15   # noise std as a fraction of the input range
     occlusion_window: int | None = None   # pixels; default about 1/8 of the input side
@@ -64,6 +64,7 @@ class SampleAttributions:
     indices: list[int]                # probe indices, as context.sample_indices
     maps: dict[str, np.ndarray]       # method -> (n, H, W), in the order of attribution.METHODS
     seconds: dict[str, float]         # method -> seconds its maps took
+    per_image: dict[str, dict[str, list]] = field(default_factory=dict)   # method -> what it did per image
 
     def of(self, indices: list[int]) -> dict[str, np.ndarray]:
         """The maps of some of the sample images, in the order given."""
@@ -186,9 +187,9 @@ class AuditContext:
 
         inputs = self.sample_batch()
         targets = torch.as_tensor(self.outputs.predictions[self.sample_indices], device=self.device)
-        maps, seconds = attribution.heatmaps(self.graph, inputs, targets, self.attribution_settings,
-                                             attribution.applicable(self.graph), self.section_progress)
-        return SampleAttributions(list(self.sample_indices), maps, seconds)
+        computed = attribution.heatmaps(self.graph, inputs, targets, self.attribution_settings,
+                                        attribution.applicable(self.graph), self.section_progress)
+        return SampleAttributions(list(self.sample_indices), computed.maps, computed.seconds, computed.per_image)
 
     @cached_property
     def looking(self) -> "Looking":

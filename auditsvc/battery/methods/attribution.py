@@ -8,7 +8,8 @@ rewrite lives inside one `graph.rewrite(...)` block and is gone when the functio
 is chunked so memory stays bounded: `chunk` images per forward/backward pass.
 
 `METHODS` lists the saliency methods the battery shows and checks, each behind one signature
-`(graph, inputs, targets, AttributionSettings) -> attributions`.
+`(graph, inputs, targets, AttributionSettings) -> attributions`; a method that adapts its work to
+each image (integrated gradients) returns `Attributions`, which also say what it did per image.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -85,11 +86,62 @@ def _global_rng_seeded_from(generator: torch.Generator | None, device: torch.dev
         yield
 
 
+@dataclass(frozen=True)
+class Attributions:
+    """A method's attributions, and what it did per image where that differs between images."""
+    values: torch.Tensor                                      # shaped like the inputs
+    per_image: dict[str, list] = field(default_factory=dict)  # name -> one value per image
+
+
+IG_FIRST_STEPS = 8        # Gauss-Legendre steps every image starts with
+IG_TOLERANCE = 0.01       # completeness error an image may keep (1% of its score difference)
+# Score differences (logits) below this count as this much: 1% of 0.1 logit is 1e-3, well above the
+# float32 rounding of the score and of a sum of ~10^5 attributions (about 1e-5 logit), and a score
+# that barely leaves the baseline's (odds change under 11%) has little to split among pixels.
+IG_SCORE_FLOOR = 0.1
+
+
+def ig_step_counts(first: int, most: int) -> list[int]:
+    """The step counts an image may be computed with: `first`, doubled until `most` (fixed: first == most)."""
+    counts = [min(first, most)]
+    while counts[-1] < most:
+        counts.append(min(2 * counts[-1], most))
+    return counts
+
+
 def integrated_gradients(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, *, baseline: torch.Tensor,
-                         steps: int, chunk: int) -> torch.Tensor:
-    """Path integral of gradients from a baseline image (Sundararajan et al. 2017)."""
-    return IntegratedGradients(graph).attribute(inputs, baselines=baseline.expand_as(inputs), target=targets,
-                                                       n_steps=steps, internal_batch_size=chunk)
+                         steps: int, chunk: int, first_steps: int = IG_FIRST_STEPS) -> Attributions:
+    """Path integral of gradients from a baseline image (Sundararajan et al. 2017), by Captum's
+    Gauss-Legendre rule with as many steps as each image's completeness needs.
+
+    Every image starts with `first_steps`; the images whose completeness error is above IG_TOLERANCE
+    are computed again, together, with twice the steps, up to `steps`. Each image's attributions are
+    Captum's at its final step count; per image: "steps" and "completeness_error"."""
+    method = IntegratedGradients(graph)
+    baselines = baseline.expand_as(inputs)
+    values = torch.empty_like(inputs)
+    used = torch.zeros(len(inputs), dtype=torch.long, device=inputs.device)
+    errors = torch.full((len(inputs),), float("inf"), device=inputs.device)
+    pending = torch.arange(len(inputs), device=inputs.device)
+    for count in ig_step_counts(first_steps, steps):
+        # Captum puts `internal_batch_size // images` steps of every pending image in one pass (at least one).
+        attributions, delta = method.attribute(
+            inputs[pending], baselines=baselines[pending], target=targets[pending], n_steps=count,
+            method="gausslegendre", internal_batch_size=max(chunk, len(pending)), return_convergence_delta=True)
+        values[pending], used[pending] = attributions.detach(), count
+        errors[pending] = completeness_error(attributions.detach(), delta).to(errors.dtype)
+        pending = pending[~(errors[pending] <= IG_TOLERANCE)]   # NaN too: computed again, up to the cap
+        if not len(pending):
+            break
+    return Attributions(values, {"steps": used.tolist(), "completeness_error": errors.tolist()})
+
+
+def completeness_error(attributions: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Per image |sum of attributions - (score(input) - score(baseline))| / |score(input) - score(baseline)|,
+    the difference counted as at least IG_SCORE_FLOOR. Captum's convergence delta is the signed numerator,
+    so the score difference is the attributions' sum minus it (summed as Captum sums them)."""
+    difference = attributions.reshape(len(attributions), -1).sum(1) - delta
+    return delta.abs() / difference.abs().clamp(min=IG_SCORE_FLOOR)
 
 
 def grad_cam(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, layer: str) -> torch.Tensor:
@@ -135,17 +187,22 @@ class AttributionSettings:
     chunk: int                           # images per forward/backward pass
     grad_cam_layer: str
     baseline: torch.Tensor               # integrated gradients' starting image, (1, C, 1, 1) normalized
-    ig_steps: int
+    ig_steps: int                        # the most integrated-gradient steps an image gets
     smoothgrad_samples: int
     smoothgrad_stdev: float              # noise std in normalized units
     noise: Callable[[], torch.Generator]  # a fresh seeded generator per call: SmoothGrad's noise repeats
+    ig_fixed: bool = False               # every image exactly ig_steps (maps to compare between models)
+
+    @property
+    def ig_step_counts(self) -> list[int]:
+        return ig_step_counts(self.ig_steps if self.ig_fixed else IG_FIRST_STEPS, self.ig_steps)
 
 
 @dataclass(frozen=True)
 class AttributionMethod:
     name: str                # key in findings.json
     label: str               # figure column heading (may hold a line break)
-    attribute: Callable[[ModelGraph, torch.Tensor, torch.Tensor, AttributionSettings], torch.Tensor]
+    attribute: Callable[[ModelGraph, torch.Tensor, torch.Tensor, AttributionSettings], torch.Tensor | Attributions]
     rewrites_relus: bool = False   # defined by how gradients pass ReLUs: only for a model with ReLUs
     sampled: bool = False          # averages over noise samples or path steps, whose number settings may lower
     passes: Callable[[AttributionSettings], int] = lambda settings: 1   # backward passes per image, for progress
@@ -160,11 +217,22 @@ class AttributionMethod:
     def heatmaps(self, graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor,
                  settings: AttributionSettings, progress: SectionProgress = no_progress) -> torch.Tensor:
         """(n, H, W) maps on the CPU, `settings.chunk` images at a time."""
-        step, maps = settings.chunk, []
+        return self.heatmaps_per_image(graph, inputs, targets, settings, progress)[0]
+
+    def heatmaps_per_image(self, graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor,
+                           settings: AttributionSettings, progress: SectionProgress = no_progress,
+                           ) -> tuple[torch.Tensor, dict[str, list]]:
+        """The maps, and what the method did per image (`Attributions.per_image`, empty for most)."""
+        step, maps, per_image = settings.chunk, [], {}
         for i in range(0, len(inputs), step):
-            maps.append(heatmap(self.attribute(graph, inputs[i:i + step], targets[i:i + step], settings)).cpu())
+            attributions = self.attribute(graph, inputs[i:i + step], targets[i:i + step], settings)
+            if isinstance(attributions, torch.Tensor):
+                attributions = Attributions(attributions)
+            maps.append(heatmap(attributions.values).cpu())
+            for key, values in attributions.per_image.items():
+                per_image.setdefault(key, []).extend(values)
             progress((i + step) / len(inputs))
-        return torch.cat(maps)
+        return torch.cat(maps), per_image
 
 
 METHODS: dict[str, AttributionMethod] = {method.name: method for method in (
@@ -176,7 +244,8 @@ METHODS: dict[str, AttributionMethod] = {method.name: method for method in (
         g, x, t, samples=s.smoothgrad_samples, stdev=s.smoothgrad_stdev, chunk=s.chunk, generator=s.noise()),
         sampled=True, passes=lambda s: s.smoothgrad_samples),
     AttributionMethod("integrated_gradients", "Integrated\ngradients", lambda g, x, t, s: integrated_gradients(
-        g, x, t, baseline=s.baseline, steps=s.ig_steps, chunk=s.chunk), sampled=True, passes=lambda s: s.ig_steps),
+        g, x, t, baseline=s.baseline, steps=s.ig_steps, chunk=s.chunk, first_steps=s.ig_step_counts[0]),
+        sampled=True, passes=lambda s: sum(s.ig_step_counts[:2])),   # the first count and one redo, as most need
     AttributionMethod("grad_cam", "Grad-CAM", lambda g, x, t, s: grad_cam(g, x, t, s.grad_cam_layer)),
 )}
 
@@ -186,15 +255,24 @@ def applicable(graph: ModelGraph) -> list[str]:
     return [name for name, method in METHODS.items() if method.applies_to(graph)]
 
 
+@dataclass
+class Heatmaps:
+    maps: dict[str, np.ndarray]                 # method -> (n, H, W)
+    seconds: dict[str, float]                   # method -> seconds its maps took
+    per_image: dict[str, dict[str, list]]       # method -> what it did per image, for the methods that say
+
+
 def heatmaps(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, settings: AttributionSettings,
-             methods: Iterable[str], progress: SectionProgress = no_progress,
-             ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Each method's (n, H, W) maps of `inputs` for `targets`, and the seconds each took."""
+             methods: Iterable[str], progress: SectionProgress = no_progress) -> Heatmaps:
+    """Each method's (n, H, W) maps of `inputs` for `targets`, the seconds each took, and what each did per image."""
     methods = list(methods)
     parts = shares(progress, [METHODS[name].passes(settings) for name in methods])
-    maps, seconds = {}, {}
+    result = Heatmaps({}, {}, {})
     for name, part in zip(methods, parts):
         started = time.perf_counter()
-        maps[name] = METHODS[name].heatmaps(graph, inputs, targets, settings, part).numpy()
-        seconds[name] = time.perf_counter() - started
-    return maps, seconds
+        maps, per_image = METHODS[name].heatmaps_per_image(graph, inputs, targets, settings, part)
+        result.maps[name] = maps.numpy()
+        result.seconds[name] = time.perf_counter() - started
+        if per_image:
+            result.per_image[name] = per_image
+    return result

@@ -250,8 +250,8 @@ def randomization_check(context: AuditContext, indices: list[int], inputs: torch
     settings = _randomization_settings(context)
     shown = context.sample_attributions.of(indices)
     first, *per_stage = shares(progress, [1] * (1 + len(depths)))
-    recomputed, _ = attribution.heatmaps(graph, inputs, targets, settings, [m for m in shown if METHODS[m].sampled],
-                                         first)
+    recomputed = attribution.heatmaps(graph, inputs, targets, settings, [m for m in shown if METHODS[m].sampled],
+                                      first).maps
     original = shown | recomputed
     stages = ["original"] + [f"top {d} of {len(layers)}" if d < len(layers) else f"all {d}" for d in depths]
     similarity = {m: {"original": 1.0} for m in original}
@@ -260,7 +260,7 @@ def randomization_check(context: AuditContext, indices: list[int], inputs: torch
     for depth, stage, part in zip(depths, stages[1:], per_stage):
         chosen = layers[:depth]
         copy = faithfulness.randomized_graph(graph, {t: drawn[t] for l in chosen for t in (l.weight, l.bias) if t})
-        maps, _ = attribution.heatmaps(copy, inputs, targets, settings, list(original), part)
+        maps = attribution.heatmaps(copy, inputs, targets, settings, list(original), part).maps
         for method, values in maps.items():
             similarity[method][stage] = float(np.mean([faithfulness.rank_correlation(a, b)
                                                        for a, b in zip(original[method], values)]))
@@ -272,12 +272,13 @@ def randomization_check(context: AuditContext, indices: list[int], inputs: torch
 
 
 def _randomization_settings(context: AuditContext) -> AttributionSettings:
-    """Fewer SmoothGrad samples and integrated-gradient steps, the same for the original and every copy;
-    SmoothGrad's noise is the same on every call."""
+    """Fewer SmoothGrad samples and integrated-gradient steps, the same for the original and every copy
+    (a fixed step count for every image, not as many as each needs); SmoothGrad's noise is the same on
+    every call."""
     options = context.options
     return replace(context.attribution_settings,
                    smoothgrad_samples=min(options.smoothgrad_samples, RANDOMIZATION_SMOOTHGRAD_SAMPLES),
-                   ig_steps=min(options.ig_steps, RANDOMIZATION_IG_STEPS),
+                   ig_steps=min(options.ig_steps, RANDOMIZATION_IG_STEPS), ig_fixed=True,
                    noise=partial(context.generator, "explanation_checks.smoothgrad"))
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import figures
 from ..context import AuditContext
-from ..methods.attribution import METHODS
+from ..methods.attribution import IG_TOLERANCE, METHODS
 from ..registry import Section, register
 from ..results import Figure, SectionResult, Text
 
@@ -29,10 +29,46 @@ class Saliency(Section):
         if not context.graph.relu_count:
             blocks.insert(0, Text("The model has no ReLU, so guided backprop and deconvnet (defined by how they "
                                   "pass gradients through ReLUs) do not apply and are left out.", "note"))
-        return self.result(blocks=blocks, data={
-            "methods": list(attributions.maps), "grad_cam_layer": context.grad_cam_layer,
-            "images": len(attributions.indices),
-            "method_seconds": {k: round(v, 3) for k, v in attributions.seconds.items()}})
+        data = {"methods": list(attributions.maps), "grad_cam_layer": context.grad_cam_layer,
+                "images": len(attributions.indices),
+                "method_seconds": {k: round(v, 3) for k, v in attributions.seconds.items()}}
+        if "integrated_gradients" in attributions.per_image:
+            ig = _ig_steps(context, attributions.per_image["integrated_gradients"])
+            blocks.append(_ig_steps_text(ig))
+            data["integrated_gradients"] = ig
+        return self.result(blocks=blocks, data=data)
+
+
+def _ig_steps(context: AuditContext, per_image: dict[str, list]) -> dict:
+    """Per sample image, the steps integrated gradients took and its completeness error, the cap and the tolerance."""
+    images = [{"index": index, "image": context.probe.images[index].path, "steps": steps,
+               "completeness_error": float(f"{error:.4g}")}
+              for index, steps, error in zip(context.sample_indices, per_image["steps"],
+                                             per_image["completeness_error"])]
+    return {"images": images, "max_steps": context.attribution_settings.ig_steps, "tolerance": IG_TOLERANCE}
+
+
+def _ig_steps_text(ig: dict) -> Text:
+    """One sentence on the steps and the worst completeness error; a note naming the images left above the tolerance."""
+    steps = [image["steps"] for image in ig["images"]]
+    errors = [image["completeness_error"] for image in ig["images"]]
+    worst = max(errors, key=lambda e: np.inf if np.isnan(e) else e)
+    used = (f"{steps[0]} steps for every image" if min(steps) == max(steps)
+            else f"{min(steps)} to {max(steps)} steps per image (median {np.median(steps):g})")
+    sentence = (f"Integrated gradients used {used}; the worst completeness error (how far the attributions' "
+                f"sum is from the change in the score from the black image to the image) is {_percent(worst)}.")
+    above = [image["image"] for image in ig["images"] if not image["completeness_error"] <= ig["tolerance"]]
+    if not above:
+        return Text(sentence)
+    named = ", ".join(above[:3]) + (f" and {len(above) - 3} more" if len(above) > 3 else "")
+    return Text(f"{sentence} {len(above)} of {len(steps)} images stayed above {ig['tolerance']:.0%} at the limit "
+                f"of {ig['max_steps']} steps ({named}): their integrated-gradients maps are approximate.", "note")
+
+
+def _percent(error: float) -> str:
+    if np.isnan(error):
+        return "unknown (scores along the path are not finite)"
+    return "under 0.01%" if error < 1e-4 else f"{error:.2%}"
 
 
 HEAT = figures.ColourScale("jet", "attribution, scaled")

@@ -1,5 +1,7 @@
 """Each attribution on the exported graph against Captum on the eager model: same numbers."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -117,13 +119,116 @@ def test_smoothgrad_from_a_generator_leaves_the_global_rng_as_it_was(models, bat
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_integrated_gradients(models, batch):
+def test_integrated_gradients_with_a_fixed_step_count(models, batch):
     modular, _, graph = models
     baseline = torch.full((1, *SIZE), -2.0)
-    ours = attribution.integrated_gradients(graph, *batch, baseline=baseline, steps=16, chunk=10)
+    ours = attribution.integrated_gradients(graph, *batch, baseline=baseline, steps=16, chunk=10, first_steps=16)
     theirs = IntegratedGradients(modular).attribute(batch[0], baselines=baseline.expand_as(batch[0]),
-                                                    target=batch[1], n_steps=16)
-    close(ours, theirs)
+                                                    target=batch[1], n_steps=16, method="gausslegendre")
+    close(ours.values, theirs)
+    assert ours.per_image["steps"] == [16] * 4
+
+
+def test_adaptive_integrated_gradients_are_captums_at_each_images_final_step_count(models, batch):
+    modular, _, graph = models
+    inputs, targets = batch
+    baseline = torch.full((1, *SIZE), -2.0)
+    ours = attribution.integrated_gradients(graph, inputs, targets, baseline=baseline, steps=256, chunk=8)
+    steps, errors = ours.per_image["steps"], ours.per_image["completeness_error"]
+    assert len(set(steps)) > 1   # some images stop at the first count, some do not
+    for i, count in enumerate(steps):
+        theirs = IntegratedGradients(modular).attribute(inputs[i:i + 1], baselines=baseline, target=targets[i:i + 1],
+                                                        n_steps=count, method="gausslegendre")
+        close(ours.values[i:i + 1], theirs)
+    # The completeness error, from the eager model's scores at the image and at the baseline.
+    with torch.no_grad():
+        scores = modular(inputs).gather(1, targets.view(-1, 1))[:, 0]
+        difference = scores - modular(baseline)[0, targets]
+    total = ours.values.flatten(1).sum(1)
+    expected = (total - difference).abs() / difference.abs().clamp(min=attribution.IG_SCORE_FLOOR)
+    torch.testing.assert_close(torch.tensor(errors), expected, rtol=1e-3, atol=1e-5)
+    assert all(error <= attribution.IG_TOLERANCE for error in errors)
+
+
+class Saturating(nn.Module):
+    """Scores tanh(+-mean pixel): from a black baseline, the score of an image with a large mean
+    rises within the first few percent of the path and then stays flat, a sharp bend to integrate."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+        with torch.no_grad():
+            self.conv.weight.fill_(1 / 3)
+            self.conv.weight[1].neg_()
+            self.conv.bias.zero_()
+
+    def forward(self, x):
+        return torch.tanh(self.conv(x).mean(dim=(2, 3)))
+
+
+class CountingPasses:
+    """A graph that counts the images in every pass with gradients: the path points (Captum's
+    completeness check runs its two forward passes without gradients)."""
+
+    def __init__(self, graph: ModelGraph):
+        self.graph, self.passes = graph, []
+
+    def __call__(self, inputs):
+        if torch.is_grad_enabled():
+            self.passes.append(len(inputs))
+        return self.graph(inputs)
+
+
+@pytest.fixture(scope="module")
+def saturating():
+    size = (3, 8, 8)
+    return ModelGraph(export(Saturating().eval(), size), size)
+
+
+def test_only_the_images_with_a_hard_path_are_computed_again_with_more_steps(saturating):
+    generator = torch.Generator().manual_seed(0)
+    easy = 0.5 * (1 + 0.2 * torch.randn(3, 3, 8, 8, generator=generator))
+    hard = 100 * (1 + 0.2 * torch.randn(1, 3, 8, 8, generator=generator))
+    inputs, targets = torch.cat([easy[:2], hard, easy[2:]]), torch.tensor([0, 1, 0, 1])
+    counting = CountingPasses(saturating)
+    ours = attribution.integrated_gradients(counting, inputs, targets, baseline=torch.zeros(1, 3, 1, 1),
+                                            steps=256, chunk=8)
+    steps, errors = ours.per_image["steps"], ours.per_image["completeness_error"]
+    assert steps[0] == steps[1] == steps[3] == 8 and steps[2] > 8
+    assert all(error <= attribution.IG_TOLERANCE for error in errors)
+    # 8 steps of all four images, then each count of the hard one's alone; never more than 8 points a pass.
+    redone = sum(count for count in attribution.ig_step_counts(8, 256) if 8 < count <= steps[2])
+    assert sum(counting.passes) == 4 * 8 + redone
+    assert max(counting.passes) == 8
+    # Each image's attributions are still Captum's at its own count.
+    for i, count in enumerate(steps):
+        theirs = IntegratedGradients(saturating).attribute(inputs[i:i + 1], baselines=0.0, target=int(targets[i]),
+                                                           n_steps=count, method="gausslegendre")
+        close(ours.values[i:i + 1], theirs)
+
+
+def test_an_image_still_above_the_tolerance_at_the_cap_says_so(saturating):
+    generator = torch.Generator().manual_seed(1)
+    inputs = 1000 * (1 + 0.2 * torch.randn(2, 3, 8, 8, generator=generator))
+    ours = attribution.integrated_gradients(saturating, inputs, torch.tensor([0, 1]), baseline=torch.zeros(1, 3, 1, 1),
+                                            steps=16, chunk=8)
+    assert ours.per_image["steps"] == [16, 16]
+    assert all(error > attribution.IG_TOLERANCE for error in ours.per_image["completeness_error"])
+
+
+def test_a_score_that_barely_moves_is_judged_against_the_floor_not_its_own_tiny_change():
+    attributions = torch.tensor([[0.0005, 0.0005], [0.6, 0.4]])
+    delta = torch.tensor([0.0005, 0.002])   # sum of attributions minus the score difference
+    errors = attribution.completeness_error(attributions, delta)
+    # A score difference of 0.0005 counts as the floor (0.1): 0.5%, not 100%; 0.998 counts as itself.
+    torch.testing.assert_close(errors, torch.tensor([0.0005 / attribution.IG_SCORE_FLOOR, 0.002 / 0.998]))
+
+
+def test_the_step_counts_double_up_to_the_cap():
+    assert attribution.ig_step_counts(8, 256) == [8, 16, 32, 64, 128, 256]
+    assert attribution.ig_step_counts(8, 50) == [8, 16, 32, 50]
+    assert attribution.ig_step_counts(8, 4) == [4]
+    assert attribution.ig_step_counts(16, 16) == [16]
 
 
 def test_grad_cam(models, batch):
@@ -167,10 +272,29 @@ def test_the_table_lists_six_methods_and_which_need_relus(models):
 
 def test_the_table_runs_the_functions_chunk_by_chunk(models, batch):
     _, _, graph = models
-    maps, seconds = attribution.heatmaps(graph, *batch, settings(graph, chunk=3), attribution.METHODS)
-    assert set(maps) == set(seconds) == set(attribution.METHODS)
+    computed = attribution.heatmaps(graph, *batch, settings(graph, chunk=3), attribution.METHODS)
+    maps = computed.maps
+    assert set(maps) == set(computed.seconds) == set(attribution.METHODS)
     assert all(m.shape == (4, *SIZE[1:]) for m in maps.values())
     close(torch.from_numpy(maps["gradient"]), attribution.heatmap(attribution.gradient(graph, *batch)))
     close(torch.from_numpy(maps["grad_cam"]), attribution.heatmap(attribution.grad_cam(graph, *batch, "conv2")))
-    again, _ = attribution.heatmaps(graph, *batch, settings(graph, chunk=3), ["smoothgrad"])
+    again = attribution.heatmaps(graph, *batch, settings(graph, chunk=3), ["smoothgrad"]).maps
     torch.testing.assert_close(again["smoothgrad"], maps["smoothgrad"])   # the same noise on every call
+    # Integrated gradients say per image what they did, over both chunks (3 images, then 1); the cap is 4 steps.
+    assert list(computed.per_image) == ["integrated_gradients"]
+    assert computed.per_image["integrated_gradients"]["steps"] == [4] * 4
+    assert len(computed.per_image["integrated_gradients"]["completeness_error"]) == 4
+
+
+def test_integrated_gradients_in_the_table_adapt_or_keep_a_fixed_count(models, batch):
+    _, _, graph = models
+    adaptive = replace(settings(graph), ig_steps=256)
+    steps = attribution.heatmaps(graph, *batch, adaptive, ["integrated_gradients"]).per_image[
+        "integrated_gradients"]["steps"]
+    assert min(steps) == attribution.IG_FIRST_STEPS and max(steps) < 256
+    fixed = replace(settings(graph), ig_steps=16, ig_fixed=True)
+    computed = attribution.heatmaps(graph, *batch, fixed, ["integrated_gradients"])
+    assert computed.per_image["integrated_gradients"]["steps"] == [16] * 4
+    method = attribution.METHODS["integrated_gradients"]
+    # Progress counts the first steps and one redo: what most images take.
+    assert method.passes(adaptive) == 8 + 16 and method.passes(fixed) == 16

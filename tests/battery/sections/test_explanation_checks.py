@@ -1,8 +1,13 @@
 """The explanation checks section: its verdict rules, and a run on a tiny model."""
 
 import pytest
+import torch
 
-from auditsvc.battery.context import AuditOptions
+from auditsvc.battery.context import AuditContext, AuditOptions
+from auditsvc.battery.dataset import ProbeDataset
+from auditsvc.battery.methods import attribution
+from auditsvc.battery.model.graph import ModelGraph
+from auditsvc.battery.model.loading import load_model
 from auditsvc.battery.results import Figure, Table
 from auditsvc.battery.sections import explanation_checks
 from auditsvc.battery.sections.explanation_checks import MethodVerdict, cascade_depths
@@ -71,3 +76,17 @@ def test_the_checks_run_without_the_saliency_section(tiny_package, tiny_probe, m
     [section] = load_and_audit(tiny_package, tiny_probe, options=options).sections
     assert section.status == "ok", section.reason
     assert section.data["images"]["deletion_insertion"] == 2
+
+
+def test_the_randomization_check_gives_integrated_gradients_one_fixed_step_count(tiny_package, tiny_probe):
+    model = load_model(tiny_package)
+    with ProbeDataset(tiny_probe, ["a", "b", "c"]) as probe:
+        context = AuditContext(model, ModelGraph(model.program, model.meta.input.size, "cpu", model.module_types),
+                               probe, AuditOptions(samples=3, ig_steps=256, smoothgrad_samples=2))
+        settings = explanation_checks._randomization_settings(context)
+        assert context.attribution_settings.ig_step_counts == [8, 16, 32, 64, 128, 256]   # the saliency maps adapt
+        assert settings.ig_step_counts == [explanation_checks.RANDOMIZATION_IG_STEPS]
+        targets = torch.as_tensor(context.outputs.predictions[context.sample_indices])
+        computed = attribution.heatmaps(context.graph, context.sample_batch(), targets, settings,
+                                        ["integrated_gradients"])
+    assert computed.per_image["integrated_gradients"]["steps"] == [explanation_checks.RANDOMIZATION_IG_STEPS] * 3
