@@ -220,11 +220,13 @@ PART_TESTED_CUES = ("colour", "saturation")
 
 
 def part_cues(properties: list[PropertyStats], found: list["CueVerdict"]) -> set[str]:
-    """Colour families that no shortcut finding explains yet (a probe-set bias is no explanation: the
-    model may rely on the biased part) and that the probe images tie to the labels or the answers (label_signal(), prediction_signal(), group_signal()). A whole-image change of a colour is
+    """Colour families that no finding explains yet and that the probe images tie to the labels or the
+    answers (label_signal(), prediction_signal(), group_signal()). A probe-set colour bias is no explanation
+    (the model may rely on the biased part); a colour folded into another cue's finding is that cue seen
+    through the colour (a coloured frame), and the finding's own changes answer for it. A whole-image change of a colour is
     dosed by the whole image, where a small object's colour, or a tint of the background only, barely
     shows: does the model tell the classes apart by the colour of one part?"""
-    explained = {c.cue for v in found if v.category == "shortcut" for c in [v, *v.also]}
+    explained = {c.cue for v in found for c in ([v, *v.also] if v.category == "shortcut" else v.also)}
     tied = {p.cue for p in properties if p.cue in PART_TESTED_CUES
             and (label_signal(p) or prediction_signal(p) or group_signal(p))}
     return tied - explained

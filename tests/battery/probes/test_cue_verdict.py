@@ -258,6 +258,17 @@ def test_a_colour_bias_of_the_probe_set_is_still_tested_on_each_part():
     assert part_cues([tint], [shortcut]) == set()
 
 
+def test_a_colour_folded_into_another_cues_finding_is_not_tested_on_the_parts():
+    """A coloured frame makes the hue predict the labels; the hue is folded into the border's finding, whose
+    own changes answer for it: repainting the object would test something the probe set does not tie."""
+    from auditsvc.battery.probes.cue_verdict import CueVerdict, part_cues
+
+    hue = prop("hue", "colour", label_power=0.79, label_p=0.0006)
+    border = CueVerdict("border", "bias", "warn", prop("border", "border", label_power=1.0, label_p=0.0006))
+    border.also.append(CueVerdict("colour", "bias", "warn", hue))
+    assert part_cues([hue], [border]) == set()
+
+
 def test_an_objects_colour_the_answers_follow_is_tested_on_the_object_and_fails():
     """On a decorrelated probe set a small object's colour barely moves the whole image's balance; the
     answers still follow it, so the object alone is changed, and that moving the answers is a shortcut."""
