@@ -396,7 +396,7 @@ def paste(source: torch.Tensor, axes: tuple[int, int], patch: torch.Tensor, rows
     row, col = axes
     moved = source.movedim((row, col), (1, 2))
     windows, batch, h, w = rows.shape[0], moved.shape[0], rows.shape[1], cols.shape[1]
-    full = moved.unsqueeze(0).expand(windows, *moved.shape).contiguous()
+    full = moved.repeat(windows, *(1,) * (moved.dim() - 1)).view(windows, *moved.shape)   # a copy, even of one
     full[torch.arange(windows, device=rows.device).view(windows, 1, 1, 1),
          torch.arange(batch, device=rows.device).view(1, batch, 1, 1),
          rows.view(windows, 1, h, 1), cols.view(windows, 1, 1, w)] = (
