@@ -79,6 +79,8 @@ def _settings(options: AuditOptions, done: dict[str, SectionResult]) -> dict:
     for key in ("window", "stride"):
         if settings[f"occlusion_{key}"] is None and occlusion and occlusion.status == "ok":
             settings[f"occlusion_{key}"] = f"{occlusion.data[key]} (automatic)"
+    if occlusion and occlusion.status == "ok":
+        settings["occlusion_mode"] = occlusion.data["occlusion_mode"]
     if settings["sections"] is None:
         settings["sections"] = "all"
     return {key: "automatic" if value is None else value for key, value in settings.items()}

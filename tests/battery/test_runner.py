@@ -130,6 +130,8 @@ def test_settings_say_what_was_used_not_none(tiny_package, tiny_probe):
     occlusion = next(s for s in result.sections if s.name == "occlusion")
     assert result.settings["occlusion_window"] == f"{occlusion.data['window']} (automatic)"
     assert result.settings["occlusion_stride"] == f"{occlusion.data['stride']} (automatic)"
+    assert result.settings["occlusion_mode"] == occlusion.data["occlusion_mode"]
+    assert result.settings["occlusion_mode"].startswith("incremental for ")
     assert None not in result.settings.values() and result.settings["sections"] == ["occlusion"]
     with ProbeDataset(tiny_probe, ["a", "b", "c"]) as probe:
         fixed = audit(model, probe, AuditOptions(sections=["summary"], occlusion_window=6))

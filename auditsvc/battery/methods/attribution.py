@@ -33,6 +33,7 @@ from captum.attr import (
 
 from ..model.graph import ModelGraph
 from ..progress import SectionProgress, no_progress, shares
+from .incremental_occlusion import IncrementalOcclusion
 
 
 def gradient(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -153,10 +154,20 @@ def grad_cam(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, lay
 
 
 def occlusion(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, *, window: int, stride: int,
-              baseline: torch.Tensor, chunk: int, progress: SectionProgress = no_progress) -> torch.Tensor:
-    """Drop in the target class probability when a window is greyed out, averaged per pixel (Zeiler & Fergus 2014)."""
+              baseline: torch.Tensor, chunk: int, progress: SectionProgress = no_progress,
+              method: str = "incremental") -> torch.Tensor:
+    """Drop in the target class probability when a window is greyed out, averaged per pixel (Zeiler & Fergus 2014).
+
+    method "incremental": each window recomputes only the part of each map it changes (Krypton, see
+    incremental_occlusion.py); "captum": Captum's Occlusion, every window through the whole model. The same
+    numbers (up to float rounding)."""
+    if method == "incremental":
+        engine = IncrementalOcclusion(graph, window=window, stride=stride)
+        return engine.attribute(inputs, targets, baseline, chunk=chunk, progress=progress)
+    if method != "captum":
+        raise ValueError(f"unknown occlusion method {method!r}; use 'incremental' or 'captum'")
     channels, height, width = inputs.shape[1:]
-    windows = ((height - window) // stride + 1) * ((width - window) // stride + 1)
+    windows = (-(-(height - window) // stride) + 1) * (-(-(width - window) // stride) + 1)   # as Captum places them
     per_eval = max(1, min(windows, chunk // len(inputs)))
     evaluations = 1 + -(-windows // per_eval)   # the unoccluded inputs once, then the windows in groups
     calls = [0]
@@ -166,11 +177,16 @@ def occlusion(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor, *,
         progress(calls[0] / evaluations)
         return F.softmax(graph(batch), dim=1)
 
-    method = Occlusion(probabilities)
+    occluder = Occlusion(probabilities)
     with torch.inference_mode():
-        return method.attribute(inputs, sliding_window_shapes=(channels, window, window),
-                                strides=(channels, stride, stride), baselines=baseline.expand_as(inputs),
-                                target=targets, perturbations_per_eval=per_eval)
+        return occluder.attribute(inputs, sliding_window_shapes=(channels, window, window),
+                                  strides=(channels, stride, stride), baselines=baseline.expand_as(inputs),
+                                  target=targets, perturbations_per_eval=per_eval)
+
+
+def occlusion_mode(graph: ModelGraph, *, window: int, stride: int) -> str:
+    """How far the incremental occlusion follows each window before running the rest in full, in words."""
+    return IncrementalOcclusion(graph, window=window, stride=stride).mode
 
 
 def heatmap(attribution: torch.Tensor) -> torch.Tensor:

@@ -52,17 +52,20 @@ class OcclusionSection(Section):
             for i, part in zip(batches, shares(context.section_progress, [1] * len(batches)))
         ]).mean(dim=1).cpu().numpy()
         seconds = time.perf_counter() - started
+        mode = attribution.occlusion_mode(context.graph, window=window, stride=stride)
+        how = (f" Computed incrementally, with the same numbers as one whole forward pass per window position: "
+               f"{mode}.")
         original = context.outputs.probabilities[indices, context.outputs.predictions[indices]]
         occluded = np.clip(original[:, None, None] - drops, 0, 1)
         shown = drops[:FIGURE_IMAGES]
-        block = _figure(context, occluded, drops, window, stride) if shown.max() >= MIN_DROP else Text(
+        block = _figure(context, occluded, drops, window, stride, how) if shown.max() >= MIN_DROP else Text(
             f"Hiding any {window}x{window} region of the {len(shown)} sample images lowers the predicted class's "
             f"probability by at most {max(float(shown.max()), 0.0):.4f}: no single region matters to these answers, "
             "as when the model decides from something spread over the whole image (the lighting, a colour cast, a "
-            "texture) or its probabilities are saturated. The heatmaps would be uniformly green and are not drawn.",
-            "note")
+            "texture) or its probabilities are saturated. The heatmaps would be uniformly green and are not drawn."
+            + how, "note")
         return self.result(blocks=[block], data={"window": window, "stride": stride, "images": len(indices),
-                                                  "max_drop": round(float(drops.max()), 4),
+                                                  "max_drop": round(float(drops.max()), 4), "occlusion_mode": mode,
                                                   "method_seconds": {"occlusion": round(seconds, 3)}})
 
 
@@ -77,7 +80,8 @@ def grey_mask(pixels: np.ndarray, drop: np.ndarray) -> np.ndarray:
 PROBABILITY = figures.ColourScale("RdYlGn", "probability, region hidden")
 
 
-def _figure(context: AuditContext, occluded: np.ndarray, drops: np.ndarray, window: int, stride: int) -> Figure:
+def _figure(context: AuditContext, occluded: np.ndarray, drops: np.ndarray, window: int, stride: int,
+            how: str) -> Figure:
     shown = context.sample_indices[:FIGURE_IMAGES]
     pixels = context.probe.pixels(shown, context.spec)
     boxes = context.probe.boxes(context.spec)[shown]
@@ -95,7 +99,7 @@ def _figure(context: AuditContext, occluded: np.ndarray, drops: np.ndarray, wind
                    rows, f"the map would look uniform: hiding any region lowers that image's probability by less "
                          f"than {VISIBLE_DROP} (too little to see on the colour scale) or less than {MIN_DROP} "
                          "(no region matters: the model decides from something spread over the whole image, or its "
-                         "probability is saturated)"))
+                         "probability is saturated)")) + how
     return Figure(figures.to_png(fig), caption.strip(), "Occlusion sensitivity")
 
 

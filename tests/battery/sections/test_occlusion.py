@@ -54,6 +54,10 @@ def test_the_largest_drop_is_that_of_the_window_computed_by_hand(files):
     assert occlusion.data["max_drop"] == pytest.approx(float(drops.max()), abs=2e-4)
     [figure] = occlusion.blocks
     assert isinstance(figure, Figure) and f"A {WINDOW}x{WINDOW} grey window" in figure.caption
+    # The convolution, its ReLU and the mask's product are followed window by window; the global average is not.
+    mode = "incremental for 3 of 7 ops; full from adaptive_avg_pool2d on (it reads the whole map)"
+    assert occlusion.data["occlusion_mode"] == mode
+    assert "Computed incrementally, with the same numbers" in figure.caption and mode in figure.caption
 
 
 def test_default_window_is_an_eighth_of_the_side_and_the_stride_half_of_it(files):
