@@ -109,3 +109,12 @@ def tank_demo() -> dict:
 
     built = build_demo(Path(__file__).resolve().parents[1] / "build" / "demo", log=lambda message: None)
     return {name: Path(path) for name, path in built["paths"].items()}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """These models are far too small to split over threads; on a shared machine a second one mostly spins."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

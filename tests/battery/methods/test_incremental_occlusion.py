@@ -18,13 +18,7 @@ from auditsvc.demo.nets import PlainNet, SeparableNet, export, tiny_resnet
 from tests.families import INPUT, build
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are far too small to split over threads; on a shared machine a second one mostly spins."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: a second thread mostly spins
 
 
 class Geometry(nn.Module):

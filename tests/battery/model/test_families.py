@@ -19,13 +19,7 @@ ALL = [*FAMILIES, *MORE]
 _GRAPHS: dict[str, tuple[nn.Module, ModelGraph]] = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are far too small to split over threads; on a shared machine a second one mostly spins."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: a second thread mostly spins
 
 
 def graph_of(family: str) -> tuple[nn.Module, ModelGraph]:
