@@ -152,12 +152,19 @@ def reliance(family: list[InterventionStats]) -> tuple[float, list[InterventionS
 
 
 def _counted_flips(changes: list[InterventionStats]) -> float:
-    """The flip rates reliance() adds up. A proxy change says which way the answers go, not how far the
-    cue moves them: adding grain to undo compression also flips the answers of a model that is merely
-    fragile to grain. It counts at most as much as the faithful change the other way."""
-    faithful = [i.flip_rate for i in changes if not BY_NAME[i.name].proxy]
-    return sum(i.flip_rate if not BY_NAME[i.name].proxy else min(i.flip_rate, max(faithful, default=0.0))
-               for i in changes)
+    """The flip rates reliance() adds up, each proxy's capped (capped_proxies())."""
+    capped = capped_proxies(changes)
+    return sum(capped[i.name][1].flip_rate if i.name in capped else i.flip_rate for i in changes)
+
+
+def capped_proxies(changes: list[InterventionStats]) -> dict[str, tuple[InterventionStats, InterventionStats]]:
+    """Proxy name -> (proxy, the faithful change it counts as). A proxy change says which way the answers
+    go, not how far the cue moves them: adding grain to undo compression also flips the answers of a
+    model that is merely fragile to grain. It counts at most as much as the strongest faithful change."""
+    faithful = [i for i in changes if not BY_NAME[i.name].proxy]
+    zero = InterventionStats("", "", "", None, "ok")   # no faithful change: a proxy counts nothing
+    strongest = max(faithful, key=lambda i: i.flip_rate, default=zero)
+    return {i.name: (i, strongest) for i in changes if BY_NAME[i.name].proxy and i.flip_rate > strongest.flip_rate}
 
 
 def _supporting_choices(ways: dict[bool, list[InterventionStats]]):

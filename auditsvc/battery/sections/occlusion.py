@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .. import figures
-from ..methods import attribution
+from ..methods.incremental_occlusion import IncrementalOcclusion
 from ..context import AuditContext
 from ..progress import shares
 from ..registry import Section, register
@@ -46,13 +46,13 @@ class OcclusionSection(Section):
         started = time.perf_counter()
         step = context.options.batch_size
         batches = range(0, len(inputs), step)
+        engine = IncrementalOcclusion(context.graph, window=window, stride=stride)   # planned once, for every batch
         drops = torch.cat([
-            attribution.occlusion(context.graph, inputs[i:i + step], targets[i:i + step], window=window,
-                                  stride=stride, baseline=grey, chunk=step, progress=part)
+            engine.attribute(inputs[i:i + step], targets[i:i + step], grey, chunk=step, progress=part)
             for i, part in zip(batches, shares(context.section_progress, [1] * len(batches)))
         ]).mean(dim=1).cpu().numpy()
         seconds = time.perf_counter() - started
-        mode = attribution.occlusion_mode(context.graph, window=window, stride=stride)
+        mode = engine.mode
         how = (f" Computed incrementally, with the same numbers as one whole forward pass per window position: "
                f"{mode}.")
         original = context.outputs.probabilities[indices, context.outputs.predictions[indices]]

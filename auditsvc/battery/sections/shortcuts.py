@@ -12,7 +12,7 @@ from .. import figures
 from ..context import AuditContext
 from ..dataset import normalize
 from ..metrics import wilson
-from ..probes import association, evidence, interventions, properties
+from ..probes import association, evidence, properties
 from ..probes import cue_verdict as verdict
 from ..probes.attribution_regions import Looking
 from ..probes.evidence import InterventionStats, PropertyStats
@@ -102,13 +102,9 @@ class ShortcutProbes(Section):
 
 
 def _capped_proxy_sentences(changes: list[InterventionStats]) -> list[str]:
-    """Say so when a proxy change moved more answers than it is allowed to count (cue_verdict._counted_flips())."""
-    faithful = [t for t in changes if not interventions.BY_NAME[t.name].proxy]
-    if not faithful:
-        return []
-    strongest = max(faithful, key=lambda t: t.flip_rate)
-    return [f"'{t.words}' only stands in for changing the cue and counts at most as much as '{strongest.words}'"
-            for t in changes if interventions.BY_NAME[t.name].proxy and t.flip_rate > strongest.flip_rate]
+    """Say so when a proxy change moved more answers than it is allowed to count."""
+    return [f"'{proxy.words}' only stands in for changing the cue and counts at most as much as '{faithful.words}'"
+            for proxy, faithful in verdict.capped_proxies(changes).values() if faithful.name]
 
 
 def shortcut_checks(stats: list[PropertyStats], tests: list[InterventionStats], cues: list[CueVerdict],
