@@ -44,6 +44,7 @@ class AuditOptions:
     smoothgrad_noise: float = 0.15   # noise std as a fraction of the input range
     occlusion_window: int | None = None   # pixels; default about 1/8 of the input side
     occlusion_stride: int | None = None   # default half the window
+    occlusion_approximate: bool = False   # Krypton's approximate modes; the report states their error
     sections: list[str] | None = None     # None: the whole battery
 
     def as_dict(self) -> dict[str, Any]:

@@ -81,6 +81,10 @@ def _settings(options: AuditOptions, done: dict[str, SectionResult]) -> dict:
             settings[f"occlusion_{key}"] = f"{occlusion.data[key]} (automatic)"
     if occlusion and occlusion.status == "ok":
         settings["occlusion_mode"] = occlusion.data["occlusion_mode"]
+        if occlusion.data.get("approximation_error"):
+            error = occlusion.data["approximation_error"]
+            settings["occlusion_error"] = (f"rank correlation {error['rank_correlation']:.3f} with the exact map, "
+                                           f"largest difference {error['max_abs_difference']:.4f} (first sample image)")
     if settings["sections"] is None:
         settings["sections"] = "all"
     return {key: "automatic" if value is None else value for key, value in settings.items()}

@@ -23,6 +23,14 @@ full on the patched maps. The plan of rectangles depends only on the shapes, so 
 The result is Captum's `Occlusion` with windows spanning the channels: per pixel, the drop in the
 target class probability averaged over the windows covering it; window positions every `stride`
 pixels, the last one cut off by the right or bottom edge.
+
+Krypton's two approximate modes (`Approximation`) trade exactness for speed:
+- projective-field thresholding: each map's changed rectangle is cut to at most `threshold` of the
+  map's side, around its centre; beyond it the unoccluded values stand in (the window's effect there
+  is small, and dropping it keeps deep layers incremental);
+- adaptive drill-down: the windows at every `coarse`-th position per axis run first; the other
+  positions are estimated from them by bilinear interpolation, and the `drill_share` of them next to
+  the largest coarse drops are computed.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from torch import fx
 from ..model.graph import ModelGraph
 from ..model.layout import spatial_axes
 from ..model.receptive_field import _arguments, _padding, _pair
-from ..progress import SectionProgress, no_progress
+from ..progress import SectionProgress, no_progress, shares
 
 aten = torch.ops.aten
 FULL_ABOVE = 0.5   # a node whose changed rectangle covers more of its map than this runs in full
@@ -65,6 +73,42 @@ PERMUTES = {aten.permute.default, aten.transpose.int}
 BATCH_NORM = aten._native_batch_norm_legit_no_training.default
 ADAPTIVE_POOLS = {aten.adaptive_avg_pool2d.default, aten.adaptive_max_pool2d.default, aten._adaptive_avg_pool2d.default}
 REDUCTIONS = {aten.mean.dim, aten.sum.dim_IntList, aten.amax.default, aten.amin.default}
+
+
+@dataclass(frozen=True)
+class Approximation:
+    """Krypton's approximate modes; the defaults are exact."""
+    threshold: float | None = None   # a changed rectangle at most this share of its map's side (None: whole)
+    coarse: int = 1                  # first pass on every `coarse`-th window position per axis (1: all of them)
+    drill_share: float = 1.0         # then computed: this share of the other positions, next to the largest drops
+
+    def __post_init__(self):
+        if self.threshold is not None and not 0 < self.threshold <= 1:
+            raise ValueError(f"the projective-field threshold is a share of the map's side in (0, 1], "
+                             f"not {self.threshold}")
+        if self.coarse < 1 or not 0 <= self.drill_share <= 1:
+            raise ValueError(f"drill-down needs coarse >= 1 and a share in [0, 1], not {self.coarse}, "
+                             f"{self.drill_share}")
+
+    @property
+    def exact(self) -> bool:
+        return self.threshold is None and (self.coarse == 1 or self.drill_share == 1)
+
+    def describe(self) -> str:
+        parts = []
+        if self.threshold is not None:
+            parts.append(f"projective fields cut to {self.threshold:.0%} of each map's side")
+        if self.coarse > 1 and self.drill_share < 1:
+            parts.append(f"every {_ordinal(self.coarse)} window position per axis first, then the "
+                         f"{self.drill_share:.0%} of the others next to the largest drops (the rest interpolated)")
+        return "; ".join(parts) or "exact"
+
+
+EXACT = Approximation()
+
+
+def _ordinal(n: int) -> str:
+    return {2: "2nd", 3: "3rd"}.get(n, f"{n}th")
 
 
 # --- geometry: which rectangle of each map a window can change ------------------------------------
@@ -93,6 +137,17 @@ class Region:
 
     def cols(self, windows: torch.Tensor, device: torch.device) -> torch.Tensor:
         return (torch.from_numpy(self.lefts)[windows, None] + torch.arange(self.width)).to(device)
+
+
+def capped(region: Region, threshold: float) -> Region:
+    """The region cut to at most `threshold` of its map's side per axis, around each rectangle's centre."""
+    height = min(region.height, max(1, math.ceil(threshold * region.map_size[0])))
+    width = min(region.width, max(1, math.ceil(threshold * region.map_size[1])))
+    if (height, width) == (region.height, region.width):
+        return region
+    tops = np.clip(region.tops + (region.height - height) // 2, 0, region.map_size[0] - height)
+    lefts = np.clip(region.lefts + (region.width - width) // 2, 0, region.map_size[1] - width)
+    return Region(tops, lefts, height, width, region.map_size)
 
 
 def _fitted(starts: np.ndarray, stops: np.ndarray, size: int) -> tuple[np.ndarray, int]:
@@ -157,8 +212,9 @@ class Step:
 class _Planner:
     """Walks the graph once, deciding for every node the rectangle each window can change, or full."""
 
-    def __init__(self, module: fx.GraphModule, input_region: Region, full_above: float):
+    def __init__(self, module: fx.GraphModule, input_region: Region, full_above: float, threshold: float | None):
         self.module, self.axes, self.full_above = module, spatial_axes(module), full_above
+        self.threshold = threshold
         self.input_region = input_region
         self.steps: dict[str, Step] = {}
 
@@ -190,6 +246,8 @@ class _Planner:
             return Step("full", reason="it reads or makes values the whole map sets")
         out_size = self._map_size(node)
         step = self._patch_step(node, inputs, out_size) if out_size else Step("full", reason="map size unknown")
+        if step.mode == "patch" and self.threshold is not None:
+            step.region = capped(step.region, self.threshold)
         if step.mode == "patch" and step.region.coverage > self.full_above:
             return Step("full", reason=f"what a window changes covers {step.region.coverage:.0%} of its "
                                        f"{out_size[0]}x{out_size[1]} map")
@@ -407,7 +465,8 @@ def paste(source: torch.Tensor, axes: tuple[int, int], patch: torch.Tensor, rows
 class IncrementalOcclusion:
     """Occlusion maps of one model for one window and stride: the plan is made once, then `attribute`."""
 
-    def __init__(self, graph: ModelGraph, *, window: int, stride: int, full_above: float = FULL_ABOVE):
+    def __init__(self, graph: ModelGraph, *, window: int, stride: int, full_above: float = FULL_ABOVE,
+                 approximation: Approximation = EXACT):
         self.image_size = tuple(graph.input_size[1:])
         if not 0 < stride <= window <= min(self.image_size):
             raise ValueError(f"occlusion needs 0 < stride <= window <= image side; got window {window}, stride "
@@ -418,8 +477,10 @@ class IncrementalOcclusion:
         self.nodes = [n for n in self.module.graph.nodes if n.op != "output"]
         self.output = next(n for n in self.module.graph.nodes if n.op == "output").args[0]
         self.input_region = input_region(self.image_size, window, stride)
+        self.grid = tuple(_positions(side, window, stride) for side in self.image_size)
         self.positions = len(self.input_region.tops)
-        self.steps = _Planner(self.module, self.input_region, full_above).run()
+        self.approximation = approximation
+        self.steps = _Planner(self.module, self.input_region, full_above, approximation.threshold).run()
         order = {node: index for index, node in enumerate(self.nodes)}
         self.last_use = {n.name: max((order[u] for u in n.users if u.op != "output"), default=-1) for n in self.nodes}
         self.kept_needed = {n.name for n in self.nodes if self._kept_needed(n)} | {self.output.name}
@@ -451,7 +512,8 @@ class IncrementalOcclusion:
         first_full = next((n for n in self.nodes if self.steps[n.name].mode == "full"), None)
         where = (f"full from {self._describe(first_full)} on ({self.steps[first_full.name].reason})"
                  if first_full is not None else "no op in full")
-        return f"incremental for {self.incremental_ops} of {ops} ops; {where}"
+        exact = "" if self.approximation.exact else f"; approximate: {self.approximation.describe()}"
+        return f"incremental for {self.incremental_ops} of {ops} ops; {where}{exact}"
 
     def _describe(self, node: fx.Node) -> str:
         """The layer the node computes, as the report names layers (a convolution with its BatchNorm folded
@@ -467,18 +529,52 @@ class IncrementalOcclusion:
         with torch.inference_mode():
             inputs = inputs.contiguous(memory_format=torch.channels_last)
             baseline = baseline.expand_as(inputs).contiguous(memory_format=torch.channels_last)
-            kept = self._forward(inputs)
             targets = targets.view(-1, 1)
-            unoccluded = F.softmax(kept[self.output.name], dim=1).gather(1, targets)[:, 0]
-            per_pass = self._windows_per_pass(len(inputs), chunk)
-            drops = torch.empty(len(inputs), self.positions, dtype=unoccluded.dtype, device=inputs.device)
-            for start in range(0, self.positions, per_pass):
-                windows = torch.arange(start, min(start + per_pass, self.positions))
-                logits = _Pass(self, kept, inputs, baseline, windows).run()
-                occluded = F.softmax(logits, dim=1).gather(1, targets.repeat(len(windows), 1))[:, 0]
-                drops[:, start:start + len(windows)] = unoccluded[:, None] - occluded.view(len(windows), -1).T
-                progress((start + len(windows)) / self.positions)
+            if self.approximation.coarse > 1 and self.approximation.drill_share < 1:
+                drops = self._drilled_drops(inputs, targets, baseline, chunk, progress)
+            else:
+                drops = self._drops(inputs, targets, baseline, torch.arange(self.positions), chunk, progress)
             return self._averaged(drops, inputs.shape[1])
+
+    def _drops(self, inputs: torch.Tensor, targets: torch.Tensor, baseline: torch.Tensor, windows: torch.Tensor,
+               chunk: int, progress: SectionProgress) -> torch.Tensor:
+        """(n, len(windows)): the drop in each image's target probability with each of these windows greyed."""
+        kept = self._forward(inputs)
+        unoccluded = F.softmax(kept[self.output.name], dim=1).gather(1, targets)[:, 0]
+        per_pass = self._windows_per_pass(len(inputs), chunk)
+        drops = torch.empty(len(inputs), len(windows), dtype=unoccluded.dtype, device=inputs.device)
+        for start in range(0, len(windows), per_pass):
+            batch = windows[start:start + per_pass]
+            logits = _Pass(self, kept, inputs, baseline, batch).run()
+            occluded = F.softmax(logits, dim=1).gather(1, targets.repeat(len(batch), 1))[:, 0]
+            drops[:, start:start + len(batch)] = unoccluded[:, None] - occluded.view(len(batch), -1).T
+            progress((start + len(batch)) / max(len(windows), 1))
+        return drops
+
+    def _drilled_drops(self, inputs: torch.Tensor, targets: torch.Tensor, baseline: torch.Tensor, chunk: int,
+                       progress: SectionProgress) -> torch.Tensor:
+        """(n, positions): the coarse positions computed, the others interpolated from them, and the
+        `drill_share` of the others next to the largest coarse drops computed, per image."""
+        rows, cols = self.grid
+        knots = [_knots(side, self.approximation.coarse) for side in self.grid]
+        coarse = torch.from_numpy((knots[0][:, None] * cols + knots[1][None, :]).ravel())
+        others = torch.ones(self.positions, dtype=torch.bool)
+        others[coarse] = False
+        drilled = round(self.approximation.drill_share * int(others.sum()))
+        first, rest = shares(progress, [len(coarse), drilled])
+        coarse_drops = self._drops(inputs, targets, baseline, coarse, chunk, first)
+        grid = coarse_drops.view(len(inputs), len(knots[0]), len(knots[1]))
+        weights = [_interpolation(side, k).to(grid) for side, k in zip(self.grid, knots)]
+        drops = torch.einsum("rk,nkl,cl->nrc", weights[0], grid, weights[1]).reshape(len(inputs), -1)
+        drops[:, coarse] = coarse_drops
+        if drilled:
+            priority = _corner_max(grid.abs(), knots, self.grid).reshape(len(inputs), -1)
+            priority[:, ~others] = -1
+            for image, part in zip(range(len(inputs)), shares(rest, [1] * len(inputs))):
+                chosen = priority[image].topk(drilled).indices.sort().values
+                drops[image, chosen] = self._drops(inputs[image:image + 1], targets[image:image + 1],
+                                                   baseline[image:image + 1], chosen, chunk, part)[0]
+        return drops
 
     def _forward(self, inputs: torch.Tensor) -> dict[str, object]:
         """The outputs the passes read, for the unoccluded images (the fast graph's forward, op by op)."""
@@ -517,6 +613,35 @@ class IncrementalOcclusion:
         total = torch.einsum("ry,irc,cx->iyx", rows, grid, cols)
         counts = rows.sum(0)[:, None] * cols.sum(0)[None, :]
         return (total / counts).unsqueeze(1).expand(-1, channels, -1, -1).contiguous()
+
+
+def _knots(positions: int, every: int) -> np.ndarray:
+    """The coarse positions along an axis: every `every`-th, and the last."""
+    return np.unique(np.r_[np.arange(0, positions, every), positions - 1])
+
+
+def _interpolation(positions: int, knots: np.ndarray) -> torch.Tensor:
+    """(positions, len(knots)): linear interpolation weights from the values at the knots."""
+    weights = torch.zeros(positions, len(knots), dtype=torch.float64)
+    if len(knots) == 1:
+        return weights + 1
+    x = np.arange(positions)
+    low = np.clip(np.searchsorted(knots, x, side="right") - 1, 0, len(knots) - 2)
+    share = (x - knots[low]) / (knots[low + 1] - knots[low])
+    weights[x, low] = torch.from_numpy(1 - share)
+    weights[x, low + 1] += torch.from_numpy(share)
+    return weights
+
+
+def _corner_max(grid: torch.Tensor, knots: list[np.ndarray], sizes: tuple[int, int]) -> torch.Tensor:
+    """(n, rows, cols): for each position, the largest of the coarse values at the corners of its cell."""
+    corners = []
+    for side, k in zip(sizes, knots):
+        x = np.arange(side)
+        low = np.clip(np.searchsorted(k, x, side="right") - 1, 0, len(k) - 1)
+        corners.append((torch.from_numpy(low), torch.from_numpy(np.minimum(low + 1, len(k) - 1))))
+    (top, bottom), (left, right) = corners
+    return torch.stack([grid[:, r][:, :, c] for r in (top, bottom) for c in (left, right)]).amax(dim=0)
 
 
 def _coverage(side: int, window: int, stride: int) -> torch.Tensor:

@@ -6,9 +6,10 @@ import time
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from .. import figures
-from ..methods.incremental_occlusion import IncrementalOcclusion
+from ..methods.incremental_occlusion import EXACT, Approximation, IncrementalOcclusion
 from ..context import AuditContext
 from ..progress import shares
 from ..registry import Section, register
@@ -17,6 +18,8 @@ from ..results import Figure, SectionResult, Text
 FIGURE_IMAGES = 8
 MASK_KEEP = 0.25  # the grey mask leaves visible the top quarter of pixels by importance
 MIN_DROP = 0.02   # a region whose hiding costs less probability than this does not matter
+# Krypton's approximate modes as offered: measured on bench/battery.py's maps, see the README
+APPROXIMATE = Approximation(threshold=0.6, coarse=2, drill_share=0.25)
 VISIBLE_DROP = 0.1   # a probability map whose largest drop is smaller looks uniform on the 0-1 colour scale
 
 
@@ -46,15 +49,21 @@ class OcclusionSection(Section):
         started = time.perf_counter()
         step = context.options.batch_size
         batches = range(0, len(inputs), step)
-        engine = IncrementalOcclusion(context.graph, window=window, stride=stride)   # planned once, for every batch
+        approximation = APPROXIMATE if context.options.occlusion_approximate else EXACT
+        engine = IncrementalOcclusion(context.graph, window=window, stride=stride, approximation=approximation)
         drops = torch.cat([
             engine.attribute(inputs[i:i + step], targets[i:i + step], grey, chunk=step, progress=part)
             for i, part in zip(batches, shares(context.section_progress, [1] * len(batches)))
         ]).mean(dim=1).cpu().numpy()
         seconds = time.perf_counter() - started
-        mode = engine.mode
         how = (f" Computed incrementally, with the same numbers as one whole forward pass per window position: "
-               f"{mode}.")
+               f"{engine.mode}.")
+        error = None
+        if not approximation.exact:
+            error = approximation_error(context, engine, inputs[:1], targets[:1], grey, drops[0])
+            how = (f" Computed incrementally and approximately: {engine.mode}. On the first sample image the "
+                   f"approximate map's rank correlation with the exact one is {error['rank_correlation']:.3f}, "
+                   f"its largest difference {error['max_abs_difference']:.4f}.")
         original = context.outputs.probabilities[indices, context.outputs.predictions[indices]]
         occluded = np.clip(original[:, None, None] - drops, 0, 1)
         shown = drops[:FIGURE_IMAGES]
@@ -65,8 +74,19 @@ class OcclusionSection(Section):
             "texture) or its probabilities are saturated. The heatmaps would be uniformly green and are not drawn."
             + how, "note")
         return self.result(blocks=[block], data={"window": window, "stride": stride, "images": len(indices),
-                                                  "max_drop": round(float(drops.max()), 4), "occlusion_mode": mode,
+                                                  "max_drop": round(float(drops.max()), 4),
+                                                  "occlusion_mode": engine.mode, "approximation_error": error,
                                                   "method_seconds": {"occlusion": round(seconds, 3)}})
+
+
+def approximation_error(context: AuditContext, approximate: IncrementalOcclusion, inputs: torch.Tensor,
+                        targets: torch.Tensor, baseline: torch.Tensor, drops: np.ndarray) -> dict:
+    """The approximate map of one image against its exact map: rank correlation and largest difference."""
+    exact = IncrementalOcclusion(context.graph, window=approximate.window, stride=approximate.stride)
+    truth = exact.attribute(inputs, targets, baseline, chunk=context.options.batch_size)[0].mean(dim=0).cpu().numpy()
+    correlation = spearmanr(drops.ravel(), truth.ravel())[0]
+    return {"rank_correlation": round(float(np.nan_to_num(correlation, nan=1.0)), 4),
+            "max_abs_difference": round(float(np.abs(drops - truth).max()), 5)}
 
 
 def grey_mask(pixels: np.ndarray, drop: np.ndarray) -> np.ndarray:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import Occlusion
+from scipy.stats import spearmanr
 from torch import nn
 
 from auditsvc.battery.methods import attribution
-from auditsvc.battery.methods.incremental_occlusion import IncrementalOcclusion, projective_range
+from auditsvc.battery.methods.incremental_occlusion import EXACT, Approximation, IncrementalOcclusion, projective_range
 from auditsvc.battery.model.graph import ModelGraph
 from auditsvc.demo.nets import PlainNet, SeparableNet, export, tiny_resnet
 from tests.families import INPUT, build
@@ -212,3 +214,81 @@ def test_projective_range_holds_every_changed_output_row_and_no_unchanged_one_ou
             assert changed <= touching   # (a dilated kernel can straddle the change: then fewer change)
             if dilation == 1:   # no gaps in the kernel: the range is exactly the rows that read the change
                 assert set(range(first, last)) == touching == changed, (start, stop)
+
+
+# --- Krypton's approximate modes ---------------------------------------------------------------------
+
+def _maps(graph: ModelGraph, approximation: Approximation, window: int = 6, stride: int = 2) -> torch.Tensor:
+    inputs, targets = batch(SMALL)
+    engine = IncrementalOcclusion(graph, window=window, stride=stride, approximation=approximation)
+    return engine.attribute(inputs, targets, torch.zeros(1, 3, 1, 1), chunk=16)
+
+
+@pytest.fixture(scope="module")
+def residual_graph() -> ModelGraph:
+    torch.manual_seed(0)
+    return graph_of(sharpened(tiny_resnet(2), SMALL), SMALL)
+
+
+def test_the_limits_of_the_approximate_modes_are_exact(residual_graph):
+    """A threshold of the whole side, or drilling down everywhere, is the exact map."""
+    exact = _maps(residual_graph, EXACT)
+    assert float((_maps(residual_graph, Approximation(threshold=1.0)) - exact).abs().max()) < 1e-6
+    assert float((_maps(residual_graph, Approximation(coarse=3, drill_share=1.0)) - exact).abs().max()) < 1e-6
+    assert Approximation(coarse=3, drill_share=1.0).exact and not Approximation(threshold=0.5).exact
+
+
+def test_thresholding_cuts_every_changed_rectangle_and_keeps_the_map_close(residual_graph):
+    engine = IncrementalOcclusion(residual_graph, window=6, stride=2, approximation=Approximation(threshold=0.5))
+    patches = [s for s in engine.steps.values() if s.mode == "patch" and s.kind != "input"]
+    assert patches and all(s.region.height <= -(-s.region.map_size[0] // 2) for s in patches)
+    assert sum(s.mode == "full" for s in engine.steps.values()) <= sum(
+        s.mode == "full" for s in IncrementalOcclusion(residual_graph, window=6, stride=2).steps.values())
+    exact, approximate = _maps(residual_graph, EXACT), _maps(residual_graph, Approximation(threshold=0.5))
+    assert not torch.equal(exact, approximate)
+    assert _rank_correlation(approximate, exact) > 0.5
+
+
+def test_drill_down_computes_the_coarse_positions_exactly_and_interpolates_between(residual_graph):
+    """With nothing drilled, the map is the bilinear interpolation of the coarse positions' drops; the
+    positions next to the largest coarse drops are the ones drilled."""
+    inputs, targets = batch(SMALL)
+    grey = torch.zeros(1, 3, 1, 1)
+    exact = IncrementalOcclusion(residual_graph, window=6, stride=2)
+    coarse = IncrementalOcclusion(residual_graph, window=6, stride=2,
+                                  approximation=Approximation(coarse=2, drill_share=0.0))
+    with torch.inference_mode():
+        truth = exact._drops(inputs, targets.view(-1, 1), grey.expand_as(inputs), torch.arange(exact.positions), 16,
+                             lambda f: None).view(len(inputs), *exact.grid)
+        estimate = coarse._drilled_drops(inputs, targets.view(-1, 1), grey.expand_as(inputs), 16,
+                                         lambda f: None).view(len(inputs), *exact.grid)
+    rows, cols = exact.grid   # 10x10 positions: knots 0, 2, 4, 6, 8 and 9
+    assert torch.allclose(estimate[:, ::2, ::2], truth[:, ::2, ::2], atol=1e-6)
+    assert torch.allclose(estimate[:, 9, 9], truth[:, 9, 9], atol=1e-6)
+    assert torch.allclose(estimate[:, 1, 0], (truth[:, 0, 0] + truth[:, 2, 0]) / 2, atol=1e-6)
+    assert torch.allclose(estimate[:, 3, 3], truth[:, 2:5:2, 2:5:2].mean(dim=(1, 2)), atol=1e-6)
+    drilled = IncrementalOcclusion(residual_graph, window=6, stride=2,
+                                   approximation=Approximation(coarse=2, drill_share=0.3))
+    with torch.inference_mode():
+        some = drilled._drilled_drops(inputs, targets.view(-1, 1), grey.expand_as(inputs), 16,
+                                      lambda f: None).view(len(inputs), *exact.grid)
+    computed = (some - truth).abs() < 1e-6
+    knots = torch.zeros(rows, dtype=torch.bool)
+    knots[[0, 2, 4, 6, 8, 9]] = True
+    others = ~(knots[:, None] & knots[None, :])   # 64 positions
+    assert (computed[:, others].sum(dim=1) >= round(0.3 * 64) - 1).all()   # (some interpolations happen to be right)
+    assert _rank_correlation(some, truth) > _rank_correlation(estimate, truth)
+
+
+def test_the_mode_names_the_approximation(residual_graph):
+    engine = IncrementalOcclusion(residual_graph, window=6, stride=2,
+                                  approximation=Approximation(threshold=0.6, coarse=2, drill_share=0.25))
+    assert engine.mode.endswith("approximate: projective fields cut to 60% of each map's side; every 2nd window "
+                                "position per axis first, then the 25% of the others next to the largest drops "
+                                "(the rest interpolated)")
+    with pytest.raises(ValueError, match="threshold"):
+        Approximation(threshold=0.0)
+
+
+def _rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(np.mean([spearmanr(x.ravel(), y.ravel())[0] for x, y in zip(a.numpy(), b.numpy())]))

@@ -60,6 +60,24 @@ def test_the_largest_drop_is_that_of_the_window_computed_by_hand(files):
     assert "Computed incrementally, with the same numbers" in figure.caption and mode in figure.caption
 
 
+def test_the_approximate_mode_states_its_error_against_the_exact_map(files):
+    """Krypton's approximate modes on request: the section measures the first image's exact map too and
+    states the rank correlation and largest difference, and the audit's settings repeat them."""
+    _, package, probe = files
+    result = run(package, probe, ["occlusion"], samples=4, occlusion_window=4, occlusion_stride=2,
+                 occlusion_approximate=True)
+    occlusion = section(result, "occlusion")
+    error = occlusion.data["approximation_error"]
+    assert -1 <= error["rank_correlation"] <= 1 and 0 <= error["max_abs_difference"] < 1
+    assert "approximate: projective fields cut to 60%" in occlusion.data["occlusion_mode"]
+    [block] = occlusion.blocks
+    text = block.caption if isinstance(block, Figure) else block.text
+    assert f"rank correlation with the exact one is {error['rank_correlation']:.3f}" in text
+    assert result.settings["occlusion_error"].startswith(f"rank correlation {error['rank_correlation']:.3f} ")
+    exact = section(run(package, probe, ["occlusion"], samples=4, occlusion_window=4, occlusion_stride=2), "occlusion")
+    assert exact.data["approximation_error"] is None and "approximate" not in exact.data["occlusion_mode"]
+
+
 def test_default_window_is_an_eighth_of_the_side_and_the_stride_half_of_it(files):
     _, package, probe = files
     occlusion = section(run(package, probe, ["occlusion"], samples=1), "occlusion")
