@@ -12,6 +12,7 @@ in the saliency section, the same for the original and every randomized model.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -105,13 +106,18 @@ class ExplanationChecks(Section):
         inputs = context.probe.tensors(indices, context.spec).to(context.device)
         targets = torch.as_tensor(context.outputs.predictions[indices], device=context.device)
         maps_part, curves_part, randomization_part = shares(context.section_progress, [1, 1, 2])
+        seconds = {}
+        started = time.perf_counter()
         with context.reporting_to(maps_part):
             context.sample_attributions   # computed here when the saliency section has not run
+        seconds["maps"], started = time.perf_counter() - started, time.perf_counter()
         chosen = slice(0, deletion_count)
         curves = deletion_insertion(context, indices[chosen], inputs[chosen], targets[chosen], curves_part)
+        seconds["curves"], started = time.perf_counter() - started, time.perf_counter()
         chosen = slice(0, randomization_count)
         randomization = randomization_check(context, indices[chosen], inputs[chosen], targets[chosen],
                                             randomization_part)
+        seconds["randomization"] = time.perf_counter() - started
         verdicts = [MethodVerdict(m, randomization.similarity[m], randomization.ssim[m],
                                   randomization.similarity[m][randomization.decisive_stage],
                                   curves.mean_auc("deletion", m), curves.mean_auc("insertion", m),
@@ -128,7 +134,9 @@ class ExplanationChecks(Section):
                       f"{len(failing)} of {len(verdicts)}", "noted for any (explanations never decide the verdict)",
                       "info" if failing else "pass",
                       "representation.untrustworthy_explanations" if failing else None)
-        return self.result(blocks=blocks, data=_data(verdicts, randomization, curves),
+        data = _data(verdicts, randomization, curves) | {
+            "method_seconds": {part: round(value, 3) for part, value in seconds.items()}}
+        return self.result(blocks=blocks, data=data,
                            findings=[_finding(failing)] if failing else [], checks=[check])
 
 
