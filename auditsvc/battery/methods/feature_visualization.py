@@ -11,6 +11,10 @@ Gradient ascent from a neutral grey image, with the regularizers of Olah et al. 
 The image lives in pixel space [0, 1] and is normalized with the model's mean and std before the
 forward pass. Every image of a batch is optimized at once (rows are independent under Adam), and
 the run is seeded: the same generator state gives the same images.
+
+Each step costs one forward and backward pass per image, so the run does no more than it needs: a batch
+of channel targets runs the model only up to the deepest of their layers (exact: the layers after it
+cannot change its activations), and a run whose scores have converged stops early (`Schedule`).
 """
 
 from __future__ import annotations
