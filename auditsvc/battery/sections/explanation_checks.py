@@ -214,7 +214,8 @@ def deletion_insertion(context: AuditContext, indices: list[int], inputs: torch.
     canvas = faithfulness.blurred(inputs, max(1.0, side * BLUR_FRACTION))
     mean_image = torch.zeros_like(inputs)   # normalized input: zero is the data set's mean colour
     probability = faithfulness.class_probability(context.graph)
-    chunk = 2 * context.options.batch_size  # no gradients are kept, so a batch costs half the memory
+    # No gradients are kept, so a batch costs half the memory; no larger than runs fastest per image.
+    chunk = faithfulness.efficient_batch(context.graph, 2 * context.options.batch_size)
     names = [*methods, "random"]
     curves, testable = {}, {}
     kinds = (("deletion", inputs, mean_image), ("insertion", canvas, inputs))
@@ -284,7 +285,11 @@ def _randomization_settings(context: AuditContext) -> AttributionSettings:
     (a fixed step count for every image, not as many as each needs); SmoothGrad's noise is the same on
     every call."""
     options = context.options
-    return replace(context.attribution_settings,
+    # Integrated gradients' path points are spread over passes of the size that runs fastest per image (the
+    # same points, so the same maps up to float rounding); SmoothGrad keeps its batches: they decide which
+    # noise sample goes with which image.
+    path_chunk = faithfulness.efficient_batch(context.graph, context.attribution_settings.chunk)
+    return replace(context.attribution_settings, path_chunk=path_chunk,
                    smoothgrad_samples=min(options.smoothgrad_samples, RANDOMIZATION_SMOOTHGRAD_SAMPLES),
                    ig_steps=min(options.ig_steps, RANDOMIZATION_IG_STEPS), ig_fixed=True,
                    noise=partial(context.generator, "explanation_checks.smoothgrad"))
