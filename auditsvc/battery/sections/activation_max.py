@@ -62,7 +62,7 @@ class ActivationMax(Section):
                                f"reach {REACHED:.0%}; those images show what raises the score, but the class "
                                "does not dominate in them. When no image can drive a class, the model's scores "
                                "barely depend on the input (as in an untrained model).", "note"))
-        blocks += [_class_figure(context, classes, mine, reference), _class_table(context, classes, mine)]
+        blocks += [_class_figure(context, classes, mine, reference, steps), _class_table(context, classes, mine)]
         if channels:
             blocks.append(_channel_figure(context, channels))
             failed, shown = _failed_channels(channels)
@@ -141,7 +141,7 @@ def _channel_images(context: AuditContext, progress: SectionProgress) -> dict:
     return out
 
 
-def _class_figure(context: AuditContext, classes: list[int], mine, reference) -> Figure:
+def _class_figure(context: AuditContext, classes: list[int], mine, reference, limit: int) -> Figure:
     """Per class, side by side: this model's image, the reference model's, the most typical probe image."""
     probabilities = context.outputs.probabilities
     best_probe = [int(np.argmax(probabilities[:, c])) for c in classes]
@@ -163,10 +163,11 @@ def _class_figure(context: AuditContext, classes: list[int], mine, reference) ->
     compare = (" 'reference': the same class drawn by the reference model; where the two differ, the models "
                "look for different things." if reference is not None else "")
     scores = [*mine.scores, *(reference.scores if reference is not None else [])]
+    stopped = f", of at most {limit}: the probabilities had stopped rising" if mine.steps < limit else ""
     failed = (f" ('failed': below {REACHED}, the class does not dominate the image, which shows only what raises "
               "its score)" if any(not score >= REACHED for score in scores) else "")
     caption = (f"'synthetic': the image that maximizes the class's score, for {shown} ({mine.steps} steps of "
-               "gradient ascent from grey, seeded, stopped once converged); p is the model's probability for the class on that image, "
+               f"gradient ascent from grey, seeded{stopped}); p is the model's probability for the class on that image, "
                f"without the random transformations{failed}. 'probe': the probe image the model is most sure "
                f"belongs to the class.{compare} Look at what fills the synthetic images: object parts and outlines "
                "mean the model learned the object; colours, brightness, texture or sky spread over the whole image "
