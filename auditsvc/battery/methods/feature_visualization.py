@@ -132,7 +132,7 @@ def maximize(graph: ModelGraph, spec: InputSpec, targets: Sequence[Target], gene
              settings: Settings = Settings(), progress: SectionProgress = no_progress) -> Visualization:
     """One image per target, all optimized together. Channel targets alone run the model only up to the
     deepest of their layers (the rest cannot change their activations); the run stops early once every
-    image's objective has converged (see Schedule)."""
+    image's score has converged (see Schedule)."""
     targets = list(targets)
     layers = sorted({t.layer for t in targets if t.layer is not None})
     side_scale = min(1.0, settings.max_side / max(spec.height, spec.width))
@@ -174,9 +174,10 @@ class Schedule:
     score rises just because the image is transformed less): once every image's mean score (what the
     section reports: a class's probability, a channel's mean activation) over the last CONVERGENCE_WINDOW
     steps exceeds that of the window before by at most CONVERGENCE_TOLERANCE of its size (checked every
-    CONVERGENCE_WINDOW steps from CONVERGENCE_FROM of the steps on), the fade starts, lasting a third of the steps taken so far (the same share as in a full run); never past
-    `steps`. A class probability saturates, so class images that dominate their class stop early; a
-    channel's activation keeps growing, so channel images mostly run every step."""
+    CONVERGENCE_WINDOW steps from CONVERGENCE_FROM of the steps on), the fade starts, lasting a third of
+    the steps taken so far (the same share as in a full run); never past `steps`. A class probability
+    saturates, so class images that dominate their class stop early; a channel's activation keeps
+    growing, so channel images mostly run every step."""
 
     def __init__(self, steps: int, warmup: int = 0):
         self.steps, self.warmup = steps, warmup
@@ -192,8 +193,8 @@ class Schedule:
         """The scores (per image) of `step`; a full-strength step after the warm-up may end the run early."""
         if step < self.warmup or step >= self.fade_from:
             return
-        self._history.append(scores.detach().float())
         window = CONVERGENCE_WINDOW
+        self._history = [*self._history[-(2 * window - 1):], scores.detach().float()]
         if len(self._history) < 2 * window or (step + 1) % window or step + 1 < CONVERGENCE_FROM * self.steps:
             return
         recent = torch.stack(self._history[-window:]).mean(0)

@@ -167,8 +167,8 @@ def _class_figure(context: AuditContext, classes: list[int], mine, reference, li
     failed = (f" ('failed': below {REACHED}, the class does not dominate the image, which shows only what raises "
               "its score)" if any(not score >= REACHED for score in scores) else "")
     caption = (f"'synthetic': the image that maximizes the class's score, for {shown} ({mine.steps} steps of "
-               f"gradient ascent from grey, seeded{stopped}); p is the model's probability for the class on that image, "
-               f"without the random transformations{failed}. 'probe': the probe image the model is most sure "
+               f"gradient ascent from grey, seeded{stopped}); p is the model's probability for the class on that "
+               f"image, without the random transformations{failed}. 'probe': the probe image the model is most sure "
                f"belongs to the class.{compare} Look at what fills the synthetic images: object parts and outlines "
                "mean the model learned the object; colours, brightness, texture or sky spread over the whole image "
                "mean the model decides from those. For example, a model that learned the weather instead of "

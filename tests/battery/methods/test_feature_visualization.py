@@ -213,7 +213,8 @@ def test_the_schedule_stops_once_every_score_has_converged_and_never_runs_past_i
             break
         flat.record(step, torch.tensor([0.99, 0.0]))          # a saturated class and a dead channel
         growing.record(step, torch.tensor([1.0 + 0.01 * step, 0.5]))
-    assert flat.fade_from == 256 * visualize.CONVERGENCE_FROM and flat.end == flat.fade_from + math.ceil(flat.fade_from / 3)
+    assert flat.fade_from == 256 * visualize.CONVERGENCE_FROM
+    assert flat.end == flat.fade_from + math.ceil(flat.fade_from / 3)
     assert [flat.strength(s) for s in (0, flat.fade_from - 1)] == [1.0, 1.0] and flat.strength(flat.end - 1) == 0.0
     assert growing.end == 256 and growing.fade_from == 192   # one image still improving: the full schedule
 
