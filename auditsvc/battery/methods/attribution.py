@@ -208,6 +208,7 @@ class AttributionSettings:
     smoothgrad_stdev: float              # noise std in normalized units
     noise: Callable[[], torch.Generator]  # a fresh seeded generator per call: SmoothGrad's noise repeats
     ig_fixed: bool = False               # every image exactly ig_steps (maps to compare between models)
+    path_chunk: int | None = None        # images per pass of integrated gradients' path points (None: chunk)
 
     @property
     def ig_step_counts(self) -> list[int]:
@@ -260,7 +261,8 @@ METHODS: dict[str, AttributionMethod] = {method.name: method for method in (
         g, x, t, samples=s.smoothgrad_samples, stdev=s.smoothgrad_stdev, chunk=s.chunk, generator=s.noise()),
         sampled=True, passes=lambda s: s.smoothgrad_samples),
     AttributionMethod("integrated_gradients", "Integrated\ngradients", lambda g, x, t, s: integrated_gradients(
-        g, x, t, baseline=s.baseline, steps=s.ig_steps, chunk=s.chunk, first_steps=s.ig_step_counts[0]),
+        g, x, t, baseline=s.baseline, steps=s.ig_steps, chunk=s.path_chunk or s.chunk,
+        first_steps=s.ig_step_counts[0]),
         sampled=True, passes=lambda s: sum(s.ig_step_counts[:2])),   # the first count and one redo, as most need
     AttributionMethod("grad_cam", "Grad-CAM", lambda g, x, t, s: grad_cam(g, x, t, s.grad_cam_layer)),
 )}

@@ -11,6 +11,10 @@ Gradient ascent from a neutral grey image, with the regularizers of Olah et al. 
 The image lives in pixel space [0, 1] and is normalized with the model's mean and std before the
 forward pass. Every image of a batch is optimized at once (rows are independent under Adam), and
 the run is seeded: the same generator state gives the same images.
+
+Each step costs one forward and backward pass per image, so the run does no more than it needs: a batch
+of channel targets runs the model only up to the deepest of their layers (exact: the layers after it
+cannot change its activations), and a run whose scores have converged stops early (`Schedule`).
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class Visualization:
     scores: np.ndarray       # (n,) the objective on the final, untransformed image: class probability or
                              # mean channel activation
     logits: np.ndarray       # (n, classes) of the final images
+    steps: int               # optimization steps taken (at most Settings.steps: converged runs stop early)
 
 
 class FourierImage(nn.Module):
@@ -125,7 +130,9 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
 
 def maximize(graph: ModelGraph, spec: InputSpec, targets: Sequence[Target], generator: torch.Generator,
              settings: Settings = Settings(), progress: SectionProgress = no_progress) -> Visualization:
-    """One image per target, all optimized together."""
+    """One image per target, all optimized together. Channel targets alone run the model only up to the
+    deepest of their layers (the rest cannot change their activations); the run stops early once every
+    image's score has converged (see Schedule)."""
     targets = list(targets)
     layers = sorted({t.layer for t in targets if t.layer is not None})
     side_scale = min(1.0, settings.max_side / max(spec.height, spec.width))
@@ -138,30 +145,80 @@ def maximize(graph: ModelGraph, spec: InputSpec, targets: Sequence[Target], gene
     def model_input(pixels: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         return (resample(pixels, theta, (spec.height, spec.width)) - mean) / std
 
+    truncate = all(t.layer is not None for t in targets)
     with _one_thread():
-        _ascend(graph, image, targets, layers, model_input, generator, settings, progress)
+        steps = _ascend(graph, image, targets, layers, truncate, model_input, generator, settings, progress)
         with torch.no_grad(), graph.rewrite(outputs=layers) as rewrite:
             final = image()
-            logits, activations = _forward(graph, rewrite, layers, None)(model_input(final, _identity(final)))
+            logits, activations = _forward(graph, rewrite, layers, None, False)(model_input(final, _identity(final)))
             scores = _scores(targets, logits, activations)
             final = resample(final, _identity(final), (spec.height, spec.width))
     # A model with non-finite outputs gets grey images and zero scores rather than NaNs downstream.
     images = np.nan_to_num(final.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32), nan=0.5)
-    return Visualization(targets, images, np.nan_to_num(scores.cpu().numpy()), logits.float().cpu().numpy())
+    return Visualization(targets, images, np.nan_to_num(scores.cpu().numpy()), logits.float().cpu().numpy(), steps)
 
 
-def _ascend(graph: ModelGraph, image: FourierImage, targets: list[Target], layers: list[str], model_input,
-            generator: torch.Generator, settings: Settings, progress: SectionProgress) -> None:
-    """The gradient ascent itself: Adam on the spectrum, a fresh random transformation every step."""
+CONVERGENCE_WINDOW = 8         # steps whose mean score is compared with the previous as many
+CONVERGENCE_TOLERANCE = 0.01   # converged: no image's mean score rose by more than this share of its size
+# Never converged before this share of the steps: a class's probability saturates long before its image
+# stops sharpening (on the tank demo, stopping at the first chance left visibly paler, blurrier images).
+CONVERGENCE_FROM = 0.5
+
+
+class Schedule:
+    """How strongly each step transforms the image, and when the run ends.
+
+    Full transformations, then a fade-out over the last quarter of the steps: the image is judged (and
+    shown) untransformed, so it must also work exactly as it is. Convergence is decided on the full-strength
+    steps only, where every step sees the same distribution of transformations (during the fade the
+    score rises just because the image is transformed less): once every image's mean score (what the
+    section reports: a class's probability, a channel's mean activation) over the last CONVERGENCE_WINDOW
+    steps exceeds that of the window before by at most CONVERGENCE_TOLERANCE of its size (checked every
+    CONVERGENCE_WINDOW steps from CONVERGENCE_FROM of the steps on), the fade starts, lasting a third of
+    the steps taken so far (the same share as in a full run); never past `steps`. A class probability
+    saturates, so class images that dominate their class stop early; a channel's activation keeps
+    growing, so channel images mostly run every step."""
+
+    def __init__(self, steps: int, warmup: int = 0):
+        self.steps, self.warmup = steps, warmup
+        self.fade_from, self.end = steps * (1 - FADE_SHARE), steps
+        self._history: list[torch.Tensor] = []
+
+    def strength(self, step: int) -> float:
+        if step < self.fade_from:
+            return 1.0
+        return max(0.0, 1 - (step - self.fade_from + 1) / max(self.end - self.fade_from, 1))
+
+    def record(self, step: int, scores: torch.Tensor) -> None:
+        """The scores (per image) of `step`; a full-strength step after the warm-up may end the run early."""
+        if step < self.warmup or step >= self.fade_from:
+            return
+        window = CONVERGENCE_WINDOW
+        self._history = [*self._history[-(2 * window - 1):], scores.detach().float()]
+        if len(self._history) < 2 * window or (step + 1) % window or step + 1 < CONVERGENCE_FROM * self.steps:
+            return
+        recent = torch.stack(self._history[-window:]).mean(0)
+        before = torch.stack(self._history[-2 * window:-window]).mean(0)
+        if bool(((recent - before) <= CONVERGENCE_TOLERANCE * recent.abs()).all()):
+            taken = step + 1
+            self.fade_from, self.end = taken, min(self.steps, taken + math.ceil(taken * FADE_SHARE / (1 - FADE_SHARE)))
+
+
+def _ascend(graph: ModelGraph, image: FourierImage, targets: list[Target], layers: list[str], truncate: bool,
+            model_input, generator: torch.Generator, settings: Settings, progress: SectionProgress) -> int:
+    """The gradient ascent itself: Adam on the spectrum, a fresh random transformation every step.
+    Returns the steps taken."""
     optimizer = torch.optim.Adam(image.parameters(), lr=settings.rate(), maximize=True)
+    phases = _phases(graph, settings.steps)
+    schedule = Schedule(settings.steps, phases[0][0] if len(phases) > 1 else 0)
     step = 0
-    for steps, relu in _phases(graph, settings.steps):
-        with graph.rewrite(outputs=layers, relu=relu) as rewrite:
-            forward = _forward(graph, rewrite, layers, relu)
+    for steps, relu in phases:
+        with graph.rewrite(outputs=layers, relu=relu, truncate=truncate) as rewrite:
+            forward = _forward(graph, rewrite, layers, relu, truncate)
             for _ in range(steps):
-                strength = _transform_strength(step, settings.steps)
-                theta = random_affine(len(targets), settings, generator, strength).to(graph.device)
-                step += 1
+                if step >= schedule.end:
+                    return step
+                theta = random_affine(len(targets), settings, generator, schedule.strength(step)).to(graph.device)
                 pixels = image()
                 logits, activations = forward(model_input(pixels, theta))
                 objective = _objective(targets, logits, activations)
@@ -169,7 +226,11 @@ def _ascend(graph: ModelGraph, image: FourierImage, targets: list[Target], layer
                 optimizer.zero_grad(set_to_none=True)
                 (objective - penalty).sum().backward()
                 optimizer.step()
-                progress(step / settings.steps)
+                with torch.no_grad():
+                    schedule.record(step, _scores(targets, logits, activations))
+                step += 1
+                progress(step / schedule.end)
+    return step
 
 
 @contextmanager
@@ -186,13 +247,6 @@ def _one_thread():
         torch.set_num_threads(previous)
 
 
-def _transform_strength(step: int, steps: int) -> float:
-    """Full transformations, fading out over the last quarter of the steps: the image is judged (and
-    shown) untransformed, so it must also work exactly as it is."""
-    fade_from = steps * (1 - FADE_SHARE)
-    return 1.0 if step < fade_from else max(0.0, 1 - (step - fade_from + 1) / max(steps - fade_from, 1))
-
-
 def _phases(graph: ModelGraph, steps: int) -> list[tuple[int, str | None]]:
     """A few warm-up steps in which ReLUs pass every positive gradient, even where they are off
     (the deconvnet ReLU): from a grey image a channel may start inactive, with no gradient at all
@@ -201,19 +255,23 @@ def _phases(graph: ModelGraph, steps: int) -> list[tuple[int, str | None]]:
     return [(count, relu) for count, relu in ((warmup, "deconv"), (steps - warmup, None)) if count]
 
 
-def _forward(graph: ModelGraph, rewrite, layers: list[str], relu: str | None):
-    def forward(batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _forward(graph: ModelGraph, rewrite, layers: list[str], relu: str | None, truncate: bool):
+    """batch -> (logits, {layer: activations}); truncated: (None, activations)."""
+    def forward(batch: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         if not layers:
             return (rewrite.module(batch) if relu else graph(batch)), {}
+        if truncate:
+            return None, dict(zip(layers, rewrite.module(batch)))
         logits, *outputs = rewrite.module(batch)
         return logits, dict(zip(layers, outputs))
     return forward
 
 
-def _objective(targets: list[Target], logits: torch.Tensor, activations: dict[str, torch.Tensor]) -> torch.Tensor:
+def _objective(targets: list[Target], logits: torch.Tensor | None,
+               activations: dict[str, torch.Tensor]) -> torch.Tensor:
     """(n,) per image: for a class, its logit plus its log-probability (which fades once the class
     dominates, so the logit alone keeps pushing); for a channel, its mean activation."""
-    log_probabilities = logits.float().log_softmax(dim=1)
+    log_probabilities = None if logits is None else logits.float().log_softmax(dim=1)
     values = []
     for row, target in enumerate(targets):
         if target.layer is None:
@@ -223,8 +281,9 @@ def _objective(targets: list[Target], logits: torch.Tensor, activations: dict[st
     return torch.stack(values)
 
 
-def _scores(targets: list[Target], logits: torch.Tensor, activations: dict[str, torch.Tensor]) -> torch.Tensor:
-    probabilities = logits.float().softmax(dim=1)
+def _scores(targets: list[Target], logits: torch.Tensor | None,
+            activations: dict[str, torch.Tensor]) -> torch.Tensor:
+    probabilities = None if logits is None else logits.float().softmax(dim=1)
     return torch.stack([probabilities[row, t.index] if t.layer is None
                         else _channel_mean(activations[t.layer][row], t.index) for row, t in enumerate(targets)])
 

@@ -160,8 +160,8 @@ class ModelGraph:
         return logits, dict(zip(names, outputs))
 
     def rewrite(self, *, outputs: Sequence[str] = (), relu: str | None = None, taps: Sequence[str] = (),
-                fast: bool = True) -> "GraphRewrite":
-        return GraphRewrite(self, outputs=outputs, relu=relu, taps=taps, fast=fast)
+                fast: bool = True, truncate: bool = False) -> "GraphRewrite":
+        return GraphRewrite(self, outputs=outputs, relu=relu, taps=taps, fast=fast, truncate=truncate)
 
     def fast_node(self, layer: str) -> str | None:
         """The node carrying this layer's output in the fast graph, if folding kept it."""
@@ -185,13 +185,18 @@ class GraphRewrite:
     relu: "guided" or "deconv" replaces every ReLU by that method's ReLU.
     taps: those layers' outputs flow through identity `Tap` submodules (`.taps[name]`).
     fast: start from the fast graph (falls back to the full one when a layer was folded away).
+    truncate: the module returns only the `outputs` layers' outputs (a tuple, no logits) and computes
+    nothing they do not depend on: an early layer's activations cost only the layers up to it.
     Hooks registered on its modules through `hook()` are removed on exit.
     """
 
     def __init__(self, graph: ModelGraph, *, outputs: Sequence[str] = (), relu: str | None = None,
-                 taps: Sequence[str] = (), fast: bool = True):
+                 taps: Sequence[str] = (), fast: bool = True, truncate: bool = False):
         if relu not in (None, *RELU_REPLACEMENTS):
             raise ValueError(f"unknown ReLU rewrite {relu!r}")
+        if truncate and not outputs:
+            raise ValueError("a truncated rewrite needs the layers whose outputs it returns")
+        self._truncate = truncate
         self.graph = graph
         self._outputs, self._relu, self._taps = list(outputs), relu, list(taps)
         wanted = [graph.fast_node(name) for name in [*self._outputs, *self._taps]]
@@ -221,7 +226,9 @@ class GraphRewrite:
             output_node = next(n for n in new_graph.nodes if n.op == "output")
             extra = [_channels_first(new_graph, nodes[self._node_name(name)], self.graph.layer(name).permute)
                      for name in self._outputs]
-            output_node.args = ((output_node.args[0], *extra),)
+            output_node.args = (tuple(extra),) if self._truncate else ((output_node.args[0], *extra),)
+            if self._truncate:
+                new_graph.eliminate_dead_code()
         new_graph.lint()
         module = fx.GraphModule(_graph_root(base, new_graph, submodules), new_graph)
         self.module = ChannelsLast(module) if self._fast else module

@@ -12,6 +12,7 @@ in the saliency section, the same for the original and every randomized model.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -105,13 +106,18 @@ class ExplanationChecks(Section):
         inputs = context.probe.tensors(indices, context.spec).to(context.device)
         targets = torch.as_tensor(context.outputs.predictions[indices], device=context.device)
         maps_part, curves_part, randomization_part = shares(context.section_progress, [1, 1, 2])
+        seconds = {}
+        started = time.perf_counter()
         with context.reporting_to(maps_part):
             context.sample_attributions   # computed here when the saliency section has not run
+        seconds["maps"], started = time.perf_counter() - started, time.perf_counter()
         chosen = slice(0, deletion_count)
         curves = deletion_insertion(context, indices[chosen], inputs[chosen], targets[chosen], curves_part)
+        seconds["curves"], started = time.perf_counter() - started, time.perf_counter()
         chosen = slice(0, randomization_count)
         randomization = randomization_check(context, indices[chosen], inputs[chosen], targets[chosen],
                                             randomization_part)
+        seconds["randomization"] = time.perf_counter() - started
         verdicts = [MethodVerdict(m, randomization.similarity[m], randomization.ssim[m],
                                   randomization.similarity[m][randomization.decisive_stage],
                                   curves.mean_auc("deletion", m), curves.mean_auc("insertion", m),
@@ -128,7 +134,9 @@ class ExplanationChecks(Section):
                       f"{len(failing)} of {len(verdicts)}", "noted for any (explanations never decide the verdict)",
                       "info" if failing else "pass",
                       "representation.untrustworthy_explanations" if failing else None)
-        return self.result(blocks=blocks, data=_data(verdicts, randomization, curves),
+        data = _data(verdicts, randomization, curves) | {
+            "method_seconds": {part: round(value, 3) for part, value in seconds.items()}}
+        return self.result(blocks=blocks, data=data,
                            findings=[_finding(failing)] if failing else [], checks=[check])
 
 
@@ -206,7 +214,8 @@ def deletion_insertion(context: AuditContext, indices: list[int], inputs: torch.
     canvas = faithfulness.blurred(inputs, max(1.0, side * BLUR_FRACTION))
     mean_image = torch.zeros_like(inputs)   # normalized input: zero is the data set's mean colour
     probability = faithfulness.class_probability(context.graph)
-    chunk = 2 * context.options.batch_size  # no gradients are kept, so a batch costs half the memory
+    # No gradients are kept, so a batch costs half the memory; no larger than runs fastest per image.
+    chunk = faithfulness.efficient_batch(context.graph, 2 * context.options.batch_size)
     names = [*methods, "random"]
     curves, testable = {}, {}
     kinds = (("deletion", inputs, mean_image), ("insertion", canvas, inputs))
@@ -276,7 +285,11 @@ def _randomization_settings(context: AuditContext) -> AttributionSettings:
     (a fixed step count for every image, not as many as each needs); SmoothGrad's noise is the same on
     every call."""
     options = context.options
-    return replace(context.attribution_settings,
+    # Integrated gradients' path points are spread over passes of the size that runs fastest per image (the
+    # same points, so the same maps up to float rounding); SmoothGrad keeps its batches: they decide which
+    # noise sample goes with which image.
+    path_chunk = faithfulness.efficient_batch(context.graph, context.attribution_settings.chunk)
+    return replace(context.attribution_settings, path_chunk=path_chunk,
                    smoothgrad_samples=min(options.smoothgrad_samples, RANDOMIZATION_SMOOTHGRAD_SAMPLES),
                    ig_steps=min(options.ig_steps, RANDOMIZATION_IG_STEPS), ig_fixed=True,
                    noise=partial(context.generator, "explanation_checks.smoothgrad"))

@@ -168,3 +168,60 @@ def test_feature_layers_run_from_early_to_deep_and_strongest_channels_rank_by_me
     pooled = np.array([[0.0, 3.0, 1.0], [0.0, 1.0, 2.0]])
     assert visualize.strongest_channels(pooled, 2) == [1, 2]
     assert visualize.macs_per_image(stripes_graph) == 3 * 8 * 9 * 32 * 32 + 8 * 16 * 9 * 16 * 16 + 16 * 3
+
+
+def test_a_truncated_rewrite_gives_exactly_the_full_runs_activations_and_stops_at_its_layer(stripes_graph):
+    early, deep = visualize.feature_layers(stripes_graph, (0.0, 1.0))
+    batch = torch.randn(4, 3, 32, 32, generator=seeded())
+    for relu in (None, "deconv"):
+        with stripes_graph.rewrite(outputs=[early, deep], relu=relu) as full:
+            _, *expected = full.module(batch)
+        with stripes_graph.rewrite(outputs=[early, deep], relu=relu, truncate=True) as truncated:
+            assert [torch.equal(a, b) for a, b in zip(truncated.module(batch), expected)] == [True, True]
+        with stripes_graph.rewrite(outputs=[early], relu=relu, truncate=True) as truncated:
+            (only,) = truncated.module(batch)
+            ops = {str(n.target) for n in truncated.module.module.graph.nodes if n.op == "call_function"}
+        assert torch.equal(only, expected[0])
+        assert not any("linear" in op or "addmm" in op or "mean" in op for op in ops), ops  # nothing past it
+
+
+def test_channel_images_are_the_same_with_the_model_cut_at_their_layer(stripes_graph, monkeypatch):
+    """A channel-only run cuts the model after its layer; the images are those of the uncut model."""
+    targets = [Target(c, visualize.feature_layers(stripes_graph, [0.0])[0]) for c in range(3)]
+    cut = maximize(stripes_graph, spec_for(3, 32), targets, seeded(3), Settings(steps=24))
+    rewrite = ModelGraph.rewrite
+    monkeypatch.setattr(ModelGraph, "rewrite", lambda self, truncate=False, **kwargs: rewrite(self, **kwargs))
+    monkeypatch.setattr(visualize, "_forward", lambda graph, rewrite, layers, relu, truncate: _uncut_forward(
+        graph, rewrite, layers, relu))
+    whole = maximize(stripes_graph, spec_for(3, 32), targets, seeded(3), Settings(steps=24))
+    np.testing.assert_array_equal(cut.images, whole.images)
+    np.testing.assert_array_equal(cut.scores, whole.scores)
+
+
+def _uncut_forward(graph, rewrite, layers, relu):
+    def forward(batch):
+        logits, *outputs = rewrite.module(batch)
+        return logits, dict(zip(layers, outputs))
+    return forward
+
+
+def test_the_schedule_stops_once_every_score_has_converged_and_never_runs_past_its_steps():
+    flat = visualize.Schedule(256, warmup=16)
+    growing = visualize.Schedule(256, warmup=16)
+    for step in range(256):
+        if step >= flat.end:
+            break
+        flat.record(step, torch.tensor([0.99, 0.0]))          # a saturated class and a dead channel
+        growing.record(step, torch.tensor([1.0 + 0.01 * step, 0.5]))
+    assert flat.fade_from == 256 * visualize.CONVERGENCE_FROM
+    assert flat.end == flat.fade_from + math.ceil(flat.fade_from / 3)
+    assert [flat.strength(s) for s in (0, flat.fade_from - 1)] == [1.0, 1.0] and flat.strength(flat.end - 1) == 0.0
+    assert growing.end == 256 and growing.fade_from == 192   # one image still improving: the full schedule
+
+
+def test_easy_class_images_stop_early_and_still_reach_their_class(stripes_graph):
+    result = maximize(stripes_graph, spec_for(3, 32), [Target(c) for c in range(STRIPE_CLASSES)], seeded(),
+                      Settings(steps=256))
+    assert result.steps < 256 and (result.scores >= 0.9).all(), (result.steps, result.scores)
+    short = maximize(stripes_graph, spec_for(3, 32), [Target(0)], seeded(), Settings(steps=20))
+    assert short.steps == 20

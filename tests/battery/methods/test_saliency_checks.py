@@ -107,3 +107,27 @@ def test_the_randomized_copy_leaves_the_audited_graph_alone(small_net):
 
 def test_a_constant_map_has_no_rank_correlation():
     assert faithfulness.rank_correlation(np.ones((4, 4)), np.random.default_rng(0).random((4, 4))) == 0.0
+
+
+def test_curves_and_integrated_gradients_do_not_depend_on_the_batch_size(small_net):
+    """The checks pick the batch size that runs fastest; the numbers must be the same whatever it is."""
+    inputs = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    targets = torch.tensor([0, 1, 2, 0, 1])
+    ranks = np.stack([faithfulness.random_ranks(5, 32 * 32, seed=s) for s in (1, 2)], axis=1)
+    fractions = faithfulness.switch_fractions(6)
+    probability = faithfulness.class_probability(small_net)
+    curves = [faithfulness.reveal_curves(probability, inputs, torch.zeros_like(inputs), ranks, targets, fractions,
+                                         chunk) for chunk in (64, 3)]
+    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-5, atol=1e-6)
+    black = torch.full((1, 3, 1, 1), -2.0)
+    maps = [attribution.integrated_gradients(small_net, inputs, targets, baseline=black, steps=8, chunk=chunk,
+                                             first_steps=8).values for chunk in (64, 4)]
+    torch.testing.assert_close(maps[0], maps[1], rtol=1e-4, atol=1e-6)
+
+
+def test_the_batch_shrinks_for_models_with_large_maps(small_net):
+    assert faithfulness.efficient_batch(small_net, 64) == 64          # 8 x 32 x 32 floats per image: any batch
+    wide = ModelGraph(export(PlainNet(2, widths=(256,)).eval(), (3, 128, 128)), (3, 128, 128))
+    largest = 256 * 128 * 128 * 4
+    assert faithfulness.efficient_batch(wide, 64) == faithfulness.CACHE_FRIENDLY_BYTES // largest == 2
+    assert faithfulness.efficient_batch(wide, 1) == 1
