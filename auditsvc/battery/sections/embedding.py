@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from .. import figures
 from ..context import AuditContext
 from ..registry import Section, register
+from ..sampling import sample_record, sample_words, stratified_subsample
 from ..results import Check, Figure, Finding, SectionResult, Table, Text, check_status
 
 NEIGHBOURS = 10
@@ -177,18 +178,6 @@ def tsne_points(features: np.ndarray, seed: int) -> np.ndarray:
 
 def perplexity_for(count: int) -> float:
     return float(np.clip((count - 1) / 3, 2.0, 30.0))
-
-
-def stratified_subsample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """At most `limit` indices, each class keeping its share of the images."""
-    if len(labels) <= limit:
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    position = np.empty(len(labels))
-    for label in np.unique(labels):  # spread each class's images evenly over [0, 1), in random order
-        members = rng.permutation(np.flatnonzero(labels == label))
-        position[members] = (np.arange(len(members)) + rng.random()) / len(members)
-    return np.sort(np.argsort(position, kind="stable")[:limit])
 
 
 # --- the section -------------------------------------------------------------------------
