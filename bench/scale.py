@@ -97,11 +97,19 @@ def run_one(model_path: Path, probe_path: Path, out: Path) -> None:
 
     started = time.perf_counter()
     loaded = load_model(model_path)
+    loaded_peak = peak_mb()
+    rise: dict[str, float] = {}   # how far each section raised the high-water mark, MB
+
+    def finished(name: str, status: str, fraction: float) -> None:
+        if status != "running":
+            rise[name] = peak_mb() - loaded_peak - sum(rise.values())
+
     with open_probe_set(probe_path, loaded.meta.classes) as probe:
-        result = audit(loaded, probe, AuditOptions())
+        result = audit(loaded, probe, AuditOptions(), steps=finished)
     total = time.perf_counter() - started
     out.write_text(json.dumps({
-        "images": result.dataset["images"], "seconds": total, "peak_mb": peak_mb(),
+        "images": result.dataset["images"], "seconds": total, "peak_mb": peak_mb(), "loaded_mb": loaded_peak,
+        "peak_rise_mb": rise,
         "sections": {s.name: s.seconds for s in result.sections},
         "status": {s.name: s.status for s in result.sections},
         "caps": {s.name: s.data["sample_cap"] for s in result.sections
@@ -145,11 +153,17 @@ def report(runs: list[dict]) -> dict:
         flag = "  <- over 3 GB" if run["peak_mb"] > MAX_PEAK_MB else ""
         print(f"{run['images']:>8}{run['seconds']:>10.1f}{run['seconds'] / run['images']:>10.4f}"
               f"{run['peak_mb']:>10.0f}{flag}")
-    print(f"\n{'section':<24}" + "".join(f"{n:>9}" for n in sizes) + f"{'slope':>8}")
+    rises = runs[-1].get("peak_rise_mb", {})
+    print(f"\n{'section':<24}" + "".join(f"{n:>9}" for n in sizes) + f"{'slope':>8}"
+          + (f"{'+MB at ' + str(sizes[-1]):>14}" if rises else ""))
     for name in [*names, "whole battery"]:
         times = [run["sections"][name] if name in run["sections"] else run["seconds"] for run in runs]
         flag = "  <- super-linear" if slopes[name] > MAX_SLOPE else ""
-        print(f"{name:<24}" + "".join(f"{t:>9.2f}" for t in times) + f"{slopes[name]:>8.2f}{flag}")
+        rise = f"{rises[name]:>14.0f}" if name in rises else (" " * 14 if rises else "")
+        print(f"{name:<24}" + "".join(f"{t:>9.2f}" for t in times) + f"{slopes[name]:>8.2f}{rise}{flag}")
+    if rises:
+        print(f"(+MB: how far the section raised the peak memory, in the run order, above "
+              f"{runs[-1]['loaded_mb']:.0f} MB after loading the model)")
     caps = {name: cap for run in runs for name, cap in run.get("caps", {}).items()}
     if caps:
         print("\nsample caps: " + ", ".join(f"{name} {cap}" for name, cap in caps.items()))
