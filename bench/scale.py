@@ -8,7 +8,8 @@ cached in build/bench_scale/ under a key of their parameters.
 Every size runs the whole battery in a fresh subprocess, so its peak memory (VmHWM) is its own. The
 table gives images, seconds (with loading), seconds per image, peak memory and every section's seconds;
 then the growth exponent of time against images (the least-squares slope of log seconds on log images)
-per section and overall. A section whose exponent is above 1.15, or a run above 3 GB, is flagged.
+per section and overall, over every size and between the two largest alone (sections of a few seconds
+at the smallest size are noisy there). A section whose exponent is above 1.15, or a run above 3 GB, is flagged.
 
     .venv/bin/python bench/scale.py [--sizes 200 1000 10000] [--arch tiny|resnet18] [--json out.json]
 """
@@ -153,14 +154,18 @@ def report(runs: list[dict]) -> dict:
         flag = "  <- over 3 GB" if run["peak_mb"] > MAX_PEAK_MB else ""
         print(f"{run['images']:>8}{run['seconds']:>10.1f}{run['seconds'] / run['images']:>10.4f}"
               f"{run['peak_mb']:>10.0f}{flag}")
+    last = {name: slope(sizes[-2:], [run["sections"][name] for run in runs[-2:]]) for name in names}
+    last["whole battery"] = slope(sizes[-2:], [run["seconds"] for run in runs[-2:]])
     rises = runs[-1].get("peak_rise_mb", {})
-    print(f"\n{'section':<24}" + "".join(f"{n:>9}" for n in sizes) + f"{'slope':>8}"
+    print(f"\n{'section':<24}" + "".join(f"{n:>9}" for n in sizes) + f"{'slope':>8}{'last':>7}"
           + (f"{'+MB at ' + str(sizes[-1]):>14}" if rises else ""))
     for name in [*names, "whole battery"]:
         times = [run["sections"][name] if name in run["sections"] else run["seconds"] for run in runs]
         flag = "  <- super-linear" if slopes[name] > MAX_SLOPE else ""
         rise = f"{rises[name]:>14.0f}" if name in rises else (" " * 14 if rises else "")
-        print(f"{name:<24}" + "".join(f"{t:>9.2f}" for t in times) + f"{slopes[name]:>8.2f}{rise}{flag}")
+        print(f"{name:<24}" + "".join(f"{t:>9.2f}" for t in times) + f"{slopes[name]:>8.2f}{last[name]:>7.2f}"
+              f"{rise}{flag}")
+    print("(slope: of log seconds on log images over every size; last: between the two largest sizes alone)")
     if rises:
         print(f"(+MB: how far the section raised the peak memory, in the run order, above "
               f"{runs[-1]['loaded_mb']:.0f} MB after loading the model)")
@@ -170,7 +175,7 @@ def report(runs: list[dict]) -> dict:
     flagged = [n for n, s in slopes.items() if s > MAX_SLOPE] + [f"{r['images']} images: {r['peak_mb']:.0f} MB"
                                                                   for r in runs if r["peak_mb"] > MAX_PEAK_MB]
     print("flagged: " + (", ".join(flagged) if flagged else "nothing"))
-    return {"runs": runs, "slopes": slopes, "flagged": flagged}
+    return {"runs": runs, "slopes": slopes, "last_slopes": last, "flagged": flagged}
 
 
 def main() -> None:
