@@ -18,6 +18,7 @@ from .context import AuditContext, AuditOptions, Progress
 from .progress import SectionSteps, StepReport, no_progress, no_steps
 from .dataset import ProbeDataset
 from .errors import BadInput
+from .memory import fix_mmap_threshold
 from .metrics import with_cue_cells
 from .model.graph import ModelGraph
 from .model.loading import LoadedModel
@@ -40,6 +41,7 @@ def audit(model: LoadedModel, probe: ProbeDataset, options: AuditOptions | None 
     """progress: the audit's fraction done and stage; steps: each section's status and fraction done as it runs."""
     options = options or AuditOptions()
     options.device = resolve_device(options.device)
+    fix_mmap_threshold()
     torch.manual_seed(options.seed)
     np.random.seed(options.seed % 2**32)
     report = progress or (lambda fraction, stage: None)

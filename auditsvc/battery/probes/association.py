@@ -20,6 +20,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 MAX_BINS = 8
 MIN_PER_BIN = 8
+NULL_BLOCK_ELEMENTS = 2**21   # shuffled labels held at once by a permutation test (16 MiB of int64)
 
 
 def bin_codes(values: np.ndarray | list[str], classes: int) -> np.ndarray:
@@ -106,8 +107,17 @@ def permutation_test(codes: np.ndarray, target: np.ndarray, *, strata: np.ndarra
         return 0.0, 1.0
     observed = sum(w * float(mutual_information(c, t[None, :], classes)[0]) for w, c, t in parts)
     return observed, _p_value(observed, lambda: sum(
-        w * mutual_information(c, rng.permuted(np.tile(t, (permutations, 1)), axis=1), classes) for w, c, t in parts),
-        permutations, most)
+        w * _shuffled_information(c, t, classes, permutations, rng) for w, c, t in parts), permutations, most)
+
+
+def _shuffled_information(codes: np.ndarray, target: np.ndarray, classes: int, shuffles: int,
+                          rng: np.random.Generator) -> np.ndarray:
+    """MI of codes with `shuffles` shuffles of target, a block of shuffles at a time so that memory stays
+    bounded however many images there are; the same draws as shuffling all rows at once."""
+    rows = max(1, NULL_BLOCK_ELEMENTS // max(1, len(target)))
+    return np.concatenate([
+        mutual_information(codes, rng.permuted(np.tile(target, (min(rows, shuffles - start), 1)), axis=1), classes)
+        for start in range(0, shuffles, rows)])
 
 
 def _p_value(observed: float, null_batch: Callable[[], np.ndarray], batch: int, most: int) -> float:

@@ -4,6 +4,8 @@ For every probe image: gradient saliency and Grad-CAM for the predicted class. M
 are compared with the region's share of the image (a ratio above 1 means the model looks
 there more than at a random pixel). SpRAy (Lapuschkin et al. 2019) clusters one class's
 Grad-CAM maps spectrally; the eigengap says how many distinct strategies the class shows.
+Its dense eigendecomposition is cubic in the class's images: a class of more than SPRAY_MAX_IMAGES
+is clustered on a stratified sample (by true label) of that many.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from ..methods import attribution
 from ..model.graph import ModelGraph
 from ..model.meta import InputSpec
 from ..progress import SectionProgress, no_progress
+from ..sampling import stratified_subsample
 from .interventions import region_mask
 
 REGIONS = ("border", "corner_top_left", "corner_top_right", "corner_bottom_left", "corner_bottom_right")
 SMALL = 16          # side of the maps SpRAy clusters
 MIN_CLASS_IMAGES = 12
 MAX_CLUSTERS = 6
+SPRAY_MAX_IMAGES = 1000   # images clustered per class: a 1,000 x 1,000 eigenproblem takes about a second
 
 
 @dataclass
@@ -76,20 +80,25 @@ def compute(graph: ModelGraph, probe: ProbeDataset, spec: InputSpec, predictions
 @dataclass
 class SprayResult:
     label: int
-    members: np.ndarray             # image indices predicted as this class
+    members: np.ndarray             # image indices clustered: those predicted as this class, or a sample of them
     clusters: np.ndarray            # cluster id per member
     eigenvalues: np.ndarray
     count: int                      # clusters suggested by the eigengap
     gap: float
+    predicted: int = 0              # images predicted as this class (more than members when sampled)
 
 
-def spray(maps: np.ndarray, predictions: np.ndarray, seed: int) -> list[SprayResult]:
-    """Per predicted class: spectral clustering of its attribution maps, count from the eigengap."""
+def spray(maps: np.ndarray, predictions: np.ndarray, seed: int, labels: np.ndarray | None = None,
+          ) -> list[SprayResult]:
+    """Per predicted class: spectral clustering of its attribution maps, count from the eigengap; a class
+    of more than SPRAY_MAX_IMAGES images on a sample of them stratified by `labels` (the true labels)."""
     results = []
+    labels = predictions if labels is None else labels
     for label in np.unique(predictions):
-        members = np.flatnonzero(predictions == label)
-        if len(members) < MIN_CLASS_IMAGES:
+        predicted = np.flatnonzero(predictions == label)
+        if len(predicted) < MIN_CLASS_IMAGES:
             continue
+        members = predicted[stratified_subsample(labels[predicted], SPRAY_MAX_IMAGES, seed + int(label))]
         features = maps[members].reshape(len(members), -1)
         features = features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-12)
         neighbours = min(10, len(members) - 1)
@@ -102,5 +111,6 @@ def spray(maps: np.ndarray, predictions: np.ndarray, seed: int) -> list[SprayRes
             clusters = np.zeros(len(members), int)
         else:
             clusters = SpectralClustering(count, affinity="precomputed", random_state=seed).fit_predict(affinity.toarray())
-        results.append(SprayResult(int(label), members, clusters, eigenvalues, count, float(gaps[count - 1])))
+        results.append(SprayResult(int(label), members, clusters, eigenvalues, count, float(gaps[count - 1]),
+                                   len(predicted)))
     return results

@@ -168,6 +168,31 @@ def surroundings(boxes: np.ndarray, pixels: np.ndarray, margin: float = 0.06,
     return masks
 
 
+class PackedMasks:
+    """(N, H, W) bool masks of the whole probe set held one bit a pixel (an eighth of a bool array):
+    indexing with image indices gives their bool masks, `~` the complements without a copy."""
+
+    def __init__(self, packed: np.ndarray, side: tuple[int, int], inverted: bool = False):
+        self._packed, self._side, self._inverted = packed, side, inverted
+
+    @staticmethod
+    def bits(masks: np.ndarray) -> np.ndarray:
+        """(n, H, W) bool -> the packed rows the constructor takes, (n, ceil(H * W / 8)) uint8."""
+        return np.packbits(masks.reshape(len(masks), -1), axis=1)
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def __getitem__(self, index) -> np.ndarray:
+        rows = self._packed[index]
+        count = self._side[0] * self._side[1]
+        masks = np.unpackbits(rows, axis=-1, count=count).view(bool).reshape(*rows.shape[:-1], *self._side)
+        return ~masks if self._inverted else masks
+
+    def __invert__(self) -> "PackedMasks":
+        return PackedMasks(self._packed, self._side, not self._inverted)
+
+
 def surroundings_method(boxes: np.ndarray) -> str:
     boxed = ~np.isnan(boxes).any(axis=1)
     if boxed.all():
@@ -236,7 +261,7 @@ class ProbeData:
     predict: Predict
     seed: int
     example_count: int = 4
-    part: np.ndarray | None = None   # (N, H, W): where a change may act, and where its property is measured
+    part: np.ndarray | PackedMasks | None = None   # (N, H, W): where a change may act, and where its property is measured
 
 
 def run_interventions(data: ProbeData, cues: set[str] | None = None,

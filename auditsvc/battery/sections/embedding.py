@@ -22,13 +22,14 @@ from threadpoolctl import threadpool_limits
 from .. import figures
 from ..context import AuditContext
 from ..registry import Section, register
+from ..sampling import sample_record, sample_words, stratified_subsample
 from ..results import Check, Figure, Finding, SectionResult, Table, Text, check_status
 
 NEIGHBOURS = 10
 PERMUTATIONS = 200
 MIN_IMAGES = 5             # fewer and neither t-SNE nor a neighbourhood means anything
 MIN_STRATUM = 4            # a class (or attribute value) needs this many images for the within test
-TSNE_MAX_IMAGES = 1000     # t-SNE is drawn on a stratified subsample above this (the statistics use all)
+TSNE_MAX_IMAGES = 1000     # t-SNE is drawn on a stratified sample above this (the statistics use all images)
 TSNE_PCA_DIMENSIONS = 50
 COLOURED_VALUES = 10       # values with their own colour; the rest are grey
 SHOWN_ATTRIBUTES = 4       # attribute panels in the figure (all attributes are measured)
@@ -179,18 +180,6 @@ def perplexity_for(count: int) -> float:
     return float(np.clip((count - 1) / 3, 2.0, 30.0))
 
 
-def stratified_subsample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """At most `limit` indices, each class keeping its share of the images."""
-    if len(labels) <= limit:
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    position = np.empty(len(labels))
-    for label in np.unique(labels):  # spread each class's images evenly over [0, 1), in random order
-        members = rng.permutation(np.flatnonzero(labels == label))
-        position[members] = (np.arange(len(members)) + rng.random()) / len(members)
-    return np.sort(np.argsort(position, kind="stable")[:limit])
-
-
 # --- the section -------------------------------------------------------------------------
 
 @register
@@ -235,7 +224,10 @@ class Embedding(Section):
                   _agreement_table(agreements, clusters)]
         findings = [_finding(c, points, shown, colourings, agreements, layer.name) for c in clusters if c.triggered]
         blocks.append(_verdict_text(clusters, findings, attributes))
-        data |= {"tsne_images": len(shown), "perplexity": round(perplexity_for(len(shown)), 2),
+        data |= {"tsne_images": len(shown), "sample_cap": {"tsne": TSNE_MAX_IMAGES},
+                 **({"tsne_sample": sample_record(TSNE_MAX_IMAGES, len(shown), len(features))}
+                    if len(shown) < len(features) else {}),
+                 "perplexity": round(perplexity_for(len(shown)), 2),
                  "neighbours": NEIGHBOURS, "agreement": {n: a.to_json() for n, a in agreements.items()},
                  "attributes": {c.attribute: c.to_json() for c in clusters}}
         return self.result(blocks=blocks, data=data, findings=findings, checks=_checks(clusters, findings))
@@ -281,7 +273,7 @@ def _tsne_figure(points: np.ndarray, shown: np.ndarray, colourings: dict[str, li
         detail = (f"\nneighbours agree {agreement.accuracy:.0%} (chance {agreement.chance:.0%})"
                   if agreement else "\none value: nothing to separate")
         ax.set_title(name + detail, fontsize=8)
-    subsample = f" ({len(shown)} of {total} images, a stratified sample)" if len(shown) < total else ""
+    subsample = f" {sample_words(len(shown), total)}" if len(shown) < total else ""
     caption = (f"t-SNE of the penultimate layer ({layer}){subsample}; each panel is the same layout coloured "
                "differently. Look for which colouring the islands follow: a model that learned its classes forms "
                "islands of one true-label colour; islands of one attribute colour that mix labels mean the model "

@@ -9,6 +9,7 @@ from ..context import AuditContext
 from ..probes import attribution_regions as looking
 from ..registry import Section, register
 from ..results import Figure, SectionResult, Table, Text
+from ..sampling import sample_record, sample_words
 
 MAX_CLASSES = 4
 MEMBERS_SHOWN = 5
@@ -32,14 +33,18 @@ class WhereTheModelLooks(Section):
         if seen.box_area is not None and not np.isnan(seen.box_area).all():
             blocks.append(_box_table(seen))
             data["object_box"] = {m: float(np.nanmean(seen.box_share[m])) for m in seen.methods}
-        clusters = looking.spray(seen.maps["grad_cam"], context.outputs.predictions, context.options.seed)
-        shown = sorted(clusters, key=lambda c: -len(c.members))[:MAX_CLASSES]
+        clusters = looking.spray(seen.maps["grad_cam"], context.outputs.predictions, context.options.seed,
+                                 context.labels)
+        shown = sorted(clusters, key=lambda c: -c.predicted)[:MAX_CLASSES]
         blocks += [_spray_figure(context, c, seen) for c in shown]
         if not clusters:
             blocks.append(Text(f"SpRAy needs at least {looking.MIN_CLASS_IMAGES} images predicted as one class; "
                                "no class has that many.", "note"))
         data["spray"] = [{"class": context.classes[c.label], "images": len(c.members), "clusters": c.count,
-                          "eigengap": round(c.gap, 4)} for c in clusters]
+                          "eigengap": round(c.gap, 4)}
+                         | ({"sample": sample_record(looking.SPRAY_MAX_IMAGES, len(c.members), c.predicted)}
+                            if len(c.members) < c.predicted else {}) for c in clusters]
+        data["sample_cap"] = {"spray": looking.SPRAY_MAX_IMAGES}
         return self.result(blocks=blocks, data=data)
 
 
@@ -75,7 +80,9 @@ def _spray_figure(context: AuditContext, result: looking.SprayResult, seen: look
                              cell_inches=0.95, label_width=1.1,
                              scale=figures.ColourScale("inferno", "mean Grad-CAM, scaled"))
     name = context.classes[result.label]
-    caption = (f"SpRAy on the {len(result.members)} images predicted '{name}': Grad-CAM maps clustered spectrally; "
+    on = (sample_words(len(result.members), result.predicted, f"images predicted '{name}'")
+          or f"on the {len(result.members)} images predicted '{name}'")
+    caption = (f"SpRAy {on}: Grad-CAM maps clustered spectrally; "
                f"the eigengap suggests {result.count} cluster(s) (gap {result.gap:.3f}; eigenvalues "
                f"{', '.join(f'{v:.2f}' for v in result.eigenvalues[:5])}). Each row: the cluster's mean map (scaled "
                "to its highest value, 1 on the colour bar) and some of its images. Distinct clusters mean distinct "

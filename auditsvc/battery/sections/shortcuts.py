@@ -135,9 +135,9 @@ def shortcut_checks(stats: list[PropertyStats], tests: list[InterventionStats], 
 
 
 def measure_all(context: AuditContext, boxes: np.ndarray, progress: SectionProgress = no_progress,
-                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], evidence.PackedMasks]:
     """Every property for every probe image, on the whole image, away from the object and on it, and
-    the masks of what lies away from it (N, H, W); one read of the probe set, a batch at a time."""
+    the masks of what lies away from it (N, H, W, bit-packed); one read of the probe set, a batch at a time."""
     whole: list[dict[str, np.ndarray]] = []
     away: list[dict[str, np.ndarray]] = []
     on_object: list[dict[str, np.ndarray]] = []
@@ -145,14 +145,16 @@ def measure_all(context: AuditContext, boxes: np.ndarray, progress: SectionProgr
     for start in range(0, len(context.probe), context.options.batch_size):
         indices = list(range(start, min(start + context.options.batch_size, len(context.probe))))
         pixels = context.probe.pixels(indices, context.spec)
-        around.append(evidence.surroundings(boxes[indices], pixels))
+        mask = evidence.surroundings(boxes[indices], pixels)
+        around.append(evidence.PackedMasks.bits(mask))
         whole.append(properties.measure(pixels))
-        away.append(properties.measure_away(pixels, around[-1]))
-        on_object.append(properties.measure_away(pixels, ~around[-1]))
+        away.append(properties.measure_away(pixels, mask))
+        on_object.append(properties.measure_away(pixels, ~mask))
         progress((indices[-1] + 1) / len(context.probe))
     whole_values, away_values, object_values = ({name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
                                                 for parts in (whole, away, on_object))
-    return whole_values, away_values, object_values, np.concatenate(around)
+    return whole_values, away_values, object_values, evidence.PackedMasks(np.concatenate(around),
+                                                                          (context.spec.height, context.spec.width))
 
 
 def predictor(context: AuditContext):

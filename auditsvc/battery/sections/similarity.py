@@ -14,9 +14,11 @@ from ..methods.representation_layers import RepresentationLayers
 from ..model.graph import Layer
 from ..registry import Section, register
 from ..results import Figure, Finding, SectionResult, Table, Text
+from ..sampling import sample_record, sample_words, stratified_subsample
 from ..methods.representation_similarity import DATAPOINTS_PER_NEURON, Decomposition, debiased_cka, decompose, similarity_matrix
 
-MAX_IMAGES = 2048            # a larger probe set is subsampled (seeded) for the similarity measures
+MAX_IMAGES = 2048            # a larger probe set is sampled (stratified by class, seeded): every layer's
+                             # decomposition (images x neurons) is held at once
 EARLY_OUTPUT_CKA = 0.5       # output this similar to the first layer: it follows global image statistics
 DIVERGENCE_CKA = 0.8         # matched layers below this linear CKA: the models represent the input differently
 SHALLOW_MARGIN = 0.2         # a deep layer matching an earlier reference layer this much better is worth saying
@@ -30,10 +32,9 @@ DRAWN = "debiased_cka"
 SIMILARITY = figures.ColourScale("viridis", "debiased CKA (below 0 drawn as 0)")
 
 
-def image_subset(count: int, seed: int) -> np.ndarray:
-    if count <= MAX_IMAGES:
-        return np.arange(count)
-    return np.sort(np.random.default_rng(seed).choice(count, MAX_IMAGES, replace=False))
+def image_subset(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Every image, or above MAX_IMAGES a stratified sample of that many."""
+    return stratified_subsample(labels, MAX_IMAGES, seed)
 
 
 @register
@@ -68,14 +69,24 @@ class RepresentationSimilarity(Section):
             theirs = context.pooled_activations([l.name for l in context.reference_representation_layers.all],
                                                 graph=context.reference_graph)
             finite &= np.all([np.isfinite(v).all(axis=1) for v in theirs.values()], axis=0)
-        rows = image_subset(len(context.probe), context.options.seed)
+        rows = image_subset(context.labels, context.options.seed)
+        sampled = len(rows)
         rows = rows[finite[rows]]
         if len(rows) < 3:
             return self.result(status="skipped", reason="fewer than three probe images with finite activations")
         # One BLAS thread: beside torch's thread pool, OpenBLAS threads spin against each other and a
         # small SVD takes a second instead of milliseconds.
         with threadpool_limits(1, user_api="blas"):
-            return self._compare(context, chosen, pooled, rows)
+            result = self._compare(context, chosen, pooled, rows)
+        result.data["sample_cap"] = {"similarity": MAX_IMAGES}
+        if sampled < len(context.probe):
+            result.data["sample"] = sample_record(MAX_IMAGES, sampled, len(context.probe))
+            result.blocks.insert(0, Text(f"Every measure here is computed {sample_words(sampled, len(context.probe))} "
+                                         f"(at most {MAX_IMAGES:,}, each class keeping its share): every compared "
+                                         "layer's decomposition, images by neurons, is held at once, and more images "
+                                         "than this change the measures little.",
+                                         "note"))
+        return result
 
     def _compare(self, context: AuditContext, chosen: RepresentationLayers, pooled: dict[str, np.ndarray],
                  rows: np.ndarray) -> SectionResult:

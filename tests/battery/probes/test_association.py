@@ -1,5 +1,6 @@
 import numpy as np
 
+from auditsvc.battery.probes import association
 from auditsvc.battery.probes.association import agreement_test, bin_codes, holm, permutation_test, predictive_power
 
 
@@ -67,3 +68,15 @@ def test_images_hard_for_every_label_are_not_an_agreement():
     correct = rng.random(len(labels)) < np.where(cue, 0.6, 0.9)   # the cue makes every class harder
     gap, p = agreement_test(values, labels, correct, seed=0)
     assert gap < 0.06 and p > 0.05
+
+
+def test_a_permutation_test_in_blocks_of_shuffles_draws_the_same_null(monkeypatch):
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 4, 300)
+    target, strata = (codes + rng.integers(0, 3, 300)) % 5, rng.integers(0, 3, 300)
+    whole = [association.permutation_test(codes, target, seed=1, permutations=200),
+             association.permutation_test(codes, target, strata=strata, seed=2, permutations=200)]
+    monkeypatch.setattr(association, "NULL_BLOCK_ELEMENTS", 7 * 300)   # 7 shuffles at a time
+    blocks = [association.permutation_test(codes, target, seed=1, permutations=200),
+              association.permutation_test(codes, target, strata=strata, seed=2, permutations=200)]
+    assert blocks == whole

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from auditsvc.battery.probes import properties
+from auditsvc.battery.probes import evidence, properties
 from auditsvc.battery.probes.evidence import ProbeData, locate, matched_dose, on_part, place_of, run_interventions
 
 
@@ -224,3 +224,14 @@ def test_a_change_that_moves_answers_both_ways_shows_examples_of_both():
     assert ways[:2] in ([(0, 1), (1, 0)], [(1, 0), (0, 1)]) and len(ways) == 4
     _, changed = swapped.pairs
     assert [int(follows_the_background(changed[k:k + 1])[0][0]) for k in range(4)] == [a for _, a in ways]
+
+
+def test_packed_masks_give_back_the_masks_and_their_complements():
+    masks = np.random.default_rng(0).random((10, 7, 9)) < 0.5
+    packed = evidence.PackedMasks(evidence.PackedMasks.bits(masks), (7, 9))
+    chosen = np.array([3, 1, 7])
+    assert len(packed) == 10 and packed[chosen].dtype == bool
+    np.testing.assert_array_equal(packed[chosen], masks[chosen])
+    np.testing.assert_array_equal((~packed)[chosen], ~masks[chosen])
+    np.testing.assert_array_equal((~~packed)[[0, 9]], masks[[0, 9]])
+    assert packed.bits(masks).nbytes == 10 * 8   # 63 pixels: 8 bytes an image, not 63

@@ -5,7 +5,9 @@ import pytest
 
 from auditsvc.battery.context import AuditOptions
 from auditsvc.battery.sections import embedding
+from auditsvc.battery.results import Figure
 from auditsvc.pipeline import load_and_audit
+from tests.battery.sections.support import run, section
 
 
 def synthetic(grouped_by: str, images: int = 120, seed: int = 0):
@@ -74,3 +76,21 @@ def test_on_the_tank_demo_only_the_weather_model_groups_by_weather(tank_demo, mo
         assert finding.severity == "warn" and "groups images by 'weather' rather than by class" in finding.summary
     weather = section.data["attributes"]["weather"]
     assert weather["splits_classes"] is expected
+
+
+def test_above_its_cap_t_sne_is_drawn_on_a_stratified_sample_it_names(tiny_package, tiny_probe, monkeypatch):
+    monkeypatch.setattr(embedding, "TSNE_MAX_IMAGES", 9)
+    result = section(run(tiny_package, tiny_probe, ["embedding"]), "embedding")
+    assert result.data["sample_cap"] == {"tsne": 9}
+    assert result.data["tsne_sample"] == {"cap": 9, "images": 9, "of": 18, "sampled": True}
+    assert result.data["tsne_images"] == 9 and result.data["images"] == 18
+    [tsne] = [b for b in result.blocks if isinstance(b, Figure)]
+    assert "on a stratified sample of 9 of 18 images" in tsne.caption
+    assert result.data["agreement"]["true label"]["images"] == 18   # the statistics use every image
+
+
+def test_below_its_cap_t_sne_draws_every_image(tiny_package, tiny_probe):
+    result = section(run(tiny_package, tiny_probe, ["embedding"]), "embedding")
+    assert result.data["tsne_images"] == result.data["images"] == 18 and "tsne_sample" not in result.data
+    [tsne] = [b for b in result.blocks if isinstance(b, Figure)]
+    assert "stratified sample" not in tsne.caption

@@ -3,7 +3,7 @@ it reads lies in the top-left corner, so the shares are known by hand."""
 
 import pytest
 
-from auditsvc.battery.results import Table
+from auditsvc.battery.results import Figure, Table
 from tests.battery.sections.support import CornerNet, run, section
 from tests.conftest import write_package, write_probe
 
@@ -47,3 +47,19 @@ def test_nothing_falls_on_the_object_box(looking):
 
 def test_too_few_images_per_class_for_spray(looking):
     assert looking.data["spray"] == []     # SpRAy needs 12 images predicted as one class; there are 8 in all
+
+
+def test_spray_above_its_cap_names_the_sample(tmp_path, monkeypatch):
+    monkeypatch.setattr("auditsvc.battery.probes.attribution_regions.SPRAY_MAX_IMAGES", 12)
+    package = write_package(tmp_path / "model", CornerNet(), CLASSES)
+    probe = write_probe(tmp_path / "probe", CLASSES, per_class=16, size=(SIDE, SIDE))
+    result = section(run(package, probe, ["looking"], batch_size=16), "looking")
+    assert result.data["sample_cap"] == {"spray": 12}
+    sampled = [entry for entry in result.data["spray"] if "sample" in entry]
+    assert sampled   # 32 images, two classes: one is predicted at least 16 times
+    for entry in sampled:
+        assert entry["images"] == entry["sample"]["images"] == 12 and entry["sample"]["of"] > 12
+        assert entry["clusters"] >= 1 and entry["eigengap"] >= 0
+        [figure] = [b for b in result.blocks if isinstance(b, Figure) and f"'{entry['class']}'" in b.title]
+        assert f"on a stratified sample of 12 of {entry['sample']['of']} images predicted '{entry['class']}'" \
+            in figure.caption

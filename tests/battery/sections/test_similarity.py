@@ -119,3 +119,23 @@ def test_heatmaps_draw_debiased_cka_alone_on_a_fixed_scale_and_the_other_measure
     assert [row[:2] for row in neighbours.rows] == [[layers[k], layers[k - 1]] for k in range(1, len(layers))]
     assert neighbours.rows[0][3] == f"{result.data['within']['linear_cka'][1][0]:.2f}"
     assert tables["Similarity at matched depths"].columns[2:6] == ["SVCCA", "PWCCA", "linear CKA", "debiased CKA"]
+
+
+def test_above_its_cap_similarity_is_measured_on_a_stratified_sample_it_names(packages, monkeypatch):
+    monkeypatch.setattr(section, "MAX_IMAGES", 12)
+    result = audit(packages["model"], packages["probe"], reference=packages["model"])
+    assert result.data["sample_cap"] == {"similarity": 12}
+    assert result.data["sample"] == {"cap": 12, "images": 12, "of": 24, "sampled": True}
+    assert result.data["images"] == 12
+    assert result.data["reference"]["per_class"]["images"] == [4, 4, 4]   # each class keeps its share
+    assert any(isinstance(b, Text) and "on a stratified sample of 12 of 24 images" in b.text for b in result.blocks)
+    within = np.array(result.data["within"]["linear_cka"], dtype=float)
+    np.testing.assert_allclose(np.diag(within), 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.diag(np.array(result.data["reference"]["linear_cka"], dtype=float)), 1.0, atol=1e-3)
+
+
+def test_below_its_cap_every_image_is_used_and_no_sample_named(packages):
+    result = audit(packages["model"], packages["probe"])
+    assert result.data["sample_cap"] == {"similarity": section.MAX_IMAGES}
+    assert "sample" not in result.data and result.data["images"] == 24
+    assert not any(isinstance(b, Text) and "stratified sample" in b.text for b in result.blocks)
