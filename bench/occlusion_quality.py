@@ -43,8 +43,8 @@ MEAN, STD = 0.45, 0.25
 MODES = {
     "exact": EXACT,
     "threshold 0.6": Approximation(threshold=0.6),
-    "drill-down 2, 25%": Approximation(coarse=2, drill_share=0.25),
-    "offered (threshold 0.6 + drill-down 2, 25%)": APPROXIMATE,
+    "drill-down 2, 25% (offered)": APPROXIMATE,
+    "threshold 0.6 + drill-down 2, 25%": Approximation(threshold=0.6, coarse=2, drill_share=0.25),
     "drill-down 3, 10%": Approximation(coarse=3, drill_share=0.1),
     "threshold 0.4 + drill-down 3, 10%": Approximation(threshold=0.4, coarse=3, drill_share=0.1),
 }
