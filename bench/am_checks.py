@@ -23,16 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from auditsvc.battery import AuditOptions, audit, load_model, open_probe_set  # noqa: E402
 from auditsvc.battery.model.graph import ModelGraph  # noqa: E402
-from auditsvc.demo.nets import export, resnet18  # noqa: E402
+from auditsvc.demo.nets import resnet18  # noqa: E402
+from battery import CLASSES, write_workload  # noqa: E402  (bench/battery.py, beside this file)
 
 warnings.filterwarnings("ignore")
-CLASSES = [f"class_{i}" for i in range(10)]
 SECTIONS = ["saliency", "activation_max", "explanation_checks"]
 
 
@@ -88,19 +87,8 @@ class ConvNeXt(nn.Module):
 def build(directory: Path, net: str, images: int) -> tuple[Path, Path, int]:
     torch.manual_seed(0)
     model, side = (resnet18(len(CLASSES)), 128) if net == "resnet18" else (ConvNeXt(len(CLASSES)), 224)
-    package = directory / "model"
-    package.mkdir()
-    torch.export.save(export(model.eval(), (3, side, side)), package / "model.pt2")
-    meta = {"name": f"{net}-bench", "version": "1", "classes": CLASSES,
-            "input": {"size": [3, side, side], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
-    (package / "model.json").write_text(json.dumps(meta))
-    rng = np.random.default_rng(0)
-    for i in range(images):
-        folder = directory / "probe" / CLASSES[i % len(CLASSES)]
-        folder.mkdir(parents=True, exist_ok=True)
-        smooth = rng.random((side // 8, side // 8, 3))  # blocky images, not pure noise
-        Image.fromarray((np.kron(smooth, np.ones((8, 8, 1))) * 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
-    return package / "model.pt2", directory / "probe", side
+    model_path, probe_path = write_workload(directory, model.eval(), f"{net}-bench", side, images)
+    return model_path, probe_path, side
 
 
 def best_pass_seconds(graph: ModelGraph, side: int, sizes=(1, 2, 4, 8, 16, 32)) -> dict[int, float]:

@@ -52,10 +52,16 @@ IG_STEPS, SMOOTHGRAD_SAMPLES, WINDOW, STRIDE = 32, 16, 16, 8   # IG_STEPS: Captu
 def build_workload(directory: Path, images: int, side: int) -> tuple[Path, Path, torch.nn.Module]:
     torch.manual_seed(0)
     model = resnet18(len(CLASSES)).eval()
+    model_path, probe_path = write_workload(directory, model, "resnet18-bench", side, images)
+    return model_path, probe_path, model
+
+
+def write_workload(directory: Path, model: torch.nn.Module, name: str, side: int, images: int) -> tuple[Path, Path]:
+    """The model exported as a package and a probe set of blocky images, one class folder per class."""
     package = directory / "model"
     package.mkdir()
     torch.export.save(export(model, (3, side, side)), package / "model.pt2")
-    meta = {"name": "resnet18-bench", "version": "1", "classes": CLASSES,
+    meta = {"name": name, "version": "1", "classes": CLASSES,
             "input": {"size": [3, side, side], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
     (package / "model.json").write_text(json.dumps(meta))
     rng = np.random.default_rng(0)
@@ -65,7 +71,7 @@ def build_workload(directory: Path, images: int, side: int) -> tuple[Path, Path,
         smooth = rng.random((side // 8, side // 8, 3))  # blocky images, not pure noise
         pixels = (np.kron(smooth, np.ones((8, 8, 1))) * 255).astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"{i:03d}.png")
-    return package / "model.pt2", directory / "probe", model
+    return package / "model.pt2", directory / "probe"
 
 
 def with_relu_modules(model: torch.nn.Module) -> torch.nn.Module:
