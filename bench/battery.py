@@ -6,7 +6,8 @@ Captum doing the same attributions on the eager model, with the ratio ours / Cap
 gradients: Captum at a fixed 32 steps, ours with as many as each image's completeness needs),
 then the integrated-gradient steps each image needed and the worst completeness error; then the
 occlusion maps of every probe image computed both ways on the exported graph, incremental and
-Captum's Occlusion, their times and the largest difference between them.
+Captum's Occlusion, their times and the largest difference between them. Beside each attribution's time, its
+ideal: its passes times the best pass time per image over batch sizes 8 to 64.
 
     .venv/bin/python bench/battery.py [--images 64] [--side 128] [--repeats 1] [--json out.json]
 """
@@ -136,6 +137,34 @@ def occlusion_both_ways(graph: ModelGraph, inputs, targets, chunk: int, spec) ->
             "mode": attribution.occlusion_mode(graph, window=WINDOW, stride=STRIDE)}
 
 
+def best_pass_seconds(graph: ModelGraph, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Per image, the fastest forward pass and forward+backward pass (gradient to the input) over batch sizes."""
+    best = {"forward": float("inf"), "forward_backward": float("inf")}
+    for size in (8, 16, 32, 64):
+        repeats = -(-size // len(inputs))   # as many images as the batch size, repeating a small probe set
+        x, t = inputs.repeat(repeats, 1, 1, 1)[:size], targets.repeat(repeats)[:size]
+        for _ in range(2):
+            started = time.perf_counter()
+            with torch.inference_mode():
+                graph(x)
+            best["forward"] = min(best["forward"], (time.perf_counter() - started) / len(x))
+            started = time.perf_counter()
+            with torch.enable_grad():
+                leaf = x.clone().requires_grad_(True)
+                torch.autograd.grad(graph(leaf).gather(1, t.view(-1, 1)).sum(), leaf)
+            best["forward_backward"] = min(best["forward_backward"], (time.perf_counter() - started) / len(x))
+    return best
+
+
+def ideal_seconds(best: dict[str, float], images: int, ig_points: int, positions: int) -> dict[str, float]:
+    """Each attribution's passes times the best pass time: the limit for doing the same passes."""
+    backward = {"gradient": 1, "guided_backprop": 1, "guided_backprop_relu_modules": 1, "deconvnet": 1,
+                "smoothgrad": SMOOTHGRAD_SAMPLES, "integrated_gradients": ig_points / images, "grad_cam": 1}
+    ideal = {method: passes * images * best["forward_backward"] for method, passes in backward.items()}
+    ideal["occlusion"] = (positions + 1) * images * best["forward"]   # one whole pass per window, as Captum
+    return ideal
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
@@ -163,6 +192,7 @@ def main() -> None:
         theirs = captum_times(eager, inputs, targets, options.batch_size, module, spec)
         graph = ModelGraph(loaded.program, spec.size)
         both = occlusion_both_ways(graph, inputs, targets, options.batch_size, spec)
+        best = best_pass_seconds(graph, inputs, targets)
     ours = dict(sections["saliency"].data["method_seconds"])
     ours["occlusion"] = sections["occlusion"].data["method_seconds"]["occlusion"]
     ours["guided_backprop_relu_modules"] = ours["guided_backprop"]
@@ -173,18 +203,26 @@ def main() -> None:
         print(f"{s.name:<24}{s.status:>8}{s.seconds:>10.2f}")
     print(f"{'whole battery':<24}{'':>8}{total:>10.2f}   (with loading)")
     print(f"peak memory (max RSS): {peak_mb:.0f} MB")
-    print(f"\n{'attribution':<30}{'ours s':>9}{'Captum s':>10}{'ours/Captum':>13}")
-    for method, seconds in theirs.items():
-        print(f"{method:<30}{ours[method]:>9.2f}{seconds:>10.2f}{ours[method] / seconds:>13.2f}")
-    print("(guided_backprop: Captum on the functional-ReLU net never sees a ReLU, so it computes the plain "
-          "gradient; guided_backprop_relu_modules: the same net with nn.ReLU modules, where Captum is right)")
     ig = sections["saliency"].data["integrated_gradients"]
     ig_steps = [image["steps"] for image in ig["images"]]
+    counts = ig_step_counts(IG_FIRST_STEPS, ig["max_steps"])
+    computed = sum(c for steps in ig_steps for c in counts if c <= steps)   # an image redone pays every round
+    positions = sections["occlusion"].data.get("positions") or (
+        -(-(args.side - WINDOW) // STRIDE) + 1) ** 2
+    ideal = ideal_seconds(best, args.images, computed, positions)
+    print(f"\nbest pass per image: forward {best['forward'] * 1e3:.1f} ms, forward+backward "
+          f"{best['forward_backward'] * 1e3:.1f} ms (batch sizes 8 to 64)")
+    print(f"{'attribution':<30}{'ours s':>9}{'Captum s':>10}{'ours/Captum':>13}{'ideal s':>9}{'ours/ideal':>12}")
+    for method, seconds in theirs.items():
+        print(f"{method:<30}{ours[method]:>9.2f}{seconds:>10.2f}{ours[method] / seconds:>13.2f}"
+              f"{ideal[method]:>9.2f}{ours[method] / ideal[method]:>12.2f}")
+    print("(ideal: the method's passes times the best pass time; occlusion's: one whole forward pass per window "
+          "position and one unoccluded, which the incremental engine goes below by computing only part of each)")
+    print("(guided_backprop: Captum on the functional-ReLU net never sees a ReLU, so it computes the plain "
+          "gradient; guided_backprop_relu_modules: the same net with nn.ReLU modules, where Captum is right)")
     ig_errors = [image["completeness_error"] for image in ig["images"]]
     print(f"(integrated_gradients: ours adaptive, Gauss-Legendre steps per image until the completeness error is "
           f"under {ig['tolerance']:.0%}, at most {ig['max_steps']}; Captum {IG_STEPS} for every image)")
-    counts = ig_step_counts(IG_FIRST_STEPS, ig["max_steps"])
-    computed = sum(c for steps in ig_steps for c in counts if c <= steps)   # an image redone pays every round
     print(f"\nintegrated gradients steps per image: min {min(ig_steps)}, median {np.median(ig_steps):g}, "
           f"max {max(ig_steps)}; path points computed {computed} (Captum: {IG_STEPS * len(ig_steps)}); "
           f"per image {ig_steps}")
@@ -200,6 +238,7 @@ def main() -> None:
         args.json.write_text(json.dumps({"sections": {s.name: s.seconds for s in result.sections}, "total": total,
                                          "peak_mb": peak_mb, "ours": ours, "captum": theirs,
                                          "ig_steps": ig_steps, "ig_completeness_error": ig_errors,
+                                         "best_pass_seconds": best, "ideal": ideal,
                                          "occlusion": both}, indent=2))
 
 
