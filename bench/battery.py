@@ -207,8 +207,7 @@ def main() -> None:
     ig_steps = [image["steps"] for image in ig["images"]]
     counts = ig_step_counts(IG_FIRST_STEPS, ig["max_steps"])
     computed = sum(c for steps in ig_steps for c in counts if c <= steps)   # an image redone pays every round
-    positions = sections["occlusion"].data.get("positions") or (
-        -(-(args.side - WINDOW) // STRIDE) + 1) ** 2
+    positions = (-(-(args.side - WINDOW) // STRIDE) + 1) ** 2   # window positions, as Captum places them
     ideal = ideal_seconds(best, args.images, computed, positions)
     print(f"\nbest pass per image: forward {best['forward'] * 1e3:.1f} ms, forward+backward "
           f"{best['forward_backward'] * 1e3:.1f} ms (batch sizes 8 to 64)")

@@ -91,14 +91,18 @@ class Approximation:
                              f"{self.drill_share}")
 
     @property
+    def drills_down(self) -> bool:
+        return self.coarse > 1 and self.drill_share < 1
+
+    @property
     def exact(self) -> bool:
-        return self.threshold is None and (self.coarse == 1 or self.drill_share == 1)
+        return self.threshold is None and not self.drills_down
 
     def describe(self) -> str:
         parts = []
         if self.threshold is not None:
             parts.append(f"projective fields cut to {self.threshold:.0%} of each map's side")
-        if self.coarse > 1 and self.drill_share < 1:
+        if self.drills_down:
             parts.append(f"every {_ordinal(self.coarse)} window position per axis first, then the "
                          f"{self.drill_share:.0%} of the others next to the largest drops (the rest interpolated)")
         return "; ".join(parts) or "exact"
@@ -530,7 +534,7 @@ class IncrementalOcclusion:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
             baseline = baseline.expand_as(inputs).contiguous(memory_format=torch.channels_last)
             targets = targets.view(-1, 1)
-            if self.approximation.coarse > 1 and self.approximation.drill_share < 1:
+            if self.approximation.drills_down:
                 drops = self._drilled_drops(inputs, targets, baseline, chunk, progress)
             else:
                 drops = self._drops(inputs, targets, baseline, torch.arange(self.positions), chunk, progress)

@@ -32,11 +32,6 @@ DRAWN = "debiased_cka"
 SIMILARITY = figures.ColourScale("viridis", "debiased CKA (below 0 drawn as 0)")
 
 
-def image_subset(labels: np.ndarray, seed: int) -> np.ndarray:
-    """Every image, or above MAX_IMAGES a stratified sample of that many."""
-    return stratified_subsample(labels, MAX_IMAGES, seed)
-
-
 @register
 class RepresentationSimilarity(Section):
     name = "similarity"
@@ -69,7 +64,7 @@ class RepresentationSimilarity(Section):
             theirs = context.pooled_activations([l.name for l in context.reference_representation_layers.all],
                                                 graph=context.reference_graph)
             finite &= np.all([np.isfinite(v).all(axis=1) for v in theirs.values()], axis=0)
-        rows = image_subset(context.labels, context.options.seed)
+        rows = stratified_subsample(context.labels, MAX_IMAGES, context.options.seed)
         sampled = len(rows)
         rows = rows[finite[rows]]
         if len(rows) < 3:
