@@ -1,8 +1,8 @@
 """Benchmark: activation maximization and the explanation checks, against their ideal time.
 
 Two workloads on one thread: the reference one (ResNet-18-style net at 3x128x128, 10 classes, see
-battery.py) and a real-size one (a ConvNeXt-tiny-style net at 3x224x224, written here: torchvision
-does not import beside the pinned torch). Runs the saliency section (whose maps the checks reuse),
+battery.py) and a real-size one (a ConvNeXt-tiny-style net at 3x224x224, from auditsvc.demo.nets:
+torchvision does not import beside the pinned torch). Runs the saliency section (whose maps the checks reuse),
 then activation_max and explanation_checks, and prints each section's seconds, their parts, and the
 best forward+backward time per image over batch sizes, from which a section's ideal time follows:
 passes (forward+backward per image) x that best time.
@@ -22,65 +22,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from auditsvc.battery import AuditOptions, audit, load_model, open_probe_set  # noqa: E402
 from auditsvc.battery.model.graph import ModelGraph  # noqa: E402
-from auditsvc.demo.nets import resnet18  # noqa: E402
+from auditsvc.demo.nets import ConvNeXt, resnet18  # noqa: E402
 from battery import CLASSES, write_workload  # noqa: E402  (bench/battery.py, beside this file)
 
 warnings.filterwarnings("ignore")
 SECTIONS = ["saliency", "activation_max", "explanation_checks"]
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over channels of a channels-first map, as ConvNeXt's downsampling layers use it."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(channels, eps=1e-6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class ConvNeXtBlock(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.act = nn.GELU()
-        self.pwconv2 = nn.Linear(4 * dim, dim)
-        self.gamma = nn.Parameter(torch.full((dim,), 0.1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.dwconv(x).permute(0, 2, 3, 1)
-        y = self.pwconv2(self.act(self.pwconv1(self.norm(y)))) * self.gamma
-        return x + y.permute(0, 3, 1, 2)
-
-
-class ConvNeXt(nn.Module):
-    """ConvNeXt-tiny layout (Liu et al. 2022): dims 96-768, depths 3-3-9-3, no stochastic depth."""
-
-    def __init__(self, num_classes: int, dims=(96, 192, 384, 768), depths=(3, 3, 9, 3)):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, dims[0], 4, 4), LayerNorm2d(dims[0]))
-        stages, downsample = [], []
-        for index, (dim, depth) in enumerate(zip(dims, depths)):
-            if index:
-                downsample.append(nn.Sequential(LayerNorm2d(dims[index - 1]), nn.Conv2d(dims[index - 1], dim, 2, 2)))
-            stages.append(nn.Sequential(*[ConvNeXtBlock(dim) for _ in range(depth)]))
-        self.downsample, self.stages = nn.ModuleList(downsample), nn.ModuleList(stages)
-        self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
-        self.head = nn.Linear(dims[-1], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages[0](self.stem(x))
-        for down, stage in zip(self.downsample, self.stages[1:]):
-            x = stage(down(x))
-        return self.head(self.norm(x.mean(dim=(2, 3))))
 
 
 def build(directory: Path, net: str, images: int) -> tuple[Path, Path, int]:

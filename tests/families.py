@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from auditsvc.demo.nets import ConvNeXt
+
 INPUT = (3, 32, 32)
 
 
@@ -290,45 +292,8 @@ class SENet(nn.Module):
 
 # --- ConvNeXt ---------------------------------------------------------------------------------
 
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an NCHW map, through channels-last (as torchvision's)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
-
-
-class CNBlock(nn.Module):
-    def __init__(self, dim: int, layer_scale: float = 0.5):
-        super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.act = nn.GELU()
-        self.pwconv2 = nn.Linear(4 * dim, dim)
-        self.layer_scale = nn.Parameter(torch.full((dim,), layer_scale))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.dwconv(x).permute(0, 2, 3, 1)
-        y = self.pwconv2(self.act(self.pwconv1(self.norm(y))))
-        y = (self.layer_scale * y).permute(0, 3, 1, 2)
-        return x + y
-
-
-class ConvNeXt(nn.Module):
-    def __init__(self, num_classes: int = 2, in_channels: int = 3):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 4, stride=4), LayerNorm2d(16, eps=1e-6))
-        self.stage1 = CNBlock(16)
-        self.downsample = nn.Sequential(LayerNorm2d(16, eps=1e-6), nn.Conv2d(16, 32, 2, stride=2))
-        self.stage2 = CNBlock(32)
-        self.norm = nn.LayerNorm(32, eps=1e-6)
-        self.head = nn.Linear(32, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stage2(self.downsample(self.stage1(self.stem(x))))
-        return self.head(self.norm(x.mean([-2, -1])))
+def convnext(num_classes: int = 2, in_channels: int = 3) -> ConvNeXt:
+    return ConvNeXt(num_classes, in_channels, dims=(16, 32), depths=(1, 1), layer_scale=0.5)
 
 
 # --- ResNeXt ----------------------------------------------------------------------------------
@@ -396,7 +361,7 @@ FAMILIES = {
     "densenet": DenseNet,
     "inception": InceptionNet,
     "senet": SENet,
-    "convnext": ConvNeXt,
+    "convnext": convnext,
     "resnext": ResNeXt,
 }
 MORE = {"vgg": VGG}   # model-side tests only

@@ -2,11 +2,13 @@
 
 torchvision is not available beside the pinned CPU build of torch, so the few
 architectures we need are written here: a plain conv/BN/ReLU stack, a residual net with
-functional in-place ReLU (ResNet-18 layout at full width), and a depthwise-separable net
-with SiLU or Hardswish.
+functional in-place ReLU (ResNet-18 layout at full width), a depthwise-separable net
+with SiLU or Hardswish, and ConvNeXt (tiny layout by default; the tests use a two-block one).
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -116,6 +118,61 @@ class SeparableNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))
         return self.head(x.mean(dim=(2, 3)))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW map, through channels-last (as torchvision's)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise 7x7, then channels-last LayerNorm, Linear 4x, GELU, Linear, layer scale, residual."""
+
+    def __init__(self, dim: int, layer_scale: float):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.layer_scale = nn.Parameter(torch.full((dim,), layer_scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(y))))
+        return x + (self.layer_scale * y).permute(0, 3, 1, 2)
+
+
+class ConvNeXtHead(nn.Module):
+    """Global average pool, LayerNorm, Linear."""
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(x.mean(dim=(2, 3))))
+
+
+class ConvNeXt(nn.Sequential):
+    """ConvNeXt (Liu et al. 2022) without stochastic depth; the defaults are the tiny layout.
+    Its parts are named stem, stage1, down2, stage2, ..., head."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, dims: tuple[int, ...] = (96, 192, 384, 768),
+                 depths: tuple[int, ...] = (3, 3, 9, 3), layer_scale: float = 0.1):
+        parts = {"stem": nn.Sequential(nn.Conv2d(in_channels, dims[0], 4, stride=4), LayerNorm2d(dims[0], eps=1e-6))}
+        for index, (dim, depth) in enumerate(zip(dims, depths), start=1):
+            if index > 1:
+                parts[f"down{index}"] = nn.Sequential(LayerNorm2d(dims[index - 2], eps=1e-6),
+                                                      nn.Conv2d(dims[index - 2], dim, 2, stride=2))
+            parts[f"stage{index}"] = nn.Sequential(*[ConvNeXtBlock(dim, layer_scale) for _ in range(depth)])
+        parts["head"] = ConvNeXtHead(dims[-1], num_classes)
+        super().__init__(OrderedDict(parts))
 
 
 def export(model: nn.Module, input_size: tuple[int, int, int]) -> torch.export.ExportedProgram:

@@ -79,15 +79,15 @@ def test_every_module_layer_gives_the_eager_output_channels_first(family):
 def test_convnext_channels_last_layers_are_channels_first():
     _, graph = graph_of("convnext")
     permuted = {l.name for l in graph.layers if l.permute is not None}
-    for stage, width in (("stage1", 16), ("stage2", 32)):
+    for stage, width in (("stage1.0", 16), ("stage2.0", 32)):
         assert {f"{stage}.norm", f"{stage}.pwconv1", f"{stage}.act", f"{stage}.pwconv2"} <= permuted
         assert graph.layer(f"{stage}.pwconv1").shape[0] == 4 * width        # channels first: (4C, H, W)
         assert graph.layer(f"{stage}.norm").shape == graph.layer(f"{stage}.dwconv").shape
     assert not any(l.is_conv for l in graph.layers if l.name in permuted)
     # A tap on a channels-last layer sees it channels-first and leaves the logits alone.
     inputs, seen = batch(), {}
-    with graph.rewrite(taps=["stage1.act"]) as rewrite:
-        rewrite.hook(rewrite.taps["stage1.act"], "forward", lambda m, args, out: seen.setdefault("out", out))
+    with graph.rewrite(taps=["stage1.0.act"]) as rewrite:
+        rewrite.hook(rewrite.taps["stage1.0.act"], "forward", lambda m, args, out: seen.setdefault("out", out))
         with torch.no_grad():
             logits = rewrite.module(inputs)
     assert tuple(seen["out"].shape) == (3, 64, 8, 8)
