@@ -66,7 +66,8 @@ def _audit_body(request, audit: Audit) -> dict:
         links["cancel"] = reverse("api-audit-cancel", args=[audit.pk])
     if audit.status == Audit.Status.DONE:
         links |= {"findings": reverse("api-audit-findings", args=[audit.pk]),
-                  "report_pdf": reverse("api-audit-pdf", args=[audit.pk])}
+                  "report_pdf": reverse("api-audit-pdf", args=[audit.pk]),
+                  "report": reverse("audit-read", args=[audit.pk])}   # the report on the portal, for people
     return body | {"links": {k: request.build_absolute_uri(v) for k, v in links.items()}}
 
 

@@ -134,7 +134,9 @@ def document(server: str) -> dict:
                                   "description": "estimated seconds left, from past audits; null without history"},
                     "queue_position": {"type": ["integer", "null"], "description": "queued audits ahead of it"},
                     "cancellable": {"type": "boolean"},
-                    "links": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"}}}},
+                    "links": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"},
+                              "description": "self and portal; cancel until it finishes; once done, findings, "
+                                             "report_pdf and report (the report on the portal)"}}},
                 "Step": {"type": "object", "properties": {
                     "name": {"type": "string"}, "title": {"type": "string"},
                     "status": {"type": "string",

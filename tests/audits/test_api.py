@@ -32,6 +32,7 @@ def test_a_pipeline_audits_a_release(client, auth, package_files, probe_bytes, d
     findings = json.loads(client.get(status["links"]["findings"], **auth).getvalue())
     assert findings["model"]["name"] == "pets" and findings["environment"]["seed"] == 5
     assert client.get(status["links"]["report_pdf"], **auth).getvalue()[:4] == b"%PDF"
+    assert status["links"]["report"] == f"http://testserver/audits/{body['id']}/report/"
     versions = client.get(reverse("api-model-versions"), **auth).json()["results"]
     assert [(v["name"], v["version"], v["release_tag"]) for v in versions] == [("pets", "1.0", "v1.0")]
     audits = client.get(reverse("api-model-version-audits", args=[versions[0]["id"]]), **auth).json()
