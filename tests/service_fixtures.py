@@ -115,3 +115,14 @@ def sent_tasks(settings, monkeypatch):
     sent = []
     monkeypatch.setattr(celery_app, "send_task", lambda name, args=None, **options: sent.append((name, args)))
     return sent
+
+
+@pytest.fixture(scope="session")
+def gate_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny models whose quick audit is PASS and WARN, and their probe set as a zip (tests/release_gate.py)."""
+    from tests.release_gate import write_gate_models
+
+    built = write_gate_models(tmp_path_factory.mktemp("gate"))
+    archive = built["probe"].with_name("probe.zip")
+    archive.write_bytes(zip_directory(built["probe"]))
+    return built | {"probe": archive}
