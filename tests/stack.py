@@ -41,6 +41,8 @@ def _port_open(port: int) -> bool:
 
 
 class Stack:
+    first_workers = 1
+
     def __init__(self, directory: Path, database_url: str | None = None):
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed: apt-get install redis-server (.ci/run does)")
@@ -95,17 +97,24 @@ class Stack:
         }
         self._spawn("web", [sys.executable, str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{self.web_port}", "--noreload"])
         wait_for(lambda: _port_open(self.web_port), 60, "the web server")
-        self.start_worker()
+        self.start_workers(self.first_workers)
         return self
 
     def start_worker(self) -> subprocess.Popen:
-        self.workers += 1
-        name = f"worker{self.workers}"
-        process = self._spawn(name, [sys.executable, "-m", "celery", "-A", "auditsvc.celery", "worker",
-                                     "-Q", "gpu,default", "-c", "1", "-P", "prefork", "-n", f"{name}@%h",
-                                     "--without-gossip", "--without-mingle", "-l", "info"])
-        wait_for(lambda: "ready." in (self.directory / f"{name}.log").read_text(), 120, f"{name} to start")
-        return process
+        return self.start_workers(1)[0]
+
+    def start_workers(self, count: int) -> list[subprocess.Popen]:
+        """`count` more workers, started side by side."""
+        started = {}
+        for _ in range(count):
+            self.workers += 1
+            name = f"worker{self.workers}"
+            started[name] = self._spawn(name, [sys.executable, "-m", "celery", "-A", "auditsvc.celery", "worker",
+                                               "-Q", "gpu,default", "-c", "1", "-P", "prefork", "-n", f"{name}@%h",
+                                               "--without-gossip", "--without-mingle", "-l", "info"])
+        for name in started:
+            wait_for(lambda: "ready." in (self.directory / f"{name}.log").read_text(), 120, f"{name} to start")
+        return list(started.values())
 
     def worker_children(self, name: str) -> list[int]:
         pid = self.processes[name].pid
@@ -118,8 +127,8 @@ class Stack:
         process.wait(10)
 
     def stop(self) -> None:
-        for name in list(self.processes):
-            process = self.processes[name]
+        """Workers and the web server first, Redis last: a worker without its broker takes long to shut down."""
+        for process in reversed(self.processes.values()):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
                 try:
@@ -159,6 +168,8 @@ class SplitStack(Stack):
     working directory, AUDITSVC_VAR and AUDITSVC_SCRATCH), and share nothing but Redis, PostgreSQL and a
     bucket of an S3 server. The logs stay beside those folders, in the stack's own."""
 
+    first_workers = 2
+
     def __init__(self, directory: Path, database_url: str, s3_endpoint: str, bucket: str, credentials: dict):
         super().__init__(directory, database_url)
         self.env.update({"AUDITSVC_S3_BUCKET": bucket, "AUDITSVC_S3_ENDPOINT": s3_endpoint, **credentials,
@@ -177,8 +188,3 @@ class SplitStack(Stack):
 
     def process_cwd(self, name: str) -> Path:
         return self.home(name)
-
-    def start(self) -> "SplitStack":
-        super().start()
-        self.start_worker()
-        return self
