@@ -125,10 +125,25 @@ STORAGES = {
                 "OPTIONS": {"location": PRIVATE_MEDIA_ROOT, "base_url": None}},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+
+def s3_storage(bucket: str, endpoint: str = "", prefix: str = "") -> dict:
+    """Files in an S3 bucket (django-storages, the `s3` extra) instead: what lets the web service and the
+    workers run on different machines. Credentials and region come the usual way for boto3 (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, or an instance role). Objects are private and never handed out
+    as URLs: downloads go through the views that check the organization."""
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": bucket, "endpoint_url": endpoint or None, "location": prefix.strip("/"),
+        # S3-compatible servers (MinIO, ...) are addressed as endpoint/bucket, not bucket.endpoint
+        "addressing_style": "path" if endpoint else None,
+        "default_acl": "private", "querystring_auth": True, "file_overwrite": False,
+        # a file read through storage is buffered in memory up to this size, on disk past it
+        "max_memory_size": 16 * 1024**2}}
+
+
 if os.environ.get("AUDITSVC_S3_BUCKET"):
-    STORAGES["default"] = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
-        "bucket_name": os.environ["AUDITSVC_S3_BUCKET"], "endpoint_url": os.environ.get("AUDITSVC_S3_ENDPOINT"),
-        "default_acl": "private", "querystring_auth": True, "file_overwrite": False}}
+    STORAGES["default"] = s3_storage(os.environ["AUDITSVC_S3_BUCKET"], os.environ.get("AUDITSVC_S3_ENDPOINT", ""),
+                                      os.environ.get("AUDITSVC_S3_PREFIX", ""))
 
 MAX_MODEL_UPLOAD = int(os.environ.get("AUDITSVC_MAX_MODEL_MB", "1024")) * 1024**2
 MAX_DATASET_UPLOAD = int(os.environ.get("AUDITSVC_MAX_DATASET_MB", "2048")) * 1024**2

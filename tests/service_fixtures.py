@@ -1,5 +1,6 @@
 """Fixtures for the service: a throwaway PostgreSQL server for the test database, organizations and
-members, uploads made from tiny models, private media, the tasks sent to a broker."""
+members, uploads made from tiny models, private media (a folder, or a bucket of an S3 server), the tasks
+sent to a broker."""
 
 from __future__ import annotations
 
@@ -56,6 +57,32 @@ def private_media(settings, tmp_path):
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": tmp_path / "media", "base_url": None}}}
     return tmp_path / "media"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One S3-compatible server for the session (tests/s3.py); each test that uses it has a bucket of its own."""
+    from tests.s3 import S3Server
+
+    server = S3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_media(private_media, s3_server, settings, monkeypatch):
+    """Stored files in a new bucket of the S3 server, configured as production's AUDITSVC_S3_* settings make it;
+    returns the bucket's name."""
+    from auditsvc.settings import s3_storage
+    from tests.s3 import CREDENTIALS
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    bucket = s3_server.new_bucket()
+    settings.STORAGES = {**settings.STORAGES, "default": s3_storage(bucket, s3_server.endpoint)}
+    return bucket
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """A real service stack for integration tests: redis-server, the Django web server and Celery
 workers as separate processes on loopback, sharing a PostgreSQL database (DATABASE_URL; SQLite in
-the stack's folder without one) and a media folder."""
+the stack's folder without one) and a media folder; or (SplitStack) each in a folder of its own,
+sharing a bucket of an S3 server instead."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def _port_open(port: int) -> bool:
 
 
 class Stack:
+    first_workers = 1
+
     def __init__(self, directory: Path, database_url: str | None = None):
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed: apt-get install redis-server (.ci/run does)")
@@ -60,17 +63,24 @@ class Stack:
         self.processes: dict[str, subprocess.Popen] = {}
         self.workers = 0
 
+    def process_env(self, name: str) -> dict[str, str]:
+        """The environment of the process `name` ("web", "worker1", ...; "manage" for manage.py commands)."""
+        return self.env
+
+    def process_cwd(self, name: str) -> Path:
+        return ROOT
+
     def manage(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=self.process_cwd("manage"),
+                              env=self.process_env("manage"), capture_output=True, text=True, timeout=300)
         if done.returncode:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-2000:]}")
         return done.stdout.strip()
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
         log = open(self.directory / f"{name}.log", "w")
-        process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(command, cwd=self.process_cwd(name), env=self.process_env(name), stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[name] = process
         return process
 
@@ -85,19 +95,26 @@ class Stack:
             "bob": self.manage("bootstrap", "--organization", "Globex", "--username", "bob",
                                "--password", "bob-password-1", "--token"),
         }
-        self._spawn("web", [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.web_port}", "--noreload"])
+        self._spawn("web", [sys.executable, str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{self.web_port}", "--noreload"])
         wait_for(lambda: _port_open(self.web_port), 60, "the web server")
-        self.start_worker()
+        self.start_workers(self.first_workers)
         return self
 
     def start_worker(self) -> subprocess.Popen:
-        self.workers += 1
-        name = f"worker{self.workers}"
-        process = self._spawn(name, [sys.executable, "-m", "celery", "-A", "auditsvc.celery", "worker",
-                                     "-Q", "gpu,default", "-c", "1", "-P", "prefork", "-n", f"{name}@%h",
-                                     "--without-gossip", "--without-mingle", "-l", "info"])
-        wait_for(lambda: "ready." in (self.directory / f"{name}.log").read_text(), 120, f"{name} to start")
-        return process
+        return self.start_workers(1)[0]
+
+    def start_workers(self, count: int) -> list[subprocess.Popen]:
+        """`count` more workers, started side by side."""
+        started = {}
+        for _ in range(count):
+            self.workers += 1
+            name = f"worker{self.workers}"
+            started[name] = self._spawn(name, [sys.executable, "-m", "celery", "-A", "auditsvc.celery", "worker",
+                                               "-Q", "gpu,default", "-c", "1", "-P", "prefork", "-n", f"{name}@%h",
+                                               "--without-gossip", "--without-mingle", "-l", "info"])
+        for name in started:
+            wait_for(lambda: "ready." in (self.directory / f"{name}.log").read_text(), 120, f"{name} to start")
+        return list(started.values())
 
     def worker_children(self, name: str) -> list[int]:
         pid = self.processes[name].pid
@@ -110,8 +127,8 @@ class Stack:
         process.wait(10)
 
     def stop(self) -> None:
-        for name in list(self.processes):
-            process = self.processes[name]
+        """Workers and the web server first, Redis last: a worker without its broker takes long to shut down."""
+        for process in reversed(self.processes.values()):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
                 try:
@@ -144,3 +161,30 @@ class Stack:
 
     def log(self, name: str) -> str:
         return (self.directory / f"{name}.log").read_text()
+
+
+class SplitStack(Stack):
+    """Workers as on other machines: the web service and each worker run in a folder of their own (their
+    working directory, AUDITSVC_VAR and AUDITSVC_SCRATCH), and share nothing but Redis, PostgreSQL and a
+    bucket of an S3 server. The logs stay beside those folders, in the stack's own."""
+
+    first_workers = 2
+
+    def __init__(self, directory: Path, database_url: str, s3_endpoint: str, bucket: str, credentials: dict):
+        super().__init__(directory, database_url)
+        self.env.update({"AUDITSVC_S3_BUCKET": bucket, "AUDITSVC_S3_ENDPOINT": s3_endpoint, **credentials,
+                         # no sandboxed child kept waiting (priming one costs a worker half a minute of CPU)
+                         "AUDITSVC_WARM_SANDBOX": "0", "AUDITSVC_SECTIONS": "summary,performance"})
+
+    def home(self, name: str) -> Path:
+        """The folder of the process `name`; manage.py commands run as the web service."""
+        folder = self.directory / ("web" if name == "manage" else name)
+        (folder / "scratch").mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def process_env(self, name: str) -> dict[str, str]:
+        home = self.home(name)
+        return {**self.env, "AUDITSVC_VAR": str(home), "AUDITSVC_SCRATCH": str(home / "scratch")}
+
+    def process_cwd(self, name: str) -> Path:
+        return self.home(name)

@@ -5,3 +5,6 @@ class AuditsConfig(AppConfig):
     name = "auditsvc.audits"
     label = "audits"
     verbose_name = "Audits"
+
+    def ready(self) -> None:
+        from . import receivers  # noqa: F401  (connects them)

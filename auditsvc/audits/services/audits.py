@@ -19,7 +19,6 @@ from datetime import timedelta
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files import File
 from django.db import transaction
 from django.utils import timezone
 
@@ -32,7 +31,7 @@ from auditsvc.sandbox import SandboxError, SandboxUnavailable
 from .. import selectors
 from ..models import Audit, AuditFinding, ModelVersion, Organization, ProbeSet, Schedule
 from .columns import one_line
-from .files import scratch
+from .files import scratch, stored_unless_failed
 from .notifications import notify_worse_verdict
 from .running import AuditStopped, check_still_running, run_in_sandbox, sandbox_prepare_next
 from .steps import planned_steps, started_steps, steps_closed
@@ -338,14 +337,12 @@ def _run_and_store(audit: Audit) -> dict | None:
 
 
 def _finish(audit: Audit, outcome, changes: dict | None) -> None:
-    """The report files, the findings and the DONE status, together."""
+    """The report files, the findings and the DONE status, together (the files are stored first, outside the
+    row's lock, and deleted again if the audit does not end DONE)."""
     report = to_jsonable(outcome.findings_json)
-    with transaction.atomic():
+    results = {"report_html": outcome.html, "report_pdf": outcome.pdf, "findings_json": outcome.findings}
+    with stored_unless_failed(audit, results), transaction.atomic():
         check_still_running(audit)   # and locked until DONE: a cancel waits, then finds it finished
-        for field, path in (("report_html", outcome.html), ("report_pdf", outcome.pdf),
-                            ("findings_json", outcome.findings)):
-            with open(path, "rb") as handle:
-                getattr(audit, field).save(path.name, File(handle), save=False)
         audit.findings.all().delete()
         AuditFinding.objects.bulk_create([_finding(audit, f) for f in report["findings"]])
         audit_transition(audit, Audit.Status.DONE, progress=1.0, stage="done", verdict=report["verdict"],

@@ -1,9 +1,15 @@
 """Files on their way in and out: scratch folders, uploads copied in with a size limit, a row stored
-together with its file (or neither), stored files copied out for a sandbox."""
+together with its file (or neither), stored files copied out for a sandbox, a run's results stored
+(or none), a deleted row's files deleted.
+
+Stored files are reached only through Django's storage API (the local media folder, or an S3 bucket
+shared by the web service and workers on other machines); local paths are scratch only."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -12,15 +18,18 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, transaction
+from django.db.models import FileField
 
 from ..upload_limits import display_name, mib
 from .columns import check_columns
 
+log = logging.getLogger(__name__)
+
 
 @contextmanager
 def scratch():
-    """A private temporary folder, removed with everything in it."""
-    directory = Path(tempfile.mkdtemp(prefix="auditsvc-"))
+    """A private temporary folder (in AUDITSVC_SCRATCH, as the sandbox's job folders), removed with everything in it."""
+    directory = Path(tempfile.mkdtemp(prefix="auditsvc-", dir=os.environ.get("AUDITSVC_SCRATCH") or None))
     try:
         yield directory
     finally:
@@ -95,6 +104,43 @@ def save_with_file(instance, field: str, path: Path, name: str):
 
 def copy_stored(field, path: Path) -> Path:
     """A stored file (local or S3) copied to `path`."""
-    with field.open("rb") as source, open(path, "wb") as target:
-        shutil.copyfileobj(source, target, 1 << 20)
+    with field.storage.open(field.name, "rb") as source, open(path, "wb") as target:
+        remote = getattr(source, "obj", None)   # S3: straight from the bucket into `path`, not buffered first
+        if remote is not None:
+            remote.download_fileobj(target)
+        else:
+            shutil.copyfileobj(source, target, 1 << 20)
     return path
+
+
+@contextmanager
+def stored_unless_failed(instance, files: dict[str, Path]):
+    """Each file saved to storage in its field of `instance` (the row is not saved here); if the block that
+    follows fails, the objects stored are deleted again."""
+    saved = []
+    try:
+        for field, path in files.items():
+            with open(path, "rb") as handle:
+                getattr(instance, field).save(path.name, File(handle), save=False)
+            saved.append(field)
+        yield
+    except BaseException:
+        for field in saved:
+            getattr(instance, field).delete(save=False)
+        raise
+
+
+def delete_files_on_commit(instance) -> None:
+    """The stored files of a deleted row go once the deletion commits (a rolled-back one keeps them)."""
+    files = [getattr(instance, field.name) for field in instance._meta.concrete_fields if isinstance(field, FileField)]
+    names = [(file.storage, file.name) for file in files if file]
+    if names:
+        transaction.on_commit(lambda: _delete_stored(names))
+
+
+def _delete_stored(names) -> None:
+    for storage, name in names:
+        try:
+            storage.delete(name)
+        except Exception as exc:   # the row is gone already; an orphan is logged, not raised to the deleter
+            log.warning("could not delete stored file %s: %s", name, exc)
