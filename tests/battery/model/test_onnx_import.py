@@ -53,6 +53,48 @@ def test_a_cnn_converts_to_an_exported_program_with_onnxruntimes_logits(packages
     assert loaded.onnx.difference <= 1e-4 and loaded.onnx.describe().startswith("converted from ONNX (opset ")
 
 
+def test_a_graph_of_keras_style_ops_converts_and_exports_with_a_dynamic_batch(tmp_path):
+    """What torch.onnx does not write: explicit Pad, SAME padding, BatchNormalization, Clip as ReLU6, a
+    flatten spelled with Shape/Gather/Concat, Resize; through torch.export and onnxruntime's check."""
+    rng = np.random.default_rng(0)
+
+    def stored(name, *shape):
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
+    def constant(name, values, dtype=np.int64):
+        return numpy_helper.from_array(np.array(values, dtype), name)
+
+    node = helper.make_node
+    nodes = [
+        node("Pad", ["x", "pads"], ["padded"], name="stem/pad", mode="reflect"),
+        node("Conv", ["padded", "w", "b"], ["conv"], name="stem/conv2d/Conv2D", auto_pad="SAME_UPPER", strides=[2, 2]),
+        node("BatchNormalization", ["conv", "scale", "shift", "mean", "var"], ["norm"], name="stem/bn"),
+        node("Clip", ["norm", "zero", "six"], ["act"], name="stem/relu6"),
+        node("AveragePool", ["act"], ["pool"], name="pool", kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER"),
+        node("Resize", ["pool", "", "scales"], ["up"], name="up"),
+        node("Shape", ["up"], ["shape"], name="flatten/shape"),
+        node("Gather", ["shape", "first"], ["batch"], name="flatten/batch", axis=0),
+        node("Unsqueeze", ["batch", "axes"], ["batch1"], name="flatten/unsqueeze"),
+        node("Concat", ["batch1", "rest"], ["target"], name="flatten/concat", axis=0),
+        node("Reshape", ["up", "target"], ["flat"], name="flatten/reshape"),
+        node("Gemm", ["flat", "dense", "bias"], ["y"], name="dense/MatMul", transB=1),
+    ]
+    stats = [stored("scale", 4), stored("shift", 4), stored("mean", 4),
+             numpy_helper.from_array(np.abs(rng.standard_normal(4)).astype(np.float32) + 0.5, "var")]
+    initializers = [constant("pads", [0, 0, 1, 1, 0, 0, 1, 1]), stored("w", 4, 3, 3, 3), stored("b", 4), *stats,
+                    constant("zero", 0.0, np.float32), constant("six", 6.0, np.float32),
+                    constant("scales", [1, 1, 2, 2], np.float32), constant("first", 0), constant("axes", [0]),
+                    constant("rest", [-1]), stored("dense", 3, 4 * 10 * 10), stored("bias", 3)]
+    loaded = load_model(_package(tmp_path, nodes, initializers, opset=13))
+    session = onnx_import._session((tmp_path / "model.onnx").read_bytes(), "model.onnx")
+    batch = torch.randn(7, *SIZE)
+    expected = session.run(None, {"x": batch.numpy()})[0]
+    assert np.abs(loaded.program.module()(batch).detach().numpy() - expected).max() <= 1e-4
+    layers = {layer.name: layer.type for layer in ModelGraph(loaded.program, SIZE).layers}
+    assert {"stem.conv2d.Conv2D": "Conv2d", "stem.bn": "BatchNorm2d", "stem.relu6": "ReLU6",
+            "dense.MatMul": "Linear"}.items() <= layers.items()
+
+
 def test_layers_are_named_and_typed_as_in_the_original_model(packages):
     net, _, loaded = packages["residual"]
     layers = {layer.name: layer for layer in ModelGraph(loaded.program, SIZE).layers}
