@@ -79,12 +79,11 @@ def audit(model: LoadedModel, probe: ProbeDataset, options: AuditOptions | None 
 
 def _check_conversions(probe: ProbeDataset, seed: int, *models: LoadedModel | None) -> None:
     """A model converted from ONNX must give onnxruntime's logits on the probe images before any section
-    audits it (the report's model summary gives the difference); the runtime is not needed after that."""
+    audits it; the report's model summary gives the difference."""
     for model in models:
         if model is not None and model.onnx is not None:
             indices = stratified_subsample(probe.labels, PROBE_IMAGES, seed)
             model.onnx.check(model.program, probe.tensors(indices, model.meta.input), f"{len(indices)} probe images")
-            model.onnx.close()
 
 
 def _settings(options: AuditOptions, done: dict[str, SectionResult]) -> dict:

@@ -33,6 +33,7 @@ TOLERANCE = 1e-4          # the largest difference between converted and onnxrun
 MIN_OPSET = 9             # older opsets spell BatchNormalization, Upsample and pooling differently
 RANDOM_INPUTS = 4         # compared at load
 PROBE_IMAGES = 24         # compared before an audit
+CHECK_BATCH = 8           # images per forward pass of a check (large inputs stay within memory)
 ONNX_EXPORT_CALL = ("torch.onnx.export(model.eval(), (torch.randn(1, C, H, W),), 'model.onnx', dynamo=False, "
                     "input_names=['input'], dynamic_axes={'input': {0: 'batch'}})")
 
@@ -42,22 +43,26 @@ class OnnxOrigin:
     """Where a converted model came from, and how closely it matches onnxruntime."""
     source: str               # the file's name, for messages
     opset: int
-    session: object | None    # onnxruntime.InferenceSession, until `close`
+    session: object           # onnxruntime.InferenceSession
     input_name: str
     difference: float = 0.0   # the largest absolute difference in logits found by the last check
     compared_on: str = ""     # "24 probe images"
 
-    def check(self, program: torch.export.ExportedProgram, batch: torch.Tensor, what: str) -> None:
-        """Both run on `batch`; BadInput when their logits differ by more than TOLERANCE."""
-        expected = self._reference_logits(batch)
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            converted = program.module()(batch)
-        converted = (converted[0] if isinstance(converted, (tuple, list)) else converted).float().numpy()
-        if converted.shape != expected.shape:
-            raise BadInput(f"{self.source}: the converted model gives logits of shape {list(converted.shape)}, "
-                           f"onnxruntime {list(expected.shape)}")
-        difference = float(np.max(np.abs(converted - expected))) if converted.size else 0.0
+    def check(self, program: torch.export.ExportedProgram, images: torch.Tensor, what: str) -> None:
+        """Both run on `images`; BadInput when their logits differ by more than TOLERANCE."""
+        module = program.module()
+        difference = 0.0
+        for batch in images.split(CHECK_BATCH):
+            expected = self._reference_logits(batch)
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                converted = module(batch)
+            converted = (converted[0] if isinstance(converted, (tuple, list)) else converted).float().numpy()
+            if converted.shape != expected.shape:
+                raise BadInput(f"{self.source}: the converted model gives logits of shape {list(converted.shape)}, "
+                               f"onnxruntime {list(expected.shape)}")
+            if converted.size:
+                difference = max(difference, float(np.max(np.abs(converted - expected))))
         if not difference <= TOLERANCE:   # NaN fails too
             raise BadInput(f"{self.source}: the model converted from ONNX gives logits that differ from "
                            f"onnxruntime's by up to {difference:.2g} on {what} (at most {TOLERANCE:g} is accepted); "
@@ -68,12 +73,7 @@ class OnnxOrigin:
         return (f"converted from ONNX (opset {self.opset}); logits match onnxruntime within {self.difference:.2g} "
                 f"on {self.compared_on}")
 
-    def close(self) -> None:
-        self.session = None
-
     def _reference_logits(self, batch: torch.Tensor) -> np.ndarray:
-        if self.session is None:
-            raise RuntimeError("the onnxruntime session was closed")
         try:
             outputs = self.session.run(None, {self.input_name: batch.detach().cpu().float().numpy()})
         except Exception as exc:
@@ -205,7 +205,8 @@ def _check_model(model, source: str) -> None:
 
 
 def _convert(model, source: str, opset: int, input_name: str, meta: ModelMeta) -> fx.GraphModule:
-    from .onnx_ops import CONVERTERS, EXAMPLE_BATCH, GraphBuilder, module_paths, shown
+    """The graph as an fx.GraphModule of torch modules, one per ONNX node that computes on tensors."""
+    from .onnx_ops import EXAMPLE_BATCH, GraphBuilder, module_paths
 
     nodes = list(model.graph.node)
     example = torch.randn(EXAMPLE_BATCH, *meta.input.size, generator=torch.Generator().manual_seed(0))
@@ -213,30 +214,52 @@ def _convert(model, source: str, opset: int, input_name: str, meta: ModelMeta) -
     builder = GraphBuilder(source, opset, example, paths)
     values: dict[str, object] = {tensor.name: _tensor(tensor, source) for tensor in model.graph.initializer}
     values[input_name] = builder.input
-    unavailable: dict[str, str] = {}   # outputs the converter does not give (MaxPool's indices): which node's
     for node, path in zip(nodes, paths):
         builder.node, builder.path = node, path
-        inputs = []
-        for name in node.input:
-            if name in unavailable:
-                raise builder.refuse(f"uses the second output of node {shown(unavailable[name])} (indices or a "
-                                     "dropout mask), which is not supported")
-            if name and name not in values:
-                raise builder.refuse(f"uses {shown(name)}, which no earlier node computes")
-            inputs.append(values[name] if name else None)
-        outputs = CONVERTERS[node.op_type](builder, _attributes(node, source), inputs)
+        outputs = _converted_node(builder, node, [_node_input(builder, values, name) for name in node.input])
         for name, value in zip(node.output, list(outputs) + [None] * len(node.output)):
-            if not name:
-                continue
-            if value is None:
-                unavailable[name] = node.name or node.op_type
-            else:
-                values[name] = value
+            if name:
+                values[name] = value if value is not None else _Unavailable(node.name or node.op_type)
     result = values.get(model.graph.output[0].name)
     if not isinstance(result, fx.Node) or not isinstance(builder.examples[result], torch.Tensor):
         raise BadInput(f"{source}: the model's output does not depend on its input")
     builder.graph.output(result)
-    module = fx.GraphModule(builder.root, builder.graph)
+    return _pruned(fx.GraphModule(builder.root, builder.graph))
+
+
+@dataclass(frozen=True)
+class _Unavailable:
+    """An output the converter does not give (MaxPool's indices, Dropout's mask): the node that has it."""
+    node: str
+
+
+def _node_input(builder, values: dict, name: str):
+    from .onnx_ops import shown
+
+    if not name:
+        return None   # an optional input left out
+    value = values.get(name)
+    if isinstance(value, _Unavailable):
+        raise builder.refuse(f"uses the second output of node {shown(value.node)} (indices or a dropout mask), "
+                             "which is not supported")
+    if value is None:
+        raise builder.refuse(f"uses {shown(name)}, which no earlier node computes")
+    return value
+
+
+def _converted_node(builder, node, inputs: list) -> list:
+    from .onnx_ops import CONVERTERS
+
+    try:
+        return CONVERTERS[node.op_type](builder, _attributes(node, builder.source), inputs)
+    except BadInput:
+        raise
+    except Exception as exc:   # attributes or inputs of a kind the checker lets through
+        raise builder.refuse(f"cannot be converted ({_first_line(exc)})") from None
+
+
+def _pruned(module: fx.GraphModule) -> fx.GraphModule:
+    """Without the nodes the output does not need, nor their modules and constants."""
     module.graph.eliminate_dead_code()
     module.delete_all_unused_submodules()
     used = {n.target for n in module.graph.nodes if n.op == "get_attr"}

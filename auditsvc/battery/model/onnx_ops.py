@@ -126,7 +126,7 @@ class GraphBuilder:
             return value
         if isinstance(value, Shape):
             raise self.refuse("takes a computed shape where a float tensor is expected")
-        name = f"onnx_constant_{self._constants}"
+        name = f"{CONSTANTS}{self._constants}"
         self._constants += 1
         self.root.register_buffer(name, float_tensor(value))
         node = self.graph.get_attr(name)
@@ -171,7 +171,7 @@ class PathClaims:
         return path
 
 
-def module_paths(nodes: Sequence, reserved: Sequence[str] = ()) -> list[str]:
+def module_paths(nodes: Sequence) -> list[str]:
     """A module path for each node, from its name: scope parts joined by dots, the op type dropped where
     the name ends with it (torch.onnx's names), parts every node shares dropped, and made unique."""
     parts = [_name_parts(node.name, node.op_type, index) for index, node in enumerate(nodes)]
@@ -181,7 +181,7 @@ def module_paths(nodes: Sequence, reserved: Sequence[str] = ()) -> list[str]:
     candidates = [scope if tail and scope else scope + ([tail] if tail else []) for scope, tail in parts]
     candidates = [c or [_part(node.op_type)] for c, node in zip(candidates, nodes)]
     containers = {tuple(c[:i]) for c in candidates for i in range(1, len(c))}
-    taken = {tuple(name.split(".")) for name in reserved}
+    taken: set[tuple[str, ...]] = set()
     paths = []
     for candidate, (scope, tail), node in zip(candidates, parts, nodes):
         if tuple(candidate) in containers:   # a functional op inside a block: /layer1/layer1.0/Add
@@ -220,11 +220,17 @@ def _shared_prefix(names: list[list[str]]) -> int:
     return count
 
 
-RESERVED = set(dir(nn.Module())) | {"input"}
+CONSTANTS = "onnx_constant_"   # the root module's buffers for constant operands: onnx_constant_0, ...
+# Names a module path may not take: the graph module's own attributes (graph, code, forward, ...)
+RESERVED = set(dir(fx.GraphModule(nn.Module(), fx.Graph()))) | {"input"}
 
 
 def _part(text: str) -> str:
+    """One part of a module path: a word of ASCII letters, digits and underscores that names no attribute
+    of a module, and starts like none of the names torch or the builder give attributes."""
     part = re.sub(r"\W", "_", text, flags=re.ASCII)[:MAX_PART_CHARS] or "_"
+    if part.startswith(("_", CONSTANTS)):
+        part = "n" + part
     return part + "_" if keyword.iskeyword(part) or part in RESERVED else part
 
 
@@ -707,7 +713,7 @@ def _binary(layer: type[Binary], fold: Callable) -> Converter:
     def convert(b: GraphBuilder, attrs: dict, inputs: list) -> list:
         a, c = inputs[0], inputs[1]
         if isinstance(a, Shape) or isinstance(c, Shape):
-            return [_shape_arithmetic(b, a, c, fold)]
+            return [_shape_arithmetic(b, a, c)]
         if isinstance(a, torch.Tensor) and isinstance(c, torch.Tensor):
             return [fold(a, c)]
         if isinstance(a, fx.Node) and isinstance(c, fx.Node):
@@ -722,14 +728,14 @@ def _binary(layer: type[Binary], fold: Callable) -> Converter:
 
 CONVERTERS.update({
     "Add": _binary(Add, operator.add), "Sub": _binary(Sub, operator.sub),
-    "Mul": _binary(Mul, operator.mul), "Div": _binary(Div, lambda a, c: torch.div(a, c, rounding_mode="floor")
+    "Mul": _binary(Mul, operator.mul), "Div": _binary(Div, lambda a, c: torch.div(a, c, rounding_mode="trunc")
                                                       if not (a.is_floating_point() or c.is_floating_point())
                                                       else a / c),
 })
 
 
-def _shape_arithmetic(b: GraphBuilder, a: Value, c: Value, fold: Callable) -> Shape:
-    """Arithmetic on sizes: items combined one by one (a single item broadcasts); Div is floor division."""
+def _shape_arithmetic(b: GraphBuilder, a: Value, c: Value) -> Shape:
+    """Arithmetic on sizes: items combined one by one (a single item broadcasts); sizes divide whole."""
     left, right = (_shape_of(b, v) for v in (a, c))
     if len(left.items) != len(right.items) and 1 not in (len(left.items), len(right.items)):
         raise b.refuse("combines sizes of different lengths")
@@ -812,14 +818,13 @@ def concat(b: GraphBuilder, attrs: dict, inputs: list) -> list:
 @converts("Flatten")
 def flatten(b: GraphBuilder, attrs: dict, inputs: list) -> list:
     x = inputs[0]
-    if isinstance(x, torch.Tensor):
-        axis = int(attrs.get("axis", 1)) % max(x.dim(), 1)
-        return [x.reshape(math.prod(x.shape[:axis]), -1)]
     rank = b.rank(x)
     axis = int(attrs.get("axis", 1))
     axis = axis + rank if axis < 0 else axis
     if not 0 <= axis <= rank:
         raise b.refuse(f"has axis {axis} for a {rank}-dimensional input")
+    if isinstance(x, torch.Tensor):
+        return [x.reshape(math.prod(x.shape[:axis]), -1)]
     return [b.module(Flatten(axis), b.tensor(x))]
 
 
@@ -914,8 +919,8 @@ def softmax(b: GraphBuilder, attrs: dict, inputs: list) -> list:
 def reduce_mean(b: GraphBuilder, attrs: dict, inputs: list) -> list:
     x = inputs[0]
     rank = b.rank(x)
-    axes = _axes(b, attrs, inputs) if b.opset < 18 or len(inputs) > 1 else attrs.get("axes")
-    if axes is None or axes == []:
+    axes = _axes(b, attrs, inputs)
+    if not axes:
         if attrs.get("noop_with_empty_axes", 0):
             return [x]
         axes = list(range(rank))

@@ -191,7 +191,9 @@ def test_an_unsupported_attribute_is_refused_naming_the_node():
 def test_module_paths_read_like_the_original_modules():
     names = [("/conv1/Conv", "Conv"), ("/layer1/layer1.0/conv1/Conv", "Conv"), ("/layer1/layer1.0/Relu", "Relu"),
              ("/layer1/layer1.0/conv2/Conv", "Conv"), ("/layer1/layer1.0/Add", "Add"), ("/layer1/layer1.0/Relu_1", "Relu"),
-             ("", "Flatten"), ("/fc/Gemm", "Gemm"), ("/fc/Gemm", "Gemm"), ("weird name!/for", "Relu")]
+             ("", "Flatten"), ("/fc/Gemm", "Gemm"), ("/fc/Gemm", "Gemm"), ("weird name!/for", "Relu"),
+             ("/graph/Conv", "Conv"), ("_guards_fn", "Relu"), ("onnx_constant_0", "Mul")]
     nodes = [helper.make_node(op, [], [], name=name) for name, op in names]
     assert module_paths(nodes) == ["conv1", "layer1.0.conv1", "layer1.0.Relu", "layer1.0.conv2", "layer1.0.Add",
-                                   "layer1.0.Relu_1", "Flatten_6", "fc", "fc_2", "weird_name_.for_"]
+                                   "layer1.0.Relu_1", "Flatten_6", "fc", "fc_2", "weird_name_.for_", "graph_",
+                                   "n_guards_fn", "nonnx_constant_0"]
