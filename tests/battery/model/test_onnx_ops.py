@@ -119,7 +119,8 @@ CASES = {
                                                                               count_include_pad=1))), {}, 17),
     "global-average-pool": (chain(("GlobalAveragePool", (), {})), {}, 17),
     "global-max-pool": (chain(("GlobalMaxPool", (), {})), {}, 17),
-    "gemm-linear": (flat("Gemm", ["w", "c"], transB=1, alpha=0.5, beta=2.0), {"w": weights(5, 270), "c": weights(5)}, 17),
+    "gemm-linear": (flat("Gemm", ["w", "c"], transB=1, alpha=0.5, beta=2.0), {"w": weights(5, 270), "c": weights(5)},
+                    17),
     "gemm-untransposed-row-bias": (flat("Gemm", ["w", "c"]), {"w": weights(270, 5), "c": weights(1, 5)}, 17),
     "gemm-transposed-input": (chain(("Flatten", (), {}), ("Transpose", (), {}), ("Gemm", ["w"], dict(transA=1))),
                               {"w": weights(270, 5)}, 17),
@@ -163,8 +164,8 @@ CASES = {
     "resize-linear-align-corners-sizes": (chain(("Resize", ["", "", "z"], dict(mode="linear",
                                                 coordinate_transformation_mode="align_corners"))),
                                           {"z": ints(3, 3, 5, 7)}, 13),
-    "resize-nearest-default-whole-factors": (chain(("Resize", ["", "s"], {})), {"s": np.array([1, 1, 2, 3], np.float32)},
-                                             13),
+    "resize-nearest-default-whole-factors": (chain(("Resize", ["", "s"], {})),
+                                             {"s": np.array([1, 1, 2, 3], np.float32)}, 13),
     "resize-opset-10": (chain(("Resize", ["s"], dict(mode="nearest"))), {"s": np.array([1, 1, 2, 3], np.float32)}, 10),
 }
 
@@ -190,7 +191,8 @@ def test_an_unsupported_attribute_is_refused_naming_the_node():
 
 def test_module_paths_read_like_the_original_modules():
     names = [("/conv1/Conv", "Conv"), ("/layer1/layer1.0/conv1/Conv", "Conv"), ("/layer1/layer1.0/Relu", "Relu"),
-             ("/layer1/layer1.0/conv2/Conv", "Conv"), ("/layer1/layer1.0/Add", "Add"), ("/layer1/layer1.0/Relu_1", "Relu"),
+             ("/layer1/layer1.0/conv2/Conv", "Conv"), ("/layer1/layer1.0/Add", "Add"),
+             ("/layer1/layer1.0/Relu_1", "Relu"),
              ("", "Flatten"), ("/fc/Gemm", "Gemm"), ("/fc/Gemm", "Gemm"), ("weird name!/for", "Relu"),
              ("/graph/Conv", "Conv"), ("_guards_fn", "Relu"), ("onnx_constant_0", "Mul")]
     nodes = [helper.make_node(op, [], [], name=name) for name, op in names]
