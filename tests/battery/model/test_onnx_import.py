@@ -2,7 +2,6 @@
 original's layer names; files that are not such a model are refused in one line naming the problem."""
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
