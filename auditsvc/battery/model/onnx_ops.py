@@ -6,8 +6,8 @@ from the node's name (torch.onnx's `/layer1/layer1.0/conv1/Conv` becomes `layer1
 audit's layer list reads like the original model's. Weights come from the initializers: a Conv is an
 `nn.Conv2d` with the Conv's weights, a Gemm with constant weights an `nn.Linear`, a BatchNormalization
 an `nn.BatchNorm2d` with its statistics as buffers; ops torch has no module for use onnx_modules.py's
-(`Add`, `Reshape`, ...). Every call also runs once on an example batch as
-it is added, so each value's shape is known while converting (auto_pad, Squeeze without axes).
+(`Add`, `Reshape`, ...). Every call also runs once on an example batch as it is added, so each
+value's shape is known while converting (auto_pad, Squeeze without axes).
 
 Integer tensors computed from shapes (`Shape -> Gather -> Unsqueeze -> Concat -> Reshape`, as
 torch.onnx writes `x.view(x.size(0), -1)`) are not tensors here: a `Shape` value holds their items,
