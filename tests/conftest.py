@@ -26,7 +26,8 @@ def write_meta(path: Path, classes, size=(3, 32, 32), name="tiny", version="1.0"
 
 
 def write_package(directory: Path, model: torch.nn.Module, classes, size=(3, 32, 32), fmt="pt2", **meta) -> Path:
-    """model.pt2 (or TorchScript model.pt) plus model.json in `directory`; returns the model path."""
+    """model.pt2 (or TorchScript model.pt / .ts, or model.onnx) plus model.json in `directory`; returns the model
+    path. model.onnx comes from torch.onnx's TorchScript-based exporter, with a dynamic batch axis."""
     directory.mkdir(parents=True, exist_ok=True)
     model.eval()
     if fmt == "pt2":
@@ -38,6 +39,12 @@ def write_package(directory: Path, model: torch.nn.Module, classes, size=(3, 32,
     elif fmt == "trace":
         path = directory / "model.ts"
         torch.jit.save(torch.jit.trace(model, torch.randn(2, *size)), path)
+    elif fmt == "onnx":
+        path = directory / "model.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.randn(2, *size),), str(path), dynamo=False, input_names=["input"],
+                              dynamic_axes={"input": {0: "batch"}})
     else:
         raise ValueError(fmt)
     write_meta(directory / "model.json", classes, size, **meta)

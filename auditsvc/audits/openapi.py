@@ -36,7 +36,8 @@ def document(server: str) -> dict:
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                     "type": "object",
                     "properties": {
-                        "model": {"type": "string", "format": "binary", "description": "model.pt2 or TorchScript"},
+                        "model": {"type": "string", "format": "binary",
+                                  "description": "model.pt2, TorchScript or model.onnx"},
                         "meta": {"type": "string", "format": "binary", "description": "model.json"},
                         "model_version": ID_SCHEMA | {"description": "instead of model + meta"},
                         "dataset": {"type": "string", "format": "binary", "description": "probe set .zip"},

@@ -9,6 +9,11 @@ MAX_MODEL_BYTES = 2 * 1024**3
 MAX_MODEL_UNPACKED_BYTES = 4 * 1024**3   # a model archive's members, uncompressed
 MAX_MODEL_MEMBERS = 100_000              # members of a model archive
 MAX_MODEL_CONFIG_BYTES = 64 * 1024**2    # one JSON member of a .pt2 (the graph, a payload config)
+# model.onnx: a ResNet-152 has about 500 nodes, an EfficientNet-B7 a few thousand.
+MAX_ONNX_NODES = 20_000
+# Any value the converted graph computes, per image (checked on the example batch while converting, and
+# before a Resize, Pad or ConvTranspose makes it): a 64-channel 1024x1024 map is 67 million.
+MAX_ONNX_VALUE_ELEMENTS = 2**27
 
 # --- model.json ------------------------------------------------------------------------------
 # A real model.json is a few KiB; 10,000 class names of 100 characters still fit in 1 MiB.

@@ -22,7 +22,9 @@ from .memory import fix_mmap_threshold
 from .metrics import with_cue_cells
 from .model.graph import ModelGraph
 from .model.loading import LoadedModel
+from .model.onnx_import import PROBE_IMAGES
 from .results import CATEGORIES, SEVERITY_RANK, AuditResult, Finding, SectionResult, incomplete_finding, verdict_of
+from .sampling import stratified_subsample
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ def audit(model: LoadedModel, probe: ProbeDataset, options: AuditOptions | None 
     np.random.seed(options.seed % 2**32)
     report = progress or (lambda fraction, stage: None)
     report(0.0, "loading model graph")
+    _check_conversions(probe, options.seed, model, reference)
     graph = ModelGraph(model.program, model.meta.input.size, options.device, model.module_types)
     context = AuditContext(model, graph, probe, options, reference, report)
     sections = registry.sections(options.sections)
@@ -72,6 +75,15 @@ def audit(model: LoadedModel, probe: ProbeDataset, options: AuditOptions | None 
         settings=_settings(options, done),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def _check_conversions(probe: ProbeDataset, seed: int, *models: LoadedModel | None) -> None:
+    """A model converted from ONNX must give onnxruntime's logits on the probe images before any section
+    audits it; the report's model summary gives the difference."""
+    for model in models:
+        if model is not None and model.onnx is not None:
+            indices = stratified_subsample(probe.labels, PROBE_IMAGES, seed)
+            model.onnx.check(model.program, probe.tensors(indices, model.meta.input), f"{len(indices)} probe images")
 
 
 def _settings(options: AuditOptions, done: dict[str, SectionResult]) -> dict:

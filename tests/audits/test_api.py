@@ -4,10 +4,15 @@ from uploads, poll, fetch, list; OpenAPI."""
 import json
 
 import pytest
+import torch
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import get_resolver, reverse
 
 from auditsvc.audits import services
-from tests.service_fixtures import uploads
+from auditsvc.audits.models import Audit
+from auditsvc.demo.nets import PlainNet
+from tests.conftest import write_package
+from tests.service_fixtures import CLASSES, uploads
 
 pytestmark = pytest.mark.django_db
 
@@ -37,6 +42,27 @@ def test_a_pipeline_audits_a_release(client, auth, package_files, probe_bytes, d
     assert [(v["name"], v["version"], v["release_tag"]) for v in versions] == [("pets", "1.0", "v1.0")]
     audits = client.get(reverse("api-model-version-audits", args=[versions[0]["id"]]), **auth).json()
     assert [a["id"] for a in audits["results"]] == [body["id"]]
+
+
+def test_a_pipeline_audits_an_onnx_model(client, auth, probe_bytes, tmp_path, django_capture_on_commit_callbacks):
+    torch.manual_seed(0)
+    model = write_package(tmp_path, PlainNet(2, widths=(4, 8)), CLASSES, fmt="onnx", name="pets-onnx")
+    files = {"model": SimpleUploadedFile("model.onnx", model.read_bytes()),
+             "meta": SimpleUploadedFile("model.json", model.with_name("model.json").read_bytes()),
+             "dataset": SimpleUploadedFile("probe.zip", probe_bytes)}
+    with django_capture_on_commit_callbacks(execute=True):
+        created = client.post(reverse("api-audits"), files, **auth)
+    assert created.status_code == 201, created.content
+    services.audit_execute(created.json()["id"])
+    status = client.get(created.json()["links"]["self"], **auth).json()
+    assert status["status"] == "done"
+    findings = json.loads(client.get(status["links"]["findings"], **auth).getvalue())
+    assert findings["model"]["format"] == "onnx"
+    assert {section["status"] for section in findings["sections"].values()} == {"ok"}
+    versions = client.get(reverse("api-model-versions"), **auth).json()["results"]
+    assert [(v["name"], v["format"]) for v in versions] == [("pets-onnx", "onnx")]
+    with Audit.objects.get(pk=status["id"]).report_html.open() as report:
+        assert b"converted from ONNX (opset " in report.read()
 
 
 def test_rerunning_a_pipeline_reuses_the_model_version(client, auth, package_files, probe_bytes,

@@ -36,6 +36,22 @@ def test_audit_writes_three_files_and_gates_on_the_verdict(tiny_package, tiny_pr
         assert gated.returncode == 3
 
 
+def test_an_onnx_model_is_audited_with_every_quick_section_ok(tiny_probe, tmp_path):
+    torch.manual_seed(0)
+    model = write_package(tmp_path / "package", PlainNet(3, widths=(4, 8)), ["a", "b", "c"], fmt="onnx")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "manage.py", "audit", "--model", str(model), "--dataset", str(tiny_probe),
+                           "--out", str(out), "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "AUDITSVC_SECTIONS": "summary,performance,shortcuts,looking"})
+    assert done.returncode == 0, done.stderr
+    findings = json.loads((out / "findings.json").read_text())
+    assert findings["model"]["format"] == "onnx"
+    assert {name: section["status"] for name, section in findings["sections"].items()} == {
+        "summary": "ok", "performance": "ok", "shortcuts": "ok", "looking": "ok"}
+    report = (out / "report.html").read_text()
+    assert "converted from ONNX (opset " in report and "on 18 probe images" in report
+
+
 def _bad(capsys, tmp_path, *args) -> str:
     out = tmp_path / "never"
     with pytest.raises(SystemExit) as exited:

@@ -60,8 +60,9 @@ def file_sha256(path: Path) -> str:
 
 
 def model_kind(path: Path) -> str:
-    """The archive's format, from its member names; BadInput for anything that is not a model archive.
-    Reads no model: the command line and the web process call it before a sandbox loads one."""
+    """The archive's format, from its member names ("onnx" for a .onnx file that is no archive: the sandbox
+    parses it); BadInput for anything that is not a model file. Reads no model: the command line and the
+    web process call it before a sandbox loads one."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"model file {path} not found")
@@ -73,8 +74,10 @@ def model_kind(path: Path) -> str:
             f"{path.name} is a pickled PyTorch file (torch.save); loading it would run arbitrary code, "
             f"so it is refused. {EXPORT_HOWTO}"
         )
+    if kind == "unknown" and path.suffix.lower() == ".onnx":
+        return "onnx"
     if kind == "unknown":
-        raise BadInput(f"{path.name} is not a torch.export (.pt2) or TorchScript (.pt/.ts) model archive")
+        raise BadInput(f"{path.name} is not a torch.export (.pt2), TorchScript (.pt/.ts) or ONNX (.onnx) model")
     if kind == "torch.export":
         inspect_pt2(path)
     return kind

@@ -1,6 +1,6 @@
-"""Model package loading: model.pt2 (torch.export) or TorchScript, plus model.json.
+"""Model package loading: model.pt2 (torch.export), TorchScript or model.onnx, plus model.json.
 
-Both formats end as one `torch.export.ExportedProgram`, so every method has a single
+Every format ends as one `torch.export.ExportedProgram`, so every method has a single
 code path. Pickled modules are refused: unpickling runs arbitrary code.
 """
 
@@ -18,6 +18,7 @@ import torch
 from .archive import EXPORT_CALL, EXPORT_HOWTO, file_sha256, inspect_pt2, model_kind, write_loadable_copy
 from ..errors import BadInput
 from .meta import ModelMeta, load_meta
+from .onnx_import import OnnxOrigin, load_onnx
 from .ops import refuse_unsafe_ops, refuse_unsafe_script_ops
 
 
@@ -26,10 +27,11 @@ from .ops import refuse_unsafe_ops, refuse_unsafe_script_ops
 class LoadedModel:
     meta: ModelMeta
     program: torch.export.ExportedProgram
-    format: str  # "torch.export" or "torchscript"
+    format: str  # "torch.export", "torchscript" or "onnx"
     sha256: str
     path: Path
     module_types: dict[str, str] = field(default_factory=dict)  # TorchScript keeps them; export has them in the graph
+    onnx: OnnxOrigin | None = None   # a model converted from ONNX: onnxruntime beside it, for the checks
 
 
 def load_model(path: Path, meta: ModelMeta | Path | None = None) -> LoadedModel:
@@ -42,13 +44,16 @@ def load_model(path: Path, meta: ModelMeta | Path | None = None) -> LoadedModel:
         meta = load_meta(Path(meta) if meta else path.with_name("model.json"))
     example = torch.zeros(2, *meta.input.size)
     module_types: dict[str, str] = {}
+    origin = None
     if kind == "torch.export":
         program = _load_export(path)
+    elif kind == "onnx":
+        program, origin = load_onnx(path, meta)
     else:
         program, module_types = _load_torchscript(path, example)
     refuse_unsafe_ops(program, path.name)
     check_forward(program, meta, example)
-    return LoadedModel(meta, program, kind, file_sha256(path), path, module_types)
+    return LoadedModel(meta, program, kind, file_sha256(path), path, module_types, origin)
 
 
 def _load_export(path: Path) -> torch.export.ExportedProgram:

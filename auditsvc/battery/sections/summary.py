@@ -28,9 +28,11 @@ class ModelSummary(Section):
         trainable = sum(t.numel() for t in context.model.program.parameters())
         rows = [[layer.name, layer.type, "x".join(map(str, layer.shape)), f"{layer.parameters:,}"]
                 for layer in leaves[:MAX_ROWS]]
+        origin = context.model.onnx
         blocks = [
             Table(["property", "value"], [
                 ["file", f"{context.model.path.name} ({context.model.format})"],
+                *([["conversion", origin.describe()]] if origin else []),
                 ["sha256", context.model.sha256],
                 ["input", f"{'x'.join(map(str, meta.input.size))}, mean {list(meta.input.mean)}, std {list(meta.input.std)}"],
                 ["classes", f"{len(meta.classes)}: {', '.join(meta.classes[:12])}{' ...' if len(meta.classes) > 12 else ''}"],
