@@ -107,10 +107,10 @@ SEED_HELP = ("Fixes the random choices of the audit (sampled images, baselines, 
 
 class ModelVersionForm(forms.Form):
     file = forms.FileField(label="Model file", help_text="The trained model: model.pt2 from torch.export.save, a "
-                                                         "TorchScript .pt / .ts file, or model.onnx (from Keras, "
-                                                         "TensorFlow and other frameworks). It is loaded in a "
-                                                         "sandbox and run once on the declared input before it is "
-                                                         "stored.")
+                                                         "TorchScript .pt / .ts file, model.keras from Keras 3's "
+                                                         "model.save, or model.onnx (from TensorFlow and other "
+                                                         "frameworks). It is loaded in a sandbox and run once on the "
+                                                         "declared input before it is stored.")
     meta = forms.FileField(label="model.json", help_text="JSON describing the model: name, version, classes (in output "
                                                          "order), input size [channels, height, width], mean and std.")
     release_tag = forms.CharField(required=False, max_length=column_length(ModelVersion, "release_tag"),

@@ -61,14 +61,14 @@ class Upload(models.Model):
 
 
 class ModelVersion(Upload):
-    """A model file (torch.export, TorchScript or ONNX) and its model.json."""
+    """A model file (torch.export, TorchScript, ONNX or Keras 3) and its model.json."""
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="model_versions")
     name = models.CharField(max_length=200)
     version = models.CharField(max_length=100)
     release_tag = models.CharField(max_length=200, blank=True)
     meta = models.JSONField()                  # model.json as validated
-    format = models.CharField(max_length=20)   # "torch.export", "torchscript" or "onnx"
+    format = models.CharField(max_length=20)   # "torch.export", "torchscript", "onnx" or "keras"
 
     class Meta(Upload.Meta):
         constraints = [models.UniqueConstraint(fields=["organization", "name", "version"],

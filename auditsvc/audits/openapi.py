@@ -37,7 +37,7 @@ def document(server: str) -> dict:
                     "type": "object",
                     "properties": {
                         "model": {"type": "string", "format": "binary",
-                                  "description": "model.pt2, TorchScript or model.onnx"},
+                                  "description": "model.pt2, TorchScript, model.onnx or model.keras"},
                         "meta": {"type": "string", "format": "binary", "description": "model.json"},
                         "model_version": ID_SCHEMA | {"description": "instead of model + meta"},
                         "dataset": {"type": "string", "format": "binary", "description": "probe set .zip"},

@@ -78,12 +78,12 @@ def audit(model: LoadedModel, probe: ProbeDataset, options: AuditOptions | None 
 
 
 def _check_conversions(probe: ProbeDataset, seed: int, *models: LoadedModel | None) -> None:
-    """A model converted from ONNX must give onnxruntime's logits on the probe images before any section
-    audits it; the report's model summary gives the difference."""
+    """A model converted from ONNX or Keras must give the original's logits (onnxruntime's, Keras's) on the
+    probe images before any section audits it; the report's model summary gives the difference."""
     for model in models:
-        if model is not None and model.onnx is not None:
+        if model is not None and model.origin is not None:
             indices = stratified_subsample(probe.labels, PROBE_IMAGES, seed)
-            model.onnx.check(model.program, probe.tensors(indices, model.meta.input), f"{len(indices)} probe images")
+            model.origin.check(model.program, probe.tensors(indices, model.meta.input), f"{len(indices)} probe images")
 
 
 def _settings(options: AuditOptions, done: dict[str, SectionResult]) -> dict:

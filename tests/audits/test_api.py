@@ -65,6 +65,41 @@ def test_a_pipeline_audits_an_onnx_model(client, auth, probe_bytes, tmp_path, dj
         assert b"converted from ONNX (opset " in report.read()
 
 
+def test_a_pipeline_audits_a_keras_model_and_a_lambda_layer_stores_nothing(client, auth, probe_bytes, tmp_path,
+                                                                          private_media,
+                                                                          django_capture_on_commit_callbacks):
+    from tests.keras_models import keras, layers, plain, save_package   # imports Keras: only this test needs it
+
+    path = save_package(tmp_path / "model", plain(classes=len(CLASSES)), CLASSES, name="pets-keras")
+    files = {"model": SimpleUploadedFile("model.keras", path.read_bytes()),
+             "meta": SimpleUploadedFile("model.json", path.with_name("model.json").read_bytes())}
+    with django_capture_on_commit_callbacks(execute=True):
+        created = client.post(reverse("api-audits"), {**files, "dataset": SimpleUploadedFile("probe.zip", probe_bytes)},
+                              **auth)
+    assert created.status_code == 201, created.content
+    services.audit_execute(created.json()["id"])
+    status = client.get(created.json()["links"]["self"], **auth).json()
+    assert status["status"] == "done"
+    findings = json.loads(client.get(status["links"]["findings"], **auth).getvalue())
+    assert findings["model"]["format"] == "keras" and findings["sections"]["summary"]["status"] == "ok"
+    assert [v["format"] for v in client.get(reverse("api-model-versions"), **auth).json()["results"]] == ["keras"]
+
+    inputs = keras.Input((16, 16, 3))
+    shifted = layers.Lambda(lambda t: t + 1, name="shift")(inputs)
+    lambda_model = keras.Model(inputs, layers.Dense(2)(layers.GlobalAveragePooling2D()(shifted)))
+    path = save_package(tmp_path / "lambda", lambda_model, CLASSES, name="pets-lambda")
+    stored = sorted(p for p in private_media.rglob("*") if p.is_file())
+    refused = client.post(reverse("api-audits"), {
+        "model": SimpleUploadedFile("model.keras", path.read_bytes()),
+        "dataset": SimpleUploadedFile("probe.zip", probe_bytes),
+        "meta": SimpleUploadedFile("model.json", path.with_name("model.json").read_bytes())}, **auth)
+    assert refused.status_code == 400
+    message = refused.json()["fields"]["model"]
+    assert "'shift' is a Lambda layer" in str(message) and "model.onnx" in str(message)
+    assert sorted(p for p in private_media.rglob("*") if p.is_file()) == stored
+    assert len(client.get(reverse("api-model-versions"), **auth).json()["results"]) == 1
+
+
 def test_rerunning_a_pipeline_reuses_the_model_version(client, auth, package_files, probe_bytes,
                                                        django_capture_on_commit_callbacks):
     for _ in range(2):

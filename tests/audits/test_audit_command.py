@@ -52,6 +52,23 @@ def test_an_onnx_model_is_audited_with_every_quick_section_ok(tiny_probe, tmp_pa
     assert "converted from ONNX (opset " in report and "on 18 probe images" in report
 
 
+def test_a_keras_model_is_audited_in_the_sandbox_with_every_section(tiny_probe, tmp_path):
+    from tests.keras_models import plain, save_package   # imports Keras: only this test needs it
+
+    model = save_package(tmp_path / "model", plain(), ["a", "b", "c"])
+    out = tmp_path / "out"
+    done = run_cli("--model", model, "--dataset", tiny_probe, "--out", out, "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    findings = json.loads((out / "findings.json").read_text())
+    assert findings["model"]["format"] == "keras"
+    statuses = {name: section["status"] for name, section in findings["sections"].items()}
+    assert statuses.pop("reference") == "skipped"   # no --reference given
+    assert set(statuses.values()) == {"ok"}, statuses
+    report = (out / "report.html").read_text()
+    assert "converted from Keras 3." in report and "the activation of &#39;logits&#39;" in report
+    assert "logits match Keras within" in report and "on 18 probe images" in report
+
+
 def _bad(capsys, tmp_path, *args) -> str:
     out = tmp_path / "never"
     with pytest.raises(SystemExit) as exited:

@@ -21,7 +21,7 @@ from ..upload_limits import display_name
 from .columns import check_text, json_problem
 from .files import read_capped, save_with_file, scratch, spool, upload_sha256
 
-MODEL_SUFFIXES = {".pt2": ".pt2", ".pt": ".pt", ".ts": ".ts", ".onnx": ".onnx"}
+MODEL_SUFFIXES = {".pt2": ".pt2", ".pt": ".pt", ".ts": ".ts", ".onnx": ".onnx", ".keras": ".keras"}
 _PASSED_CHECKS: dict[str, str] = {}   # sha256 and model.json of models that loaded and ran, this process
 
 
@@ -55,7 +55,7 @@ def model_version_create(*, organization: Organization, user, file, meta, releas
     suffix = MODEL_SUFFIXES.get(Path(file.name or "").suffix.lower())
     if suffix is None:
         raise ValidationError({"file": f"{display_name(file.name)}: upload a model.pt2 (torch.export), a "
-                                       "TorchScript .pt / .ts file or a model.onnx."})
+                                       "TorchScript .pt / .ts file, a model.onnx or a model.keras (Keras 3)."})
     with _named_as_uploaded(meta):
         return _model_version_stored(organization, user, file, parse_meta(meta), release_tag, suffix)
 

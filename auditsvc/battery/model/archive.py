@@ -77,14 +77,19 @@ def model_kind(path: Path) -> str:
     if kind == "unknown" and path.suffix.lower() == ".onnx":
         return "onnx"
     if kind == "unknown":
-        raise BadInput(f"{path.name} is not a torch.export (.pt2), TorchScript (.pt/.ts) or ONNX (.onnx) model")
+        raise BadInput(f"{path.name} is not a torch.export (.pt2), TorchScript (.pt/.ts), ONNX (.onnx) or Keras 3 "
+                       "(.keras) model")
     if kind == "torch.export":
         inspect_pt2(path)
+    if kind == "keras":
+        from .keras_archive import inspect_keras   # which reuses this module's member checks
+
+        inspect_keras(path)
     return kind
 
 
 def sniff_format(path: Path) -> str:
-    """'torch.export', 'torchscript', 'pickle' or 'unknown', from the archive's member names only."""
+    """'torch.export', 'torchscript', 'keras', 'pickle' or 'unknown', from the archive's member names only."""
     with open(path, "rb") as handle:
         head = handle.read(4)
     if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
@@ -99,6 +104,8 @@ def sniff_format(path: Path) -> str:
     tails = {name.split("/", 1)[1] if "/" in name else name for name in names}
     if "archive_format" in tails or any(t.startswith("models/") for t in tails):
         return "torch.export"
+    if "config.json" in names and "metadata.json" in names:   # what model.save("model.keras") writes
+        return "keras"
     if "constants.pkl" in tails and any(t.startswith("code/") for t in tails):
         return "torchscript"
     if "data.pkl" in tails:

@@ -1,4 +1,4 @@
-"""Model package loading: model.pt2 (torch.export), TorchScript or model.onnx, plus model.json.
+"""Model package loading: model.pt2 (torch.export), TorchScript, model.onnx or model.keras, plus model.json.
 
 Every format ends as one `torch.export.ExportedProgram`, so every method has a single
 code path. Pickled modules are refused: unpickling runs arbitrary code.
@@ -17,6 +17,7 @@ import torch
 
 from .archive import EXPORT_CALL, EXPORT_HOWTO, file_sha256, inspect_pt2, model_kind, write_loadable_copy
 from ..errors import BadInput
+from .keras_import import KerasOrigin, load_keras
 from .meta import ModelMeta, load_meta
 from .onnx_import import OnnxOrigin, load_onnx
 from .ops import refuse_unsafe_ops, refuse_unsafe_script_ops
@@ -27,11 +28,12 @@ from .ops import refuse_unsafe_ops, refuse_unsafe_script_ops
 class LoadedModel:
     meta: ModelMeta
     program: torch.export.ExportedProgram
-    format: str  # "torch.export", "torchscript" or "onnx"
+    format: str  # "torch.export", "torchscript", "onnx" or "keras"
     sha256: str
     path: Path
     module_types: dict[str, str] = field(default_factory=dict)  # TorchScript keeps them; export has them in the graph
-    onnx: OnnxOrigin | None = None   # a model converted from ONNX: onnxruntime beside it, for the checks
+    # A model converted from ONNX or Keras: the original's runtime beside it, for the checks (runner.py).
+    origin: OnnxOrigin | KerasOrigin | None = None
 
 
 def load_model(path: Path, meta: ModelMeta | Path | None = None) -> LoadedModel:
@@ -49,6 +51,8 @@ def load_model(path: Path, meta: ModelMeta | Path | None = None) -> LoadedModel:
         program = _load_export(path)
     elif kind == "onnx":
         program, origin = load_onnx(path, meta)
+    elif kind == "keras":
+        program, origin = load_keras(path, meta)
     else:
         program, module_types = _load_torchscript(path, example)
     refuse_unsafe_ops(program, path.name)

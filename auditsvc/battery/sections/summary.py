@@ -28,7 +28,7 @@ class ModelSummary(Section):
         trainable = sum(t.numel() for t in context.model.program.parameters())
         rows = [[layer.name, layer.type, "x".join(map(str, layer.shape)), f"{layer.parameters:,}"]
                 for layer in leaves[:MAX_ROWS]]
-        origin = context.model.onnx
+        origin = context.model.origin
         blocks = [
             Table(["property", "value"], [
                 ["file", f"{context.model.path.name} ({context.model.format})"],

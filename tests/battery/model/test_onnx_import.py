@@ -49,7 +49,7 @@ def test_a_cnn_converts_to_an_exported_program_with_onnxruntimes_logits(packages
     expected = session.run(None, {"input": batch.numpy()})[0]
     assert np.abs(converted.detach().numpy() - expected).max() <= 1e-4
     torch.testing.assert_close(converted, net(batch), rtol=1e-4, atol=1e-4)
-    assert loaded.onnx.difference <= 1e-4 and loaded.onnx.describe().startswith("converted from ONNX (opset ")
+    assert loaded.origin.difference <= 1e-4 and loaded.origin.describe().startswith("converted from ONNX (opset ")
 
 
 def test_a_graph_of_keras_style_ops_converts_and_exports_with_a_dynamic_batch(tmp_path):

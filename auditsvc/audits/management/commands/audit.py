@@ -32,7 +32,8 @@ class Command(BaseCommand):
     help = "Audit a trained CNN on a labelled probe set; writes report.html, report.pdf and findings.json."
 
     def add_arguments(self, parser):
-        parser.add_argument("--model", required=True, type=Path, help="model.pt2 (torch.export), TorchScript .pt/.ts or model.onnx")
+        parser.add_argument("--model", required=True, type=Path,
+                            help="model.pt2 (torch.export), TorchScript .pt/.ts, model.onnx or model.keras (Keras 3)")
         parser.add_argument("--dataset", required=True, type=Path, help="probe set: directory or .zip, <class>/<image>")
         parser.add_argument("--meta", type=Path, help="model.json (default: beside the model)")
         parser.add_argument("--reference", type=Path, help="a reference model to compare layers with")
