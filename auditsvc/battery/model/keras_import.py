@@ -19,8 +19,8 @@ wrong) and on probe images before an audit's first section (runner.py): a differ
 outputs differ; the report's model summary gives the largest difference.
 
 Keras is imported here only, on first use (its import costs seconds that other models need not
-pay), with KERAS_BACKEND=torch and KERAS_HOME in a private temporary folder holding a fixed
-keras.json, so that it neither reads nor writes ~/.keras.
+pay), with KERAS_BACKEND=torch, on the CPU, and with KERAS_HOME in a private temporary folder
+holding a fixed keras.json, so that it neither reads nor writes ~/.keras.
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ def keras_module():
         atexit.register(shutil.rmtree, home, True)
         os.environ["KERAS_BACKEND"] = "torch"
         os.environ["KERAS_HOME"] = home
+        # Keras computes the reference logits on the CPU: a GPU's TF32 convolutions differ by more than 1e-4.
+        os.environ["KERAS_TORCH_DEVICE"] = "cpu"
     import keras
 
     if keras.config.backend() != "torch":
