@@ -88,6 +88,15 @@ def test_bad_model_inputs(capsys, tmp_path, tiny_probe):
     assert "not found" in _bad(capsys, tmp_path, "--model", tmp_path / "none.pt2", "--dataset", tiny_probe)
 
 
+def test_a_keras_lambda_layer_exits_2_in_one_line(capsys, tmp_path, tiny_probe):
+    from tests.keras_models import keras, layers, save_package   # imports Keras: only the Keras tests need it
+
+    inputs = keras.Input((16, 16, 3))
+    shifted = layers.Lambda(lambda t: t + 1, name="shift")(inputs)
+    model = save_package(tmp_path, keras.Model(inputs, layers.Dense(3)(layers.Flatten()(shifted))), ["a", "b", "c"])
+    assert "layer 'shift' is a Lambda layer" in _bad(capsys, tmp_path, "--model", model, "--dataset", tiny_probe)
+
+
 def test_bad_dataset_inputs(capsys, tmp_path, tiny_package):
     other = write_probe(tmp_path / "other", ["x", "y"], per_class=2)
     assert "not among the model's classes" in _bad(capsys, tmp_path, "--model", tiny_package, "--dataset", other)
