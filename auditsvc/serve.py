@@ -29,7 +29,7 @@ def main() -> None:
         sys.exit("redis-server is not installed: apt-get install redis-server")
     # DEBUG on for this development server (the settings default it to off); the development key goes with it.
     env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{args.redis_port}/0", "DJANGO_SETTINGS_MODULE": "auditsvc.settings",
-           "DJANGO_DEBUG": "1"}
+           "DJANGO_DEBUG": "1", "AUDITSVC_DB_CONN_MAX_AGE": "0"}
     manage = [sys.executable, "manage.py"]
     processes = [subprocess.Popen(["redis-server", "--port", str(args.redis_port), "--bind", "127.0.0.1",
                                    "--save", "", "--appendonly", "no"], cwd=ROOT)]

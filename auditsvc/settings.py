@@ -85,7 +85,10 @@ def database_from_url(url: str) -> dict:
     if parsed.scheme in ("postgres", "postgresql"):
         return {"ENGINE": "django.db.backends.postgresql", "NAME": parsed.path.lstrip("/"),
                 "USER": unquote(parsed.username or ""), "PASSWORD": unquote(parsed.password or ""),
-                "HOST": parsed.hostname or "", "PORT": str(parsed.port or ""), "CONN_MAX_AGE": 60}
+                "HOST": parsed.hostname or "", "PORT": str(parsed.port or ""),
+                # Persistent connections suit gunicorn's long-lived workers; runserver starts a thread per
+                # request, each keeping its own connection open, so it sets AUDITSVC_DB_CONN_MAX_AGE=0.
+                "CONN_MAX_AGE": int(os.environ.get("AUDITSVC_DB_CONN_MAX_AGE", "60"))}
     if parsed.scheme == "sqlite":
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": parsed.path}
     raise RuntimeError(f"unsupported DATABASE_URL scheme {parsed.scheme!r}")

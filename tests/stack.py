@@ -56,7 +56,8 @@ class Stack:
                     "AUDITSVC_STALE_AFTER": "5", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
                     "AUDITSVC_MAX_MODEL_MB": "64",   # test models are small; an oversized one stays cheap to send
                     "DJANGO_EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
-                    "DJANGO_EMAIL_FILE_PATH": str(directory / "mail")}
+                    "DJANGO_EMAIL_FILE_PATH": str(directory / "mail"),
+                    "AUDITSVC_DB_CONN_MAX_AGE": "0"}   # runserver: a thread per request, see settings
         self.env.pop("DATABASE_URL", None)
         if database_url:
             self.env["DATABASE_URL"] = database_url
