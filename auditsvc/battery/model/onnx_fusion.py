@@ -38,17 +38,22 @@ def fuse(module: fx.GraphModule, examples: dict[fx.Node, object]) -> None:
 def _replace(module: fx.GraphModule, nodes: list[fx.Node], replacement: nn.Module, op_type: str,
              erased: set[fx.Node]) -> None:
     """The first node (whose only input is the group's) now calls `replacement` and stands for the last. A
-    path named after the first step's op (`stem.1.ReduceMean`) is named after the whole group's op."""
+    path named after the first step's op (`stem.1.ReduceMean`) is named after the whole group's op; a module
+    other nodes call too (a module called again) stays theirs, the group's module goes beside it."""
     first, last = nodes[0], nodes[-1]
     parent, _, name = first.target.rpartition(".")
     owner = module.get_submodule(parent)
+    shared = any(n is not first and n.op == "call_module" and n.target == first.target for n in module.graph.nodes)
     step = type(module.get_submodule(first.target)).__name__
-    if re.fullmatch(re.escape(step) + r"(_\d+)?", name, flags=re.IGNORECASE):
-        delattr(owner, name)
-        name, number = op_type, 1
+    named_after_step = re.fullmatch(re.escape(step) + r"(_\d+)?", name, flags=re.IGNORECASE)
+    if shared or named_after_step:
+        if not shared:
+            delattr(owner, name)
+        base = op_type if named_after_step else name
+        name, number = base, 1
         while hasattr(owner, name):
             number += 1
-            name = f"{op_type}_{number}"
+            name = f"{base}_{number}"
         first.target = f"{parent}.{name}" if parent else name
     owner.add_module(name, replacement.eval())
     last.replace_all_uses_with(first)

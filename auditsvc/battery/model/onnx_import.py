@@ -212,12 +212,12 @@ def _convert(model, source: str, opset: int, input_name: str, meta: ModelMeta) -
 
     nodes = list(model.graph.node)
     example = torch.randn(EXAMPLE_BATCH, *meta.input.size, generator=torch.Generator().manual_seed(0))
-    paths, grouped = module_paths(nodes)
-    builder = GraphBuilder(source, opset, example, paths)
+    plan = module_paths(nodes)
+    builder = GraphBuilder(source, opset, example, plan)
     values: dict[str, object] = {tensor.name: _tensor(tensor, source) for tensor in model.graph.initializer}
     values[input_name] = builder.input
-    for node, path in zip(nodes, paths):
-        builder.node, builder.path = node, path
+    for node, path, repeat in zip(nodes, plan.paths, plan.repeats):
+        builder.node, builder.path, builder.repeat = node, path, repeat
         outputs = _converted_node(builder, node, [_node_input(builder, values, name) for name in node.input])
         for name, value in zip(node.output, list(outputs) + [None] * len(node.output)):
             if name:
@@ -229,7 +229,7 @@ def _convert(model, source: str, opset: int, input_name: str, meta: ModelMeta) -
     module = fx.GraphModule(builder.root, builder.graph)
     fuse(module, builder.examples)
     module = _pruned(module)
-    collapse(module, grouped)
+    collapse(module, plan.grouped)
     return module
 
 

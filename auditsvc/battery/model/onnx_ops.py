@@ -52,14 +52,15 @@ Value = fx.Node | torch.Tensor | Shape
 
 
 class GraphBuilder:
-    def __init__(self, source: str, opset: int, example: torch.Tensor, paths: list[str]):
+    def __init__(self, source: str, opset: int, example: torch.Tensor, plan: PathPlan):
         self.source, self.opset = source, opset
         self.root = nn.Module()
         self.graph = fx.Graph()
         self.examples: dict[fx.Node, object] = {}
-        self.names = PathClaims(paths)
+        self.names = PathClaims(plan.paths)
         self.node = None      # the ONNX node being converted
         self.path = ""        # its module path
+        self.repeat = None    # the path of the module it may be another call of (PathPlan.repeats)
         self.input = self.graph.placeholder("input")
         self.examples[self.input] = example
         self._constants = 0
@@ -71,6 +72,8 @@ class GraphBuilder:
     # --- adding calls -------------------------------------------------------------------------
     def module(self, module: nn.Module, *args, suffix: str = "") -> fx.Node:
         """Call `module` (added at this node's path, or a sibling path ending in `suffix`) on args."""
+        if not suffix and self.repeat is not None and _same_module(_submodule(self.root, self.repeat), module):
+            return self._run(self.graph.call_module(self.repeat, tuple(args)))
         path = self.names.claim(self.path + suffix)
         _add_module(self.root, path, module.eval())
         return self._run(self.graph.call_module(path, tuple(args)))
@@ -177,18 +180,29 @@ class PathClaims:
         return path
 
 
-def module_paths(nodes: Sequence) -> tuple[list[str], set[str]]:
+@dataclass
+class PathPlan:
+    paths: list[str]               # each node's planned module path
+    repeats: list[str | None]      # for a node torch.onnx named as a module's next call, that module's path
+    grouped: set[str]              # containers of the nodes of one module (see module_paths)
+
+
+def module_paths(nodes: Sequence) -> PathPlan:
     """The planned module path of each node, from its name: scope parts joined by dots, the op type dropped
     where the name ends with it (torch.onnx's names), parts every node shares dropped. Several nodes may
     plan one path; PathClaims numbers them as they add modules.
 
     A module torch.onnx wrote as several nodes (`/stem/stem.1/Transpose`, `.../LayerNormalization`,
     `.../Transpose_1`) becomes a container of them (`stem.1.Transpose`, ...), whose output is the module's;
-    these scopes come second, to be made one module again where they end up holding one (onnx_fusion)."""
+    these scopes are `grouped`, to be made one module again where they end up holding one (onnx_fusion).
+    A module called again is named with a number (`/layer1/relu_1/Relu` for the second call of
+    `layer1.relu`): the node is another call of that module where it computes the same (`repeats`), so the
+    layer `layer1.relu` is its last call, as in the original."""
     parts = [_name_parts(node.name, node.op_type, index) for index, node in enumerate(nodes)]
     full = [scope + ([tail] if tail else []) for scope, tail in parts]
     shared = _shared_prefix(full)
     parts = [(scope[shared:], tail) for scope, tail in parts]
+    scopes = {tuple(scope) for scope, _ in parts}
     enclosing = {tuple(scope[:i]) for scope, _ in parts for i in range(1, len(scope))}
     tails: dict[tuple[str, ...], set[str]] = {}
     for scope, tail in parts:
@@ -199,12 +213,15 @@ def module_paths(nodes: Sequence) -> tuple[list[str], set[str]]:
                   scope if tail and scope else scope + ([tail] if tail else []) for scope, tail in parts]
     candidates = [c or [_part(node.op_type)] for c, node in zip(candidates, nodes)]
     containers = {tuple(c[:i]) for c in candidates for i in range(1, len(c))}
-    paths = []
+    paths, repeats = [], []
     for candidate, (scope, tail), node in zip(candidates, parts, nodes):
         if tuple(candidate) in containers:   # a functional op inside a block: /layer1/layer1.0/Add
             candidate = scope + [tail or _part(node.op_type)]
         paths.append(".".join(candidate))
-    return paths, {".".join(scope) for scope in grouped}
+        first_call = [re.sub(r"_\d+$", "", part) for part in scope]
+        repeats.append(".".join(first_call + candidate[len(scope):])
+                       if first_call != scope and tuple(first_call) in scopes else None)
+    return PathPlan(paths, repeats, {".".join(scope) for scope in grouped})
 
 
 def _name_parts(name: str, op_type: str, index: int) -> tuple[list[str], str | None]:
@@ -244,6 +261,32 @@ def _part(text: str) -> str:
     if part.startswith(("_", CONSTANTS)):
         part = "n" + part
     return part + "_" if keyword.iskeyword(part) or part in RESERVED else part
+
+
+def _submodule(root: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return root.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def _same_module(a: nn.Module | None, b: nn.Module) -> bool:
+    """Modules of one type, settings and weights: one module's calls."""
+    if type(a) is not type(b):
+        return False
+    settings = [{k: v for k, v in vars(m).items() if not k.startswith("_") and k != "training"} for m in (a, b)]
+    if settings[0].keys() != settings[1].keys() or any(
+            not _same_value(settings[0][k], settings[1][k]) for k in settings[0]):
+        return False
+    state = [m.state_dict() for m in (a, b)]
+    return state[0].keys() == state[1].keys() and all(
+        state[0][k].shape == state[1][k].shape and torch.equal(state[0][k], state[1][k]) for k in state[0])
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    return type(a) is type(b) and a == b
 
 
 def _add_module(root: nn.Module, path: str, module: nn.Module) -> None:

@@ -260,13 +260,19 @@ def test_module_paths_read_like_the_original_modules():
              ("/stem/stem.1/Transpose", "Transpose"), ("/stem/stem.1/LayerNormalization", "LayerNormalization"),
              ("/stem/stem.1/Transpose_1", "Transpose")]
     nodes = [helper.make_node(op, [], [], name=name) for name, op in names]
-    planned, grouped = module_paths(nodes)
-    claims = PathClaims(planned)
-    assert [claims.claim(path) for path in planned] == [
+    plan = module_paths(nodes)
+    claims = PathClaims(plan.paths)
+    assert [claims.claim(path) for path in plan.paths] == [
         "conv1", "layer1.0.conv1", "layer1.0.Relu", "layer1.0.conv2", "layer1.0.Add", "layer1.0.Relu_1", "Flatten_6",
         "fc", "fc_2", "weird_name_.for_", "graph_", "n_guards_fn", "nonnx_constant_0",
         "stem.1.Transpose", "stem.1.LayerNormalization", "stem.1.Transpose_1"]
-    assert grouped == {"stem.1"}
+    assert plan.grouped == {"stem.1"}
+    assert plan.repeats == [None] * len(names)
+    # a module called again: /layer1/relu_1/Relu may be another call of layer1.relu
+    again = module_paths([helper.make_node(name.rpartition("/")[2], [], [], name=name) for name in
+                          ("/conv1/Conv", "/layer1/relu/Relu", "/layer1/relu_1/Relu", "/layer1/act_1/Relu")])
+    assert again.paths == ["conv1", "layer1.relu", "layer1.relu_1", "layer1.act_1"]
+    assert again.repeats == [None, None, "layer1.relu", None]
 
 
 # --- groups of nodes torch.onnx writes for one module ----------------------------------------------
@@ -328,5 +334,32 @@ def test_a_group_whose_inner_value_is_used_elsewhere_stays_apart():
     module = onnx_import._convert(model, "case.onnx", 17, "x", meta())
     assert [type(module.get_submodule(f"act.{op}")).__name__ for op in ("Sigmoid", "Mul", "Add")] == [
         "Sigmoid", "Mul", "Add"]
+    ours, theirs = converted_and_onnxruntime(model)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
+
+
+def test_a_module_called_again_is_one_module_and_one_of_other_weights_keeps_its_name():
+    """torch.onnx numbers a module's next call (/block/relu_1); /block/conv_1 here is another module."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="/stem/Relu"),
+             helper.make_node("Conv", ["r", "w"], ["c"], name="/block/conv/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["a"], name="/block/relu/Relu"),
+             helper.make_node("Conv", ["a", "v"], ["d"], name="/block/conv_1/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["d"], ["y"], name="/block/relu_1/Relu")]
+    model = graph_model(nodes, {"w": weights(3, 3, 3, 3), "v": weights(3, 3, 3, 3)})
+    module = onnx_import._convert(model, "case.onnx", 17, "x", meta())
+    calls = [n.target for n in module.graph.nodes if n.op == "call_module"]
+    assert calls == ["stem", "block.conv", "block.relu", "block.conv_1", "block.relu"]
+    ours, theirs = converted_and_onnxruntime(model)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
+
+
+def test_an_activation_module_called_twice_is_fused_at_each_call():
+    nodes = group("act", ("Sigmoid", ["r"], "s", {}), ("Mul", ["r", "s"], "m", {}))
+    nodes += [helper.make_node("Sigmoid", ["m"], ["s1"], name="/act_1/Sigmoid"),
+              helper.make_node("Mul", ["m", "s1"], ["y"], name="/act_1/Mul")]
+    model = graph_model(nodes)
+    module = onnx_import._convert(model, "case.onnx", 17, "x", meta())
+    called = [type(module.get_submodule(n.target)) for n in module.graph.nodes if n.op == "call_module"]
+    assert called == [nn.ReLU, nn.SiLU, nn.SiLU]
     ours, theirs = converted_and_onnxruntime(model)
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
