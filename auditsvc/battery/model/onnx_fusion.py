@@ -4,12 +4,12 @@ torch.onnx spells some modules as several nodes: nn.SiLU as Sigmoid and Mul, nn.
 opset 14) as HardSigmoid and Mul, nn.GELU (before opset 20) as Div, Erf, Add, Mul, Mul, nn.LayerNorm
 (before opset 17) as ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add, and a Linear layer
 on a map (ConvNeXt's channels-last blocks) as MatMul and Add. Converted node by node, each step
-would be a layer of its own, and the module's path (`stage1.0.act`) would name its first step
-(x / sqrt(2)) rather than its output. `fuse` finds these groups in the converted graph and makes
-each one the torch module, at the path of its first step: the layer list reads like the original
-model's and holds its outputs. A group is fused only when nothing outside it reads its inner
-values; the onnxruntime check compares the result like any other conversion.
-"""
+would be a module and a layer of its own (`stage1.0.act.Div`, `stage1.0.act.Erf`, ...), none of them
+the GELU. `fuse` finds these groups in the converted graph and makes each one the torch module, in
+place of its first step; `collapse` then gives a container left with that one module (`stage1.0.act`)
+to it. The layer list reads like the original model's and holds its outputs. A group is fused only
+when nothing outside it reads its inner values; the onnxruntime check compares the result like any
+other conversion."""
 
 from __future__ import annotations
 
