@@ -5,7 +5,8 @@ read: a graph whose tensors are stored in other files (external data) is refused
 paths would be the user's to choose. It is held to the limits (limits.py: size, node count, the
 size of every value it computes), to a single float32 (N, C, H, W) input with a dynamic batch
 matching model.json, and to the ops onnx_ops.py converts; onnx.checker checks the rest. The
-graph is converted node by node to torch modules and exported with a dynamic batch dimension.
+graph is converted node by node to torch modules, the groups of nodes torch.onnx writes for one
+module made that module again (onnx_fusion.py), and exported with a dynamic batch dimension.
 
 onnxruntime runs the original beside the converted program, and their logits must agree within
 TOLERANCE: on a few random inputs when the model is loaded (an upload check refuses a model the
@@ -206,16 +207,17 @@ def _check_model(model, source: str) -> None:
 
 def _convert(model, source: str, opset: int, input_name: str, meta: ModelMeta) -> fx.GraphModule:
     """The graph as an fx.GraphModule of torch modules, one per ONNX node that computes on tensors."""
+    from .onnx_fusion import collapse, fuse
     from .onnx_ops import EXAMPLE_BATCH, GraphBuilder, module_paths
 
     nodes = list(model.graph.node)
     example = torch.randn(EXAMPLE_BATCH, *meta.input.size, generator=torch.Generator().manual_seed(0))
-    paths = module_paths(nodes)
-    builder = GraphBuilder(source, opset, example, paths)
+    plan = module_paths(nodes)
+    builder = GraphBuilder(source, opset, example, plan)
     values: dict[str, object] = {tensor.name: _tensor(tensor, source) for tensor in model.graph.initializer}
     values[input_name] = builder.input
-    for node, path in zip(nodes, paths):
-        builder.node, builder.path = node, path
+    for node, path, repeat in zip(nodes, plan.paths, plan.repeats):
+        builder.node, builder.path, builder.repeat = node, path, repeat
         outputs = _converted_node(builder, node, [_node_input(builder, values, name) for name in node.input])
         for name, value in zip(node.output, list(outputs) + [None] * len(node.output)):
             if name:
@@ -224,7 +226,11 @@ def _convert(model, source: str, opset: int, input_name: str, meta: ModelMeta) -
     if not isinstance(result, fx.Node) or not isinstance(builder.examples[result], torch.Tensor):
         raise BadInput(f"{source}: the model's output does not depend on its input")
     builder.graph.output(result)
-    return _pruned(fx.GraphModule(builder.root, builder.graph))
+    module = fx.GraphModule(builder.root, builder.graph)
+    fuse(module, builder.examples)
+    module = _pruned(module)
+    collapse(module, plan.grouped)
+    return module
 
 
 @dataclass(frozen=True)
@@ -314,10 +320,30 @@ def _export(module: fx.GraphModule, meta: ModelMeta, source: str) -> torch.expor
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+            program = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     except Exception as exc:
         raise BadInput(f"{source}: the graph converted from ONNX cannot run on batches of any size "
                        f"({_first_line(exc)}); a Reshape to a fixed batch size does this: {ONNX_EXPORT_CALL}") from None
+    _record_containers(program)
+    return program
+
+
+def _record_containers(program: torch.export.ExportedProgram) -> None:
+    """torch.export records the modules each op runs in; the converted graph calls every module by its path,
+    so only the innermost is recorded. The modules on that path (`layer1`, `layer1.0`: the blocks of the
+    original model) are added, so that they are layers too, each giving its last op's output."""
+    for node in program.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if not stack:
+            continue
+        recorded = {}
+        for key, (path, kind) in stack.items():
+            parts = path.split(".") if path else []
+            for depth in range(1, len(parts)):
+                container = ".".join(parts[:depth])
+                recorded.setdefault(f"L__self__{container}", (container, "torch.nn.Module"))
+            recorded[key] = (path, kind)
+        node.meta["nn_module_stack"] = recorded
 
 
 def _session(data: bytes, source: str):

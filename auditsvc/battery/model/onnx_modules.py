@@ -50,6 +50,42 @@ class Div(Binary):
     function = staticmethod(torch.div)
 
 
+class Pow(Binary):
+    function = staticmethod(torch.pow)
+
+
+class Sqrt(nn.Module):
+    def forward(self, x):
+        return torch.sqrt(x)
+
+
+class Erf(nn.Module):
+    def forward(self, x):
+        return torch.erf(x)
+
+
+class Selu(nn.Module):
+    """SELU with other constants than torch's."""
+
+    def __init__(self, alpha: float, gamma: float):
+        super().__init__()
+        self.alpha, self.gamma = alpha, gamma
+
+    def forward(self, x):
+        return self.gamma * torch.where(x > 0, x, self.alpha * torch.expm1(x))
+
+
+class PRelu(nn.Module):
+    """PReLU with a slope that is not one per channel (nn.PReLU's): broadcast over the input."""
+
+    def __init__(self, slope: torch.Tensor):
+        super().__init__()
+        self.register_buffer("slope", slope)
+
+    def forward(self, x):
+        return torch.where(x >= 0, x, x * self.slope)
+
+
 class Clip(nn.Module):
     def __init__(self, low: float | None, high: float | None):
         super().__init__()
@@ -142,13 +178,50 @@ class LogSoftmax(Softmax):
     pass
 
 
-class ReduceMean(nn.Module):
+class Reduce(nn.Module):
+    function: Callable = staticmethod(torch.mean)
+
     def __init__(self, axes: list[int], keepdims: bool):
         super().__init__()
         self.axes, self.keepdims = axes, keepdims
 
     def forward(self, x):
-        return x.mean(dim=self.axes, keepdim=self.keepdims)
+        return self.function(x, dim=self.axes, keepdim=self.keepdims)
+
+
+class ReduceMean(Reduce):
+    function = staticmethod(torch.mean)
+
+
+class ReduceMax(Reduce):
+    function = staticmethod(torch.amax)
+
+
+class ReduceSum(Reduce):
+    function = staticmethod(torch.sum)
+
+
+class Split(nn.Module):
+    def __init__(self, axis: int, sizes: list[int]):
+        super().__init__()
+        self.axis, self.sizes = axis, sizes
+
+    def forward(self, x):
+        return torch.split(x, self.sizes, self.axis)
+
+
+class Slice(nn.Module):
+    """x[start:end:step] along each of `axes`; starts and ends may be sizes computed when the graph runs."""
+
+    def __init__(self, axes: list[int], steps: list[int]):
+        super().__init__()
+        self.axes, self.steps = axes, steps
+
+    def forward(self, x, starts: list, ends: list):
+        index = [slice(None)] * x.dim()
+        for axis, start, end, step in zip(self.axes, starts, ends, self.steps):
+            index[axis] = slice(start, end, step)
+        return x[tuple(index)]
 
 
 class Gather(nn.Module):
@@ -233,3 +306,7 @@ class Resize(nn.Module):
             return F.interpolate(x, size=size, mode=self.mode, align_corners=self.align_corners)
         return F.interpolate(x, scale_factor=self.scale, mode=self.mode, align_corners=self.align_corners,
                              recompute_scale_factor=False)
+
+
+class Upsample(Resize):
+    pass

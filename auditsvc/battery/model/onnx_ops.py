@@ -32,8 +32,9 @@ from torch import fx, nn
 
 from ..errors import BadInput
 from ..limits import MAX_ONNX_VALUE_ELEMENTS
-from .onnx_modules import (Add, AveragePool, Binary, Clip, Concat, Div, Flatten, Gather, Gemm, HardSigmoid, LogSoftmax,
-                           MatMul, Mul, Pad, ReduceMean, Reshape, Resize, Softmax, Squeeze, Sub, Transpose, Unsqueeze)
+from .onnx_modules import (Add, AveragePool, Binary, Clip, Concat, Div, Erf, Flatten, Gather, Gemm, HardSigmoid,
+                           LogSoftmax, MatMul, Mul, Pad, Pow, PRelu, ReduceMax, ReduceMean, ReduceSum, Reshape, Resize,
+                           Selu, Slice, Softmax, Split, Sqrt, Squeeze, Sub, Transpose, Unsqueeze, Upsample)
 
 EXAMPLE_BATCH = 2
 MAX_PATH_PARTS = 8
@@ -51,14 +52,15 @@ Value = fx.Node | torch.Tensor | Shape
 
 
 class GraphBuilder:
-    def __init__(self, source: str, opset: int, example: torch.Tensor, paths: list[str]):
+    def __init__(self, source: str, opset: int, example: torch.Tensor, plan: PathPlan):
         self.source, self.opset = source, opset
         self.root = nn.Module()
         self.graph = fx.Graph()
         self.examples: dict[fx.Node, object] = {}
-        self.names = PathClaims(paths)
+        self.names = PathClaims(plan.paths)
         self.node = None      # the ONNX node being converted
         self.path = ""        # its module path
+        self.repeat = None    # the path of the module it may be another call of (PathPlan.repeats)
         self.input = self.graph.placeholder("input")
         self.examples[self.input] = example
         self._constants = 0
@@ -70,7 +72,9 @@ class GraphBuilder:
     # --- adding calls -------------------------------------------------------------------------
     def module(self, module: nn.Module, *args, suffix: str = "") -> fx.Node:
         """Call `module` (added at this node's path, or a sibling path ending in `suffix`) on args."""
-        path = self.names.claim(self.path + suffix) if suffix else self.path
+        if not suffix and self.repeat is not None and _same_module(_submodule(self.root, self.repeat), module):
+            return self._run(self.graph.call_module(self.repeat, tuple(args)))
+        path = self.names.claim(self.path + suffix)
         _add_module(self.root, path, module.eval())
         return self._run(self.graph.call_module(path, tuple(args)))
 
@@ -158,11 +162,13 @@ class GraphBuilder:
 
 
 class PathClaims:
-    """Module paths: the planned one of every node, and extra ones claimed while converting (a Conv's
-    separate padding). No path is both a module and a container of modules."""
+    """Module paths as modules are added: a node's planned path (or a sibling, `conv1_pad`), numbered
+    (`act_2`) when taken. Nodes that add no module (Constant, size arithmetic) claim none, so the module
+    a scope's nodes compute (`/act/Constant`, `/act/Div`, ...) takes the plain path of the scope. No path
+    is both a module and a container of modules."""
 
     def __init__(self, planned: list[str]):
-        self.taken = set(planned)
+        self.taken: set[str] = set()
         self.containers = {".".join(p.split(".")[:i]) for p in planned for i in range(1, p.count(".") + 1)}
 
     def claim(self, path: str) -> str:
@@ -174,28 +180,48 @@ class PathClaims:
         return path
 
 
-def module_paths(nodes: Sequence) -> list[str]:
-    """A module path for each node, from its name: scope parts joined by dots, the op type dropped where
-    the name ends with it (torch.onnx's names), parts every node shares dropped, and made unique."""
+@dataclass
+class PathPlan:
+    paths: list[str]               # each node's planned module path
+    repeats: list[str | None]      # for a node torch.onnx named as a module's next call, that module's path
+    grouped: set[str]              # containers of the nodes of one module (see module_paths)
+
+
+def module_paths(nodes: Sequence) -> PathPlan:
+    """The planned module path of each node, from its name: scope parts joined by dots, the op type dropped
+    where the name ends with it (torch.onnx's names), parts every node shares dropped. Several nodes may
+    plan one path; PathClaims numbers them as they add modules.
+
+    A module torch.onnx wrote as several nodes (`/stem/stem.1/Transpose`, `.../LayerNormalization`,
+    `.../Transpose_1`) becomes a container of them (`stem.1.Transpose`, ...), whose output is the module's;
+    these scopes are `grouped`, to be made one module again where they end up holding one (onnx_fusion).
+    A module called again is named with a number (`/layer1/relu_1/Relu` for the second call of
+    `layer1.relu`): the node is another call of that module where it computes the same (`repeats`), so the
+    layer `layer1.relu` is its last call, as in the original."""
     parts = [_name_parts(node.name, node.op_type, index) for index, node in enumerate(nodes)]
     full = [scope + ([tail] if tail else []) for scope, tail in parts]
     shared = _shared_prefix(full)
     parts = [(scope[shared:], tail) for scope, tail in parts]
-    candidates = [scope if tail and scope else scope + ([tail] if tail else []) for scope, tail in parts]
+    scopes = {tuple(scope) for scope, _ in parts}
+    enclosing = {tuple(scope[:i]) for scope, _ in parts for i in range(1, len(scope))}
+    tails: dict[tuple[str, ...], set[str]] = {}
+    for scope, tail in parts:
+        if scope and tail and tuple(scope) not in enclosing:
+            tails.setdefault(tuple(scope), set()).add(tail)
+    grouped = {scope for scope, names in tails.items() if len(names) > 1}
+    candidates = [scope + [tail] if tuple(scope) in grouped and tail else
+                  scope if tail and scope else scope + ([tail] if tail else []) for scope, tail in parts]
     candidates = [c or [_part(node.op_type)] for c, node in zip(candidates, nodes)]
     containers = {tuple(c[:i]) for c in candidates for i in range(1, len(c))}
-    taken: set[tuple[str, ...]] = set()
-    paths = []
+    paths, repeats = [], []
     for candidate, (scope, tail), node in zip(candidates, parts, nodes):
         if tuple(candidate) in containers:   # a functional op inside a block: /layer1/layer1.0/Add
             candidate = scope + [tail or _part(node.op_type)]
-        last, number = candidate[-1], 1
-        while tuple(candidate) in taken or tuple(candidate) in containers:
-            number += 1
-            candidate = candidate[:-1] + [f"{last}_{number}"]
-        taken.add(tuple(candidate))
         paths.append(".".join(candidate))
-    return paths
+        first_call = [re.sub(r"_\d+$", "", part) for part in scope]
+        repeats.append(".".join(first_call + candidate[len(scope):])
+                       if first_call != scope and tuple(first_call) in scopes else None)
+    return PathPlan(paths, repeats, {".".join(scope) for scope in grouped})
 
 
 def _name_parts(name: str, op_type: str, index: int) -> tuple[list[str], str | None]:
@@ -235,6 +261,32 @@ def _part(text: str) -> str:
     if part.startswith(("_", CONSTANTS)):
         part = "n" + part
     return part + "_" if keyword.iskeyword(part) or part in RESERVED else part
+
+
+def _submodule(root: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return root.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def _same_module(a: nn.Module | None, b: nn.Module) -> bool:
+    """Modules of one type, settings and weights: one module's calls."""
+    if type(a) is not type(b):
+        return False
+    settings = [{k: v for k, v in vars(m).items() if not k.startswith("_") and k != "training"} for m in (a, b)]
+    if settings[0].keys() != settings[1].keys() or any(
+            not _same_value(settings[0][k], settings[1][k]) for k in settings[0]):
+        return False
+    state = [m.state_dict() for m in (a, b)]
+    return state[0].keys() == state[1].keys() and all(
+        state[0][k].shape == state[1][k].shape and torch.equal(state[0][k], state[1][k]) for k in state[0])
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    return type(a) is type(b) and a == b
 
 
 def _add_module(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -412,7 +464,80 @@ CONVERTERS.update({
     "Sigmoid": _unary(lambda attrs: nn.Sigmoid()),
     "Tanh": _unary(lambda attrs: nn.Tanh()),
     "HardSwish": _unary(lambda attrs: nn.Hardswish()),
+    "Sqrt": _unary(lambda attrs: Sqrt()),
+    "Erf": _unary(lambda attrs: Erf()),
+    # torch's Softplus returns x past x = 20, where log(1 + e^x) is x within 2e-9
+    "Softplus": _unary(lambda attrs: nn.Softplus()),
+    "Elu": _unary(lambda attrs: nn.ELU(float(attrs.get("alpha", 1.0)))),
 })
+
+SELU_ALPHA, SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875   # ONNX's defaults, torch's constants
+
+
+@converts("Selu")
+def selu(b: GraphBuilder, attrs: dict, inputs: list) -> list:
+    alpha, gamma = float(attrs.get("alpha", SELU_ALPHA)), float(attrs.get("gamma", SELU_GAMMA))
+    standard = math.isclose(alpha, SELU_ALPHA, rel_tol=1e-6) and math.isclose(gamma, SELU_GAMMA, rel_tol=1e-6)
+    return [b.module(nn.SELU() if standard else Selu(alpha, gamma), b.tensor(inputs[0]))]
+
+
+@converts("Gelu")
+def gelu(b: GraphBuilder, attrs: dict, inputs: list) -> list:
+    approximate = attrs.get("approximate", "none")
+    if approximate not in ("none", "tanh"):
+        raise b.refuse(f"has approximate {shown(approximate)}; none and tanh are supported")
+    return [b.module(nn.GELU(approximate), b.tensor(inputs[0]))]
+
+
+@converts("Swish")
+def swish(b: GraphBuilder, attrs: dict, inputs: list) -> list:
+    alpha = float(attrs.get("alpha", 1.0))
+    if alpha != 1.0:
+        raise b.refuse(f"has alpha {alpha:g}; only x * sigmoid(x) (alpha 1, torch's SiLU) is supported")
+    return [b.module(nn.SiLU(), b.tensor(inputs[0]))]
+
+
+@converts("PRelu")
+def prelu(b: GraphBuilder, attrs: dict, inputs: list) -> list:
+    x = inputs[0]
+    slope = float_tensor(b.constant(inputs[1], "slope"))
+    shape = b.example(x).shape
+    channels = shape[1] if len(shape) > 1 else 0
+    # nn.PReLU's weight is one slope, or one per channel: (C, 1, 1) on a map, (C,) on a vector
+    per_channel = (slope.numel() == channels and slope.dim() == len(shape) - 1
+                   and list(slope.shape[1:]) == [1] * (slope.dim() - 1))
+    if slope.numel() == 1 or per_channel:
+        layer = nn.PReLU(slope.numel())
+        layer.weight.data = slope.reshape(-1).clone()
+    else:
+        layer = PRelu(slope)
+    return [b.module(layer, b.tensor(x))]
+
+
+@converts("LayerNormalization")
+def layer_norm(b: GraphBuilder, attrs: dict, inputs: list) -> list:
+    x = inputs[0]
+    shape = list(b.example(x).shape)
+    axis = _axis(b, int(attrs.get("axis", -1)), len(shape))
+    if axis == 0:
+        raise b.refuse("normalizes over the batch axis")
+    normalized = shape[axis:]
+    scale = float_tensor(b.constant(inputs[1] if len(inputs) > 1 else None, "scale"))
+    bias = b.constant(inputs[2] if len(inputs) > 2 else None, "bias", required=False)
+    layer = nn.LayerNorm(normalized, eps=float(attrs.get("epsilon", 1e-5)), bias=bias is not None)
+    layer.weight.data = _broadcast(b, scale, normalized, "scale")
+    if bias is not None:
+        layer.bias.data = _broadcast(b, float_tensor(bias), normalized, "bias")
+    return [b.module(layer, b.tensor(x)), None, None]   # the mean and inverse deviation outputs: not given
+
+
+def _broadcast(b: GraphBuilder, value: torch.Tensor, shape: list[int], what: str) -> torch.Tensor:
+    try:
+        if value.dim() > len(shape):
+            raise RuntimeError
+        return torch.broadcast_to(value, shape).contiguous().clone()
+    except RuntimeError:
+        raise b.refuse(f"has a {what} of shape {list(value.shape)} for the normalized shape {shape}") from None
 
 
 @converts("HardSigmoid")
@@ -508,6 +633,7 @@ CONVERTERS.update({
     "Mul": _binary(Mul, operator.mul), "Div": _binary(Div, lambda a, c: torch.div(a, c, rounding_mode="trunc")
                                                       if not (a.is_floating_point() or c.is_floating_point())
                                                       else a / c),
+    "Pow": _binary(Pow, torch.pow),
 })
 
 
@@ -517,8 +643,8 @@ def _shape_arithmetic(b: GraphBuilder, a: Value, c: Value) -> Shape:
     if len(left.items) != len(right.items) and 1 not in (len(left.items), len(right.items)):
         raise b.refuse("combines sizes of different lengths")
     count = max(len(left.items), len(right.items))
-    python_op = operator.floordiv if b.node.op_type == "Div" else {"Add": operator.add, "Sub": operator.sub,
-                                                                  "Mul": operator.mul}[b.node.op_type]
+    python_op = {"Add": operator.add, "Sub": operator.sub, "Mul": operator.mul, "Div": operator.floordiv,
+                 "Pow": operator.pow}[b.node.op_type]
     items = []
     for i in range(count):
         x, y = left.items[i if len(left.items) > 1 else 0], right.items[i if len(right.items) > 1 else 0]
@@ -692,8 +818,11 @@ def softmax(b: GraphBuilder, attrs: dict, inputs: list) -> list:
     return [b.module(layer, b.tensor(x))]
 
 
-@converts("ReduceMean")
-def reduce_mean(b: GraphBuilder, attrs: dict, inputs: list) -> list:
+REDUCTIONS = {"ReduceMean": ReduceMean, "ReduceMax": ReduceMax, "ReduceSum": ReduceSum}
+
+
+@converts(*REDUCTIONS)
+def reduce(b: GraphBuilder, attrs: dict, inputs: list) -> list:
     x = inputs[0]
     rank = b.rank(x)
     axes = _axes(b, attrs, inputs)
@@ -702,7 +831,97 @@ def reduce_mean(b: GraphBuilder, attrs: dict, inputs: list) -> list:
             return [x]
         axes = list(range(rank))
     axes = sorted(_axis(b, a, rank) for a in axes)
-    return [b.module(ReduceMean(axes, bool(attrs.get("keepdims", 1))), b.tensor(x))]
+    return [b.module(REDUCTIONS[b.node.op_type](axes, bool(attrs.get("keepdims", 1))), b.tensor(x))]
+
+
+@converts("Split")
+def split(b: GraphBuilder, attrs: dict, inputs: list) -> list:
+    """Sizes from the attribute (before opset 13) or the input; else num_outputs (opset 18: pieces of
+    the rounded-up size, the last smaller) or as many equal pieces as the node has outputs."""
+    x = inputs[0]
+    if isinstance(x, Shape):
+        raise b.refuse("splits a computed size")
+    count = len(b.node.output)
+    shape = b.example(x).shape
+    axis = _axis(b, int(attrs.get("axis", 0)), len(shape))
+    size = int(shape[axis])
+    sizes = [int(v) for v in attrs["split"]] if "split" in attrs else b.ints(
+        inputs[1] if len(inputs) > 1 else None, "split")
+    if sizes is None:
+        pieces = int(attrs.get("num_outputs", count))
+        piece = -(-size // pieces) if pieces > 0 else 0
+        sizes = [min(piece, size - i * piece) for i in range(pieces)]
+    if len(sizes) != count or sum(sizes) != size or any(v < 0 for v in sizes):
+        raise b.refuse(f"splits size {size} of axis {axis} into {sizes} for {count} outputs")
+    if isinstance(x, torch.Tensor):
+        return list(torch.split(x, sizes, axis))
+    if axis == 0:
+        raise b.refuse("splits the batch axis")
+    pieces = b.module(Split(axis, sizes), b.tensor(x))
+    return [b.function(operator.getitem, pieces, i) for i in range(count)]
+
+
+@converts("Slice")
+def slice_(b: GraphBuilder, attrs: dict, inputs: list) -> list:
+    """Starts and ends may be sizes computed when the graph runs (torch.onnx's chunk slices at
+    size // 2); axes and steps are constants, steps positive."""
+    x = inputs[0]
+    if b.opset < 10:
+        starts, ends = [int(v) for v in attrs.get("starts", [])], [int(v) for v in attrs.get("ends", [])]
+        axes, steps = attrs.get("axes"), None
+    else:
+        starts, ends = (_items(b, inputs[i] if len(inputs) > i else None, what)
+                        for i, what in ((1, "starts"), (2, "ends")))
+        axes, steps = (b.ints(inputs[i] if len(inputs) > i else None, what) for i, what in ((3, "axes"), (4, "steps")))
+    axes = list(range(len(starts))) if axes is None else [int(a) for a in axes]
+    steps = [1] * len(starts) if steps is None else steps
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise b.refuse(f"has {len(starts)} starts, {len(ends)} ends, {len(axes)} axes and {len(steps)} steps")
+    if any(step < 1 for step in steps):
+        raise b.refuse(f"has steps {steps}; only positive steps are supported (a step of -1 flips the tensor)")
+    known = all(isinstance(v, int) for v in starts + ends)
+    if isinstance(x, Shape):
+        if not known or axes not in ([0], [-1]):
+            raise b.refuse("slices a computed size by computed positions")
+        return [Shape(x.items[starts[0]:ends[0]:steps[0]])]
+    rank = b.rank(x)
+    axes = [_axis(b, a, rank) for a in axes]
+    if isinstance(x, torch.Tensor):
+        if not known:
+            raise b.refuse("slices a constant at computed positions")
+        index = [slice(None)] * rank
+        for axis, start, end, step in zip(axes, starts, ends, steps):
+            index[axis] = slice(start, end, step)
+        return [x[tuple(index)]]
+    return [b.module(Slice(axes, steps), b.tensor(x), starts, ends)]
+
+
+def _items(b: GraphBuilder, value: Value | None, what: str) -> list:
+    """A 1-D integer input as a list of ints and graph nodes (sizes computed when the graph runs)."""
+    if value is None:
+        raise b.refuse(f"lacks its {what}")
+    if isinstance(value, fx.Node):
+        raise b.refuse(f"computes its {what} from tensor values; only sizes and constants are supported")
+    return _shape_of(b, value).items
+
+
+@converts("Upsample")
+def upsample(b: GraphBuilder, attrs: dict, inputs: list) -> list:
+    """Opset 9's Upsample: nearest by whole factors (torch.onnx writes it for F.interpolate at opset 9)."""
+    x = inputs[0]
+    dims = _spatial(b, x, "upsampling")
+    scales = attrs.get("scales")
+    if scales is None:
+        scales = b.constant(inputs[1] if len(inputs) > 1 else None, "scales").reshape(-1).tolist()
+    scales = [float(v) for v in scales]
+    if len(scales) != dims + 2 or scales[:2] != [1.0, 1.0] or any(s < 1 or s != int(s) for s in scales):
+        raise b.refuse(f"has scales {scales}; only the spatial axes may be enlarged, by whole factors")
+    if attrs.get("mode", "nearest") != "nearest":
+        raise b.refuse(f"has mode {shown(attrs['mode'])}; re-export with opset 11 or newer (a Resize) for linear "
+                       "upsampling")
+    shape = list(b.example(x).shape)
+    b.check_elements(shape[:2] + [int(n * s) for n, s in zip(shape[2:], scales[2:])])
+    return [b.module(Upsample("nearest", scales[2:], None), b.tensor(x))]
 
 
 @converts("Identity", "Dropout")

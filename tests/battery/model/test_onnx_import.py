@@ -193,9 +193,11 @@ def test_garbage_and_truncated_files_are_refused(tmp_path, packages):
 
 
 def test_an_unsupported_op_is_named_with_its_node(tmp_path):
-    nodes = [helper.make_node("Erf", ["x"], ["e"], name="/block/gelu/Erf"), *_pooled("e")]
+    nodes = [helper.make_node("Einsum", ["x"], ["e"], name="/block/attention/Einsum", equation="nchw->nchw"),
+             *_pooled("e")]
     message = _error(_package(tmp_path, nodes))
-    assert message.startswith("model.onnx: the op 'Erf' (node '/block/gelu/Erf') is not supported; supported ops: Add,")
+    assert message.startswith("model.onnx: the op 'Einsum' (node '/block/attention/Einsum') is not supported; "
+                              "supported ops: Add,")
     custom = [helper.make_node("FusedConv", ["x"], ["e"], name="fused", domain="com.microsoft"), *_pooled("e")]
     assert "the op 'com.microsoft.FusedConv' (node 'fused')" in _error(_package(tmp_path, custom))
 

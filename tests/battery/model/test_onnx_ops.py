@@ -6,11 +6,12 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from torch import nn
 
 from auditsvc.battery.errors import BadInput
 from auditsvc.battery.model import onnx_import
 from auditsvc.battery.model.meta import ModelMeta
-from auditsvc.battery.model.onnx_ops import SUPPORTED_OPS, module_paths
+from auditsvc.battery.model.onnx_ops import SUPPORTED_OPS, PathClaims, module_paths
 
 SHAPE = (3, 9, 10)   # odd sizes: SAME padding and ceil_mode have something to do
 RNG = np.random.default_rng(0)
@@ -167,6 +168,50 @@ CASES = {
     "resize-nearest-default-whole-factors": (chain(("Resize", ["", "s"], {})),
                                              {"s": np.array([1, 1, 2, 3], np.float32)}, 13),
     "resize-opset-10": (chain(("Resize", ["s"], dict(mode="nearest"))), {"s": np.array([1, 1, 2, 3], np.float32)}, 10),
+    "upsample-opset-9": (chain(("Upsample", ["s"], dict(mode="nearest"))), {"s": np.array([1, 1, 2, 3], np.float32)}, 9),
+    "layer-normalization": (chain(("LayerNormalization", ["s", "b"], dict(epsilon=1e-3))),
+                            {"s": weights(10), "b": weights(10)}, 17),
+    "layer-normalization-two-axes-broadcast-scale": (chain(("LayerNormalization", ["s"], dict(axis=-2))),
+                                                     {"s": weights(1, 10)}, 17),
+    "erf": (chain(("Erf", (), {})), {}, 13),
+    "gelu": (chain(("Gelu", (), {})), {}, 20),
+    "gelu-tanh": (chain(("Gelu", (), dict(approximate="tanh"))), {}, 20),
+    "swish": (chain(("Swish", (), {})), {}, 24),
+    "pow-constant-exponent": (chain(("Pow", ["e"], {})), {"e": np.float32(2.0)}, 13),
+    "pow-tensors": ([node("Sigmoid", ["x"], ["s"]), node("Tanh", ["x"], ["t"]), node("Pow", ["s", "t"])], {}, 13),
+    "sqrt": (chain(("Sigmoid", (), {}), ("Sqrt", (), {})), {}, 13),
+    "softplus": (chain(("Softplus", (), {})), {}, 13),
+    "elu": (chain(("Elu", (), dict(alpha=0.5))), {}, 13),
+    "selu": (chain(("Selu", (), {})), {}, 13),
+    "selu-other-constants": (chain(("Selu", (), dict(alpha=1.5, gamma=1.1))), {}, 13),
+    "prelu-per-channel": (chain(("PRelu", ["s"], {})), {"s": weights(3, 1, 1)}, 13),
+    "prelu-one-slope": (chain(("PRelu", ["s"], {})), {"s": np.array([0.25], np.float32)}, 13),
+    "prelu-broadcast-slope": (chain(("PRelu", ["s"], {})), {"s": weights(10)}, 13),
+    "reduce-max": (chain(("ReduceMax", (), dict(axes=[1]))), {}, 13),
+    "reduce-sum-axes-input": (chain(("ReduceSum", ["a"], dict(keepdims=0))), {"a": ints(2, 3)}, 13),
+    # Split's pieces joined in another order: each output must be its piece
+    "split-attribute": ([node("Split", ["x"], ["a", "b"], axis=1, split=[1, 2]), node("Concat", ["b", "a"], axis=1)],
+                        {}, 11),
+    "split-input": ([node("Split", ["x", "s"], ["a", "b"], axis=3), node("Concat", ["b", "a"], axis=3)],
+                    {"s": ints(4, 6)}, 13),
+    "split-equal": ([node("Split", ["x"], ["a", "b", "c"], axis=1), node("Concat", ["c", "a", "b"], axis=1)], {}, 13),
+    "split-num-outputs-uneven": ([node("Split", ["x"], ["a", "b"], axis=2, num_outputs=2),
+                                  node("Concat", ["b", "a"], axis=2)], {}, 18),
+    # torch.onnx's x.chunk(2, 1): halves sliced at (channels + 1) // 2, computed from the shape
+    "slice-chunk-at-computed-sizes": ([node("Relu", ["x"], ["r"]), node("Shape", ["r"], ["shape"]),
+                                       node("Gather", ["shape", "one"], ["c"], axis=0),
+                                       node("Add", ["c", "one"], ["c1"]), node("Div", ["c1", "two"], ["half"]),
+                                       node("Mul", ["half", "two"], ["end"]),
+                                       node("Slice", ["r", "zero", "half", "one"], ["a"]),
+                                       node("Slice", ["r", "half", "end", "one"], ["b"], name="/block/Slice_1"),
+                                       node("Concat", ["b", "a"], axis=1)],
+                                      {"zero": ints(0), "one": ints(1), "two": ints(2)}, 13),
+    "slice-steps-negative-axes-clamped": (chain(("Slice", ["s", "e", "a", "p"], {})),
+                                          {"s": ints(1, -8), "e": ints(100, 9), "a": ints(-1, 2), "p": ints(2, 3)}, 13),
+    "slice-opset-9": (chain(("Slice", (), dict(starts=[1, 0], ends=[3, -1], axes=[1, 3]))), {}, 9),
+    "slice-of-a-shape": ([node("Shape", ["x"], ["shape"]), node("Slice", ["shape", "three", "four"], ["w"]),
+                          node("Concat", ["zero", "minus", "w"], ["target"], axis=0), node("Reshape", ["x", "target"])],
+                         {"three": ints(3), "four": ints(4), "zero": ints(0), "minus": ints(-1)}, 13, ["N", 27, 10]),
 }
 
 
@@ -189,13 +234,132 @@ def test_an_unsupported_attribute_is_refused_naming_the_node():
     assert "m.onnx: Resize node '/n0/Resize' has mode 'cubic'" in str(caught.value)
 
 
+@pytest.mark.parametrize("nodes, initializers, opset, expected", [
+    (chain(("Slice", ["s", "e", "a", "p"], {})), {"s": ints(-1), "e": ints(-100), "a": ints(3), "p": ints(-1)}, 13,
+     "Slice node '/n0/Slice' has steps [-1]; only positive steps are supported"),
+    (chain(("Upsample", ["s"], dict(mode="linear"))), {"s": np.array([1, 1, 2, 2], np.float32)}, 9,
+     "Upsample node '/n0/Upsample' has mode 'linear'; re-export with opset 11 or newer"),
+    ([node("Split", ["x"], ["a", "b"], axis=0), node("Concat", ["b", "a"], axis=0)], {}, 13,
+     "Split node '/block/Split' splits the batch axis"),
+    (chain(("Swish", (), dict(alpha=2.0))), {}, 24, "Swish node '/n0/Swish' has alpha 2"),
+])
+def test_what_a_new_op_does_not_support_is_refused_naming_the_node(nodes, initializers, opset, expected):
+    model = graph_model(nodes, initializers, opset, output=["N", 3, 9, 10])
+    with pytest.raises(BadInput) as caught:
+        onnx_import._convert(model, "m.onnx", opset, "x", meta())
+    assert str(caught.value).startswith(f"m.onnx: {expected}")
+
+
 def test_module_paths_read_like_the_original_modules():
     names = [("/conv1/Conv", "Conv"), ("/layer1/layer1.0/conv1/Conv", "Conv"), ("/layer1/layer1.0/Relu", "Relu"),
              ("/layer1/layer1.0/conv2/Conv", "Conv"), ("/layer1/layer1.0/Add", "Add"),
              ("/layer1/layer1.0/Relu_1", "Relu"),
              ("", "Flatten"), ("/fc/Gemm", "Gemm"), ("/fc/Gemm", "Gemm"), ("weird name!/for", "Relu"),
-             ("/graph/Conv", "Conv"), ("_guards_fn", "Relu"), ("onnx_constant_0", "Mul")]
+             ("/graph/Conv", "Conv"), ("_guards_fn", "Relu"), ("onnx_constant_0", "Mul"),
+             # one module written as several nodes (LayerNorm2d): a container of them
+             ("/stem/stem.1/Transpose", "Transpose"), ("/stem/stem.1/LayerNormalization", "LayerNormalization"),
+             ("/stem/stem.1/Transpose_1", "Transpose")]
     nodes = [helper.make_node(op, [], [], name=name) for name, op in names]
-    assert module_paths(nodes) == ["conv1", "layer1.0.conv1", "layer1.0.Relu", "layer1.0.conv2", "layer1.0.Add",
-                                   "layer1.0.Relu_1", "Flatten_6", "fc", "fc_2", "weird_name_.for_", "graph_",
-                                   "n_guards_fn", "nonnx_constant_0"]
+    plan = module_paths(nodes)
+    claims = PathClaims(plan.paths)
+    assert [claims.claim(path) for path in plan.paths] == [
+        "conv1", "layer1.0.conv1", "layer1.0.Relu", "layer1.0.conv2", "layer1.0.Add", "layer1.0.Relu_1", "Flatten_6",
+        "fc", "fc_2", "weird_name_.for_", "graph_", "n_guards_fn", "nonnx_constant_0",
+        "stem.1.Transpose", "stem.1.LayerNormalization", "stem.1.Transpose_1"]
+    assert plan.grouped == {"stem.1"}
+    assert plan.repeats == [None] * len(names)
+    # a module called again: /layer1/relu_1/Relu may be another call of layer1.relu
+    again = module_paths([helper.make_node(name.rpartition("/")[2], [], [], name=name) for name in
+                          ("/conv1/Conv", "/layer1/relu/Relu", "/layer1/relu_1/Relu", "/layer1/act_1/Relu")])
+    assert again.paths == ["conv1", "layer1.relu", "layer1.relu_1", "layer1.act_1"]
+    assert again.repeats == [None, None, "layer1.relu", None]
+
+
+# --- groups of nodes torch.onnx writes for one module ----------------------------------------------
+
+def group(scope, *steps):
+    """A ReLU named /stem/Relu giving r, then nodes named as torch.onnx names a module's: /<scope>/<Op>[_n];
+    each step is (op, inputs, output, attributes), the last output y."""
+    nodes, seen = [helper.make_node("Relu", ["x"], ["r"], name="/stem/Relu")], {}
+    for op, inputs, output, attrs in steps:
+        count = seen[op] = seen.get(op, -1) + 1
+        nodes.append(helper.make_node(op, inputs, [output], name=f"/{scope}/{op}" + (f"_{count}" if count else ""),
+                                      **attrs))
+    return nodes
+
+
+GROUPS = {
+    # name: (nodes, initializers, opset, {module path: torch module type})
+    "silu": (group("act", ("Sigmoid", ["r"], "s", {}), ("Mul", ["r", "s"], "y", {})), {}, 17, {"act": nn.SiLU}),
+    "hardswish-before-opset-14": (group("act", ("HardSigmoid", ["r"], "s", dict(alpha=1 / 6)),
+                                        ("Mul", ["s", "r"], "y", {})), {}, 13, {"act": nn.Hardswish}),
+    "gelu-before-opset-20": (group("act", ("Constant", [], "c", dict(value=numpy_helper.from_array(
+                                              np.float32(np.sqrt(2))))),
+                                   ("Div", ["r", "c"], "d", {}), ("Erf", ["d"], "e", {}), ("Add", ["e", "one"], "a", {}),
+                                   ("Mul", ["r", "a"], "m", {}), ("Mul", ["m", "half"], "y", {})),
+                             {"one": np.float32(1), "half": np.float32(0.5)}, 17, {"act": nn.GELU}),
+    "layer-norm-before-opset-17": (group("norm", ("ReduceMean", ["r"], "mean", dict(axes=[-1])),
+                                         ("Sub", ["r", "mean"], "centred", {}), ("Pow", ["centred", "two"], "square", {}),
+                                         ("ReduceMean", ["square"], "variance", dict(axes=[-1])),
+                                         ("Add", ["variance", "eps"], "plus", {}), ("Sqrt", ["plus"], "root", {}),
+                                         ("Div", ["centred", "root"], "normed", {}), ("Mul", ["normed", "w"], "m", {}),
+                                         ("Add", ["m", "b"], "y", {})),
+                                   {"two": np.float32(2), "eps": np.float32(1e-5), "w": weights(10), "b": weights(10)},
+                                   13, {"norm": nn.LayerNorm}),
+    "linear-on-a-map": (group("fc", ("MatMul", ["r", "w"], "m", {}), ("Add", ["b", "m"], "y", {})),
+                        {"w": weights(10, 4), "b": weights(4)}, 17, {"fc": nn.Linear}),
+    # LayerNorm2d: a container whose output is the module's, the LayerNorm inside it
+    "layer-norm-2d-between-transposes": (group("norm", ("Transpose", ["r"], "t", dict(perm=[0, 2, 3, 1])),
+                                               ("LayerNormalization", ["t", "s", "b"], "n", {}),
+                                               ("Transpose", ["n"], "y", dict(perm=[0, 3, 1, 2]))),
+                                         {"s": weights(3), "b": weights(3)}, 17,
+                                         {"norm.LayerNormalization": nn.LayerNorm}),
+}
+
+
+@pytest.mark.parametrize("case", list(GROUPS))
+def test_a_group_torch_onnx_writes_for_one_module_becomes_that_module(case):
+    nodes, initializers, opset, expected = GROUPS[case]
+    model = graph_model(nodes, initializers, opset)
+    module = onnx_import._convert(model, "case.onnx", opset, "x", meta())
+    modules = dict(module.named_modules())
+    assert {path: type(modules.get(path)) for path in expected} == expected
+    ours, theirs = converted_and_onnxruntime(model)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
+
+
+def test_a_group_whose_inner_value_is_used_elsewhere_stays_apart():
+    nodes = group("act", ("Sigmoid", ["r"], "s", {}), ("Mul", ["r", "s"], "m", {}), ("Add", ["m", "s"], "y", {}))
+    model = graph_model(nodes)
+    module = onnx_import._convert(model, "case.onnx", 17, "x", meta())
+    assert [type(module.get_submodule(f"act.{op}")).__name__ for op in ("Sigmoid", "Mul", "Add")] == [
+        "Sigmoid", "Mul", "Add"]
+    ours, theirs = converted_and_onnxruntime(model)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
+
+
+def test_a_module_called_again_is_one_module_and_one_of_other_weights_keeps_its_name():
+    """torch.onnx numbers a module's next call (/block/relu_1); /block/conv_1 here is another module."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="/stem/Relu"),
+             helper.make_node("Conv", ["r", "w"], ["c"], name="/block/conv/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["a"], name="/block/relu/Relu"),
+             helper.make_node("Conv", ["a", "v"], ["d"], name="/block/conv_1/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["d"], ["y"], name="/block/relu_1/Relu")]
+    model = graph_model(nodes, {"w": weights(3, 3, 3, 3), "v": weights(3, 3, 3, 3)})
+    module = onnx_import._convert(model, "case.onnx", 17, "x", meta())
+    calls = [n.target for n in module.graph.nodes if n.op == "call_module"]
+    assert calls == ["stem", "block.conv", "block.relu", "block.conv_1", "block.relu"]
+    ours, theirs = converted_and_onnxruntime(model)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
+
+
+def test_an_activation_module_called_twice_is_fused_at_each_call():
+    nodes = group("act", ("Sigmoid", ["r"], "s", {}), ("Mul", ["r", "s"], "m", {}))
+    nodes += [helper.make_node("Sigmoid", ["m"], ["s1"], name="/act_1/Sigmoid"),
+              helper.make_node("Mul", ["m", "s1"], ["y"], name="/act_1/Mul")]
+    model = graph_model(nodes)
+    module = onnx_import._convert(model, "case.onnx", 17, "x", meta())
+    called = [type(module.get_submodule(n.target)) for n in module.graph.nodes if n.op == "call_module"]
+    assert called == [nn.ReLU, nn.SiLU, nn.SiLU]
+    ours, theirs = converted_and_onnxruntime(model)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
