@@ -397,10 +397,15 @@ def conv(b: GraphBuilder, attrs: dict, inputs: list) -> list:
         x = b.module(Pad(_torch_pads(begin, end)), b.tensor(x), suffix="_pad")
     layer = getattr(nn, f"Conv{dims}d")(channels, weight.shape[0], kernel, strides, begin if symmetric else 0,
                                         dilations, groups, bias is not None)
+    return [b.module(_loaded(layer, weight, bias), b.tensor(x))]
+
+
+def _loaded(layer: nn.Module, weight: torch.Tensor, bias) -> nn.Module:
+    """A convolution module holding the node's weight and (optional) bias."""
     layer.weight.data = weight.contiguous()
     if bias is not None:
         layer.bias.data = float_tensor(bias).reshape(-1).contiguous()
-    return [b.module(layer, b.tensor(x))]
+    return layer
 
 
 @converts("ConvTranspose")
@@ -428,10 +433,7 @@ def conv_transpose(b: GraphBuilder, attrs: dict, inputs: list) -> list:
     b.check_elements([1, weight.shape[1] * groups, *out])
     layer = getattr(nn, f"ConvTranspose{dims}d")(channels, weight.shape[1] * groups, kernel, strides, begin,
                                                  output_padding, groups, bias is not None, dilations)
-    layer.weight.data = weight.contiguous()
-    if bias is not None:
-        layer.bias.data = float_tensor(bias).reshape(-1).contiguous()
-    return [b.module(layer, b.tensor(x))]
+    return [b.module(_loaded(layer, weight, bias), b.tensor(x))]
 
 
 @converts("BatchNormalization")
