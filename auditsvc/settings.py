@@ -178,6 +178,12 @@ AUDIT_SOFT_TIME_LIMIT = int(os.environ.get("AUDITSVC_SOFT_TIME_LIMIT", str(3 * 3
 AUDIT_TIME_LIMIT = AUDIT_SOFT_TIME_LIMIT + 300
 AUDIT_STALE_AFTER = int(os.environ.get("AUDITSVC_STALE_AFTER", "600"))   # seconds without a heartbeat
 AUDIT_MAX_ATTEMPTS = int(os.environ.get("AUDITSVC_MAX_ATTEMPTS", "2"))
+# The dispatcher (audits/services/dispatching.py) sends an audit to the workers only into a free slot:
+# at most AUDIT_WORKER_SLOTS audits at the workers at once (the sum of the audit workers' concurrency;
+# 0: no such limit), at most AUDIT_ORG_CONCURRENCY of one organization's (its own limit when set;
+# 0: none). The others wait in the database, in the dispatcher's order.
+AUDIT_WORKER_SLOTS = int(os.environ.get("AUDITSVC_WORKER_SLOTS", "1"))
+AUDIT_ORG_CONCURRENCY = int(os.environ.get("AUDITSVC_ORG_CONCURRENCY", "4"))
 AUDIT_DEVICE = os.environ.get("AUDITSVC_DEVICE", "auto")
 # Part of the battery only (names as in the report's appendix), as AUDITSVC_SECTIONS does for the CLI.
 AUDIT_SECTIONS = [name.strip() for name in os.environ.get("AUDITSVC_SECTIONS", "").split(",") if name.strip()] or None

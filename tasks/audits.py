@@ -20,8 +20,9 @@ def start_a_waiting_sandbox(**kwargs) -> None:
 
 @app.task(name="tasks.audits.execute_audit", bind=True, acks_late=True, reject_on_worker_lost=True,
           soft_time_limit=settings.AUDIT_SOFT_TIME_LIMIT, time_limit=settings.AUDIT_TIME_LIMIT)
-def execute_audit(self, audit_id: int) -> None:
-    services.audit_execute(audit_id, worker=self.request.hostname or socket.gethostname())
+def execute_audit(self, audit_id: int, dispatch: int = 0) -> None:
+    """`dispatch`: the message's number, as the dispatcher sent it (0: a message from before it numbered them)."""
+    services.audit_execute(audit_id, worker=self.request.hostname or socket.gethostname(), dispatch=dispatch)
 
 
 @app.task(name="tasks.audits.run_schedule")
@@ -33,4 +34,5 @@ def run_schedule(schedule_id: int) -> int | None:
 
 @app.task(name="tasks.audits.sweep_stale_audits")
 def sweep_stale_audits() -> list[int]:
+    """Beat's safety net: silent audits queued again or failed, lost messages sent again, the dispatcher run."""
     return services.audits_sweep()

@@ -19,7 +19,7 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ("name", "created")
+    list_display = ("name", "max_running_audits", "created")
     inlines = [MembershipInline]
 
 
@@ -53,9 +53,9 @@ class FindingInline(ViewOnly, admin.TabularInline):
 
 @admin.register(Audit)
 class AuditAdmin(ReadOnlyAdmin):
-    list_display = ("id", "model_version", "probe_set", "profile", "status", "verdict", "progress_shown",
+    list_display = ("id", "model_version", "probe_set", "profile", "priority", "status", "verdict", "progress_shown",
                     "queued_wait", "run_time", "attempts", "created")
-    list_filter = ("status", "verdict", "profile", "organization")
+    list_filter = ("status", "verdict", "profile", "priority", "organization")
     inlines = [FindingInline]
     SHOWN_AS = {"progress": ["progress_shown"], "finished": ["finished", "queued_wait", "run_time"],
                 "steps": ["steps_shown"]}   # raw fields shown in a reviewer's units

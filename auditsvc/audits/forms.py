@@ -153,6 +153,17 @@ class ProfileField(forms.ChoiceField):
         return super().clean(value) or Audit.Profile.FULL
 
 
+class PriorityField(forms.ChoiceField):
+    """An API audit's priority; interactive when none is given (the portal's audits are interactive, the
+    schedules' scheduled)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=Audit.Priority.choices, required=False, **kwargs)
+
+    def clean(self, value):
+        return super().clean(value) or Audit.Priority.INTERACTIVE
+
+
 class AuditForm(forms.Form):
     model_version = ModelVersionChoiceField(label="Model version", help_text=MODEL_VERSION_HELP)
     probe_set = IdChoiceField(kind="probe set", label="Probe set", help_text=PROBE_SET_HELP)
@@ -240,6 +251,7 @@ class ApiAuditForm(forms.Form):
     release_tag = forms.CharField(required=False, max_length=column_length(ModelVersion, "release_tag"))
     seed = SeedField(required=False)
     profile = ProfileField()
+    priority = PriorityField()
 
     def __init__(self, user, organization, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -15,6 +15,10 @@ from django.db import models
 class Organization(models.Model):
     name = models.CharField(max_length=200, unique=True)
     created = models.DateTimeField(auto_now_add=True)
+    max_running_audits = models.PositiveSmallIntegerField(
+        null=True, blank=True, verbose_name="concurrent audits",
+        help_text="At most this many of the organization's audits run (or are sent to a worker) at once; "
+                  "empty: the AUDITSVC_ORG_CONCURRENCY setting; 0: no limit of its own.")
 
     def __str__(self) -> str:
         return self.name
@@ -97,12 +101,21 @@ class Profile(models.TextChoices):
     QUICK = "quick", "Quick"
 
 
+class Priority(models.TextChoices):
+    """Which queued audits start first (services/dispatching.py): release gates, then audits a person waits
+    for, then scheduled re-audits."""
+    RELEASE = "release", "Release gate"
+    INTERACTIVE = "interactive", "Interactive"
+    SCHEDULED = "scheduled", "Scheduled re-audit"
+
+
 class Audit(models.Model):
     """A job row: status, progress and stage, its steps (the battery's sections, then the report files),
     timestamps, the result files. Status changes only through the audit services (services/audits.py)."""
 
     MAX_SEED = 2**32 - 1
     Profile = Profile
+    Priority = Priority
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -120,6 +133,7 @@ class Audit(models.Model):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     seed = models.BigIntegerField(default=0)   # 0..MAX_SEED (a 32-bit unsigned range, past PostgreSQL's integer)
     profile = models.CharField(max_length=10, choices=Profile.choices, default=Profile.FULL)
+    priority = models.CharField(max_length=12, choices=Priority.choices, default=Priority.INTERACTIVE)
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress = models.FloatField(default=0.0)
@@ -127,6 +141,11 @@ class Audit(models.Model):
     message = models.TextField(blank=True)      # why it failed, in one line
     attempts = models.PositiveSmallIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True)
+    # Sent to the workers (while queued: its task waits in the broker); `dispatches` numbers the messages
+    # sent, and a message whose number is not the audit's latest is dropped (services/dispatching.py).
+    dispatched = models.DateTimeField(null=True, blank=True, db_index=True)
+    dispatches = models.PositiveIntegerField(default=0)
+    runs_completed = models.PositiveSmallIntegerField(default=0)   # sandboxed runs that returned a report
 
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)

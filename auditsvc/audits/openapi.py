@@ -51,6 +51,12 @@ def document(server: str) -> dict:
                         "profile": {"type": "string", "enum": ["full", "quick"], "default": "full",
                                     "description": "full: the whole battery; quick: summary, performance, "
                                                    "shortcuts and looking only"},
+                        "priority": {"type": "string", "enum": ["release", "interactive", "scheduled"],
+                                     "default": "interactive",
+                                     "description": "which queued audits start first: release gates, then "
+                                                    "interactive, then scheduled re-audits (within one, each "
+                                                    "organization in turn); an identical queued audit is "
+                                                    "raised to it"},
                     }}}}},
                 "responses": _responses({
                     "201": {"description": "Audit queued (\"existing\": false)",
@@ -113,6 +119,7 @@ def document(server: str) -> dict:
                     "id": {"type": "integer"},
                     "status": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
                     "profile": {"type": "string", "enum": ["full", "quick"]},
+                    "priority": {"type": "string", "enum": ["release", "interactive", "scheduled"]},
                     "progress": {"type": "number", "minimum": 0, "maximum": 1},
                     "stage": {"type": "string"}, "message": {"type": "string"},
                     "verdict": {"type": ["string", "null"], "enum": ["pass", "warn", "fail", None]},
@@ -133,7 +140,9 @@ def document(server: str) -> dict:
                     "waiting": {"type": ["number", "null"], "description": "seconds it waited (waits) in the queue"},
                     "remaining": {"type": ["number", "null"],
                                   "description": "estimated seconds left, from past audits; null without history"},
-                    "queue_position": {"type": ["integer", "null"], "description": "queued audits ahead of it"},
+                    "queue_position": {"type": ["integer", "null"],
+                                       "description": "queued audits that start before it (priority, then "
+                                                      "each organization in turn, then age)"},
                     "cancellable": {"type": "boolean"},
                     "links": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"},
                               "description": "self and portal; cancel until it finishes; once done, findings, "

@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+import heapq
 import statistics
-from datetime import datetime
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.core.cache import cache
-from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
+from django.db.models import Case, Count, IntegerField, Max, Q, QuerySet, Value, When
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -212,7 +216,7 @@ def audit_status(audit: Audit, now: datetime | None = None) -> dict:
     return {
         "id": audit.pk, "status": audit.status, "progress": round(audit.progress, 3), "stage": audit.stage,
         "message": audit.message, "verdict": audit.verdict or None, "attempts": audit.attempts,
-        "profile": audit.profile,
+        "profile": audit.profile, "priority": audit.priority,
         "model_version": {"id": audit.model_version_id, "name": audit.model_version.name,
                           "version": audit.model_version.version, "release_tag": audit.model_version.release_tag},
         "release_tag": audit.model_version.release_tag,
@@ -283,6 +287,82 @@ def _seconds_between(start: datetime | None, end: datetime | None) -> float | No
     return (end - start).total_seconds() if start and end else None
 
 
+# --- the queue's order (services/dispatching.py sends audits to the workers in it) --------------
+
+PRIORITY_RANK = {priority: rank for rank, priority in enumerate(Audit.Priority.values)}   # release first
+
+
+class Waiting(NamedTuple):
+    """A queued audit not yet sent to the workers, as the dispatcher orders it."""
+    pk: int
+    organization_id: int
+    priority: str
+    created: datetime
+
+
+def dispatch_order(waiting: Iterable[Waiting], at_workers: Mapping[int, int],
+                   last_sent: Mapping[int, datetime] | None = None) -> list[Waiting]:
+    """The order in which waiting audits go to the workers, as the dispatcher picks them one after the
+    other: the highest priority first (release gates, then audits a person waits for, then scheduled
+    re-audits); within a priority, the organization with the fewest audits at the workers (`at_workers`,
+    each pick adding one), and among those, the one sent an audit longest ago (`last_sent`; never: first),
+    so that the organizations take turns and one's long queue never holds back another's; then the oldest
+    audit. It assumes no audit leaves the workers meanwhile; when one does, its organization's turn comes
+    sooner."""
+    own_queues: dict[int, deque[Waiting]] = defaultdict(deque)
+    for audit in sorted(waiting, key=lambda a: (PRIORITY_RANK[a.priority], a.created, a.pk)):
+        own_queues[audit.organization_id].append(audit)
+    count = Counter(at_workers)
+    sent = {organization: (0, when.timestamp()) for organization, when in (last_sent or {}).items()}
+
+    def entry(organization: int) -> tuple:
+        head = own_queues[organization][0]
+        return (PRIORITY_RANK[head.priority], count[organization], sent.get(organization, (-1, 0.0)), head.created,
+                head.pk, organization)
+
+    heads = [entry(organization) for organization in own_queues]
+    heapq.heapify(heads)
+    order = []
+    while heads:
+        organization = heapq.heappop(heads)[-1]
+        order.append(own_queues[organization].popleft())
+        count[organization] += 1
+        sent[organization] = (1, len(order))   # sent after every real time, in this order
+        if own_queues[organization]:
+            heapq.heappush(heads, entry(organization))
+    return order
+
+
+def audits_at_workers() -> Counter[int]:
+    """Per organization (id), its audits at the workers: running, or sent and waiting in the broker."""
+    rows = (Audit.objects.filter(Q(status=Audit.Status.RUNNING) | Q(status=Audit.Status.QUEUED, dispatched__isnull=False))
+            .values_list("organization_id").annotate(count=Count("pk")).order_by())
+    return Counter(dict(rows))
+
+
+def audits_last_sent(since: timedelta = timedelta(days=1)) -> dict[int, datetime]:
+    """Per organization (id), when an audit of it was last sent to the workers (within `since`; before that
+    counts as never)."""
+    rows = (Audit.objects.filter(dispatched__gte=timezone.now() - since).values_list("organization_id")
+            .annotate(last=Max("dispatched")).order_by())
+    return dict(rows)
+
+
+def audits_waiting_in_order(at_workers: Mapping[int, int] | None = None) -> list[Waiting]:
+    """The queued audits not yet sent to the workers, in `dispatch_order`."""
+    waiting = Audit.objects.filter(status=Audit.Status.QUEUED, dispatched__isnull=True).values_list(
+        "pk", "organization_id", "priority", "created")
+    return dispatch_order((Waiting(*row) for row in waiting),
+                          audits_at_workers() if at_workers is None else at_workers, audits_last_sent())
+
+
+def queued_in_order() -> list[int]:
+    """Every queued audit's id in the order they start: those sent to the workers first (in the order they
+    were sent, as the broker hands them out), then the waiting ones in `dispatch_order`."""
+    sent = Audit.objects.filter(status=Audit.Status.QUEUED, dispatched__isnull=False).order_by("dispatched", "pk")
+    return [*sent.values_list("pk", flat=True), *(audit.pk for audit in audits_waiting_in_order())]
+
+
 # --- live progress -----------------------------------------------------------------------------
 
 HISTORY_AUDITS = 50    # the finished audits an estimate learns from, newest first
@@ -322,12 +402,12 @@ def _seconds(delta) -> float:
 
 
 def audit_queue_position(audit: Audit) -> int | None:
-    """How many queued audits are ahead of this queued one (None when it is not queued). Every
-    organization's count: they wait for the same workers."""
+    """How many queued audits will start before this queued one (None when it is not queued), in the
+    dispatcher's order (`queued_in_order`). Every organization's count: they wait for the same workers."""
     if audit.status != Audit.Status.QUEUED:
         return None
-    return Audit.objects.filter(status=Audit.Status.QUEUED).filter(
-        Q(created__lt=audit.created) | Q(created=audit.created, pk__lt=audit.pk)).count()
+    order = queued_in_order()
+    return order.index(audit.pk) if audit.pk in order else len(order)
 
 
 def audit_remaining_seconds(audit: Audit) -> float | None:

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from . import selectors, services
 from .http_errors import NotReady
 from .forms import AuditFilterForm, AuditForm, ModelVersionForm, ProbeSetForm, ScheduleForm, TokenForm, parse_id
+from .models import Audit
 from .upload_limits import display_name
 
 # The report is made in the sandbox from an upload's strings: whatever it holds, no script runs, nothing is
@@ -298,7 +299,7 @@ def schedule_action(request, pk: int):
         services.schedule_set_enabled(schedule, action == "enable")
         messages.success(request, f"Schedule {'resumed' if action == 'enable' else 'paused'}: {schedule}.")
     elif action == "run":
-        audit = services.audit_create_for_schedule(schedule.pk)
+        audit = services.audit_create_for_schedule(schedule.pk, priority=Audit.Priority.INTERACTIVE)   # someone waits
         if audit:
             return redirect("audit-detail", audit.pk)
         messages.error(request, "The schedule is paused: resume it to run it.")

@@ -146,3 +146,17 @@ def test_an_unknown_profile_is_refused(client, auth, package_files, probe_bytes)
     refused = client.post(reverse("api-audits"), {**uploads(package_files, probe_bytes), "profile": "thorough"},
                           **auth)
     assert refused.status_code == 400 and "profile" in refused.json()["fields"]
+
+
+def test_a_release_gate_asks_for_release_priority(client, auth, stored):
+    version, probe = stored
+    ids = {"model_version": version.pk, "probe_set": probe.pk}
+    queued = client.post(reverse("api-audits"), {**ids, "priority": "scheduled"}, **auth).json()
+    assert queued["priority"] == "scheduled" and queued["queue_position"] == 0
+    interactive = client.post(reverse("api-audits"), {**ids, "seed": "1"}, **auth).json()
+    assert interactive["priority"] == "interactive" and interactive["queue_position"] == 0   # goes first
+    again = client.post(reverse("api-audits"), {**ids, "priority": "release"}, **auth)
+    assert again.status_code == 200 and again.json()["existing"]   # the same audit, raised to a release gate
+    assert (again.json()["id"], again.json()["priority"], again.json()["queue_position"]) == (queued["id"], "release", 0)
+    refused = client.post(reverse("api-audits"), {**ids, "priority": "urgent"}, **auth)
+    assert refused.status_code == 400 and "priority" in refused.json()["fields"]

@@ -312,14 +312,13 @@ def _version_of(organization, like):
 
 # --- the queue ---------------------------------------------------------------------------------
 
-def test_the_queue_position_counts_the_queued_audits_before_it_of_every_organization(make_audit):
+def test_the_queue_position_counts_the_queued_audits_that_start_before_it_of_every_organization(make_audit):
     first = make_audit()
     make_audit(status=Audit.Status.RUNNING)            # running: no longer waiting ahead of anyone
-    make_audit(organization="globex")                  # another organization's: the same workers
-    make_audit(status=Audit.Status.DONE)
+    globex = make_audit(organization="globex")         # another organization's: the same workers, and its turn
+    make_audit(status=Audit.Status.DONE)               # comes first, as Acme has an audit running already
     last = make_audit()
-    assert selectors.audit_queue_position(first) == 0
-    assert selectors.audit_queue_position(last) == 2
+    assert [selectors.audit_queue_position(a) for a in (globex, first, last)] == [0, 1, 2]
     first.status = Audit.Status.RUNNING
     first.save()
     assert selectors.audit_queue_position(last) == 1 and selectors.audit_queue_position(first) is None

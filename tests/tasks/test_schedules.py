@@ -52,13 +52,15 @@ def test_beat_sends_the_schedules_task_once_its_interval_has_passed(schedule):
 
 
 def test_a_tick_queues_an_audit_of_the_schedule_and_sends_it_to_a_worker(users, stored, schedule, sent_tasks,
-                                                                         django_capture_on_commit_callbacks):
+                                                                         settings, django_capture_on_commit_callbacks):
     version, probe = stored
+    settings.AUDIT_WORKER_SLOTS = 2
     audit_id = tick(schedule.pk, django_capture_on_commit_callbacks)
     audit = Audit.objects.get(pk=audit_id)
     assert (audit.organization, audit.model_version, audit.probe_set, audit.reference, audit.schedule) == (
         users["acme"], version, probe, None, schedule)
-    assert (audit.status, audit.requested_by, audit.seed, audit.previous) == ("queued", users["alice"], 0, None)
+    assert (audit.status, audit.requested_by, audit.seed, audit.previous, audit.priority) == (
+        "queued", users["alice"], 0, None, "scheduled")
     assert sent_tasks == [("tasks.audits.execute_audit", [audit_id])]
     assert tick(schedule.pk, django_capture_on_commit_callbacks) != audit_id   # each tick makes a new audit
     assert Audit.objects.filter(schedule=schedule).count() == 2 and len(sent_tasks) == 2

@@ -3,9 +3,10 @@ started, executed in a sandbox, finished or failed, swept when its worker went s
 
 Its status changes in one place (`_set_status`, through `audit_transition`, `audit_claim_next`,
 `audit_fail` and `audit_cancel`), along QUEUED -> RUNNING -> DONE | FAILED (RUNNING -> QUEUED when
-swept), and QUEUED | RUNNING -> CANCELLED; DONE, FAILED and CANCELLED are final. Workers are reached
-by task name once the transaction commits (the task's id names the audit, so that a cancel can revoke
-it); nothing here imports the tasks.
+swept), and QUEUED | RUNNING -> CANCELLED; DONE, FAILED and CANCELLED are final. The dispatcher
+(dispatching.py) sends queued audits to the workers, by task name, once the transaction commits: when
+one is created and whenever one ends (the task's id names the audit, so that a cancel can revoke it);
+nothing here imports the tasks.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from auditsvc.battery import BadInput
@@ -31,6 +33,7 @@ from auditsvc.sandbox import SandboxError, SandboxUnavailable
 from .. import selectors
 from ..models import Audit, AuditFinding, ModelVersion, Organization, ProbeSet, Schedule
 from .columns import one_line
+from .dispatching import audit_task_id, dispatch_on_commit, workers_configured
 from .files import scratch, stored_unless_failed
 from .notifications import notify_worse_verdict
 from .running import AuditStopped, check_still_running, run_in_sandbox, sandbox_prepare_next
@@ -38,7 +41,6 @@ from .steps import planned_steps, started_steps, steps_closed
 from .uploads import model_version_from_upload, probe_set_create
 
 log = logging.getLogger(__name__)
-EXECUTE_AUDIT_TASK = "tasks.audits.execute_audit"
 NO_WORKER = ("waiting: no worker is configured (set REDIS_URL and start a worker, "
              "or run `python manage.py run_queued_audits`)")
 _NEXT_STATUS = {
@@ -56,21 +58,22 @@ _FINAL = (Audit.Status.DONE, Audit.Status.FAILED, Audit.Status.CANCELLED)
 
 def audit_create(*, organization: Organization, user, model_version: ModelVersion, probe_set: ProbeSet,
                  reference: ModelVersion | None = None, seed: int = 0, schedule: Schedule | None = None,
-                 profile: str = Audit.Profile.FULL) -> Audit:
-    """A queued audit of stored objects; its worker is asked for once the transaction commits."""
+                 profile: str = Audit.Profile.FULL, priority: str = Audit.Priority.INTERACTIVE) -> Audit:
+    """A queued audit of stored objects; the dispatcher is asked for a worker once the transaction commits."""
     check_one_organization(organization, (model_version, probe_set, reference), "an audit")
     check_reference(model_version, reference)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= Audit.MAX_SEED:
         raise ValidationError({"seed": f"The seed must be between 0 and {Audit.MAX_SEED}."})
     check_profile(profile)
+    _check_priority(priority)
     _check_classes(model_version, probe_set)
     previous = (Audit.objects.filter(model_version=model_version, probe_set=probe_set, status=Audit.Status.DONE)
                 .order_by("-finished").first())
     audit = Audit.objects.create(organization=organization, model_version=model_version, probe_set=probe_set,
                                  reference=reference, seed=seed, schedule=schedule, previous=previous,
                                  requested_by=user, stage="" if workers_configured() else NO_WORKER,
-                                 profile=profile, steps=planned_steps(profile))
-    _enqueue_on_commit(audit.pk)
+                                 profile=profile, priority=priority, steps=planned_steps(profile))
+    dispatch_on_commit()
     return audit
 
 
@@ -81,7 +84,8 @@ def audit_create_from_upload(**request) -> Audit:
 
 def audit_get_or_create_from_upload(**request) -> tuple[Audit, bool]:
     """A pipeline's one request (the API): the queued or running audit of the same inputs when there is one
-    (`selectors.audit_find_identical`; nothing is stored then), else a new one; and whether it is new."""
+    (`selectors.audit_find_identical`; nothing is stored then, and a queued one takes the request's priority
+    when that is higher), else a new one; and whether it is new."""
     return _audit_from_upload(reuse_identical=True, **request)
 
 
@@ -89,7 +93,8 @@ def _audit_from_upload(*, reuse_identical: bool, organization: Organization, use
                        model_version: ModelVersion | None = None, model=None, meta=None, release_tag: str = "",
                        reference_version: ModelVersion | None = None, reference=None, reference_meta=None,
                        probe_set: ProbeSet | None = None, dataset=None, dataset_name: str = "",
-                       seed: int = 0, profile: str = Audit.Profile.FULL) -> tuple[Audit, bool]:
+                       seed: int = 0, profile: str = Audit.Profile.FULL,
+                       priority: str = Audit.Priority.INTERACTIVE) -> tuple[Audit, bool]:
     """The request's field names: stored objects or uploads for the model (`model_version` or `model` +
     `meta`), the reference (`reference_version` or `reference` + `reference_meta`) and the probe set
     (`probe_set` or `dataset`), then the audit. All or nothing: if any step fails, the rows roll back and
@@ -119,10 +124,10 @@ def _audit_from_upload(*, reuse_identical: bool, organization: Organization, use
                 organization=organization, model_version=model_version, probe_set=probe_set,
                 reference=reference_version, seed=seed, profile=profile)
             if identical:
-                return identical, False
+                return audit_raise_priority(identical, priority), False
             return audit_create(organization=organization, user=user, model_version=model_version,
                                 probe_set=probe_set, reference=reference_version, seed=seed,
-                                profile=profile), True
+                                profile=profile, priority=priority), True
     except BaseException:
         for instance in stored:
             instance.file.delete(save=False)
@@ -138,6 +143,11 @@ def check_one_organization(organization: Organization, items, user_of: str) -> N
 def check_profile(profile: str) -> None:
     if profile not in Audit.Profile.values:
         raise ValidationError({"profile": f"The profile must be one of {', '.join(Audit.Profile.values)}."})
+
+
+def _check_priority(priority: str) -> None:
+    if priority not in Audit.Priority.values:
+        raise ValidationError({"priority": f"The priority must be one of {', '.join(Audit.Priority.values)}."})
 
 
 def check_reference(model_version: ModelVersion, reference: ModelVersion | None) -> None:
@@ -168,40 +178,36 @@ def _fields_renamed(**names):
 
 # --- queueing ----------------------------------------------------------------------------------
 
-def workers_configured() -> bool:
-    """Audits go to Celery workers only with a broker; the web process never runs one itself."""
-    return bool(settings.REDIS_URL)
-
-
-def _enqueue_on_commit(audit_id: int) -> None:
-    transaction.on_commit(lambda: _enqueue(audit_id))
-
-
-def audit_task_id(audit_id: int) -> str:
-    """Every message that runs one audit has this id: revoking it reaches them all."""
-    return f"audit-{audit_id}"
-
-
-def _enqueue(audit_id: int) -> None:
-    if workers_configured():   # else it stays queued for `manage.py run_queued_audits`
-        celery_app.send_task(EXECUTE_AUDIT_TASK, args=[audit_id], task_id=audit_task_id(audit_id))
+def audit_raise_priority(audit: Audit, priority: str) -> Audit:
+    """A queued audit asked for again with a higher priority (a release gate wants a queued re-audit) moves
+    up to it; its place in the queue follows (`selectors.dispatch_order`)."""
+    _check_priority(priority)
+    rank = selectors.PRIORITY_RANK
+    if audit.status == Audit.Status.QUEUED and rank[priority] < rank[audit.priority]:
+        if Audit.objects.filter(pk=audit.pk, status=Audit.Status.QUEUED).update(priority=priority):
+            audit.priority = priority
+    return audit
 
 
 def audit_claim_next(worker: str) -> Audit | None:
-    """The oldest queued audit, marked running for `worker` so that no other runner takes it (the
-    conditional update is the claim, on SQLite as on PostgreSQL); None when the queue is empty."""
-    for audit in Audit.objects.filter(status=Audit.Status.QUEUED).order_by("created", "pk")[:50]:
-        if _set_status(audit, Audit.Status.RUNNING, {"worker": worker[:200], "stage": "starting"}, claim=True):
+    """The next queued audit in the dispatcher's order, marked running for `worker` so that no other runner
+    takes it (the conditional update is the claim, on SQLite as on PostgreSQL); None when the queue is empty."""
+    for audit_id in selectors.queued_in_order()[:50]:
+        audit = Audit.objects.filter(pk=audit_id, status=Audit.Status.QUEUED).first()
+        if audit and _set_status(audit, Audit.Status.RUNNING, {"worker": worker[:200], "stage": "starting"},
+                                 claim=True):
             return audit
     return None
 
 
 def audits_sweep(now=None) -> list[int]:
     """Audits whose worker went silent: queue them again (the task is idempotent) or, after the
-    last attempt, mark them failed with the reason. Nothing stays 'running' forever."""
+    last attempt, mark them failed with the reason. Nothing stays 'running' forever. Audits sent to
+    the workers that none started meanwhile (their message was lost with the broker's data) wait for
+    the dispatcher again, in their place; then the dispatcher runs (the beat's safety net)."""
     now = now or timezone.now()
-    stale = Audit.objects.filter(status=Audit.Status.RUNNING,
-                                 heartbeat__lt=now - timedelta(seconds=settings.AUDIT_STALE_AFTER))
+    stale_since = now - timedelta(seconds=settings.AUDIT_STALE_AFTER)
+    stale = Audit.objects.filter(status=Audit.Status.RUNNING, heartbeat__lt=stale_since)
     handled = []
     for audit in stale:
         if audit.attempts >= settings.AUDIT_MAX_ATTEMPTS:
@@ -209,9 +215,10 @@ def audits_sweep(now=None) -> list[int]:
                               f"gave up after {audit.attempts} attempts.")
         else:
             audit_transition(audit, Audit.Status.QUEUED, stage="queued again: the worker stopped responding",
-                             progress=0.0, steps=planned_steps(audit.profile))
-            _enqueue_on_commit(audit.pk)
+                             progress=0.0, steps=planned_steps(audit.profile), dispatched=None)
         handled.append(audit.pk)
+    Audit.objects.filter(status=Audit.Status.QUEUED, dispatched__lt=stale_since).update(dispatched=None)
+    dispatch_on_commit()
     return handled
 
 
@@ -240,7 +247,7 @@ def audit_cancel(audit: Audit, user=None) -> Audit:
         if _set_status(audit, Audit.Status.CANCELLED, fields, claim=True):
             transaction.on_commit(lambda: _revoke(audit.pk))
             return audit
-        audit.refresh_from_db(fields=["status"])   # a worker moved it on meanwhile: started or finished it
+        audit.refresh_from_db(fields=["status", "dispatches"])   # a worker or the dispatcher moved it on meanwhile
     raise ValidationError(f"Audit {audit.pk} has already finished ({audit.get_status_display().lower()}); "
                           "only a queued or running audit can be cancelled.", code="finished")
 
@@ -256,7 +263,8 @@ def _revoke(audit_id: int) -> None:
 
 def _set_status(audit: Audit, status: str, fields: dict, claim: bool = False) -> bool:
     """The one place an audit's status is written (with a heartbeat; when it ends, `finished` and its steps
-    closed). With `claim`, only if no one changed it since it was read; returns whether it was written."""
+    closed, and the dispatcher fills the slot it leaves). With `claim`, only if no one changed it (its
+    status, or its dispatch number: it was sent again) since it was read; returns whether it was written."""
     if status not in _NEXT_STATUS[audit.status]:
         raise ValueError(f"audit {audit.pk}: {audit.status} -> {status} is not allowed")
     now = timezone.now()
@@ -268,22 +276,28 @@ def _set_status(audit: Audit, status: str, fields: dict, claim: bool = False) ->
         fields["steps"] = steps_closed(current if current is not None else audit.steps, status, now)
     rows = Audit.objects.filter(pk=audit.pk)
     if claim:
-        rows = rows.filter(status=audit.status)
+        rows = rows.filter(status=audit.status, dispatches=audit.dispatches)
     if not rows.update(**fields):
         return False
     for key, value in fields.items():
         setattr(audit, key, value)
+    if status in _FINAL:
+        dispatch_on_commit()
     return True
 
 
 # --- executing ---------------------------------------------------------------------------------
 
-def audit_execute(audit_id: int, worker: str = "") -> None:
-    """Run one audit to the end (the body of the task `tasks.audits.execute_audit` and of
-    run_queued_audits). Safe to call again for the same audit: a finished audit is left alone, a
-    redelivered one starts over."""
+def audit_execute(audit_id: int, worker: str = "", dispatch: int | None = None) -> None:
+    """Run one audit to the end (the body of the task `tasks.audits.execute_audit`, `dispatch` its message's
+    number, and of run_queued_audits). Safe to call again for the same audit: a finished audit is left
+    alone, a redelivered message starts it over, a message the dispatcher has since replaced is dropped."""
     audit = Audit.objects.select_related("model_version", "probe_set", "reference", "previous").get(pk=audit_id)
     if audit.is_finished:
+        return
+    if dispatch is not None and dispatch != audit.dispatches:
+        log.info("audit %s: message %s dropped, the audit was sent again (message %s)", audit.pk, dispatch,
+                 audit.dispatches)
         return
     if audit.attempts >= settings.AUDIT_MAX_ATTEMPTS:
         audit_fail(audit, f"The audit was interrupted {audit.attempts} times (worker lost or restarted); "
@@ -293,7 +307,7 @@ def audit_execute(audit_id: int, worker: str = "") -> None:
     if not _set_status(audit, Audit.Status.RUNNING, {
             "attempts": audit.attempts + 1, "started": now, "worker": worker[:200], "progress": 0.0,
             "stage": "starting", "message": "", "steps": started_steps(audit.profile, now)}, claim=True):
-        return   # cancelled since it was read
+        return   # cancelled or sent again since it was read
     with _next_sandbox_prepared():
         try:
             changes = _run_and_store(audit)
@@ -331,6 +345,7 @@ def _run_and_store(audit: Audit) -> dict | None:
     previous = selectors.audit_summary(audit.previous) if audit.previous else None
     with scratch() as folder:
         outcome = run_in_sandbox(audit, folder / "out", previous)
+        Audit.objects.filter(pk=audit.pk).update(runs_completed=F("runs_completed") + 1)
         changes = changes_since(previous, outcome.findings_json) if previous else None
         _finish(audit, outcome, changes)
     return changes

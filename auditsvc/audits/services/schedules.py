@@ -53,9 +53,9 @@ def schedule_delete(schedule: Schedule) -> None:
         schedule.delete()
 
 
-def audit_create_for_schedule(schedule_id: int) -> Audit | None:
-    """A beat tick (or "run now" on the portal): a new audit of the schedule's model version on its probe
-    set; None when the schedule is paused or gone."""
+def audit_create_for_schedule(schedule_id: int, priority: str = Audit.Priority.SCHEDULED) -> Audit | None:
+    """A beat tick (or "run now" on the portal, an interactive one): a new audit of the schedule's model
+    version on its probe set; None when the schedule is paused or gone."""
     schedule = Schedule.objects.select_related("organization", "model_version", "probe_set").filter(
         pk=schedule_id, enabled=True).first()
     if schedule is None:
@@ -63,4 +63,5 @@ def audit_create_for_schedule(schedule_id: int) -> Audit | None:
     with transaction.atomic():
         return audit_create(organization=schedule.organization, user=schedule.created_by,
                             model_version=schedule.model_version, probe_set=schedule.probe_set,
-                            reference=schedule.reference, schedule=schedule, profile=schedule.profile)
+                            reference=schedule.reference, schedule=schedule, profile=schedule.profile,
+                            priority=priority)

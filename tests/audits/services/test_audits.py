@@ -64,8 +64,9 @@ def test_an_audit_is_enqueued_by_task_name_once_committed(users, stored, sent_ta
         audit = services.audit_create(organization=users["acme"], user=users["alice"], model_version=version,
                                       probe_set=probe, seed=3)
     assert sent_tasks == [] and audit.stage == ""   # nothing is sent before the row is committed
-    for callback in callbacks:
-        callback()
+    with django_capture_on_commit_callbacks(execute=True):   # the commit: the dispatcher runs, then sends
+        for callback in callbacks:
+            callback()
     assert sent_tasks == [("tasks.audits.execute_audit", [audit.pk])]
     assert (audit.status, audit.seed, audit.requested_by, audit.organization) == (
         "queued", 3, users["alice"], users["acme"])
