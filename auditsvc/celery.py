@@ -10,5 +10,6 @@ app = Celery("auditsvc")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.imports = ("tasks.audits",)
 app.conf.beat_schedule = {
-    "sweep-stale-audits": {"task": "tasks.audits.sweep_stale_audits", "schedule": 60.0},
+    "sweep-stale-audits": {"task": "tasks.audits.sweep_stale_audits",
+                           "schedule": float(os.environ.get("AUDITSVC_SWEEP_SECONDS", "60"))},
 }

@@ -80,9 +80,9 @@ def tiny_probe(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def service_stack(tmp_path_factory, postgres):
-    """redis-server, the web server and a Celery worker as real processes (see tests/stack.py), on a
+    """redis-server, the web server and a Celery worker as real processes (see auditsvc/stack/stack.py), on a
     database of their own on the session's PostgreSQL server."""
-    from tests.stack import Stack
+    from auditsvc.stack import Stack
 
     stack = Stack(tmp_path_factory.mktemp("stack"), database_url=postgres.create_database("stack"))
     try:

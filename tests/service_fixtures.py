@@ -22,8 +22,8 @@ CLASSES = ["cat", "dog"]
 
 @pytest.fixture(scope="session")
 def postgres():
-    """One PostgreSQL server for the session (tests/postgres.py); started by the first test that needs it."""
-    from tests.postgres import PostgresServer
+    """One PostgreSQL server for the session (auditsvc/stack/postgres.py); started by the first test that needs it."""
+    from auditsvc.stack import PostgresServer
 
     server = PostgresServer().start()
     try:

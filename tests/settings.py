@@ -17,5 +17,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 AUDIT_SECTIONS = ["summary", "performance"]
 
 # No waiting sandbox child after each in-process audit: priming one costs half a minute of CPU that
-# no later test uses. The real worker processes of tests/stack.py keep the production setting.
+# no later test uses. The real worker processes of auditsvc/stack/stack.py keep the production setting.
 AUDIT_WARM_SANDBOX = False

@@ -9,7 +9,7 @@ import pytest
 from auditsvc import client
 from auditsvc.battery import Verdict
 from auditsvc.client import AuditClient, AuditFailed, AuthenticationError, BadInput, RequestRefused
-from tests.stack import free_port
+from auditsvc.stack import free_port
 
 
 def command(url: str, gate_models, model: str, out, *more) -> list[str]:

@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 from tests.audits.browser import log_in, shot, zip_directory
 from tests.audits.conftest import desktop_page
 from tests.conftest import write_probe
-from tests.stack import wait_for
+from auditsvc.stack import wait_for
 
 pytestmark = pytest.mark.integration
 FINAL = ("done", "failed", "cancelled")

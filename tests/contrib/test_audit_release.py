@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from auditsvc import client
-from tests.stack import free_port
+from auditsvc.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "contrib" / "release"

@@ -274,7 +274,7 @@ def test_bad_tokens_get_401(client, users, two_organizations, header):
     refusal(response, 401, None, "API token")
 
 
-# --- the real server (tests/stack.py: runserver with DEBUG on, so a crash would show its traceback) ----
+# --- the real server (auditsvc/stack/stack.py: runserver with DEBUG on, so a crash would show its traceback) ----
 
 def _raw_post(stack, path: str, headers: dict, body: bytes = b"") -> tuple[int, bytes]:
     """A request whose Content-Length need not match its body; returns the status and the body read."""

@@ -1,12 +1,18 @@
 """Audits through real processes: the API on the web server, a Celery worker on Redis.
-A worker killed mid-audit loses no audit and leaves none stuck in 'running'."""
+A worker killed mid-audit loses no audit and leaves none stuck in 'running'. A release gate overtakes
+another organization's queue of scheduled re-audits."""
 
 import os
 import signal
 import subprocess
 import time
+import zipfile
 
 import pytest
+import torch
+
+from auditsvc.demo.nets import PlainNet
+from tests.conftest import write_package, write_probe
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +71,38 @@ def test_a_killed_worker_is_swept_and_the_audit_finishes_on_another(service_stac
     stack.start_worker()
     done = stack.wait_until(created["id"], lambda s: s["status"] in ("done", "failed"))
     assert done["status"] == "done" and done["attempts"] == 2, done
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs(tmp_path_factory):
+    """A tiny model (3x32x32) and a probe zip of 12 images: the quickest audit there is."""
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny_inputs")
+    model = write_package(directory / "model", PlainNet(2, widths=(4, 8)), ["cat", "dog"], name="tiny-model")
+    root = write_probe(directory / "probe", ["cat", "dog"], per_class=6, size=(32, 32))
+    archive = directory / "probe.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for file in sorted(root.rglob("*")):
+            if file.is_file():
+                out.write(file, file.relative_to(root).as_posix())
+    return model, archive
+
+
+def test_a_release_audit_overtakes_another_organizations_scheduled_re_audits(service_stack, tiny_inputs):
+    """One worker, one slot: Acme's six re-audits wait in the dispatcher's queue and Globex's release gate,
+    sent after them, runs next; once it is done, the re-audits it overtook are cancelled (nothing to wait for)."""
+    stack = service_stack
+    scheduled = [stack.create_audit(*tiny_inputs, profile="quick", priority="scheduled", seed=str(seed))["id"]
+                 for seed in range(6)]
+    release = stack.create_audit(*tiny_inputs, user="bob", profile="quick", priority="release")
+    assert release["priority"] == "release" and release["queue_position"] <= 1   # behind one sent already at most
+    waiting = [stack.status(audit) for audit in scheduled[2:]]
+    assert all(s["status"] == "queued" and s["queue_position"] > release["queue_position"] for s in waiting), waiting
+    done = stack.wait_until(release["id"], lambda s: s["status"] in ("done", "failed"), 300, user="bob")
+    assert done["status"] == "done", done["message"]
+    overtaken = [s for s in map(stack.status, scheduled) if s["status"] == "queued"]
+    assert len(overtaken) >= 4 and all(s["started"] is None for s in overtaken), overtaken
+    for links in (stack.status(audit)["links"] for audit in scheduled):
+        if "cancel" in links:
+            stack.api().post(links["cancel"], timeout=30)
+    assert {stack.status(audit)["status"] for audit in scheduled} <= {"done", "cancelled"}

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from tests.stack import wait_for
+from auditsvc.stack import wait_for
 
 pytestmark = pytest.mark.integration
 STORED = re.compile(r"org-\d+/(modelversion|probeset|audit)/[0-9a-f]{32}/([\w.]+)")
@@ -18,7 +18,7 @@ STORED = re.compile(r"org-\d+/(modelversion|probeset|audit)/[0-9a-f]{32}/([\w.]+
 @pytest.fixture(scope="module")
 def split_stack(tmp_path_factory, postgres, s3_server):
     from tests.s3 import CREDENTIALS
-    from tests.stack import SplitStack
+    from auditsvc.stack import SplitStack
 
     stack = SplitStack(tmp_path_factory.mktemp("split"), postgres.create_database("split"), s3_server.endpoint,
                        s3_server.new_bucket(), CREDENTIALS)

@@ -1,7 +1,10 @@
-"""A real service stack for integration tests: redis-server, the Django web server and Celery
-workers as separate processes on loopback, sharing a PostgreSQL database (DATABASE_URL; SQLite in
-the stack's folder without one) and a media folder; or (SplitStack) each in a folder of its own,
-sharing a bucket of an S3 server instead."""
+"""A real service stack for the integration tests and bench/soak.py: redis-server, the Django web
+server, Celery workers (and beat) as separate processes on loopback, sharing a PostgreSQL database
+(DATABASE_URL; SQLite in the stack's folder without one) and a media folder; or (SplitStack) each in a
+folder of its own, sharing a bucket of an S3 server instead. `workers` Celery workers of one process
+each (the dispatcher is told as many slots); `env` overrides the stack's environment; `persistent_redis`
+keeps the broker's data over a restart, as production does (docker/compose.yaml runs Redis with an
+append-only file)."""
 
 from __future__ import annotations
 
@@ -14,9 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-import requests
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -43,7 +44,8 @@ def _port_open(port: int) -> bool:
 class Stack:
     first_workers = 1
 
-    def __init__(self, directory: Path, database_url: str | None = None):
+    def __init__(self, directory: Path, database_url: str | None = None, env: dict[str, str] | None = None,
+                 persistent_redis: bool = False, workers: int | None = None):
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed: apt-get install redis-server (.ci/run does)")
         self.directory = directory
@@ -58,9 +60,13 @@ class Stack:
                     "DJANGO_EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
                     "DJANGO_EMAIL_FILE_PATH": str(directory / "mail"),
                     "AUDITSVC_DB_CONN_MAX_AGE": "0"}   # runserver: a thread per request, see settings
+        self.worker_count = workers or self.first_workers
+        self.env["AUDITSVC_WORKER_SLOTS"] = str(self.worker_count)
         self.env.pop("DATABASE_URL", None)
         if database_url:
             self.env["DATABASE_URL"] = database_url
+        self.env.update(env or {})
+        self.persistent_redis = persistent_redis
         self.processes: dict[str, subprocess.Popen] = {}
         self.workers = 0
 
@@ -79,16 +85,14 @@ class Stack:
         return done.stdout.strip()
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
-        log = open(self.directory / f"{name}.log", "w")
+        log = open(self.directory / f"{name}.log", "a")   # a restarted process's log goes on
         process = subprocess.Popen(command, cwd=self.process_cwd(name), env=self.process_env(name), stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[name] = process
         return process
 
     def start(self) -> "Stack":
-        self._spawn("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no"])
-        wait_for(lambda: _port_open(self.redis_port), 20, "redis-server")
+        self.start_redis()
         self.manage("migrate", "--noinput")
         self.tokens = {
             "alice": self.manage("bootstrap", "--organization", "Acme", "--username", "alice",
@@ -98,24 +102,45 @@ class Stack:
         }
         self._spawn("web", [sys.executable, str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{self.web_port}", "--noreload"])
         wait_for(lambda: _port_open(self.web_port), 60, "the web server")
-        self.start_workers(self.first_workers)
+        self.start_workers(self.worker_count)
         return self
 
-    def start_worker(self) -> subprocess.Popen:
-        return self.start_workers(1)[0]
+    def start_redis(self) -> subprocess.Popen:
+        persistence = (["--appendonly", "yes", "--dir", str(self.directory)]
+                       if self.persistent_redis else ["--appendonly", "no"])
+        process = self._spawn("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                                        "--save", "", *persistence])
+        wait_for(lambda: _port_open(self.redis_port), 20, "redis-server")
+        return process
 
-    def start_workers(self, count: int) -> list[subprocess.Popen]:
-        """`count` more workers, started side by side."""
-        started = {}
-        for _ in range(count):
-            self.workers += 1
-            name = f"worker{self.workers}"
-            started[name] = self._spawn(name, [sys.executable, "-m", "celery", "-A", "auditsvc.celery", "worker",
-                                               "-Q", "gpu,default", "-c", "1", "-P", "prefork", "-n", f"{name}@%h",
-                                               "--without-gossip", "--without-mingle", "-l", "info"])
-        for name in started:
-            wait_for(lambda: "ready." in (self.directory / f"{name}.log").read_text(), 120, f"{name} to start")
-        return list(started.values())
+    def restart_redis(self) -> None:
+        """Stop redis-server as an operator would (SIGTERM: it writes what it holds, when persistent), start it again."""
+        process = self.processes.pop("redis")
+        process.terminate()
+        process.wait(30)
+        self.start_redis()
+
+    def start_beat(self) -> subprocess.Popen:
+        """Celery beat with the database scheduler: the sweeper (and dispatcher's safety net) and the schedules."""
+        return self._spawn("beat", [sys.executable, "-m", "celery", "-A", "auditsvc.celery", "beat", "-l", "info"])
+
+    def start_worker(self, name: str | None = None) -> subprocess.Popen:
+        """One more worker, or the worker `name` again (after it was killed)."""
+        return self.start_workers(1, [name] if name else None)[0]
+
+    def start_workers(self, count: int, names: list[str] | None = None) -> list[subprocess.Popen]:
+        """`count` more workers (or those named), started side by side."""
+        if names is None:
+            names = [f"worker{self.workers + number}" for number in range(1, count + 1)]
+            self.workers += count
+        logs = {name: self.directory / f"{name}.log" for name in names}
+        ready_before = {name: log.read_text().count("ready.") if log.exists() else 0 for name, log in logs.items()}
+        started = [self._spawn(name, [sys.executable, "-m", "celery", "-A", "auditsvc.celery", "worker",
+                                      "-Q", "gpu,default", "-c", "1", "-P", "prefork", "-n", f"{name}@%h",
+                                      "--without-gossip", "--without-mingle", "-l", "info"]) for name in names]
+        for name, log in logs.items():
+            wait_for(lambda: log.read_text().count("ready.") > ready_before[name], 120, f"{name} to start")
+        return started
 
     def worker_children(self, name: str) -> list[int]:
         pid = self.processes[name].pid
@@ -129,7 +154,7 @@ class Stack:
 
     def stop(self) -> None:
         """Workers and the web server first, Redis last: a worker without its broker takes long to shut down."""
-        for process in reversed(self.processes.values()):
+        for process in sorted(reversed(self.processes.values()), key=lambda p: p is self.processes.get("redis")):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
                 try:
@@ -140,7 +165,10 @@ class Stack:
 
     # --- the API as a pipeline uses it ---------------------------------------------------------
 
-    def api(self, user: str = "alice") -> requests.Session:
+    def api(self, user: str = "alice"):
+        """A requests session with the user's API token."""
+        import requests   # a test dependency: the service itself never imports this module
+
         session = requests.Session()
         session.headers["Authorization"] = f"Token {self.tokens[user]}"
         return session
@@ -156,8 +184,8 @@ class Stack:
     def status(self, audit_id: int, user: str = "alice") -> dict:
         return self.api(user).get(f"{self.url}/api/v1/audits/{audit_id}", timeout=30).json()
 
-    def wait_until(self, audit_id: int, condition, timeout: float = 300) -> dict:
-        return wait_for(lambda: (lambda s: s if condition(s) else None)(self.status(audit_id)), timeout,
+    def wait_until(self, audit_id: int, condition, timeout: float = 300, user: str = "alice") -> dict:
+        return wait_for(lambda: (lambda s: s if condition(s) else None)(self.status(audit_id, user)), timeout,
                         f"audit {audit_id}", interval=0.1)
 
     def log(self, name: str) -> str:

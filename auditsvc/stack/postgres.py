@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.stack import free_port, wait_for
+from .stack import free_port, wait_for
 
 SUPERUSER = "auditsvc"
 
@@ -129,7 +129,7 @@ class PostgresServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-if __name__ == "__main__":   # python -m tests.postgres: start one by hand and print its URL
+if __name__ == "__main__":   # python -m auditsvc.stack.postgres: start one by hand and print its URL
     server = PostgresServer().start()
     print(server.url(), flush=True)
     try:
