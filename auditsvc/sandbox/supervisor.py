@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Callable
 from auditsvc.battery import BadInput
 
 from .confinement import Confinement, Mount
+from .folders import temporary_folder
 
 MAX_LINE = 4096
 MAX_OUTCOME_BYTES = 1 << 20
@@ -45,8 +45,7 @@ class Job:
     """A job folder and the mounts that show it to the child."""
 
     confinement: Confinement
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="auditsvc-job-",
-                                                                     dir=os.environ.get("AUDITSVC_SCRATCH"))))
+    root: Path = field(default_factory=lambda: temporary_folder("job", os.environ.get("AUDITSVC_SCRATCH")))
     mounts: list[Mount] = field(default_factory=list)
     started: bool = False
 

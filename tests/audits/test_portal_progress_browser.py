@@ -103,7 +103,7 @@ def test_a_cancelled_audit_stops_for_good_and_the_worker_takes_the_next(page, se
     expect(page.locator(f"{STEPS}.step-running:not([data-step=setup])")).to_have_count(1, timeout=60_000)
     [pool] = stack.worker_children("worker1")
     sandbox = descendants(pool)   # the audit's sandboxed child: bubblewrap and the processes inside
-    job_folders = {Path(found) for pid in sandbox for found in re.findall(r"(\S+/auditsvc-job-\w+)/out", cmdline(pid))}
+    job_folders = {Path(found) for pid in sandbox for found in re.findall(r"(\S+/auditsvc-job-[\w-]+)/out", cmdline(pid))}
     assert sandbox and job_folders
     shot(page, "progress-5-before-cancel")
     page.click("#cancel-audit button")

@@ -11,7 +11,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.db.models import FileField
+
+from auditsvc.sandbox.folders import temporary_folder
 
 from ..upload_limits import display_name, mib
 from .columns import check_columns
@@ -28,8 +29,9 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def scratch():
-    """A private temporary folder (in AUDITSVC_SCRATCH, as the sandbox's job folders), removed with everything in it."""
-    directory = Path(tempfile.mkdtemp(prefix="auditsvc-", dir=os.environ.get("AUDITSVC_SCRATCH") or None))
+    """A private temporary folder (in AUDITSVC_SCRATCH, as the sandbox's job folders), removed with everything in
+    it (by the next process, if this one is killed)."""
+    directory = temporary_folder("scratch", os.environ.get("AUDITSVC_SCRATCH") or None)
     try:
         yield directory
     finally:
