@@ -128,10 +128,11 @@ class AuditClient:
 
     def submit(self, model: str | Path, meta: str | Path | None = None, probes: str | Path | None = None, *,
                probe_set: int | None = None, profile: str | None = None, release_tag: str | None = None,
-               seed: int | None = None) -> dict:
+               seed: int | None = None, priority: str | None = None) -> dict:
         """Upload a model (its model.json beside it unless given) and a probe set zip, or name a stored probe set
-        by id, and start an audit. Returns the audit's status; `existing` is true when an identical audit was
-        already queued or running (that one is returned)."""
+        by id, and start an audit (`priority`: release, interactive or scheduled; the server's default is
+        interactive). Returns the audit's status; `existing` is true when an identical audit was already queued
+        or running (that one is returned)."""
         model = Path(model)
         files = {"model": model, "meta": Path(meta) if meta else model.with_name("model.json")}
         if probes is not None:
@@ -139,7 +140,8 @@ class AuditClient:
         for name, path in files.items():
             if not path.is_file():
                 raise BadInput(f"{name} file {path} not found")
-        fields = {"probe_set": probe_set, "profile": profile, "release_tag": release_tag, "seed": seed}
+        fields = {"probe_set": probe_set, "profile": profile, "release_tag": release_tag, "seed": seed,
+                  "priority": priority}
         content_type, length, body = _multipart({k: str(v) for k, v in fields.items() if v is not None}, files)
         with self._send("POST", "/api/v1/audits", body=body,
                         headers={"Content-Type": content_type, "Content-Length": str(length)}) as response:
@@ -288,6 +290,9 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--out", required=True, type=Path, help="directory for report.pdf and findings.json")
     audit.add_argument("--profile", choices=["full", "quick"])
     audit.add_argument("--release-tag", help="the release the model ships in, e.g. the git tag")
+    audit.add_argument("--priority", choices=["release", "interactive", "scheduled"], default="release",
+                       help="release (default: a release gate starts before interactive audits and scheduled "
+                            "re-audits), interactive or scheduled")
     audit.add_argument("--fail-on", choices=["warn", "fail"], help="exit 3 when the verdict is at or above this")
     audit.add_argument("--seed", type=int)
     audit.add_argument("--timeout", type=float, default=3600,
@@ -330,7 +335,8 @@ def audit_command(options: argparse.Namespace) -> int:
         raise BadInput(f"--out {options.out} cannot be created ({error.strerror or error})") from None
     client = AuditClient(options.url, os.environ.get("AUDITSVC_TOKEN", ""))
     created = client.submit(options.model, options.meta, options.dataset, probe_set=options.probe_set,
-                            profile=options.profile, release_tag=options.release_tag, seed=options.seed)
+                            profile=options.profile, release_tag=options.release_tag, seed=options.seed,
+                            priority=options.priority)
     following = "an identical audit was already queued or running; following it" if created.get("existing") \
         else "queued"
     print(f"audit {created['id']}: {following} ({created['links']['portal']})", file=sys.stderr)

@@ -155,6 +155,7 @@ if [[ -n $probe_set ]]; then fields+=(-F "probe_set=$probe_set"); fi
 if [[ -n $profile ]]; then fields+=(-F "profile=$profile"); fi
 if [[ -n $seed ]]; then fields+=(-F "seed=$seed"); fi
 if [[ -n $release_tag ]]; then fields+=(--form-string "release_tag=$release_tag"); fi
+fields+=(-F "priority=release")   # a release gate: it starts before interactive audits and scheduled re-audits
 
 request "$work/audit.json" "${fields[@]}" "$url/api/v1/audits"
 audit_id=$(answer '.id')

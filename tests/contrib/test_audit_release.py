@@ -64,7 +64,8 @@ def test_a_clean_model_passes_the_gate_and_its_report_is_kept(service_stack, gat
     findings = json.loads((out / "findings.json").read_text())
     assert (findings["verdict"], findings["model"]["name"], findings["findings"]) == ("pass", "stripes-sure", [])
     audit = stack.status(int(audit_id))
-    assert (audit["profile"], audit["release_tag"], audit["verdict"]) == ("quick", "v2.0-rc1", "pass")
+    assert (audit["profile"], audit["release_tag"], audit["verdict"], audit["priority"]) == (
+        "quick", "v2.0-rc1", "pass", "release")
 
 
 @pytest.mark.integration
