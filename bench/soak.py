@@ -5,7 +5,7 @@ append-only file as in production, the web server, two Celery workers of one pro
 sweeper every few seconds). Twenty uploads (each its own model version and probe set, quick profile, two
 organizations, a mix of priorities) are sent at once; meanwhile a worker process is SIGKILLed at random
 moments (20 times: the pool process running the task, or the whole worker with its pool) and Redis is
-restarted once. A supervisor starts every killed worker again. Then the invariants:
+restarted once (--redis-loses-data: without its append-only file, every message in it lost). A supervisor starts every killed worker again. Then the invariants:
 
   accounted   every audit the API accepted is a row, and no other row exists
   finished    every audit ends done, or failed with its reason; lost = still queued or running
@@ -64,13 +64,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for every audit to end")
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder (logs, media)")
+    parser.add_argument("--redis-loses-data", action="store_true",
+                        help="run Redis without its append-only file: the restart loses every message")
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="auditsvc-soak-"))
     postgres = PostgresServer().start()
     for folder in ("stack", "scratch"):
         (directory / folder).mkdir()
     stack = Stack(directory / "stack", database_url=postgres.create_database("soak"), workers=WORKERS,
-                  persistent_redis=True, env=_soak_env(directory))
+                  persistent_redis=not args.redis_loses_data, env=_soak_env(directory))
     try:
         stack.start()
         stack.start_beat()
@@ -273,8 +275,9 @@ def print_report(report: dict, args) -> None:
         ("audits per hour", f"{done * 3600 / report['seconds']:.0f}"),
     ]
     width = max(len(label) for label, _ in rows)
+    redis = "without its data" if args.redis_loses_data else "with its data (append-only file)"
     print(f"\nsoak: {args.audits} uploads and quick audits, {WORKERS} workers, {args.kills} SIGKILLs planned, "
-          "Redis restarted once\n")
+          f"Redis restarted once {redis}\n")
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
     for reason, count in report["failed"].items():

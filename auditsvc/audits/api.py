@@ -59,8 +59,8 @@ def token_required(view):
     return wrapper
 
 
-def _audit_body(request, audit: Audit) -> dict:
-    body = selectors.audit_status(audit)
+def _audit_body(request, audit: Audit, queue: list[int] | None = None) -> dict:
+    body = selectors.audit_status(audit, queue=queue)
     links = {"self": reverse("api-audit", args=[audit.pk]), "portal": reverse("audit-detail", args=[audit.pk])}
     if not audit.is_finished:
         links["cancel"] = reverse("api-audit-cancel", args=[audit.pk])
@@ -153,7 +153,8 @@ def model_versions(request):
 def model_version_audits(request, pk: int):
     version = selectors.model_version_get(request.user, pk, _organization(request))
     audits = selectors.audits_of_version(request.user, version, _organization(request))
-    return JsonResponse({"model_version": version.pk, "results": [_audit_body(request, a) for a in audits]})
+    queue = selectors.queued_in_order()   # once for the list, not once per queued audit
+    return JsonResponse({"model_version": version.pk, "results": [_audit_body(request, a, queue) for a in audits]})
 
 
 def not_found(request, path: str = ""):

@@ -211,8 +211,9 @@ def token_get(user, pk: int) -> ApiToken:
     return get_object_or_404(tokens_for(user), pk=pk)
 
 
-def audit_status(audit: Audit, now: datetime | None = None) -> dict:
-    """The job row as plain data (API and the progress poller), with its live progress (`audit_progress`)."""
+def audit_status(audit: Audit, now: datetime | None = None, queue: list[int] | None = None) -> dict:
+    """The job row as plain data (API and the progress poller), with its live progress (`audit_progress`;
+    `queue`: `queued_in_order()`, when the caller has it already)."""
     return {
         "id": audit.pk, "status": audit.status, "progress": round(audit.progress, 3), "stage": audit.stage,
         "message": audit.message, "verdict": audit.verdict or None, "attempts": audit.attempts,
@@ -224,7 +225,7 @@ def audit_status(audit: Audit, now: datetime | None = None) -> dict:
         "reference": audit.reference_id,
         "created": audit.created.isoformat(), "started": audit.started.isoformat() if audit.started else None,
         "finished": audit.finished.isoformat() if audit.finished else None,
-        **audit_progress(audit, now),
+        **audit_progress(audit, now, queue),
     }
 
 
@@ -335,8 +336,8 @@ def dispatch_order(waiting: Iterable[Waiting], at_workers: Mapping[int, int],
 
 def audits_at_workers() -> Counter[int]:
     """Per organization (id), its audits at the workers: running, or sent and waiting in the broker."""
-    rows = (Audit.objects.filter(Q(status=Audit.Status.RUNNING) | Q(status=Audit.Status.QUEUED, dispatched__isnull=False))
-            .values_list("organization_id").annotate(count=Count("pk")).order_by())
+    at_workers = Q(status=Audit.Status.RUNNING) | Q(status=Audit.Status.QUEUED, dispatched__isnull=False)
+    rows = Audit.objects.filter(at_workers).values_list("organization_id").annotate(count=Count("pk")).order_by()
     return Counter(dict(rows))
 
 
@@ -369,7 +370,7 @@ HISTORY_AUDITS = 50    # the finished audits an estimate learns from, newest fir
 SIMILAR_AUDITS = 5     # per step, the ones nearest in probe-set size
 
 
-def audit_progress(audit: Audit, now: datetime | None = None) -> dict:
+def audit_progress(audit: Audit, now: datetime | None = None, queue: list[int] | None = None) -> dict:
     """Where a queued or running audit is, as plain data: its steps with their durations (a running one's
     so far), which step runs ("section 6 of 14"), the time since it started, an estimate of the time left
     (None: no history yet), and while queued, how many queued audits are ahead of it."""
@@ -384,7 +385,7 @@ def audit_progress(audit: Audit, now: datetime | None = None) -> dict:
         else None,
         "waiting": _seconds((audit.started or now) - audit.created) if audit.created else None,
         "remaining": audit_remaining_seconds(audit) if active else None,
-        "queue_position": audit_queue_position(audit),
+        "queue_position": audit_queue_position(audit, queue),
         "cancellable": active,
     }
 
@@ -401,12 +402,13 @@ def _seconds(delta) -> float:
     return round(max(delta.total_seconds(), 0.0), 1)
 
 
-def audit_queue_position(audit: Audit) -> int | None:
+def audit_queue_position(audit: Audit, queue: list[int] | None = None) -> int | None:
     """How many queued audits will start before this queued one (None when it is not queued), in the
-    dispatcher's order (`queued_in_order`). Every organization's count: they wait for the same workers."""
+    dispatcher's order (`queue`, else `queued_in_order()`). Every organization's count: they wait for the
+    same workers."""
     if audit.status != Audit.Status.QUEUED:
         return None
-    order = queued_in_order()
+    order = queued_in_order() if queue is None else queue
     return order.index(audit.pk) if audit.pk in order else len(order)
 
 

@@ -114,7 +114,8 @@ class Stack:
         return process
 
     def restart_redis(self) -> None:
-        """Stop redis-server as an operator would (SIGTERM: it writes what it holds, when persistent), start it again."""
+        """Stop redis-server as an operator would (SIGTERM: it writes what it holds, when persistent), start it
+        again."""
         process = self.processes.pop("redis")
         process.terminate()
         process.wait(30)

@@ -22,7 +22,8 @@ from .uploads import model_version_create, parse_meta, probe_set_create
 __all__ = [
     "NO_WORKER", "api_token_authenticate", "api_token_create", "api_token_revoke", "audit_cancel", "audit_claim_next",
     "audit_create", "audit_create_for_schedule", "audit_create_from_upload", "audit_execute", "audit_fail",
-    "audit_get_or_create_from_upload", "audit_raise_priority", "audit_transition", "audits_dispatch", "audits_sweep", "model_version_create",
+    "audit_get_or_create_from_upload", "audit_raise_priority", "audit_transition", "audits_dispatch", "audits_sweep",
+    "model_version_create",
     "notify_worse_verdict", "organization_create", "parse_meta", "planned_steps", "probe_set_create",
     "profile_sections", "sandbox_prepare_next",
     "schedule_create", "schedule_delete", "schedule_set_enabled", "workers_configured",
