@@ -5,7 +5,8 @@ append-only file as in production, the web server, two Celery workers of one pro
 sweeper every few seconds). Twenty uploads (each its own model version and probe set, quick profile, two
 organizations, a mix of priorities) are sent at once; meanwhile a worker process is SIGKILLed at random
 moments (20 times: the pool process running the task, or the whole worker with its pool) and Redis is
-restarted once (--redis-loses-data: without its append-only file, every message in it lost). A supervisor starts every killed worker again. Then the invariants:
+restarted once (--redis-loses-data: without its append-only file, every message in it lost). A
+supervisor starts every killed worker again. Then the invariants:
 
   accounted   every audit the API accepted is a row, and no other row exists
   finished    every audit ends done, or failed with its reason; lost = still queued or running
