@@ -162,7 +162,7 @@ def test_an_audit_runs_once_on_the_stored_model_json_and_a_finished_one_is_left_
     assert given == [("model", ModelMeta.from_dict(version.meta))] and checks == []   # no upload check again
     services.audit_execute(audit.pk)  # a redelivered message for a finished audit
     audit.refresh_from_db()
-    assert audit.attempts == 1 and len(given) == 1
+    assert audit.attempts == 1 and len(given) == 1 and audit.runs_completed == 1   # ran to completion once
 
 
 @pytest.mark.parametrize("timeout", [SoftTimeLimitExceeded, TimeLimitExceeded])
@@ -300,7 +300,7 @@ def test_a_running_audit_cancelled_stops_and_stores_nothing(users, stored, monke
     monkeypatch.setattr(running_services.ProgressWriter, "step", cancel_when_performance_starts)
     services.audit_execute(audit.pk)
     audit.refresh_from_db()
-    assert (audit.status, audit.attempts, audit.verdict) == ("cancelled", 1, "")
+    assert (audit.status, audit.attempts, audit.verdict, audit.runs_completed) == ("cancelled", 1, "", 0)
     assert [(s["name"], s["status"]) for s in audit.steps] == [("setup", "ok"), ("summary", "ok"),
                                                                 ("performance", "cancelled"), ("report", "cancelled")]
     assert not (audit.report_html or audit.report_pdf or audit.findings_json) and audit.findings.count() == 0
