@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m auditsvc.demo --out $(DEMO_DIR)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) bench/battery.py

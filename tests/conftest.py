@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -13,9 +12,6 @@ import torch
 from PIL import Image
 
 from auditsvc.demo.nets import PlainNet, export
-
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)   # two test processes share the cores (make test runs pytest -n 2)
 
 warnings.filterwarnings("ignore", category=UserWarning)
 pytest_plugins = ["tests.service_fixtures"]
@@ -116,15 +112,9 @@ def audit_inputs(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def tank_demo() -> dict:
     """The tank demo of `make demo` (built once, cached in build/demo): shortcut and clean models, probe set."""
-    import fcntl
-
     from auditsvc.demo.build import build_demo
 
-    out = Path(__file__).resolve().parents[1] / "build" / "demo"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / "demo.lock", "w") as lock:   # test processes run side by side (pytest -n)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        built = build_demo(out, log=lambda message: None)
+    built = build_demo(Path(__file__).resolve().parents[1] / "build" / "demo", log=lambda message: None)
     return {name: Path(path) for name, path in built["paths"].items()}
 
 
