@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import time
-import zipfile
 
 import pytest
 import torch
 
 from auditsvc.demo.nets import PlainNet
 from tests.conftest import write_package, write_probe
+from tests.service_fixtures import zip_directory
 
 pytestmark = pytest.mark.integration
 
@@ -81,10 +81,7 @@ def tiny_inputs(tmp_path_factory):
     model = write_package(directory / "model", PlainNet(2, widths=(4, 8)), ["cat", "dog"], name="tiny-model")
     root = write_probe(directory / "probe", ["cat", "dog"], per_class=6, size=(32, 32))
     archive = directory / "probe.zip"
-    with zipfile.ZipFile(archive, "w") as out:
-        for file in sorted(root.rglob("*")):
-            if file.is_file():
-                out.write(file, file.relative_to(root).as_posix())
+    archive.write_bytes(zip_directory(root))
     return model, archive
 
 
